@@ -1,0 +1,250 @@
+"""Results -> Prometheus metric families, at scrape time. The names and labels are the public contract
+documented in docs/metrics.md; change them only deliberately.
+
+A scrape never probes: it renders the latest immutable results, so values relative to now (seconds
+until expiry) are computed here and a removed broker simply has no result to render.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from exporter import __version__
+from exporter.results import ProbeResult
+from exporter.store import FailureKey, ResultStore
+
+#: Certificate fields come from whoever runs the broker: bound what we put in a label value.
+MAX_LABEL_LENGTH = 256
+
+
+def bounded(value: str) -> str:
+    if len(value) <= MAX_LABEL_LENGTH:
+        return value
+    return value[: MAX_LABEL_LENGTH - 1] + "…"
+
+
+@dataclass(frozen=True)
+class ExporterFacts:
+    """Facts about the exporter itself, rendered with every scrape."""
+
+    brokers: int
+    last_reload_successful: bool = True
+    last_reload_success_timestamp: float = 0.0
+
+
+def broker_families(
+    results: Iterable[ProbeResult],
+    failure_counts: Mapping[FailureKey, int],
+    intervals: Mapping[str, float],
+    now: float,
+) -> list[Metric]:
+    """Pure: the broker metric families for these results as of ``now``."""
+    b = ["broker"]
+    success = GaugeMetricFamily(
+        "mqtt_broker_probe_success", "1 if TCP, TLS, trust and CONNACK all succeeded in the latest probe.", labels=b
+    )
+    duration = GaugeMetricFamily(
+        "mqtt_broker_probe_duration_seconds",
+        "Duration of each phase of the latest probe (resolve, connect, tls, mqtt, total).",
+        labels=[*b, "phase"],
+    )
+    timestamp = GaugeMetricFamily(
+        "mqtt_broker_probe_timestamp_seconds", "Unix time the latest probe finished.", labels=b
+    )
+    interval = GaugeMetricFamily(
+        "mqtt_broker_probe_interval_seconds", "Configured probe interval of the broker.", labels=b
+    )
+    failure = GaugeMetricFamily(
+        "mqtt_broker_probe_failure",
+        "1 for the stage and reason the latest probe failed with; absent on success.",
+        labels=[*b, "stage", "reason"],
+    )
+    failures = CounterMetricFamily(
+        "mqtt_broker_probe_failures",
+        "Probe failures by stage and reason since the exporter started.",
+        labels=[*b, "stage", "reason"],
+    )
+    version = GaugeMetricFamily(
+        "mqtt_broker_tls_version_info", "TLS version negotiated in the latest probe.", labels=[*b, "version"]
+    )
+    cipher = GaugeMetricFamily(
+        "mqtt_broker_tls_cipher_info", "TLS cipher suite negotiated in the latest probe.", labels=[*b, "cipher"]
+    )
+    alpn = GaugeMetricFamily(
+        "mqtt_broker_tls_alpn_protocol_info",
+        "ALPN protocol negotiated in the latest probe (only when one was negotiated).",
+        labels=[*b, "protocol"],
+    )
+    trusted = GaugeMetricFamily(
+        "mqtt_broker_tls_trusted",
+        "1 if the presented chain verified against the trust store and hostname, 0 if not; "
+        "absent when no certificate was received.",
+        labels=b,
+    )
+    problem = GaugeMetricFamily(
+        "mqtt_broker_tls_trust_problem",
+        "1 for each reason the chain is not trusted (expired, not_yet_valid, self_signed, unknown_ca, "
+        "incomplete_chain, hostname_mismatch, weak_key, weak_signature, invalid).",
+        labels=[*b, "problem"],
+    )
+    cert_labels = [*b, "position"]
+    not_after = GaugeMetricFamily(
+        "mqtt_broker_cert_not_after_timestamp_seconds",
+        "Unix time a presented certificate expires (position 0 = leaf, then in the order sent).",
+        labels=cert_labels,
+    )
+    not_before = GaugeMetricFamily(
+        "mqtt_broker_cert_not_before_timestamp_seconds",
+        "Unix time a presented certificate becomes valid.",
+        labels=cert_labels,
+    )
+    expires_in = GaugeMetricFamily(
+        "mqtt_broker_cert_expires_in_seconds",
+        "Seconds until a presented certificate expires, as of the scrape; negative once expired.",
+        labels=cert_labels,
+    )
+    info = GaugeMetricFamily(
+        "mqtt_broker_cert_info",
+        "Identity of a presented certificate.",
+        labels=[
+            *cert_labels,
+            "subject",
+            "issuer",
+            "serial",
+            "fingerprint_sha256",
+            "dns_names",
+            "ip_addresses",
+            "key",
+            "signature_algorithm",
+        ],
+    )
+    connect = GaugeMetricFamily(
+        "mqtt_broker_connect_success",
+        "1 if the CONNACK accepted the connection, 0 if it refused; absent when no CONNACK was received.",
+        labels=b,
+    )
+    connack = GaugeMetricFamily(
+        "mqtt_broker_connack_reason_code",
+        "CONNACK code as received (MQTT 3.1.1 return code or MQTT 5 reason code).",
+        labels=b,
+    )
+
+    for name, seconds in intervals.items():
+        interval.add_metric([name], seconds)
+    for (name, stage, reason), count in failure_counts.items():
+        failures.add_metric([name, stage.value, reason.value], count)
+
+    for result in results:
+        name = result.broker
+        success.add_metric([name], 1.0 if result.success else 0.0)
+        timestamp.add_metric([name], result.finished)
+        for phase, seconds in result.durations:
+            duration.add_metric([name, phase.value], seconds)
+        if result.failure is not None:
+            failure.add_metric([name, result.failure.stage.value, result.failure.reason.value], 1.0)
+        tls = result.tls
+        if tls is not None:
+            if tls.version:
+                version.add_metric([name, tls.version], 1.0)
+            if tls.cipher:
+                cipher.add_metric([name, tls.cipher], 1.0)
+            if tls.alpn_protocol:
+                alpn.add_metric([name, tls.alpn_protocol], 1.0)
+            if tls.chain:
+                trusted.add_metric([name], 1.0 if tls.verdict.trusted else 0.0)
+            for item in tls.verdict.problems:
+                problem.add_metric([name, item.value], 1.0)
+            for position, cert in enumerate(tls.chain):
+                labels = [name, str(position)]
+                if not cert.parse_error:
+                    not_after.add_metric(labels, cert.not_after)
+                    not_before.add_metric(labels, cert.not_before)
+                    expires_in.add_metric(labels, cert.not_after - now)
+                info.add_metric(
+                    [
+                        *labels,
+                        bounded(cert.subject),
+                        bounded(cert.issuer),
+                        bounded(cert.serial),
+                        cert.fingerprint_sha256,
+                        bounded(",".join(cert.dns_names)),
+                        bounded(",".join(cert.ip_addresses)),
+                        cert.key,
+                        cert.signature_algorithm,
+                    ],
+                    1.0,
+                )
+        mqtt = result.mqtt
+        if mqtt is not None and mqtt.connack_code is not None:
+            connect.add_metric([name], 1.0 if mqtt.connack_code == 0 else 0.0)
+            connack.add_metric([name], float(mqtt.connack_code))
+
+    return [
+        success,
+        duration,
+        timestamp,
+        interval,
+        failure,
+        failures,
+        version,
+        cipher,
+        alpn,
+        trusted,
+        problem,
+        not_after,
+        not_before,
+        expires_in,
+        info,
+        connect,
+        connack,
+    ]
+
+
+def exporter_families(facts: ExporterFacts) -> list[Metric]:
+    build = GaugeMetricFamily(
+        "mqtt_cert_exporter_build_info",
+        "Version of the exporter and of the Python running it.",
+        labels=["version", "python_version"],
+    )
+    build.add_metric([__version__, platform.python_version()], 1.0)
+    brokers = GaugeMetricFamily("mqtt_cert_exporter_brokers", "Brokers configured.", value=facts.brokers)
+    reload_ok = GaugeMetricFamily(
+        "mqtt_cert_exporter_config_last_reload_successful",
+        "1 if the last configuration (re)load succeeded, 0 if it was rejected.",
+        value=1.0 if facts.last_reload_successful else 0.0,
+    )
+    reload_time = GaugeMetricFamily(
+        "mqtt_cert_exporter_config_last_reload_success_timestamp_seconds",
+        "Unix time of the last successful configuration (re)load.",
+        value=facts.last_reload_success_timestamp,
+    )
+    return [build, brokers, reload_ok, reload_time]
+
+
+class ExporterCollector(Collector):  # type: ignore[misc]
+    """Renders the store at scrape time."""
+
+    def __init__(
+        self,
+        store: ResultStore,
+        facts: Callable[[], ExporterFacts],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._facts = facts
+        self._clock = clock
+
+    def collect(self) -> Iterator[Metric]:
+        yield from exporter_families(self._facts())
+        yield from broker_families(
+            list(self._store.results.values()),
+            dict(self._store.failure_counts),
+            dict(self._store.intervals),
+            self._clock(),
+        )

@@ -1,0 +1,137 @@
+"""The `serve` mode: configuration lifecycle, scheduler, HTTP server and signals, in one asyncio loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+
+from exporter.collector import ExporterCollector, ExporterFacts
+from exporter.config import Config, ConfigError, load_config
+from exporter.probe import Prober
+from exporter.results import ProbeResult
+from exporter.scheduler import Scheduler
+from exporter.store import ResultStore
+from exporter.web import WebState, build_app, parse_listen_address
+
+log = logging.getLogger("exporter")
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    config_file: str
+    listen_address: str = ":9883"
+    concurrency: int = 128
+
+
+def state_of(result: ProbeResult) -> tuple[str, ...]:
+    """What counts as a change of a broker's state (logged once, not every probe)."""
+    if result.failure is None:
+        return ("ok",)
+    problems = result.tls.verdict.problems if result.tls else ()
+    return (result.failure.stage.value, result.failure.reason.value, *problems)
+
+
+def log_state_change(result: ProbeResult, previous: ProbeResult | None) -> None:
+    if previous is not None and state_of(previous) == state_of(result):
+        return
+    if result.failure is None:
+        log.info("broker probe succeeds", extra={"broker": result.broker, "address": result.address})
+        return
+    fields: dict[str, object] = {
+        "broker": result.broker,
+        "address": result.address,
+        "stage": result.failure.stage.value,
+        "reason": result.failure.reason.value,
+        "detail": result.failure.detail,
+    }
+    if result.tls and result.tls.verdict.problems:
+        fields["problems"] = ",".join(result.tls.verdict.problems)
+        fields["why"] = "; ".join(result.tls.verdict.details)
+    log.warning("broker probe fails", extra=fields)
+
+
+class Daemon:
+    def __init__(self, options: ServeOptions, config: Config) -> None:
+        self.options = options
+        self.config = config
+        self.store = ResultStore()
+        self.prober = Prober()
+        self.scheduler: Scheduler | None = None
+        self.web_state = WebState()
+        self.reload_ok = True
+        self.reload_time = time.time()
+        self.registry = CollectorRegistry(auto_describe=False)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        self.registry.register(ExporterCollector(self.store, self._facts))
+        self._stopping = asyncio.Event()
+
+    def _facts(self) -> ExporterFacts:
+        return ExporterFacts(
+            brokers=len(self.config.brokers),
+            last_reload_successful=self.reload_ok,
+            last_reload_success_timestamp=self.reload_time,
+        )
+
+    async def reload(self) -> tuple[bool, str]:
+        """Re-read the config file; a config that fails validation is rejected whole."""
+        try:
+            config = load_config(self.options.config_file)
+        except ConfigError as exc:
+            self.reload_ok = False
+            log.error(
+                "configuration rejected, keeping the previous one",
+                extra={"file": self.options.config_file, "errors": "; ".join(exc.errors)},
+            )
+            return False, "configuration rejected:\n" + str(exc)
+        except OSError as exc:
+            self.reload_ok = False
+            log.error("cannot read configuration", extra={"file": self.options.config_file, "error": str(exc)})
+            return False, f"cannot read configuration: {exc}"
+        if config == self.config:
+            self.reload_ok = True
+            return True, "configuration unchanged"
+        self.config = config
+        self.reload_ok, self.reload_time = True, time.time()
+        assert self.scheduler is not None
+        added, removed, changed = self.scheduler.apply(config.brokers)
+        log.info(
+            "configuration reloaded",
+            extra={"brokers": len(config.brokers), "added": added, "removed": removed, "changed": changed},
+        )
+        return True, f"configuration reloaded: {added} added, {removed} removed, {changed} changed"
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        self.scheduler = Scheduler(
+            self.prober, self.store, concurrency=self.options.concurrency, on_result=log_state_change
+        )
+        app = build_app(self.registry, self.web_state, reload=self.reload)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        await runner.setup()
+        host, port = parse_listen_address(self.options.listen_address)
+        site = web.TCPSite(runner, host=host, port=port, reuse_address=True)
+        await site.start()
+        for sock in site._server.sockets if site._server else ():  # type: ignore[union-attr]
+            address = sock.getsockname()
+            shown = f"[{address[0]}]" if ":" in address[0] else address[0]
+            log.info("listening", extra={"url": f"http://{shown}:{address[1]}/metrics"})
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self._stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        self.scheduler.apply(self.config.brokers)
+        self.web_state.ready = True
+        log.info("started", extra={"brokers": len(self.config.brokers), "config": self.options.config_file})
+        await self._stopping.wait()
+        log.info("shutting down")
+        await self.scheduler.stop()
+        await runner.cleanup()
+        return 0
+

@@ -1,0 +1,501 @@
+"""Pure certificate analysis: parse a presented chain and name *every* reason it is not trusted.
+
+OpenSSL stops at the first error it meets (and builds the path before it checks names or dates), so
+its verdict alone would hide "expired AND wrong hostname". We keep OpenSSL as the judge of *whether*
+the chain is trusted -- that is what paho and mosquitto_sub experience -- and use the functions here to
+list every problem that applies. No I/O here: the trust store and extra intermediates are passed in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import ipaddress
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.utils import CryptographyDeprecationWarning
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.x509.oid import AuthorityInformationAccessOID, ExtensionOID, NameOID
+
+from exporter.results import CertFacts, Problem, TrustVerdict
+
+MAX_CHAIN_DEPTH = 10
+#: Minimum sizes at OpenSSL security level 2 (Debian's default): what clients will refuse below.
+MIN_RSA_BITS = 2048
+MIN_EC_BITS = 224
+WEAK_HASHES = frozenset({"md5", "sha1", "md2", "md4"})
+
+# OpenSSL X509_V_ERR_* codes we map to problems directly.
+V_ERR_UNABLE_TO_GET_ISSUER_CERT = 2
+V_ERR_CERT_NOT_YET_VALID = 9
+V_ERR_CERT_HAS_EXPIRED = 10
+V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT = 18
+V_ERR_SELF_SIGNED_CERT_IN_CHAIN = 19
+V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY = 20
+V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE = 21
+V_ERR_HOSTNAME_MISMATCH = 62
+V_ERR_IP_ADDRESS_MISMATCH = 64
+V_ERR_EE_KEY_TOO_SMALL = 66
+V_ERR_CA_KEY_TOO_SMALL = 67
+V_ERR_CA_MD_TOO_WEAK = 68
+
+CHAIN_ERRORS = frozenset(
+    {
+        V_ERR_UNABLE_TO_GET_ISSUER_CERT,
+        V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT,
+        V_ERR_SELF_SIGNED_CERT_IN_CHAIN,
+        V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY,
+        V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE,
+    }
+)
+_DIRECT_PROBLEMS = {
+    V_ERR_CERT_NOT_YET_VALID: Problem.NOT_YET_VALID,
+    V_ERR_CERT_HAS_EXPIRED: Problem.EXPIRED,
+    V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT: Problem.SELF_SIGNED,
+    V_ERR_HOSTNAME_MISMATCH: Problem.HOSTNAME_MISMATCH,
+    V_ERR_IP_ADDRESS_MISMATCH: Problem.HOSTNAME_MISMATCH,
+    V_ERR_EE_KEY_TOO_SMALL: Problem.WEAK_KEY,
+    V_ERR_CA_KEY_TOO_SMALL: Problem.WEAK_KEY,
+    V_ERR_CA_MD_TOO_WEAK: Problem.WEAK_SIGNATURE,
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Parsing: once per distinct certificate (a fleet serves few distinct chains; probes repeat them).
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    facts: CertFacts
+    cert: x509.Certificate | None
+
+
+@lru_cache(maxsize=65536)
+def parse_der(der: bytes) -> Parsed:
+    """Parse one DER certificate. Never raises: a malformed certificate yields facts with parse_error."""
+    with warnings.catch_warnings():
+        # e.g. negative serial numbers, which real trust stores still contain
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        return _parse_der(der)
+
+
+def _parse_der(der: bytes) -> Parsed:
+    fingerprint = hashlib.sha256(der).hexdigest()
+    try:
+        cert = x509.load_der_x509_certificate(der)
+    except ValueError as exc:
+        return Parsed(_unparseable(fingerprint, f"not a DER certificate: {exc}"), None)
+    try:
+        return Parsed(_facts(cert, fingerprint), cert)
+    except (ValueError, TypeError, UnsupportedAlgorithm, x509.DuplicateExtension) as exc:
+        return Parsed(_unparseable(fingerprint, f"malformed certificate: {exc}"), None)
+
+
+def facts_of(der: bytes) -> CertFacts:
+    return parse_der(der).facts
+
+
+def _unparseable(fingerprint: str, error: str) -> CertFacts:
+    return CertFacts(
+        fingerprint_sha256=fingerprint,
+        subject="",
+        issuer="",
+        serial="",
+        not_before=0.0,
+        not_after=0.0,
+        dns_names=(),
+        ip_addresses=(),
+        common_name="",
+        key="unknown",
+        key_bits=0,
+        signature_algorithm="unknown",
+        signature_hash="",
+        is_ca=False,
+        self_issued=False,
+        parse_error=error,
+    )
+
+
+def _facts(cert: x509.Certificate, fingerprint: str) -> CertFacts:
+    dns_names: tuple[str, ...] = ()
+    ips: tuple[str, ...] = ()
+    try:
+        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+        dns_names = tuple(str(name) for name in san.get_values_for_type(x509.DNSName))
+        ips = tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
+    except x509.ExtensionNotFound:
+        pass
+    is_ca = False
+    try:
+        is_ca = cert.extensions.get_extension_for_oid(ExtensionOID.BASIC_CONSTRAINTS).value.ca
+    except x509.ExtensionNotFound:
+        pass
+    urls: tuple[str, ...] = ()
+    try:
+        aia = cert.extensions.get_extension_for_oid(ExtensionOID.AUTHORITY_INFORMATION_ACCESS).value
+        urls = tuple(
+            str(desc.access_location.value)
+            for desc in aia
+            if desc.access_method == AuthorityInformationAccessOID.CA_ISSUERS
+            and isinstance(desc.access_location, x509.UniformResourceIdentifier)
+        )
+    except x509.ExtensionNotFound:
+        pass
+    key, bits = describe_key(cert)
+    try:
+        hash_algorithm = cert.signature_hash_algorithm
+        signature_hash = hash_algorithm.name.lower() if hash_algorithm else ""
+    except UnsupportedAlgorithm:
+        signature_hash = "unknown"
+    serial = cert.serial_number
+    common_names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return CertFacts(
+        fingerprint_sha256=fingerprint,
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        serial=format(serial, "x") if serial >= 0 else "-" + format(-serial, "x"),
+        not_before=cert.not_valid_before_utc.timestamp(),
+        not_after=cert.not_valid_after_utc.timestamp(),
+        dns_names=dns_names,
+        ip_addresses=ips,
+        common_name=str(common_names[0].value) if common_names else "",
+        key=key,
+        key_bits=bits,
+        signature_algorithm=_signature_algorithm_name(cert),
+        signature_hash=signature_hash,
+        is_ca=is_ca,
+        self_issued=cert.subject == cert.issuer,
+        ca_issuers_urls=urls,
+    )
+
+
+_CURVE_NAMES = {"secp256r1": "P256", "secp384r1": "P384", "secp521r1": "P521", "secp224r1": "P224"}
+
+
+def describe_key(cert: x509.Certificate) -> tuple[str, int]:
+    """("EC-P256", 256), ("RSA-2048", 2048), ("Ed25519", 256)..."""
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        return "unknown", 0
+    if isinstance(key, rsa.RSAPublicKey):
+        return f"RSA-{key.key_size}", key.key_size
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        curve = _CURVE_NAMES.get(key.curve.name, key.curve.name)
+        return f"EC-{curve}", key.curve.key_size
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "Ed25519", 256
+    if isinstance(key, ed448.Ed448PublicKey):
+        return "Ed448", 456
+    if isinstance(key, dsa.DSAPublicKey):
+        return f"DSA-{key.key_size}", key.key_size
+    return type(key).__name__, 0
+
+
+def _signature_algorithm_name(cert: x509.Certificate) -> str:
+    oid = cert.signature_algorithm_oid
+    return getattr(oid, "_name", None) or oid.dotted_string
+
+
+# --------------------------------------------------------------------------------------------------
+# Trust store
+
+
+@dataclass(frozen=True)
+class TrustStore:
+    """Trust anchors by subject, for diagnosis (OpenSSL remains the judge of trust)."""
+
+    description: str
+    anchors: tuple[Parsed, ...]
+
+    @classmethod
+    def from_pem(cls, data: bytes, description: str) -> TrustStore:
+        return cls(description, tuple(load_pem_bundle(data)))
+
+    def fingerprints(self) -> frozenset[str]:
+        return _fingerprints(self)
+
+    def issuers_of(self, cert: x509.Certificate) -> Iterable[Parsed]:
+        for anchor in self.anchors:
+            if anchor.cert is not None and anchor.cert.subject == cert.issuer:
+                yield anchor
+
+
+@lru_cache(maxsize=64)
+def _fingerprints(store: TrustStore) -> frozenset[str]:
+    return frozenset(anchor.facts.fingerprint_sha256 for anchor in store.anchors)
+
+
+def load_pem_bundle(data: bytes) -> list[Parsed]:
+    """Every certificate in a PEM bundle; DER if it is not PEM at all; PKCS#7 (AIA .p7c) too."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        return _load_bundle(data)
+
+
+def _load_bundle(data: bytes) -> list[Parsed]:
+    from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+
+    if b"-----BEGIN" in data:
+        try:
+            certs = x509.load_pem_x509_certificates(data)
+        except ValueError:
+            try:
+                certs = pkcs7.load_pem_pkcs7_certificates(data)
+            except ValueError:
+                return []
+    else:
+        try:
+            return [parse_der(x509.load_der_x509_certificate(data).public_bytes(Encoding.DER))]
+        except ValueError:
+            try:
+                certs = pkcs7.load_der_pkcs7_certificates(data)
+            except ValueError:
+                return []
+    return [parse_der(cert.public_bytes(Encoding.DER)) for cert in certs]
+
+
+# --------------------------------------------------------------------------------------------------
+# Checks
+
+
+def is_issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    return _issued_by(cert, issuer)
+
+
+@lru_cache(maxsize=65536)
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    if cert.issuer != issuer.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
+        return False
+    return True
+
+
+def hostname_matches(facts: CertFacts, server_name: str) -> bool:
+    """RFC 6125 matching as OpenSSL does it for Python clients (no partial wildcards, CN fallback)."""
+    name = server_name.rstrip(".").lower()
+    try:
+        ip = ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        ip = None
+    if ip is not None:
+        return any(_same_ip(ip, candidate) for candidate in facts.ip_addresses)
+    candidates = facts.dns_names or ((facts.common_name,) if facts.common_name else ())
+    return any(_dns_match(pattern.rstrip(".").lower(), name) for pattern in candidates)
+
+
+def _same_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, candidate: str) -> bool:
+    try:
+        return ipaddress.ip_address(candidate) == ip
+    except ValueError:
+        return False
+
+
+def _dns_match(pattern: str, name: str) -> bool:
+    if not pattern:
+        return False
+    if not pattern.startswith("*."):
+        return pattern == name
+    suffix = pattern[1:]  # ".example.com"
+    if suffix.count(".") < 2:  # "*.com" is never valid
+        return False
+    head, _, rest = name.partition(".")
+    return bool(head) and "." + rest == suffix
+
+
+def names_covered(facts: CertFacts) -> tuple[str, ...]:
+    return facts.dns_names + facts.ip_addresses or ((facts.common_name,) if facts.common_name else ())
+
+
+@dataclass(frozen=True, slots=True)
+class Path:
+    """How far the chain leads: to an anchor (trusted path) or to a missing issuer."""
+
+    certs: tuple[Parsed, ...]
+    anchor: Parsed | None
+    completed_with: tuple[Parsed, ...]
+    #: the certificate whose issuer could not be found (when anchor is None)
+    dead_end: Parsed | None
+
+
+def build_path(presented: Sequence[Parsed], extra: Sequence[Parsed], store: TrustStore) -> Path:
+    """Follow issuers from the leaf through what the server sent, then ``extra``, to a store anchor."""
+    leaf = presented[0]
+    current = leaf
+    path: list[Parsed] = [leaf]
+    used: list[Parsed] = []
+    fingerprints = store.fingerprints()
+    for _ in range(MAX_CHAIN_DEPTH):
+        cert = current.cert
+        if cert is None:
+            return Path(tuple(path), None, tuple(used), current)
+        if current.facts.fingerprint_sha256 in fingerprints:
+            return Path(tuple(path[:-1]), current, tuple(used), None)
+        anchor = next((a for a in store.issuers_of(cert) if a.cert and is_issued_by(cert, a.cert)), None)
+        if anchor is not None:
+            return Path(tuple(path), anchor, tuple(used), None)
+        if current.facts.self_issued:
+            return Path(tuple(path), None, tuple(used), current)
+        seen = {p.facts.fingerprint_sha256 for p in path}
+        issuer = _find_issuer(cert, presented, seen)
+        if issuer is None:
+            issuer = _find_issuer(cert, extra, seen)
+            if issuer is not None:
+                used.append(issuer)
+        if issuer is None:
+            return Path(tuple(path), None, tuple(used), current)
+        path.append(issuer)
+        current = issuer
+    return Path(tuple(path), None, tuple(used), current)
+
+
+def _find_issuer(cert: x509.Certificate, pool: Sequence[Parsed], seen: set[str]) -> Parsed | None:
+    for candidate in pool:
+        if candidate.cert is None or candidate.facts.fingerprint_sha256 in seen:
+            continue
+        if is_issued_by(cert, candidate.cert):
+            return candidate
+    return None
+
+
+def missing_issuer_urls(presented: Sequence[Parsed], extra: Sequence[Parsed], store: TrustStore) -> tuple[str, ...]:
+    """AIA caIssuers URLs worth fetching: those of the certificate whose issuer is missing."""
+    if not presented:
+        return ()
+    path = build_path(presented, extra, store)
+    if path.anchor is not None or path.dead_end is None or path.dead_end.facts.self_issued:
+        return ()
+    return path.dead_end.facts.ca_issuers_urls
+
+
+# --------------------------------------------------------------------------------------------------
+# The verdict
+
+
+def _when(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _label(position: int, facts: CertFacts) -> str:
+    who = facts.common_name or facts.subject or facts.fingerprint_sha256[:16]
+    return f"certificate {position} ({who})"
+
+
+def classify(
+    presented: Sequence[Parsed],
+    *,
+    verify_code: int | None,
+    verify_message: str = "",
+    server_name: str,
+    now: float,
+    store: TrustStore,
+    extra_intermediates: Sequence[Parsed] = (),
+) -> TrustVerdict:
+    """Name every trust problem of a presented chain.
+
+    ``verify_code`` is OpenSSL's verdict from the handshake: None when the chain verified. The
+    verdict's ``trusted`` always follows OpenSSL; the problems list everything that applies.
+    """
+    if not presented:
+        return TrustVerdict(trusted=False, problems=(Problem.INVALID,), details=("no certificate received",))
+    path = build_path(presented, extra_intermediates, store)
+    anchor_facts = path.anchor.facts if path.anchor else None
+    completed = tuple(p.facts for p in path.completed_with)
+    if verify_code is None:
+        return TrustVerdict(trusted=True, anchor=anchor_facts, completed_with=completed)
+
+    found: dict[Problem, list[str]] = {}
+
+    def add(problem: Problem, detail: str) -> None:
+        found.setdefault(problem, []).append(detail)
+
+    # Dates: every certificate sent, plus what completes the chain (an expired root fails too).
+    checked = list(enumerate(presented))
+    checked += [(len(presented) + i, p) for i, p in enumerate(path.completed_with)]
+    if path.anchor is not None and path.anchor not in presented:
+        checked.append((-1, path.anchor))
+    for position, parsed in checked:
+        facts = parsed.facts
+        if parsed.cert is None:
+            add(Problem.INVALID, f"{_label(position, facts)}: {facts.parse_error}")
+            continue
+        label = _label(position, facts) if position >= 0 else f"trust anchor ({facts.subject})"
+        if facts.not_after < now:
+            add(Problem.EXPIRED, f"{label} expired on {_when(facts.not_after)}")
+        if facts.not_before > now:
+            add(Problem.NOT_YET_VALID, f"{label} is not valid before {_when(facts.not_before)}")
+        if facts.key_bits and _weak_key(facts):
+            add(Problem.WEAK_KEY, f"{label} has a {facts.key} key, too small for OpenSSL's default level")
+        if facts.signature_hash in WEAK_HASHES and not facts.self_issued:
+            add(Problem.WEAK_SIGNATURE, f"{label} is signed with {facts.signature_hash.upper()}")
+
+    leaf = presented[0].facts
+    if presented[0].cert is not None and not hostname_matches(leaf, server_name):
+        covered = ", ".join(names_covered(leaf)) or "no names"
+        add(Problem.HOSTNAME_MISMATCH, f"the certificate is for {covered}, not {server_name!r}")
+
+    # Only when OpenSSL could not build a path: otherwise it found an anchor (perhaps one our copy of
+    # the store does not hold, e.g. from a CA directory) and the chain itself is fine.
+    if verify_code in CHAIN_ERRORS:
+        _diagnose_path(presented, path, store, add)
+
+    direct = _DIRECT_PROBLEMS.get(verify_code)
+    if direct is not None and direct not in found:
+        add(direct, verify_message or f"OpenSSL verify error {verify_code}")
+    if not found:
+        add(Problem.INVALID, f"OpenSSL rejected the chain: {verify_message} (verify error {verify_code})")
+
+    problems = tuple(p for p in Problem if p in found)
+    return TrustVerdict(
+        trusted=False,
+        problems=problems,
+        verify_code=verify_code,
+        verify_message=verify_message,
+        details=tuple("; ".join(found[p]) for p in problems),
+        anchor=anchor_facts,
+        completed_with=completed,
+    )
+
+
+def _weak_key(facts: CertFacts) -> bool:
+    if facts.key.startswith(("RSA-", "DSA-")):
+        return facts.key_bits < MIN_RSA_BITS
+    if facts.key.startswith("EC-"):
+        return facts.key_bits < MIN_EC_BITS
+    return False
+
+
+def _incomplete_detail(path: Path) -> str:
+    missing = ", ".join(p.facts.subject for p in path.completed_with)
+    return f"the server did not send the intermediate certificate {missing}"
+
+
+def _diagnose_path(presented: Sequence[Parsed], path: Path, store: TrustStore, add: Callable[[Problem, str], None]) -> None:
+    if path.anchor is not None:
+        if path.completed_with:
+            add(Problem.INCOMPLETE_CHAIN, _incomplete_detail(path))
+        return
+    leaf = presented[0]
+    if leaf.cert is not None and leaf.facts.self_issued and is_issued_by(leaf.cert, leaf.cert):
+        add(Problem.SELF_SIGNED, f"the certificate ({leaf.facts.subject}) is self-signed and not in {store.description}")
+        return
+    dead_end = path.dead_end or leaf
+    if dead_end.facts.self_issued:
+        add(
+            Problem.UNKNOWN_CA,
+            f"the chain ends at {dead_end.facts.subject}, a root that is not in {store.description}",
+        )
+    else:
+        add(
+            Problem.UNKNOWN_CA,
+            f"issued by {dead_end.facts.issuer}, which is neither sent by the server nor in {store.description}",
+        )
+

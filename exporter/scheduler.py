@@ -1,0 +1,127 @@
+"""Probe every broker on its own interval, concurrently but bounded, and keep the latest results.
+
+Each broker has one task. Its first probe runs as soon as a slot is free; later probes start on a
+fixed grid (a stable per-broker offset within the interval, as Prometheus spreads scrapes), so a fleet
+is not probed in lock-step and every broker is probed once per interval. A slow or dead broker holds
+one slot for at most its own timeout and never delays another broker's schedule beyond that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from exporter.config import BrokerConfig
+from exporter.probe import Prober
+from exporter.results import ProbeResult
+from exporter.store import ResultStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONCURRENCY = 128
+
+
+def grid_offset(name: str, interval: float) -> float:
+    """A stable offset in [0, interval) per broker name."""
+    digest = hashlib.sha256(name.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 * interval
+
+
+def next_start(name: str, interval: float, last_start: float) -> float:
+    """The first grid point at least half an interval after ``last_start``."""
+    offset = grid_offset(name, interval)
+    earliest = last_start + interval / 2
+    periods = (earliest - offset) // interval + 1
+    return offset + periods * interval
+
+
+@dataclass
+class _Job:
+    broker: BrokerConfig
+    task: asyncio.Task[None]
+
+
+class Scheduler:
+    def __init__(
+        self,
+        prober: Prober,
+        store: ResultStore,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        on_result: Callable[[ProbeResult, ProbeResult | None], None] | None = None,
+    ) -> None:
+        self._prober = prober
+        self._store = store
+        self._slots = asyncio.Semaphore(concurrency)
+        self._jobs: dict[str, _Job] = {}
+        self._on_result = on_result
+        self.max_lag = 0.0
+        self.probes_in_flight = 0
+
+    @property
+    def brokers(self) -> list[BrokerConfig]:
+        return [job.broker for job in self._jobs.values()]
+
+    def apply(self, brokers: Sequence[BrokerConfig]) -> tuple[int, int, int]:
+        """Adopt a configuration: start added brokers, stop removed ones, restart changed ones.
+
+        Unchanged brokers keep their results and their schedule. Returns (added, removed, changed).
+        """
+        wanted = {broker.name: broker for broker in brokers}
+        removed = [name for name in self._jobs if name not in wanted]
+        for name in removed:
+            self._jobs.pop(name).task.cancel()
+        added = changed = 0
+        for name, broker in wanted.items():
+            job = self._jobs.get(name)
+            if job is not None and job.broker == broker:
+                continue
+            if job is not None:
+                job.task.cancel()
+                self._store.forget([name])
+                changed += 1
+            else:
+                added += 1
+            task = asyncio.create_task(self._run(broker), name=f"probe:{name}")
+            self._jobs[name] = _Job(broker, task)
+        self._store.configure({name: broker.interval for name, broker in wanted.items()})
+        return added, len(removed), changed
+
+    async def stop(self) -> None:
+        tasks = [job.task for job in self._jobs.values()]
+        self._jobs.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run(self, broker: BrokerConfig) -> None:
+        scheduled = time.time()
+        while True:
+            started = await self._probe_once(broker, scheduled)
+            scheduled = next_start(broker.name, broker.interval, started)
+            await asyncio.sleep(max(0.0, scheduled - time.time()))
+
+    async def _probe_once(self, broker: BrokerConfig, scheduled: float) -> float:
+        async with self._slots:
+            started = time.time()
+            self.max_lag = max(self.max_lag, started - scheduled)
+            self.probes_in_flight += 1
+            try:
+                result = await self._prober.probe(broker)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug in one probe must not stop this broker's schedule
+                log.exception("probe of broker %s crashed", broker.name)
+                return started
+            finally:
+                self.probes_in_flight -= 1
+        if self._jobs.get(broker.name, None) is None or self._jobs[broker.name].broker != broker:
+            return started  # removed or replaced while probing
+        previous = self._store.publish(result)
+        if self._on_result is not None:
+            self._on_result(result, previous)
+        return started

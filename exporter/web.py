@@ -1,0 +1,75 @@
+"""The HTTP face: /metrics, /-/healthy, /-/ready, /-/reload and a small index page."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from exporter import __version__
+
+INDEX = """<!doctype html>
+<html><head><title>mqtt-cert-exporter</title></head>
+<body>
+<h1>mqtt-cert-exporter {version}</h1>
+<p>Probes MQTT brokers over TLS: certificate expiry, trust problems, handshake and CONNACK failures.</p>
+<ul>
+<li><a href="metrics">metrics</a></li>
+<li><a href="-/healthy">health</a></li>
+<li><a href="-/ready">readiness</a></li>
+</ul>
+</body></html>
+"""
+
+
+class WebState:
+    def __init__(self) -> None:
+        self.ready = False
+
+
+def build_app(
+    registry: CollectorRegistry,
+    state: WebState,
+    *,
+    reload: Callable[[], Awaitable[tuple[bool, str]]] | None = None,
+) -> web.Application:
+    async def metrics(request: web.Request) -> web.Response:
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        body = encoder(registry)
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def healthy(_: web.Request) -> web.Response:
+        return web.Response(text="Healthy\n")
+
+    async def ready(_: web.Request) -> web.Response:
+        if state.ready:
+            return web.Response(text="Ready\n")
+        return web.Response(status=503, text="Not ready: configuration not loaded yet\n")
+
+    async def index(_: web.Request) -> web.Response:
+        return web.Response(text=INDEX.format(version=__version__), content_type="text/html")
+
+    async def do_reload(_: web.Request) -> web.Response:
+        if reload is None:
+            return web.Response(status=404, text="reload is not available\n")
+        ok, message = await reload()
+        return web.Response(status=200 if ok else 500, text=message + "\n")
+
+    app = web.Application()
+    app.router.add_get("/", index)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/-/healthy", healthy)
+    app.router.add_get("/-/ready", ready)
+    app.router.add_post("/-/reload", do_reload)
+    return app
+
+
+def parse_listen_address(text: str) -> tuple[str | None, int]:
+    """``:9883`` (all interfaces), ``127.0.0.1:9883``, ``[::1]:9883``; port 0 picks a free port."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"--web.listen-address {text!r}: expected [host]:port, e.g. :9883")
+    host = host.strip("[]")
+    return (host or None), int(port)
