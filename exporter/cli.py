@@ -29,7 +29,10 @@ def serve_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config.file", dest="config_file", default="config.yaml", help="YAML configuration")
     parser.add_argument(
-        "--web.listen-address", dest="listen_address", default=":9883", help="[host]:port to serve /metrics on"
+        "--web.listen-address",
+        dest="listen_address",
+        default=":9883",
+        help="[host]:port to serve /metrics on",
     )
     parser.add_argument(
         "--probe.concurrency",
@@ -47,7 +50,9 @@ def serve_parser() -> argparse.ArgumentParser:
 
 
 def add_logging_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"])
+    parser.add_argument(
+        "--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"]
+    )
     parser.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
 
 

@@ -47,7 +47,9 @@ def broker_families(
     """Pure: the broker metric families for these results as of ``now``."""
     b = ["broker"]
     success = GaugeMetricFamily(
-        "mqtt_broker_probe_success", "1 if TCP, TLS, trust and CONNACK all succeeded in the latest probe.", labels=b
+        "mqtt_broker_probe_success",
+        "1 if TCP, TLS, trust and CONNACK all succeeded in the latest probe.",
+        labels=b,
     )
     duration = GaugeMetricFamily(
         "mqtt_broker_probe_duration_seconds",
@@ -74,7 +76,9 @@ def broker_families(
         "mqtt_broker_tls_version_info", "TLS version negotiated in the latest probe.", labels=[*b, "version"]
     )
     cipher = GaugeMetricFamily(
-        "mqtt_broker_tls_cipher_info", "TLS cipher suite negotiated in the latest probe.", labels=[*b, "cipher"]
+        "mqtt_broker_tls_cipher_info",
+        "TLS cipher suite negotiated in the latest probe.",
+        labels=[*b, "cipher"],
     )
     alpn = GaugeMetricFamily(
         "mqtt_broker_tls_alpn_protocol_info",
@@ -227,7 +231,7 @@ def exporter_families(facts: ExporterFacts) -> list[Metric]:
     return [build, brokers, reload_ok, reload_time]
 
 
-class ExporterCollector(Collector):  # type: ignore[misc]
+class ExporterCollector(Collector):
     """Renders the store at scrape time."""
 
     def __init__(

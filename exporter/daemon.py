@@ -93,7 +93,9 @@ class Daemon:
             return False, "configuration rejected:\n" + str(exc)
         except OSError as exc:
             self.reload_ok = False
-            log.error("cannot read configuration", extra={"file": self.options.config_file, "error": str(exc)})
+            log.error(
+                "cannot read configuration", extra={"file": self.options.config_file, "error": str(exc)}
+            )
             return False, f"cannot read configuration: {exc}"
         if config == self.config:
             self.reload_ok = True
@@ -119,7 +121,8 @@ class Daemon:
         host, port = parse_listen_address(self.options.listen_address)
         site = web.TCPSite(runner, host=host, port=port, reuse_address=True)
         await site.start()
-        for sock in site._server.sockets if site._server else ():  # type: ignore[union-attr]
+        server = site._server
+        for sock in getattr(server, "sockets", None) or ():
             address = sock.getsockname()
             shown = f"[{address[0]}]" if ":" in address[0] else address[0]
             log.info("listening", extra={"url": f"http://{shown}:{address[1]}/metrics"})
@@ -134,4 +137,3 @@ class Daemon:
         await self.scheduler.stop()
         await runner.cleanup()
         return 0
-

@@ -22,7 +22,14 @@ from exporter.config import BrokerConfig
 from exporter.probe import chain as chains
 from exporter.probe import files
 from exporter.probe.aia import AiaFetcher
-from exporter.probe.mqtt import DISCONNECT, PROTOCOL_5, PacketError, connack_meaning, encode_connect, read_connack
+from exporter.probe.mqtt import (
+    DISCONNECT,
+    PROTOCOL_5,
+    PacketError,
+    connack_meaning,
+    encode_connect,
+    read_connack,
+)
 from exporter.probe.tls import (
     ClientCertificateRequired,
     TlsClosed,
@@ -130,7 +137,9 @@ class Prober:
             session.close()
         return _refusal(state.mqtt)
 
-    async def _handshake(self, session: TlsSession, broker: BrokerConfig, clock: _Clock, state: _State) -> bool:
+    async def _handshake(
+        self, session: TlsSession, broker: BrokerConfig, clock: _Clock, state: _State
+    ) -> bool:
         """True when the chain verified; False when it did not (state.tls then says why)."""
         verify: tuple[int, str] | None = None
         try:
@@ -277,7 +286,9 @@ async def _connect(ip: str, port: int, clock: _Clock) -> _Connection:
         raise _Failed(Failure(Stage.CONNECT, Reason.RESET, f"connection to {where} reset")) from None
     except OSError as exc:
         reason = Reason.TIMEOUT if exc.errno == errno.ETIMEDOUT else Reason.UNREACHABLE
-        raise _Failed(Failure(Stage.CONNECT, reason, f"cannot connect to {where}: {exc.strerror or exc}")) from None
+        raise _Failed(
+            Failure(Stage.CONNECT, reason, f"cannot connect to {where}: {exc.strerror or exc}")
+        ) from None
     sock = writer.get_extra_info("socket")
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -295,7 +306,9 @@ def _session(connection: _Connection, broker: BrokerConfig, *, verify: bool) -> 
     )
 
 
-async def _exchange(session: TlsSession, broker: BrokerConfig, clock: _Clock, *, unverified: bool = False) -> MqttFacts:
+async def _exchange(
+    session: TlsSession, broker: BrokerConfig, clock: _Clock, *, unverified: bool = False
+) -> MqttFacts:
     settings = broker.mqtt
     connect = encode_connect(
         protocol=settings.protocol,
@@ -315,10 +328,14 @@ async def _exchange(session: TlsSession, broker: BrokerConfig, clock: _Clock, *,
     except ClientCertificateRequired as exc:
         raise _Failed(Failure(Stage.TLS, Reason.CLIENT_CERTIFICATE_REQUIRED, str(exc))) from None
     except (EOFError, TlsClosed, OSError) as exc:
-        raise _Failed(Failure(Stage.MQTT, Reason.CLOSED, f"connection closed before CONNACK: {exc}")) from None
+        raise _Failed(
+            Failure(Stage.MQTT, Reason.CLOSED, f"connection closed before CONNACK: {exc}")
+        ) from None
     if connack.code == 0:
         try:
             await session.write(DISCONNECT)
         except (TlsClosed, OSError):
             pass  # the broker already answered what we asked; a close race is not a failure
-    return MqttFacts(protocol=settings.protocol or PROTOCOL_5, connack_code=connack.code, unverified_connection=unverified)
+    return MqttFacts(
+        protocol=settings.protocol or PROTOCOL_5, connack_code=connack.code, unverified_connection=unverified
+    )

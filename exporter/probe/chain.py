@@ -18,9 +18,9 @@ from functools import lru_cache
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-from cryptography.x509.oid import AuthorityInformationAccessOID, ExtensionOID, NameOID
+from cryptography.utils import CryptographyDeprecationWarning
+from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
 from exporter.results import CertFacts, Problem, TrustVerdict
 
@@ -125,19 +125,19 @@ def _facts(cert: x509.Certificate, fingerprint: str) -> CertFacts:
     dns_names: tuple[str, ...] = ()
     ips: tuple[str, ...] = ()
     try:
-        san = cert.extensions.get_extension_for_oid(ExtensionOID.SUBJECT_ALTERNATIVE_NAME).value
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         dns_names = tuple(str(name) for name in san.get_values_for_type(x509.DNSName))
         ips = tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
     except x509.ExtensionNotFound:
         pass
     is_ca = False
     try:
-        is_ca = cert.extensions.get_extension_for_oid(ExtensionOID.BASIC_CONSTRAINTS).value.ca
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     except x509.ExtensionNotFound:
         pass
     urls: tuple[str, ...] = ()
     try:
-        aia = cert.extensions.get_extension_for_oid(ExtensionOID.AUTHORITY_INFORMATION_ACCESS).value
+        aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
         urls = tuple(
             str(desc.access_location.value)
             for desc in aia
@@ -366,7 +366,9 @@ def _find_issuer(cert: x509.Certificate, pool: Sequence[Parsed], seen: set[str])
     return None
 
 
-def missing_issuer_urls(presented: Sequence[Parsed], extra: Sequence[Parsed], store: TrustStore) -> tuple[str, ...]:
+def missing_issuer_urls(
+    presented: Sequence[Parsed], extra: Sequence[Parsed], store: TrustStore
+) -> tuple[str, ...]:
     """AIA caIssuers URLs worth fetching: those of the certificate whose issuer is missing."""
     if not presented:
         return ()
@@ -478,14 +480,19 @@ def _incomplete_detail(path: Path) -> str:
     return f"the server did not send the intermediate certificate {missing}"
 
 
-def _diagnose_path(presented: Sequence[Parsed], path: Path, store: TrustStore, add: Callable[[Problem, str], None]) -> None:
+def _diagnose_path(
+    presented: Sequence[Parsed], path: Path, store: TrustStore, add: Callable[[Problem, str], None]
+) -> None:
     if path.anchor is not None:
         if path.completed_with:
             add(Problem.INCOMPLETE_CHAIN, _incomplete_detail(path))
         return
     leaf = presented[0]
     if leaf.cert is not None and leaf.facts.self_issued and is_issued_by(leaf.cert, leaf.cert):
-        add(Problem.SELF_SIGNED, f"the certificate ({leaf.facts.subject}) is self-signed and not in {store.description}")
+        add(
+            Problem.SELF_SIGNED,
+            f"the certificate ({leaf.facts.subject}) is self-signed and not in {store.description}",
+        )
         return
     dead_end = path.dead_end or leaf
     if dead_end.facts.self_issued:
@@ -498,4 +505,3 @@ def _diagnose_path(presented: Sequence[Parsed], path: Path, store: TrustStore, a
             Problem.UNKNOWN_CA,
             f"issued by {dead_end.facts.issuer}, which is neither sent by the server nor in {store.description}",
         )
-

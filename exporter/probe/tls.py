@@ -317,4 +317,3 @@ def _client_cert_detail(reason: str, requested: bool) -> str:
     if requested:
         return f"the broker requires a client certificate it accepts and refused the connection{what}"
     return f"the broker rejected the connection for its client certificate{what}"
-

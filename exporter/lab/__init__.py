@@ -1,0 +1,33 @@
+"""A throw-away TLS/MQTT lab: certificates and real Mosquitto brokers on loopback.
+
+Shared by the test suite, the ``demo`` subcommand and the benchmark. Nothing here is meant for
+production: keys are written unencrypted and world-readable so a broker can load them.
+"""
+
+from exporter.lab.mosquitto import (
+    Listener,
+    Mosquitto,
+    MosquittoError,
+    PortInUseError,
+    make_password_file,
+    mosquitto_binary,
+    password_line,
+)
+from exporter.lab.pki import Issued, Pki, PrivateKey
+from exporter.lab.ports import free_port, port_open, wait_for_port
+
+__all__ = [
+    "Issued",
+    "Listener",
+    "Mosquitto",
+    "MosquittoError",
+    "Pki",
+    "PortInUseError",
+    "PrivateKey",
+    "free_port",
+    "make_password_file",
+    "mosquitto_binary",
+    "password_line",
+    "port_open",
+    "wait_for_port",
+]

@@ -1,0 +1,172 @@
+"""Small servers that misbehave in the ways Mosquitto will not: they stay silent, answer garbage,
+complete TLS and then stall, reset... Each runs in a background thread with its own event loop so
+synchronous tests, the benchmark and subprocesses can all use them. Loopback only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import struct
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def _drain_forever(reader: asyncio.StreamReader) -> None:
+    while await reader.read(65536):
+        pass
+
+
+async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Accepts and never says a word."""
+    await _drain_forever(reader)
+
+
+def garbage(payload: bytes = b"HTTP/1.1 400 Bad Request\r\n\r\n" * 4) -> Handler:
+    """Answers whatever arrives with bytes that are not TLS."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+        writer.write(payload)
+        await writer.drain()
+        await _drain_forever(reader)
+
+    return handler
+
+
+async def reset_on_accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Resets the connection as soon as it is accepted (SO_LINGER 0)."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+def after_tls(reply: Callable[[bytes], bytes | None], *, close: bool = False) -> Handler:
+    """For servers wrapped in TLS: reads the CONNECT, sends ``reply(connect)`` (None: nothing), then
+    closes if ``close`` else stays silent."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connect = await reader.read(65536)
+        answer = reply(connect)
+        if answer:
+            writer.write(answer)
+            await writer.drain()
+        if close:
+            writer.close()
+            return
+        await _drain_forever(reader)
+
+    return handler
+
+
+def endless(chunk: bytes = b"\x20\x7f" + b"\xff" * 4096) -> Handler:
+    """Answers CONNECT with an endless stream."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        while True:
+            writer.write(chunk)
+            await writer.drain()
+
+    return handler
+
+
+@dataclass
+class HostileServer:
+    """One misbehaving TCP server (optionally TLS) on a loopback port, in a background thread."""
+
+    handler: Handler
+    cert: Path | None = None
+    key: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
+    _thread: threading.Thread | None = field(default=None, init=False)
+    _server: asyncio.Server | None = field(default=None, init=False)
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def start(self) -> HostileServer:
+        ready = threading.Event()
+        self._loop = asyncio.new_event_loop()
+
+        async def serve() -> None:
+            context = None
+            if self.cert is not None:
+                context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                context.load_cert_chain(self.cert, self.key)
+            self._server = await asyncio.start_server(self._guarded, self.host, self.port, ssl=context)
+            self.port = self._server.sockets[0].getsockname()[1]
+            ready.set()
+
+        def run() -> None:
+            assert self._loop is not None
+            asyncio.set_event_loop(self._loop)
+            self._loop.run_until_complete(serve())
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name=f"hostile:{self.handler}", daemon=True)
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("hostile server did not start")
+        return self
+
+    async def _guarded(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, ssl.SSLError, asyncio.IncompleteReadError):
+            await self.handler(reader, writer)
+        with contextlib.suppress(OSError, ssl.SSLError, RuntimeError):
+            writer.close()
+
+    def stop(self) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+
+        async def shutdown() -> None:
+            if self._server is not None:
+                self._server.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(5)
+        self._loop = None
+
+
+class BlackHole:
+    """A port where TCP connect never completes: a listening socket whose accept queue is full and
+    never drained, so the kernel drops further SYNs (a firewall that DROPs, on loopback)."""
+
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self._listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+        self._listener.bind((host, 0))
+        self._listener.listen(0)
+        self.host = host
+        self.port = self._listener.getsockname()[1]
+        self._fillers: list[socket.socket] = []
+        # With backlog 0 the queue holds one connection; fill it (and one more in SYN-RECV state).
+        for _ in range(2):
+            filler = socket.socket(self._listener.family, socket.SOCK_STREAM)
+            filler.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                filler.connect((host, self.port))
+            self._fillers.append(filler)
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def close(self) -> None:
+        for sock in [*self._fillers, self._listener]:
+            sock.close()

@@ -1,0 +1,351 @@
+"""The test lab: real Mosquitto brokers with certificates made here, plus small hostile servers.
+
+One Mosquitto process serves most scenarios (one listener each); a second one is TLS 1.2-only.
+Everything binds to loopback on ephemeral ports, so parallel runs never collide.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import http.server
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter.config import BrokerConfig, MqttSettings, Secret, Target, TlsSettings
+from exporter.lab.hostile import BlackHole, HostileServer, after_tls, garbage, reset_on_accept, silent
+from exporter.lab.mosquitto import Listener, Mosquitto, make_password_file, mosquitto_binary
+from exporter.lab.pki import Issued, Pki
+from exporter.probe.mqtt import encode_varint
+
+ROOT = Path(__file__).resolve().parent.parent
+PASSWORD = "s3cret-Pa55word-never-logged"
+UTC = dt.UTC
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: end-to-end tests that start processes")
+
+
+@dataclass
+class Lab:
+    pki: Pki
+    root: Issued
+    intermediate: Issued
+    other_root: Issued
+    client_root: Issued
+    client: Issued
+    brokers: dict[str, BrokerConfig] = field(default_factory=dict)
+    mosquitto: list[Mosquitto] = field(default_factory=list)
+    servers: list[Any] = field(default_factory=list)
+
+    def broker(self, scenario: str, **changes: Any) -> BrokerConfig:
+        """The BrokerConfig that probes a scenario; ``tls=``/``mqtt=`` dicts update those settings."""
+        broker = self.brokers[scenario]
+        tls_changes = changes.pop("tls", {})
+        mqtt_changes = changes.pop("mqtt", {})
+        return dataclasses.replace(
+            broker,
+            tls=dataclasses.replace(broker.tls, **tls_changes),
+            mqtt=dataclasses.replace(broker.mqtt, **mqtt_changes),
+            **changes,
+        )
+
+    def config_yaml(self, *scenarios: str, interval: str = "2s", timeout: str = "1s") -> str:
+        """A config file text probing these scenarios (names = scenario names)."""
+        lines = ["defaults:", f"  interval: {interval}", f"  timeout: {timeout}", "brokers:"]
+        for name in scenarios:
+            broker = self.brokers[name]
+            lines += [f"  - name: {name}", f"    address: '{broker.address}'", "    tls:"]
+            tls = dataclasses.asdict(broker.tls)
+            for key, value in tls.items():
+                if value and key != "alpn":
+                    lines.append(f"      {key}: '{value}'")
+            if not any(tls.values()):
+                lines[-1] = "    tls: {}"
+            lines.append("    mqtt:")
+            lines.append(f"      protocol: '{broker.mqtt.protocol}'")
+            if broker.mqtt.username:
+                lines.append(f"      username: '{broker.mqtt.username}'")
+            if broker.mqtt.password:
+                lines.append("      password: '${MQTT_TEST_PASSWORD}'")
+        return "\n".join(lines) + "\n"
+
+
+def _serve_directory(directory: Path) -> tuple[http.server.ThreadingHTTPServer, int]:
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, directory=str(directory), **kwargs)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, server.server_address[1]
+
+
+def build_lab(directory: Path) -> Lab:
+    if mosquitto_binary() is None:
+        pytest.fail(
+            "mosquitto is not installed: run `bash scripts/ensure-system-packages.sh` (make test does)"
+        )
+    now = dt.datetime.now(UTC)
+    pki = Pki(directory / "pki")
+    root = pki.root("Lab Root CA")
+    intermediate = pki.intermediate("Lab Intermediate CA", root)
+    other_root = pki.root("Other Root CA")
+    client_root = pki.root("Lab Client CA")
+    lab = Lab(
+        pki,
+        root,
+        intermediate,
+        other_root,
+        client_root,
+        client=pki.leaf("exporter-client", client_root, client=True, dns_names=(), ip_addresses=()),
+    )
+
+    aia_dir = directory / "aia"
+    aia_dir.mkdir()
+    (aia_dir / "intermediate.der").write_bytes(intermediate.cert.public_bytes(_der()))
+    aia_server, aia_port = _serve_directory(aia_dir)
+    lab.servers.append(aia_server)
+
+    def leaf(name: str, **kwargs: Any) -> Issued:
+        return pki.leaf(name, kwargs.pop("issuer", intermediate), **kwargs)
+
+    good = leaf("good")
+    chained = {
+        "good": good,
+        "expiring": leaf("expiring", not_after=now + dt.timedelta(days=10)),
+        "expired": leaf("expired", not_after=now - dt.timedelta(days=3)),
+        "not_yet_valid": leaf("not-yet-valid", not_before=now + dt.timedelta(days=2)),
+        "wrong_host": leaf("wrong-host", dns_names=("other.example.com",), ip_addresses=()),
+        "expired_wrong_host": leaf(
+            "expired-wrong-host",
+            dns_names=("other.example.com",),
+            ip_addresses=(),
+            not_after=now - dt.timedelta(days=1),
+        ),
+    }
+    listeners = [
+        Listener(name, cert=issued.chain_path(intermediate), key=issued.key_path)
+        for name, issued in chained.items()
+    ]
+    self_signed = pki.leaf("self-signed", None)
+    unknown = pki.leaf("unknown-ca", other_root)
+    missing = leaf("missing-intermediate")
+    missing_aia = leaf("missing-aia", aia_ca_issuers_url=f"http://127.0.0.1:{aia_port}/intermediate.der")
+    weak_key = leaf("weak-key", key="rsa1024")
+    weak_signature = pki.leaf_sha1("weak-signature", intermediate)
+    password_file = make_password_file(directory / "passwords", {"monitor": PASSWORD})
+    listeners += [
+        Listener("self_signed", cert=self_signed.cert_path, key=self_signed.key_path),
+        Listener("unknown_ca", cert=unknown.cert_path, key=unknown.key_path),
+        Listener("missing_intermediate", cert=missing.cert_path, key=missing.key_path),
+        Listener("missing_aia", cert=missing_aia.cert_path, key=missing_aia.key_path),
+        Listener(
+            "weak_key",
+            cert=weak_key.chain_path(intermediate),
+            key=weak_key.key_path,
+            ciphers="DEFAULT:@SECLEVEL=0",
+        ),
+        Listener(
+            "weak_signature",
+            cert=weak_signature.chain_path(intermediate),
+            key=weak_signature.key_path,
+            ciphers="DEFAULT:@SECLEVEL=0",
+        ),
+        Listener(
+            "mtls",
+            cert=good.chain_path(intermediate),
+            key=good.key_path,
+            cafile=client_root.cert_path,
+            require_certificate=True,
+        ),
+        Listener(
+            "password", cert=good.chain_path(intermediate), key=good.key_path, password_file=password_file
+        ),
+        Listener("plaintext"),
+    ]
+    main = Mosquitto(listeners, directory / "mosquitto-main")
+    main.start()
+    lab.mosquitto.append(main)
+    tls12 = Mosquitto(
+        [Listener("tls12", cert=good.chain_path(intermediate), key=good.key_path)],
+        directory / "mosquitto-tls12",
+        tls12_only=True,
+    )
+    tls12.start()
+    lab.mosquitto.append(tls12)
+
+    ca = str(root.cert_path)
+    trusting = TlsSettings(ca_file=ca, server_name="localhost")
+
+    def add(name: str, address: str, tls: TlsSettings = trusting, **mqtt: Any) -> None:
+        host, _, port = address.rpartition(":")
+        lab.brokers[name] = BrokerConfig(
+            name=name,
+            target=Target(host.strip("[]"), int(port)),
+            interval=60.0,
+            timeout=2.0,
+            tls=tls,
+            mqtt=MqttSettings(**mqtt),
+        )
+
+    for listener in listeners:
+        add(listener.name, main.address(listener.name))
+    add("tls12", tls12.address("tls12"))
+    add(
+        "mtls_with_cert",
+        main.address("mtls"),
+        dataclasses.replace(trusting, cert_file=str(lab.client.cert_path), key_file=str(lab.client.key_path)),
+    )
+    add("password_ok", main.address("password"), username="monitor", password=Secret(PASSWORD))
+    add("password_wrong", main.address("password"), username="monitor", password=Secret("wrong"))
+    add(
+        "incomplete_chain",
+        main.address("missing_intermediate"),
+        dataclasses.replace(trusting, intermediates_file=str(intermediate.cert_path)),
+    )
+
+    # What Mosquitto will not do.
+    def hostile(name: str, server: Any) -> None:
+        lab.servers.append(server)
+        add(name, server.address)
+
+    hostile("silent", HostileServer(silent).start())
+    hostile("garbage", HostileServer(garbage()).start())
+    hostile("reset", HostileServer(reset_on_accept).start())
+    cert, key = good.chain_path(intermediate), good.key_path
+    hostile("tls_silent", HostileServer(after_tls(lambda _: None), cert=cert, key=key).start())
+    hostile("tls_garbage", HostileServer(after_tls(lambda _: b"\x30\x02garbage"), cert=cert, key=key).start())
+    hostile("tls_close", HostileServer(after_tls(lambda _: None, close=True), cert=cert, key=key).start())
+    hostile(
+        "tls_huge_length",
+        HostileServer(after_tls(lambda _: b"\x20" + encode_varint(200_000_000)), cert=cert, key=key).start(),
+    )
+    hostile(
+        "tls_v5_connack",
+        HostileServer(after_tls(lambda _: b"\x20\x03\x00\x00\x00"), cert=cert, key=key).start(),
+    )
+    black_hole = BlackHole()
+    lab.servers.append(black_hole)
+    add("black_hole", black_hole.address)
+    closed = BlackHole()  # take a port, then free it: nothing listens there
+    closed_address = closed.address
+    closed.close()
+    add("closed", closed_address)
+    return lab
+
+
+def _der() -> Any:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    return Encoding.DER
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    built = build_lab(tmp_path_factory.mktemp("lab"))
+    yield built
+    for broker in built.mosquitto:
+        broker.stop()
+    for server in built.servers:
+        for method in ("stop", "close", "shutdown"):
+            if hasattr(server, method):
+                getattr(server, method)()
+                break
+
+
+# --------------------------------------------------------------------------------------------------
+# The exporter as users run it: a real process.
+
+
+@dataclass
+class ExporterProcess:
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def get(self, path: str, timeout: float = 5) -> str:
+        import urllib.request
+
+        with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
+            return str(response.read().decode())
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_exporter(
+    config: Path, workdir: Path, *extra: str, env: dict[str, str] | None = None
+) -> ExporterProcess:
+    log_path = workdir / f"exporter-{time.monotonic_ns()}.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                f"--config.file={config}",
+                "--web.listen-address=127.0.0.1:0",
+                *extra,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env={**os.environ, "MQTT_TEST_PASSWORD": PASSWORD, **(env or {})},
+        )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        text = log_path.read_text(errors="replace")
+        for line in text.splitlines():
+            if "msg=listening" in line and "url=" in line:
+                url = line.split("url=")[1].split()[0].removesuffix("/metrics")
+                return ExporterProcess(process, url, log_path)
+        if process.poll() is not None:
+            raise RuntimeError(f"exporter exited with {process.returncode}:\n{text}")
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"exporter did not start:\n{log_path.read_text(errors='replace')}")
+
+
+def wait_for(predicate: Any, timeout: float = 15, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(interval)
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail(
+            "promtool is not installed: run `bash scripts/ensure-system-packages.sh` (make test does)"
+        )
+    return path
