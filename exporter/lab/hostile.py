@@ -70,8 +70,10 @@ def endless(chunk: bytes = b"\x20\x7f" + b"\xff" * 4096) -> Handler:
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(65536)
-        while True:
+        sent = 0
+        while not writer.is_closing() and not reader.at_eof() and sent < 64 << 20:
             writer.write(chunk)
+            sent += len(chunk)
             await writer.drain()
 
     return handler
@@ -137,7 +139,8 @@ class HostileServer:
                 if task is not asyncio.current_task():
                     task.cancel()
 
-        asyncio.run_coroutine_threadsafe(shutdown(), loop).result(5)
+        with contextlib.suppress(TimeoutError, RuntimeError):
+            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(5)
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(5)
@@ -170,3 +173,28 @@ class BlackHole:
     def close(self) -> None:
         for sock in [*self._fillers, self._listener]:
             sock.close()
+
+
+def slow_bytes(payload: bytes = b"\x16\x03\x03\x00\x40" + b"\x02" * 64, interval: float = 1.0) -> Handler:
+    """Speaks (something that starts like) TLS slower than a byte per second."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+        for byte in payload:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(interval)
+        await _drain_forever(reader)
+
+    return handler
+
+
+async def reset_mid_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Reads the ClientHello, sends the start of a ServerHello record, then resets."""
+    await reader.read(65536)
+    writer.write(b"\x16\x03\x03\x00\x7a\x02\x00\x00\x76\x03\x03")
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
