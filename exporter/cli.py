@@ -42,6 +42,12 @@ def serve_parser() -> argparse.ArgumentParser:
         help="probes in flight at most (a black-holed broker holds a slot for its whole timeout)",
     )
     parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        default=None,
+        help="TLS and basic auth for this endpoint (Prometheus exporter-toolkit format)",
+    )
+    parser.add_argument(
         "--config.check", dest="config_check", action="store_true", help="validate the configuration and exit"
     )
     add_logging_flags(parser)
@@ -67,12 +73,21 @@ def serve(argv: Sequence[str]) -> int:
     except OSError as exc:
         print(f"{args.config_file}: cannot read: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    web_config = None
+    if args.web_config_file:
+        from exporter.webconfig import load_web_config
+
+        try:
+            web_config = load_web_config(args.web_config_file)
+        except ConfigError as exc:
+            print(f"{args.web_config_file}: invalid web configuration:\n{exc}", file=sys.stderr)
+            return 1
     if args.config_check:
         print(f"{args.config_file}: OK, {len(config.brokers)} brokers")
         return 0
     from exporter.daemon import Daemon, ServeOptions
 
-    options = ServeOptions(args.config_file, args.listen_address, args.concurrency)
+    options = ServeOptions(args.config_file, args.listen_address, args.concurrency, web_config)
     return asyncio.run(Daemon(options, config).run())
 
 

@@ -18,6 +18,7 @@ from exporter.results import ProbeResult
 from exporter.scheduler import Scheduler
 from exporter.store import ResultStore
 from exporter.web import WebState, build_app, parse_listen_address
+from exporter.webconfig import WebConfig
 
 log = logging.getLogger("exporter")
 
@@ -27,6 +28,7 @@ class ServeOptions:
     config_file: str
     listen_address: str = ":9883"
     concurrency: int = 128
+    web_config: WebConfig | None = None
 
 
 def state_of(result: ProbeResult) -> tuple[str, ...]:
@@ -115,17 +117,23 @@ class Daemon:
         self.scheduler = Scheduler(
             self.prober, self.store, concurrency=self.options.concurrency, on_result=log_state_change
         )
-        app = build_app(self.registry, self.web_state, reload=self.reload)
+        web_config = self.options.web_config or WebConfig()
+        app = build_app(
+            self.registry, self.web_state, reload=self.reload, middlewares=[web_config.middleware()]
+        )
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
         host, port = parse_listen_address(self.options.listen_address)
-        site = web.TCPSite(runner, host=host, port=port, reuse_address=True)
+        site = web.TCPSite(
+            runner, host=host, port=port, reuse_address=True, ssl_context=web_config.ssl_context
+        )
+        scheme = "https" if web_config.ssl_context else "http"
         await site.start()
         server = site._server
         for sock in getattr(server, "sockets", None) or ():
             address = sock.getsockname()
             shown = f"[{address[0]}]" if ":" in address[0] else address[0]
-            log.info("listening", extra={"url": f"http://{shown}:{address[1]}/metrics"})
+            log.info("listening", extra={"url": f"{scheme}://{shown}:{address[1]}/metrics"})
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stopping.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))

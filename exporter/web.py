@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -34,6 +35,7 @@ def build_app(
     state: WebState,
     *,
     reload: Callable[[], Awaitable[tuple[bool, str]]] | None = None,
+    middlewares: Sequence[Any] = (),
 ) -> web.Application:
     async def metrics(request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
@@ -57,7 +59,7 @@ def build_app(
         ok, message = await reload()
         return web.Response(status=200 if ok else 500, text=message + "\n")
 
-    app = web.Application()
+    app = web.Application(middlewares=list(middlewares))
     app.router.add_get("/", index)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/-/healthy", healthy)
