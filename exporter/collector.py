@@ -36,6 +36,10 @@ class ExporterFacts:
     brokers: int
     last_reload_successful: bool = True
     last_reload_success_timestamp: float = 0.0
+    probes_in_flight: int = 0
+    tasks: int = 0
+    #: the largest delay between a probe's scheduled start and its actual start, since startup
+    max_schedule_lag: float = 0.0
 
 
 def broker_families(
@@ -228,7 +232,21 @@ def exporter_families(facts: ExporterFacts) -> list[Metric]:
         "Unix time of the last successful configuration (re)load.",
         value=facts.last_reload_success_timestamp,
     )
-    return [build, brokers, reload_ok, reload_time]
+    in_flight = GaugeMetricFamily(
+        "mqtt_cert_exporter_probes_in_flight", "Probes running right now.", value=facts.probes_in_flight
+    )
+    tasks = GaugeMetricFamily(
+        "mqtt_cert_exporter_asyncio_tasks",
+        "asyncio tasks alive in the exporter (leak detector).",
+        value=facts.tasks,
+    )
+    lag = GaugeMetricFamily(
+        "mqtt_cert_exporter_schedule_lag_max_seconds",
+        "Largest delay between a probe's scheduled start and its actual start since the exporter started "
+        "(grows when --probe.concurrency is too small for the fleet).",
+        value=facts.max_schedule_lag,
+    )
+    return [build, brokers, reload_ok, reload_time, in_flight, tasks, lag]
 
 
 class ExporterCollector(Collector):

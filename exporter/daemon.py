@@ -80,6 +80,9 @@ class Daemon:
             brokers=len(self.config.brokers),
             last_reload_successful=self.reload_ok,
             last_reload_success_timestamp=self.reload_time,
+            probes_in_flight=self.scheduler.probes_in_flight if self.scheduler else 0,
+            tasks=len(asyncio.all_tasks()),
+            max_schedule_lag=self.scheduler.max_lag if self.scheduler else 0.0,
         )
 
     async def reload(self) -> tuple[bool, str]:

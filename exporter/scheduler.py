@@ -99,16 +99,17 @@ class Scheduler:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run(self, broker: BrokerConfig) -> None:
-        scheduled = time.time()
+        scheduled: float | None = None  # the first probe is not on the grid: it runs as soon as it can
         while True:
             started = await self._probe_once(broker, scheduled)
             scheduled = next_start(broker.name, broker.interval, started)
             await asyncio.sleep(max(0.0, scheduled - time.time()))
 
-    async def _probe_once(self, broker: BrokerConfig, scheduled: float) -> float:
+    async def _probe_once(self, broker: BrokerConfig, scheduled: float | None) -> float:
         async with self._slots:
             started = time.time()
-            self.max_lag = max(self.max_lag, started - scheduled)
+            if scheduled is not None:
+                self.max_lag = max(self.max_lag, started - scheduled)
             self.probes_in_flight += 1
             try:
                 result = await self._prober.probe(broker)
