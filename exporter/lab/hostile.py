@@ -122,7 +122,9 @@ class HostileServer:
         return self
 
     async def _guarded(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError, ssl.SSLError, asyncio.IncompleteReadError):
+        # CancelledError too: stop() cancels handlers, and a cancelled connection task makes asyncio's
+        # stream callback print a traceback.
+        with contextlib.suppress(OSError, ssl.SSLError, asyncio.IncompleteReadError, asyncio.CancelledError):
             await self.handler(reader, writer)
         with contextlib.suppress(OSError, ssl.SSLError, RuntimeError):
             writer.close()
