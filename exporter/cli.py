@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from collections.abc import Sequence
 
@@ -19,6 +20,23 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def _target_pattern(text: str) -> str:
+    try:
+        re.compile(text)
+    except re.error as exc:
+        raise argparse.ArgumentTypeError(f"invalid regular expression {text!r}: {exc}") from None
+    return text
+
+
+def _shard(text: str) -> tuple[int, int]:
+    from exporter.shard import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def serve_parser() -> argparse.ArgumentParser:
@@ -46,6 +64,25 @@ def serve_parser() -> argparse.ArgumentParser:
         dest="web_config_file",
         default=None,
         help="TLS and basic auth for this endpoint (Prometheus exporter-toolkit format)",
+    )
+    parser.add_argument(
+        "--probe.allowed-target",
+        dest="allowed_targets",
+        action="append",
+        default=[],
+        type=_target_pattern,
+        metavar="REGEX",
+        help="turn on /probe (multi-target mode) for targets fully matching REGEX, matched against "
+        "host:port; repeatable. Off when not given",
+    )
+    parser.add_argument(
+        "--shard",
+        dest="shard",
+        type=_shard,
+        default=None,
+        metavar="i/n",
+        help="probe only the brokers whose name hashes (SHA-256) to shard i of n (0 <= i < n); run n "
+        "exporters with 0/n .. n-1/n to cover every broker exactly once",
     )
     parser.add_argument(
         "--config.check", dest="config_check", action="store_true", help="validate the configuration and exit"
@@ -87,7 +124,14 @@ def serve(argv: Sequence[str]) -> int:
         return 0
     from exporter.daemon import Daemon, ServeOptions
 
-    options = ServeOptions(args.config_file, args.listen_address, args.concurrency, web_config)
+    options = ServeOptions(
+        args.config_file,
+        args.listen_address,
+        args.concurrency,
+        web_config,
+        allowed_targets=tuple(args.allowed_targets),
+        shard=args.shard,
+    )
     return asyncio.run(Daemon(options, config).run())
 
 

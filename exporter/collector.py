@@ -16,7 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.results import ProbeResult
+from exporter.results import Lint, ProbeResult, Reason, RevocationStatus, Stage, same_leaf
 from exporter.store import FailureKey, ResultStore
 
 #: Certificate fields come from whoever runs the broker: bound what we put in a label value.
@@ -48,16 +48,96 @@ def broker_families(
     intervals: Mapping[str, float],
     now: float,
 ) -> list[Metric]:
-    """Pure: the broker metric families for these results as of ``now``."""
+    """Pure: the broker metric families for these results as of ``now``.
+
+    Results of ``addresses: all`` brokers (``address_label`` set) are rendered one at a time and their
+    series get an ``address`` label right after ``broker``; every other series is exactly as if the
+    feature did not exist (the contract for default brokers does not change).
+    """
+    results = list(results)
+    counts = {key: count for key, count in failure_counts.items() if len(key) == 3}
+    families = _broker_families([r for r in results if not r.address_label], counts, intervals, now)
+    by_name = {family.name: family for family in families}
+    groups: dict[str, list[ProbeResult]] = {}
+    for result in results:
+        if result.address_label:
+            groups.setdefault(result.broker, []).append(result)
+            for family in _broker_families([result], {}, {}, now):
+                _add_address(by_name[family.name], family, result.address_label)
+    failures = by_name["mqtt_broker_probe_failures"]
+    for key, count in failure_counts.items():
+        if len(key) == 4:
+            name, stage, reason, address = key
+            labels = {"broker": name, "address": address, "stage": stage.value, "reason": reason.value}
+            failures.add_sample("mqtt_broker_probe_failures_total", labels, count)
+    same = GaugeMetricFamily(
+        "mqtt_broker_addresses_same_leaf",
+        "addresses: all brokers: 1 when every address that presented a certificate presented the same leaf, "
+        "0 when they differ.",
+        labels=["broker"],
+    )
+    for name, group in groups.items():
+        verdict = same_leaf(group)
+        if verdict is not None:
+            same.add_metric([name], 1.0 if verdict else 0.0)
+    return [*families, same]
+
+
+def _add_address(into: Metric, family: Metric, address: str) -> None:
+    """Copy ``family``'s samples into ``into`` with ``address`` inserted after ``broker``."""
+    for sample in family.samples:
+        labels = {"broker": sample.labels["broker"], "address": address}
+        labels.update((key, value) for key, value in sample.labels.items() if key != "broker")
+        into.samples.append(sample._replace(labels=labels))
+
+
+def transport_families(results: Iterable[ProbeResult]) -> list[Metric]:
+    """Pure: how the broker was reached (issue 8): the WebSocket upgrade and the round trip."""
+    b = ["broker"]
+    upgrade = GaugeMetricFamily(
+        "mqtt_broker_websocket_upgrade_status_code",
+        "wss:// brokers: HTTP status of the answer to the WebSocket upgrade (101 when accepted).",
+        labels=b,
+    )
+    roundtrip = GaugeMetricFamily(
+        "mqtt_broker_roundtrip_success",
+        "mqtt.roundtrip brokers: 1 if our own message came back through the broker, 0 if not.",
+        labels=b,
+    )
+    latency = GaugeMetricFamily(
+        "mqtt_broker_roundtrip_duration_seconds",
+        "mqtt.roundtrip brokers: seconds from our PUBLISH to receiving the message back.",
+        labels=b,
+    )
+    for result in results:
+        name = result.broker
+        if result.websocket is not None:
+            upgrade.add_metric([name], float(result.websocket.status_code))
+        if result.roundtrip is not None:
+            roundtrip.add_metric([name], 1.0 if result.roundtrip.success else 0.0)
+            if result.roundtrip.latency is not None:
+                latency.add_metric([name], result.roundtrip.latency)
+    return [upgrade, roundtrip, latency]
+
+
+def _broker_families(
+    results: Iterable[ProbeResult],
+    failure_counts: Mapping[tuple[str, Stage, Reason], int],
+    intervals: Mapping[str, float],
+    now: float,
+) -> list[Metric]:
+    """The broker metric families, every series labelled by ``broker`` alone."""
+    results = list(results)  # iterated twice (see lifecycle_families)
     b = ["broker"]
     success = GaugeMetricFamily(
         "mqtt_broker_probe_success",
-        "1 if TCP, TLS, trust and CONNACK all succeeded in the latest probe.",
+        "1 if TCP, TLS, trust and CONNACK all succeeded in the latest probe (and, where configured, the "
+        "WebSocket upgrade and the round trip).",
         labels=b,
     )
     duration = GaugeMetricFamily(
         "mqtt_broker_probe_duration_seconds",
-        "Duration of each phase of the latest probe (resolve, connect, tls, mqtt, total).",
+        "Duration of each phase of the latest probe (resolve, connect, tls, websocket, mqtt, roundtrip, total).",
         labels=[*b, "phase"],
     )
     timestamp = GaugeMetricFamily(
@@ -211,6 +291,115 @@ def broker_families(
         info,
         connect,
         connack,
+        *lifecycle_families(results, now),
+        *transport_families(results),
+    ]
+
+
+def lifecycle_families(results: Iterable[ProbeResult], now: float) -> list[Metric]:
+    """Pure: the series around the chain (issue 7): the certificate file the broker should serve, the
+    trust anchor, the exporter's own client certificate, revocation and lints. None of them is part of
+    ``mqtt_broker_probe_success``."""
+    b = ["broker"]
+    matches = GaugeMetricFamily(
+        "mqtt_broker_served_cert_matches_file",
+        "1 if the broker serves the certificate in its tls.served_cert_file, 0 if it serves another one "
+        "(renewed on disk but not reloaded); absent when the file or the served certificate is unknown.",
+        labels=b,
+    )
+    file_read = GaugeMetricFamily(
+        "mqtt_broker_served_cert_file_read_success",
+        "1 if tls.served_cert_file could be read and holds a certificate, 0 if not (the error is logged).",
+        labels=b,
+    )
+    file_not_after = GaugeMetricFamily(
+        "mqtt_broker_served_cert_file_not_after_timestamp_seconds",
+        "Unix time the certificate in tls.served_cert_file expires.",
+        labels=b,
+    )
+    file_not_before = GaugeMetricFamily(
+        "mqtt_broker_served_cert_file_not_before_timestamp_seconds",
+        "Unix time the certificate in tls.served_cert_file became valid (about when it was renewed).",
+        labels=b,
+    )
+    anchor_not_after = GaugeMetricFamily(
+        "mqtt_broker_cert_anchor_not_after_timestamp_seconds",
+        "Unix time the trust anchor that completes the chain (from the trust store) expires.",
+        labels=b,
+    )
+    anchor_expires_in = GaugeMetricFamily(
+        "mqtt_broker_cert_anchor_expires_in_seconds",
+        "Seconds until the trust anchor that completes the chain expires, as of the scrape.",
+        labels=b,
+    )
+    client_not_after = GaugeMetricFamily(
+        "mqtt_cert_exporter_client_cert_not_after_timestamp_seconds",
+        "Unix time the exporter's own client certificate (tls.cert_file) for this broker expires.",
+        labels=b,
+    )
+    client_expires_in = GaugeMetricFamily(
+        "mqtt_cert_exporter_client_cert_expires_in_seconds",
+        "Seconds until the exporter's own client certificate (tls.cert_file) expires, as of the scrape.",
+        labels=b,
+    )
+    revoked = GaugeMetricFamily(
+        "mqtt_broker_cert_revoked",
+        "1 if the certificate at this position is revoked according to its CRL, 0 if not; absent when no "
+        "CRL could be obtained for it.",
+        labels=[*b, "position"],
+    )
+    crl_success = GaugeMetricFamily(
+        "mqtt_broker_crl_fetch_success",
+        "1 if a usable CRL was obtained for every certificate of the chain that names one, 0 if not; "
+        "absent when none names a CRL distribution point.",
+        labels=b,
+    )
+    lint = GaugeMetricFamily(
+        "mqtt_broker_cert_lint",
+        "1 for each warning about the broker's TLS setup (never part of probe_success): "
+        + ", ".join(item.value for item in Lint)
+        + ".",
+        labels=[*b, "lint"],
+    )
+    for result in results:
+        name = result.broker
+        served = result.served_file
+        if served is not None:
+            file_read.add_metric([name], 0.0 if served.leaf is None else 1.0)
+            if served.matches is not None:
+                matches.add_metric([name], 1.0 if served.matches else 0.0)
+            if served.leaf is not None and not served.leaf.parse_error:
+                file_not_after.add_metric([name], served.leaf.not_after)
+                file_not_before.add_metric([name], served.leaf.not_before)
+        anchor = result.tls.verdict.anchor if result.tls is not None else None
+        if anchor is not None and not anchor.parse_error:
+            anchor_not_after.add_metric([name], anchor.not_after)
+            anchor_expires_in.add_metric([name], anchor.not_after - now)
+        client = result.client_cert
+        if client is not None and not client.parse_error:
+            client_not_after.add_metric([name], client.not_after)
+            client_expires_in.add_metric([name], client.not_after - now)
+        if result.revocation is not None:
+            for check in result.revocation.checks:
+                if check.status is not RevocationStatus.UNKNOWN:
+                    value = 1.0 if check.status is RevocationStatus.REVOKED else 0.0
+                    revoked.add_metric([name, str(check.position)], value)
+            if result.revocation.fetch_success is not None:
+                crl_success.add_metric([name], 1.0 if result.revocation.fetch_success else 0.0)
+        for finding in result.lints:
+            lint.add_metric([name, finding.lint.value], 1.0)
+    return [
+        matches,
+        file_read,
+        file_not_after,
+        file_not_before,
+        anchor_not_after,
+        anchor_expires_in,
+        client_not_after,
+        client_expires_in,
+        revoked,
+        crl_success,
+        lint,
     ]
 
 
@@ -265,7 +454,7 @@ class ExporterCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         yield from exporter_families(self._facts())
         yield from broker_families(
-            list(self._store.results.values()),
+            self._store.latest(),
             dict(self._store.failure_counts),
             dict(self._store.intervals),
             self._clock(),

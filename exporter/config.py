@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import ipaddress
 import os
 import re
+import ssl
 import stat
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -51,6 +54,18 @@ class TlsSettings:
     min_version: str | None = None
     max_version: str | None = None
     alpn: tuple[str, ...] = ()
+    #: The certificate file the broker is configured with (compared with the served leaf every probe).
+    served_cert_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RoundtripSettings:
+    """``mqtt.roundtrip``: publish a message and receive it back, through the broker."""
+
+    topic: str
+    qos: int = 1
+    #: the longest the round trip may take; None: what is left of the probe's timeout
+    timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +75,29 @@ class MqttSettings:
     username: str | None = None
     password: Secret | None = None
     keepalive: int = 30
+    roundtrip: RoundtripSettings | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    """``proxy_url``: the TCP connection goes through this proxy."""
+
+    #: "socks5" (we resolve names), "socks5h" (the proxy resolves names) or "http" (CONNECT)
+    scheme: str
+    host: str
+    port: int
+    username: str | None = None
+    password: Secret | None = None
+
+    def __str__(self) -> str:
+        """The URL without credentials (safe for logs)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}"
+
+    @property
+    def resolves_names(self) -> bool:
+        """Whether the proxy resolves the broker's host name (else we resolve it and send the IP)."""
+        return self.scheme in ("socks5h", "http")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +122,11 @@ class BrokerConfig:
     timeout: float = 10.0
     tls: TlsSettings = field(default_factory=TlsSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
+    #: "first": probe one address of the name (the default); "all": every A/AAAA record, each labelled
+    addresses: str = "first"
+    #: "any" (IPv4 preferred, IPv6 as fallback), "ip4" or "ip6"
+    ip_protocol: str = "any"
+    proxy: ProxySettings | None = None
 
     @property
     def address(self) -> str:
@@ -234,6 +277,50 @@ def parse_address(text: str) -> Target:
     return Target(host=host, port=port, scheme=scheme, path=path)
 
 
+_PROXY_SCHEMES = ("socks5", "socks5h", "http")
+_DEFAULT_PROXY_PORTS: Mapping[str, int] = {"socks5": 1080, "socks5h": 1080}
+
+
+def parse_proxy_url(text: str) -> ProxySettings:
+    """Parse "socks5://[user:password@]host[:port]", "socks5h://..." or "http://[user:password@]host:port".
+
+    Messages never quote the URL or its user part: it may hold a password.
+    """
+    if not text or any(c.isspace() for c in text):
+        raise ValueError("expected a proxy URL like socks5://proxy.example.com:1080 (no whitespace)")
+    match = _SCHEME.match(text)
+    if match is None:
+        raise ValueError("expected a proxy URL like socks5://proxy.example.com:1080 or http://proxy:3128")
+    scheme = match[1].lower()
+    if scheme not in _PROXY_SCHEMES:
+        raise ValueError(f"unsupported proxy scheme {scheme}://; use socks5://, socks5h:// or http://")
+    authority, _, path = text[match.end() :].partition("/")
+    if path:
+        raise ValueError("a proxy URL has no path")
+    userinfo, at, hostport = authority.rpartition("@")
+    username: str | None = None
+    password: Secret | None = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = urllib.parse.unquote(user)
+        if not username:
+            raise ValueError("the proxy URL has credentials without a user name")
+        if colon:
+            password = Secret(urllib.parse.unquote(secret))
+        if scheme.startswith("socks5") and (
+            len(username.encode()) > 255 or (password is not None and len(password.reveal().encode()) > 255)
+        ):
+            raise ValueError("SOCKS5 user names and passwords are limited to 255 bytes")
+    host, port_text = _split_host_port(hostport)
+    if port_text is not None:
+        port = _parse_port(port_text)
+    elif scheme in _DEFAULT_PROXY_PORTS:
+        port = _DEFAULT_PROXY_PORTS[scheme]
+    else:
+        raise ValueError("an http:// proxy URL needs a port, e.g. http://proxy.example.com:3128")
+    return ProxySettings(scheme=scheme, host=host, port=port, username=username, password=password)
+
+
 def _split_host_port(authority: str) -> tuple[str, str | None]:
     if authority.startswith("["):
         end = authority.find("]")
@@ -356,8 +443,10 @@ class _Layer:
 
 _BUILTIN_INTERVAL = _Setting(BrokerConfig.__dataclass_fields__["interval"].default, None)
 _BUILTIN_TIMEOUT = _Setting(BrokerConfig.__dataclass_fields__["timeout"].default, None)
-_TOP_LEVEL_KEYS = frozenset({"defaults", "brokers", "modules"})
-_DEFAULTS_KEYS = frozenset({"interval", "timeout", "tls", "mqtt"})
+_BUILTIN_ADDRESSES = _Setting(BrokerConfig.__dataclass_fields__["addresses"].default, None)
+_BUILTIN_IP_PROTOCOL = _Setting(BrokerConfig.__dataclass_fields__["ip_protocol"].default, None)
+_TOP_LEVEL_KEYS = frozenset({"defaults", "brokers", "modules", "discover"})
+_DEFAULTS_KEYS = frozenset({"interval", "timeout", "tls", "mqtt", "addresses", "ip_protocol", "proxy_url"})
 _BROKER_KEYS = _DEFAULTS_KEYS | {"name", "address"}
 _MODULE_KEYS = frozenset({"timeout", "tls", "mqtt"})
 #: Config keys that fill the same setting; setting both in one section is an error.
@@ -382,6 +471,14 @@ class _Parser:
             "min_version": _tls_version,
             "max_version": _tls_version,
             "alpn": _alpn,
+            "served_cert_file": self._file,
+        }
+        self._top_fields: Mapping[str, _Validator] = {
+            "interval": _duration,
+            "timeout": _duration,
+            "addresses": _addresses,
+            "ip_protocol": _ip_protocol,
+            "proxy_url": _proxy_url,
         }
         self._mqtt_fields: Mapping[str, _Validator] = {
             "protocol": _protocol,
@@ -390,6 +487,7 @@ class _Parser:
             "password": _password,
             "password_file": self._password_file,
             "keepalive": _keepalive,
+            "roundtrip": _roundtrip,
         }
 
     def error(self, path: str, message: str) -> None:
@@ -418,6 +516,7 @@ class _Parser:
                 self.error("defaults", f"expected a mapping, got {_kind(raw_defaults)}")
         brokers = self._brokers(document.get("brokers"), defaults)
         modules = self._modules(document.get("modules"), defaults)
+        brokers += self._discover(document.get("discover"), defaults, brokers)
         return Config(brokers=brokers, modules=modules)
 
     def _brokers(self, raw: object, defaults: _Layer) -> tuple[BrokerConfig, ...]:
@@ -442,7 +541,12 @@ class _Parser:
             target = self._required(item, path, "address", _address)
             layer = defaults.overridden_by(self._layer(item, path, _BROKER_KEYS, skip=("name", "address")))
             self._check_consistency(layer, path, has_interval=True)
+            if target is not None:
+                self._check_target(layer, target, path)
             if name is not None and target is not None:
+                tls_problem = tls_files_problem(_values(layer.tls))
+                if tls_problem:
+                    self.error(f"{path}.tls", tls_problem)
                 brokers.append(
                     BrokerConfig(
                         name=name,
@@ -451,6 +555,9 @@ class _Parser:
                         timeout=layer.top.get("timeout", _BUILTIN_TIMEOUT).value,
                         tls=TlsSettings(**_values(layer.tls)),
                         mqtt=MqttSettings(**_values(layer.mqtt)),
+                        addresses=layer.top.get("addresses", _BUILTIN_ADDRESSES).value,
+                        ip_protocol=layer.top.get("ip_protocol", _BUILTIN_IP_PROTOCOL).value,
+                        proxy=layer.top.get("proxy_url", _Setting(None, None)).value,
                     )
                 )
         return tuple(brokers)
@@ -497,7 +604,7 @@ class _Parser:
             elif key == "mqtt":
                 layer.mqtt = self._fields(raw, key_path, self._mqtt_fields)
             else:
-                self._set(layer.top, key, raw, key_path, _duration)
+                self._set(layer.top, key, raw, key_path, self._top_fields[key])
         return layer
 
     def _fields(self, raw: object, path: str, validators: Mapping[str, _Validator]) -> dict[str, _Setting]:
@@ -561,6 +668,17 @@ class _Parser:
             if failed:
                 raise _Reported
             return items
+        if isinstance(raw, dict):  # a nested setting (mqtt.roundtrip): expand its values
+            mapping: dict[object, object] = {}
+            broken = False
+            for key, item in raw.items():
+                try:
+                    mapping[key] = self._expand(item, f"{path}.{key}")
+                except _Reported:
+                    broken = True
+            if broken:
+                raise _Reported
+            return mapping
         return raw
 
     def _expand_string(self, text: str, path: str) -> str:
@@ -614,6 +732,30 @@ class _Parser:
         key_file = layer.tls.get("key_file")
         if key_file is not None and key_file.path is not None and "cert_file" not in layer.tls:
             self.error(key_file.path, "requires cert_file")
+        roundtrip = layer.mqtt.get("roundtrip")
+        if roundtrip is not None and roundtrip.value.timeout is not None:
+            timeout = layer.top.get("timeout", _BUILTIN_TIMEOUT)
+            if roundtrip.value.timeout > timeout.value:
+                r, t = _format_seconds(roundtrip.value.timeout), _format_seconds(timeout.value)
+                where = "the default" if timeout.path is None else f"from {timeout.path}"
+                self.error(
+                    f"{roundtrip.path}.timeout", f"{r} must not exceed the probe timeout {t} ({where})"
+                )
+
+    def _check_target(self, layer: _Layer, target: Target, prefix: str) -> None:
+        """An IP-literal address must be reachable with the configured ip_protocol."""
+        ip_protocol = layer.top.get("ip_protocol")
+        if ip_protocol is None or ip_protocol.path is None:
+            return
+        try:
+            version = ipaddress.ip_address(target.host).version
+        except ValueError:
+            return  # a name: its records decide at probe time
+        if (ip_protocol.value, version) in (("ip4", 6), ("ip6", 4)):
+            self.error(
+                ip_protocol.path,
+                f"{ip_protocol.value} cannot reach the IPv{version} address of {prefix}.address",
+            )
 
     def _conflict(self, prefix: str, first: tuple[_Setting, str], second: tuple[_Setting, str]) -> None:
         """Report two settings that contradict each other at the one set closest to `prefix`."""
@@ -662,6 +804,81 @@ class _Parser:
         if not content:
             raise _Invalid(f"{path}: file is empty")
         return Secret(content)
+
+    def _discover(
+        self, raw: object, defaults: _Layer, brokers: tuple[BrokerConfig, ...]
+    ) -> tuple[BrokerConfig, ...]:
+        """``discover``: every TLS listener of a mosquitto.conf becomes a broker (see exporter.discover).
+
+        Re-read at every (re)load. The brokers get ``defaults``, then the settings given in ``discover``
+        itself; ``tls.served_cert_file`` is the listener's certfile, and ``tls.server_name`` (unless set)
+        the first DNS name of that certificate when it does not cover the probed address.
+        """
+        if raw is None:
+            return ()
+        if not isinstance(raw, dict):
+            self.error("discover", f"expected a mapping with mosquitto_conf, got {_kind(raw)}")
+            return ()
+        from exporter import discover
+        from exporter.probe.files import read_certificate_file
+
+        conf_path = self._required(raw, "discover", "mosquitto_conf", self._file)
+        prefix = "mosquitto"
+        if raw.get("name_prefix") is not None:
+            with contextlib.suppress(_Reported):
+                prefix = self._check(raw["name_prefix"], "discover.name_prefix", _label_safe)
+        allowed = _DEFAULTS_KEYS | {"mosquitto_conf", "name_prefix"}
+        own = self._layer(raw, "discover", allowed, skip=("mosquitto_conf", "name_prefix"))
+        if "served_cert_file" in own.tls:
+            self.error("discover.tls.served_cert_file", "not allowed here: each listener's certfile is used")
+        layer = defaults.overridden_by(own)
+        self._check_consistency(layer, "discover", has_interval=True)
+        if conf_path is None:
+            return ()
+        try:
+            conf = discover.load(conf_path)
+        except OSError as exc:
+            self.error("discover.mosquitto_conf", f"{conf_path}: {exc.strerror or exc}")
+            return ()
+        for problem in conf.errors:
+            self.error("discover.mosquitto_conf", problem)
+        taken = {broker.name: index for index, broker in enumerate(brokers)}
+        found: list[BrokerConfig] = []
+        for item in discover.discovered_brokers(conf, prefix=prefix):
+            listener = item.listener
+            if item.name in taken:
+                self.error(
+                    "discover",
+                    f"the listener at {listener.source} would become broker {item.name!r}, a name "
+                    f"brokers[{taken[item.name]}] already uses; rename that broker or set discover.name_prefix",
+                )
+                continue
+            try:
+                target = parse_address(item.address)
+            except ValueError as exc:
+                self.error("discover.mosquitto_conf", f"{listener.source}: cannot probe {item.address}: {exc}")
+                continue
+            tls = _values(layer.tls)
+            tls["served_cert_file"] = item.served_cert_file
+            if "server_name" not in tls:
+                certificates = read_certificate_file(item.served_cert_file).certificates
+                name = discover.server_name_for(certificates[0].facts if certificates else None, target.host)
+                if name is not None:
+                    tls["server_name"] = name
+            found.append(
+                BrokerConfig(
+                    name=item.name,
+                    target=target,
+                    interval=layer.top.get("interval", _BUILTIN_INTERVAL).value,
+                    timeout=layer.top.get("timeout", _BUILTIN_TIMEOUT).value,
+                    tls=TlsSettings(**tls),
+                    mqtt=MqttSettings(**_values(layer.mqtt)),
+                    addresses=layer.top.get("addresses", _BUILTIN_ADDRESSES).value,
+                    ip_protocol=layer.top.get("ip_protocol", _BUILTIN_IP_PROTOCOL).value,
+                    proxy=layer.top.get("proxy_url", _Setting(None, None)).value,
+                )
+            )
+        return tuple(found)
 
 
 _ENV_REFERENCE = re.compile(r"\$\$\{|\$\{(?P<name>[^}]*)(?P<close>\}?)")
@@ -782,3 +999,97 @@ def _alpn(value: object) -> tuple[str, ...]:
         if not isinstance(item, str) or not item.isascii() or not 1 <= len(item) <= 255:
             raise _Invalid("expected a protocol name of 1-255 ASCII characters", suffix=f"[{index}]")
     return tuple(value)
+
+
+_ADDRESSES = ("first", "all")
+_IP_PROTOCOLS = ("any", "ip4", "ip6")
+_ROUNDTRIP_KEYS = ("topic", "qos", "timeout")
+
+
+def _choice(value: object, choices: tuple[str, ...], what: str) -> str:
+    if isinstance(value, str) and value.strip().lower() in choices:
+        return value.strip().lower()
+    shown = _preview(value) if isinstance(value, str) else _kind(value)
+    raise _Invalid(f"unsupported {what} {shown}; use {' or '.join(choices)}")
+
+
+def _addresses(value: object) -> str:
+    return _choice(value, _ADDRESSES, "addresses")
+
+
+def _ip_protocol(value: object) -> str:
+    return _choice(value, _IP_PROTOCOLS, "ip_protocol")
+
+
+def _proxy_url(value: object) -> ProxySettings:
+    try:
+        return parse_proxy_url(_string(value))
+    except ValueError as exc:
+        raise _Invalid(str(exc)) from None
+
+
+def _qos(value: object) -> int:
+    if isinstance(value, str) and value.strip() in ("0", "1"):
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and value in (0, 1):
+        return value
+    raise _Invalid("qos must be 0 or 1")
+
+
+def _topic(value: object) -> str:
+    topic = _nonempty_string(value)
+    if "+" in topic or "#" in topic:
+        raise _Invalid("must be a topic name, without the wildcards + and #")
+    if "\0" in topic:
+        raise _Invalid("must not contain NUL characters")
+    if len(topic.encode()) > 65535:
+        raise _Invalid("must be at most 65535 bytes")
+    return topic
+
+
+def _roundtrip(value: object) -> RoundtripSettings:
+    if not isinstance(value, dict):
+        raise _Invalid(f"expected a mapping with topic (and optionally qos, timeout), got {_kind(value)}")
+    for key in value:
+        if key not in _ROUNDTRIP_KEYS:
+            raise _Invalid("unknown key", suffix=f".{key}")
+    settings: dict[str, Any] = {}
+    for key, validate in (("topic", _topic), ("qos", _qos), ("timeout", _duration)):
+        if value.get(key) is None:
+            continue
+        try:
+            settings[key] = validate(value[key])
+        except _Invalid as exc:
+            raise _Invalid(exc.message, suffix=f".{key}{exc.suffix}") from None
+    if "topic" not in settings:
+        raise _Invalid("required", suffix=".topic")
+    return RoundtripSettings(**settings)
+
+
+def _label_safe(value: object) -> str:
+    text = _nonempty_string(value)
+    if any(c.isspace() or not c.isprintable() for c in text):
+        raise _Invalid("must not contain spaces or control characters")
+    return text
+
+
+def tls_files_problem(tls: Mapping[str, Any]) -> str | None:
+    """Why OpenSSL cannot use these CA / client certificate files (None when it can)."""
+    return _tls_files_problem(tls.get("ca_file"), tls.get("cert_file"), tls.get("key_file"))
+
+
+@functools.lru_cache(maxsize=256)
+def _tls_files_problem(ca_file: str | None, cert_file: str | None, key_file: str | None) -> str | None:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        if ca_file:
+            context.load_verify_locations(cafile=ca_file)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        return f"ca_file {ca_file}: not a usable PEM certificate bundle ({exc})"
+    try:
+        if cert_file:
+            # An empty password: an encrypted key fails here instead of prompting on the terminal.
+            context.load_cert_chain(cert_file, key_file, password=lambda: b"")
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        return f"cert_file/key_file: cannot load the client certificate and its (unencrypted) key ({exc})"
+    return None

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
+from exporter import shard
 from exporter.collector import ExporterCollector, ExporterFacts
-from exporter.config import Config, ConfigError, load_config
+from exporter.config import BrokerConfig, Config, ConfigError, load_config
+from exporter.multitarget import probe_handler
 from exporter.probe import Prober
 from exporter.results import ProbeResult
 from exporter.scheduler import Scheduler
@@ -29,6 +31,10 @@ class ServeOptions:
     listen_address: str = ":9883"
     concurrency: int = 128
     web_config: WebConfig | None = None
+    #: --probe.allowed-target patterns; empty: /probe (multi-target mode) is off
+    allowed_targets: tuple[str, ...] = ()
+    #: --shard=i/n: probe only the brokers whose name hashes to shard i of n (exporter.shard)
+    shard: tuple[int, int] | None = None
 
 
 def state_of(result: ProbeResult) -> tuple[str, ...]:
@@ -74,10 +80,23 @@ class Daemon:
         GCCollector(registry=self.registry)
         self.registry.register(ExporterCollector(self.store, self._facts))
         self._stopping = asyncio.Event()
+        #: the bound /metrics URLs, set before `listening` is
+        self.urls: list[str] = []
+        self.listening = asyncio.Event()
+        self._selected: tuple[Config | None, tuple[BrokerConfig, ...]] = (None, ())
+
+    @property
+    def brokers(self) -> tuple[BrokerConfig, ...]:
+        """The configured brokers this process probes (all of them, or its --shard's)."""
+        config, selected = self._selected
+        if config is not self.config:  # hashed once per configuration, not at every scrape
+            selected = shard.select(self.config.brokers, self.options.shard)
+            self._selected = (self.config, selected)
+        return selected
 
     def _facts(self) -> ExporterFacts:
         return ExporterFacts(
-            brokers=len(self.config.brokers),
+            brokers=len(self.brokers),
             last_reload_successful=self.reload_ok,
             last_reload_success_timestamp=self.reload_time,
             probes_in_flight=self.scheduler.probes_in_flight if self.scheduler else 0,
@@ -108,12 +127,16 @@ class Daemon:
         self.config = config
         self.reload_ok, self.reload_time = True, time.time()
         assert self.scheduler is not None
-        added, removed, changed = self.scheduler.apply(config.brokers)
+        added, removed, changed = self.scheduler.apply(self.brokers)
         log.info(
             "configuration reloaded",
-            extra={"brokers": len(config.brokers), "added": added, "removed": removed, "changed": changed},
+            extra={"brokers": len(self.brokers), "added": added, "removed": removed, "changed": changed},
         )
         return True, f"configuration reloaded: {added} added, {removed} removed, {changed} changed"
+
+    def stop(self) -> None:
+        """Ask run() to shut down (what SIGTERM does)."""
+        self._stopping.set()
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -121,8 +144,18 @@ class Daemon:
             self.prober, self.store, concurrency=self.options.concurrency, on_result=log_state_change
         )
         web_config = self.options.web_config or WebConfig()
+        probe = probe_handler(
+            lambda: self.config,
+            self.prober,
+            self.options.allowed_targets,
+            concurrency=self.options.concurrency,
+        )
         app = build_app(
-            self.registry, self.web_state, reload=self.reload, middlewares=[web_config.middleware()]
+            self.registry,
+            self.web_state,
+            reload=self.reload,
+            middlewares=[web_config.middleware()],
+            probe=probe,
         )
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
@@ -136,13 +169,20 @@ class Daemon:
         for sock in getattr(server, "sockets", None) or ():
             address = sock.getsockname()
             shown = f"[{address[0]}]" if ":" in address[0] else address[0]
-            log.info("listening", extra={"url": f"{scheme}://{shown}:{address[1]}/metrics"})
+            url = f"{scheme}://{shown}:{address[1]}/metrics"
+            self.urls.append(url)
+            log.info("listening", extra={"url": url})
+        self.listening.set()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stopping.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
-        self.scheduler.apply(self.config.brokers)
+        self.scheduler.apply(self.brokers)
         self.web_state.ready = True
-        log.info("started", extra={"brokers": len(self.config.brokers), "config": self.options.config_file})
+        started: dict[str, object] = {"brokers": len(self.brokers), "config": self.options.config_file}
+        if self.options.shard is not None:
+            started["shard"] = "{}/{}".format(*self.options.shard)
+            started["configured"] = len(self.config.brokers)
+        log.info("started", extra=started)
         await self._stopping.wait()
         log.info("shutting down")
         await self.scheduler.stop()

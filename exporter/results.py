@@ -6,6 +6,7 @@ documented in docs/metrics.md.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -15,7 +16,11 @@ class Stage(StrEnum):
     CONNECT = "connect"
     TLS = "tls"
     TRUST = "trust"
+    #: the HTTP upgrade and WebSocket framing of wss:// brokers
+    WEBSOCKET = "websocket"
     MQTT = "mqtt"
+    #: the optional publish/receive round trip (``mqtt.roundtrip``)
+    ROUNDTRIP = "roundtrip"
 
 
 class Reason(StrEnum):
@@ -29,12 +34,16 @@ class Reason(StrEnum):
     CLIENT_CERTIFICATE_REQUIRED = "client_certificate_required"
     UNTRUSTED = "untrusted"
     CLOSED = "closed"
+    PROXY_ERROR = "proxy_error"
+    UPGRADE_REJECTED = "upgrade_rejected"
+    DENIED = "denied"
+    ERROR = "error"
 
 
 #: Which reasons each stage can report (the documented contract; tests check against it).
 REASONS_BY_STAGE: dict[Stage, tuple[Reason, ...]] = {
     Stage.RESOLVE: (Reason.DNS_ERROR,),
-    Stage.CONNECT: (Reason.REFUSED, Reason.TIMEOUT, Reason.UNREACHABLE, Reason.RESET),
+    Stage.CONNECT: (Reason.REFUSED, Reason.TIMEOUT, Reason.UNREACHABLE, Reason.RESET, Reason.PROXY_ERROR),
     Stage.TLS: (
         Reason.TIMEOUT,
         Reason.PROTOCOL_ERROR,
@@ -42,7 +51,9 @@ REASONS_BY_STAGE: dict[Stage, tuple[Reason, ...]] = {
         Reason.CLIENT_CERTIFICATE_REQUIRED,
     ),
     Stage.TRUST: (Reason.UNTRUSTED,),
+    Stage.WEBSOCKET: (Reason.TIMEOUT, Reason.CLOSED, Reason.PROTOCOL_ERROR, Reason.UPGRADE_REJECTED),
     Stage.MQTT: (Reason.TIMEOUT, Reason.PROTOCOL_ERROR, Reason.CLOSED, Reason.REFUSED),
+    Stage.ROUNDTRIP: (Reason.TIMEOUT, Reason.DENIED, Reason.ERROR),
 }
 
 
@@ -64,7 +75,9 @@ class Phase(StrEnum):
     RESOLVE = "resolve"
     CONNECT = "connect"
     TLS = "tls"
+    WEBSOCKET = "websocket"
     MQTT = "mqtt"
+    ROUNDTRIP = "roundtrip"
     TOTAL = "total"
 
 
@@ -104,6 +117,8 @@ class CertFacts:
     ca_issuers_urls: tuple[str, ...] = ()
     #: Set when the DER could not be fully parsed; the other fields are then best effort.
     parse_error: str = ""
+    #: HTTP(S) URLs of the certificate's CRL distribution points (full names only).
+    crl_urls: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +163,29 @@ class MqttFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class WebSocketFacts:
+    """What a wss:// broker answered to the HTTP upgrade."""
+
+    #: the HTTP status of the upgrade response (101 when the upgrade was accepted)
+    status_code: int
+    #: the subprotocol the server selected ("mqtt"; "" when it named none)
+    subprotocol: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RoundtripFacts:
+    """The optional round trip: publish a message and receive it back (``mqtt.roundtrip``)."""
+
+    success: bool
+    #: seconds from PUBLISH to receiving our own message; None when it did not come back
+    latency: float | None = None
+    #: why it failed (stage ``roundtrip``); None on success
+    failure: Failure | None = None
+    #: True when it ran over a non-verifying connection (the chain was untrusted)
+    unverified_connection: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class ProbeResult:
     broker: str
     address: str
@@ -162,6 +200,20 @@ class ProbeResult:
     mqtt: MqttFacts | None = None
     #: Failures of the extra, non-verifying connection (when the chain was untrusted).
     secondary_failure: Failure | None = None
+    #: The ``address`` label: the IP probed, for brokers with ``addresses: all``; "" otherwise (no label).
+    address_label: str = ""
+    websocket: WebSocketFacts | None = None
+    roundtrip: RoundtripFacts | None = None
+    #: The broker's certificate file (``tls.served_cert_file``) compared with what it serves.
+    served_file: ServedFileFacts | None = None
+    #: The exporter's own client certificate (``tls.cert_file``), read when the probe ran.
+    client_cert: CertFacts | None = None
+    #: CRL revocation status of the presented chain; None when no chain was received.
+    revocation: RevocationFacts | None = None
+    #: The latest TLS 1.0/1.1 check of this broker (cached: it runs at a slower cadence).
+    legacy_tls: LegacyTlsFacts | None = None
+    #: Warnings that never fail the probe (see ``Lint``), in ``Lint`` declaration order.
+    lints: tuple[LintFinding, ...] = ()
 
     @property
     def success(self) -> bool:
@@ -172,3 +224,110 @@ class ProbeResult:
             if name is phase:
                 return seconds
         return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Around the chain: the certificate file on disk, revocation, legacy TLS and lints (issue 7).
+
+
+@dataclass(frozen=True, slots=True)
+class ServedFileFacts:
+    """The broker's own certificate file compared with the leaf it serves."""
+
+    #: ``tls.served_cert_file`` as configured (may be a symlink, e.g. certbot's live/ directory)
+    path: str
+    #: where the symlinks lead (e.g. ``.../archive/example.com/cert3.pem``); "" when unresolved
+    resolved_path: str = ""
+    #: the file's first certificate; None when the file could not be read or holds no certificate
+    leaf: CertFacts | None = None
+    #: Unix time the resolved file was last modified (0 when unknown)
+    modified: float = 0.0
+    #: True/False: the served leaf is/is not the file's leaf; None when either side is missing
+    matches: bool | None = None
+    #: SHA-256 fingerprint of the served leaf ("" when no certificate was received)
+    served_fingerprint: str = ""
+    #: Why the file could not be used ("" when it was): for logs and ``check``
+    error: str = ""
+
+
+class RevocationStatus(StrEnum):
+    GOOD = "good"
+    REVOKED = "revoked"
+    #: no CRL could be obtained or used for this certificate (see ``RevocationCheck.detail``)
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationCheck:
+    """The CRL verdict on one certificate of the presented chain."""
+
+    #: position in the chain as sent (0 = leaf)
+    position: int
+    status: RevocationStatus
+    #: the CRL distribution point that answered (or the last one tried)
+    url: str = ""
+    #: plain words: why unknown, or when and why revoked
+    detail: str = ""
+    #: Unix time of revocation (REVOKED only)
+    revoked_at: float | None = None
+    #: RFC 5280 reason, e.g. ``keyCompromise`` (REVOKED only; "" when the CRL gives none)
+    reason: str = ""
+    #: nextUpdate of the CRL used (None when unknown or absent)
+    crl_next_update: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationFacts:
+    #: one per certificate of the chain that names a CRL distribution point (self-issued ones aside)
+    checks: tuple[RevocationCheck, ...] = ()
+    #: True when every CRL needed was obtained and usable, False when one was not, None when no
+    #: certificate of the chain names a CRL distribution point
+    fetch_success: bool | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LegacyTlsFacts:
+    """A handshake capped at TLS 1.1: does the broker still accept TLS 1.0/1.1?"""
+
+    #: True: accepted; False: refused; None: could not tell (connection failed, timeout)
+    accepted: bool | None
+    #: the legacy version negotiated (``TLSv1``/``TLSv1.1``); "" when refused or unknown
+    version: str = ""
+    #: Unix time the check ran (it is repeated at most once per ``legacy_tls_interval``)
+    checked_at: float = 0.0
+    detail: str = ""
+
+
+class Lint(StrEnum):
+    """Warnings a careful operator wants to know before a client library does. They never fail a probe.
+
+    The values are the ``lint`` label of ``mqtt_broker_cert_lint`` (documented in docs/metrics.md).
+    """
+
+    NO_SUBJECT_ALT_NAME = "no_subject_alt_name"
+    SHA1_OR_MD5_SIGNATURE = "sha1_or_md5_signature"
+    RSA_KEY_UNDER_2048 = "rsa_key_under_2048"
+    LEAF_VALIDITY_OVER_398_DAYS = "leaf_validity_over_398_days"
+    CHAIN_OUT_OF_ORDER = "chain_out_of_order"
+    ROOT_INCLUDED = "root_included"
+    LEGACY_TLS_ACCEPTED = "legacy_tls_accepted"
+    RENEWAL_OVERDUE = "renewal_overdue"
+
+
+@dataclass(frozen=True, slots=True)
+class LintFinding:
+    lint: Lint
+    #: plain words, for logs and ``check``
+    detail: str
+    #: the chain positions concerned (empty for legacy_tls_accepted)
+    positions: tuple[int, ...] = ()
+
+
+def same_leaf(results: Iterable[ProbeResult]) -> bool | None:
+    """Whether every address that presented a certificate presented the same leaf.
+
+    None when no address presented one (nothing to compare). Addresses that failed before TLS are not
+    counted: they are visible in their own ``probe_success``.
+    """
+    leaves = {result.tls.chain[0].fingerprint_sha256 for result in results if result.tls and result.tls.chain}
+    return None if not leaves else len(leaves) == 1

@@ -112,7 +112,7 @@ class Scheduler:
                 self.max_lag = max(self.max_lag, started - scheduled)
             self.probes_in_flight += 1
             try:
-                result = await self._prober.probe(broker)
+                results = await self._prober.probe_group(broker)
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug in one probe must not stop this broker's schedule
@@ -122,7 +122,11 @@ class Scheduler:
                 self.probes_in_flight -= 1
         if self._jobs.get(broker.name, None) is None or self._jobs[broker.name].broker != broker:
             return started  # removed or replaced while probing
-        previous = self._store.publish(result)
+        if broker.addresses == "all":
+            published = self._store.publish_group(broker.name, results)
+        else:
+            published = [(results[0], self._store.publish(results[0]))]
         if self._on_result is not None:
-            self._on_result(result, previous)
+            for result, previous in published:
+                self._on_result(result, previous)
         return started

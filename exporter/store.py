@@ -2,6 +2,10 @@
 
 Written only by the scheduler (one asyncio loop), read by the collector: each publish replaces one
 immutable ProbeResult, so a scrape always sees whole results, never a half-finished probe.
+
+Brokers with ``addresses: all`` publish a *group*: one result per address of their name, replaced as a
+whole (an address that left the DNS answer leaves the store with it). Their failure counts are keyed by
+address too.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from dataclasses import dataclass, field
 
 from exporter.results import ProbeResult, Reason, Stage
 
-FailureKey = tuple[str, Stage, Reason]
+#: (broker, stage, reason), or (broker, stage, reason, address) for brokers with ``addresses: all``
+FailureKey = tuple[str, Stage, Reason] | tuple[str, Stage, Reason, str]
 
 
 @dataclass
@@ -20,6 +25,8 @@ class ResultStore:
     failure_counts: dict[FailureKey, int] = field(default_factory=dict)
     #: broker name -> probe interval in seconds (for staleness alerts)
     intervals: dict[str, float] = field(default_factory=dict)
+    #: broker name -> its latest results, one per address (brokers with ``addresses: all``)
+    groups: dict[str, tuple[ProbeResult, ...]] = field(default_factory=dict)
 
     def publish(self, result: ProbeResult) -> ProbeResult | None:
         """Store a result; returns the one it replaces."""
@@ -30,14 +37,39 @@ class ResultStore:
             self.failure_counts[key] = self.failure_counts.get(key, 0) + 1
         return previous
 
+    def publish_group(
+        self, name: str, results: Iterable[ProbeResult]
+    ) -> list[tuple[ProbeResult, ProbeResult | None]]:
+        """Replace the group of an ``addresses: all`` broker; returns (result, the one it replaces) pairs."""
+        group = tuple(results)
+        before = {result.address_label: result for result in self.groups.get(name, ())}
+        self.groups[name] = group
+        addresses = {result.address_label for result in group}
+        gone = [k for k in self.failure_counts if k[0] == name and len(k) == 4 and k[-1] not in addresses]
+        for stale in gone:
+            del self.failure_counts[stale]  # an address gone from the name takes its counters along
+        for result in group:
+            if result.failure is not None:
+                stage, reason = result.failure.stage, result.failure.reason
+                key: FailureKey = (name, stage, reason)
+                if result.address_label:
+                    key = (name, stage, reason, result.address_label)
+                self.failure_counts[key] = self.failure_counts.get(key, 0) + 1
+        return [(result, before.get(result.address_label)) for result in group]
+
+    def latest(self) -> list[ProbeResult]:
+        """Every result a scrape renders: one per broker, one per address for grouped brokers."""
+        return [*self.results.values(), *(result for group in self.groups.values() for result in group)]
+
     def configure(self, intervals: Mapping[str, float]) -> None:
         """Adopt the configured brokers: removed brokers' results and counters vanish."""
         self.intervals = dict(intervals)
         keep = set(intervals)
-        self.forget(name for name in list(self.results) if name not in keep)
+        self.forget(name for name in [*self.results, *self.groups] if name not in keep)
         for key in [key for key in self.failure_counts if key[0] not in keep]:
             del self.failure_counts[key]
 
     def forget(self, names: Iterable[str]) -> None:
         for name in names:
             self.results.pop(name, None)
+            self.groups.pop(name, None)

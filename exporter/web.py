@@ -1,4 +1,4 @@
-"""The HTTP face: /metrics, /-/healthy, /-/ready, /-/reload and a small index page."""
+"""The HTTP face: /metrics, /probe, /-/healthy, /-/ready, /-/reload and a small index page."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ def build_app(
     *,
     reload: Callable[[], Awaitable[tuple[bool, str]]] | None = None,
     middlewares: Sequence[Any] = (),
+    probe: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None,
 ) -> web.Application:
     async def metrics(request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
@@ -65,6 +66,8 @@ def build_app(
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
     app.router.add_post("/-/reload", do_reload)
+    if probe is not None:
+        app.router.add_get("/probe", probe)
     return app
 
 

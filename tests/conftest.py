@@ -77,8 +77,10 @@ class Lab:
             lines.append(f"      protocol: '{broker.mqtt.protocol}'")
             if broker.mqtt.username:
                 lines.append(f"      username: '{broker.mqtt.username}'")
-            if broker.mqtt.password:
+            if broker.mqtt.password and broker.mqtt.password.reveal() == PASSWORD:
                 lines.append("      password: '${MQTT_TEST_PASSWORD}'")
+            elif broker.mqtt.password:
+                lines.append(f"      password: '{broker.mqtt.password.reveal()}'")
         return "\n".join(lines) + "\n"
 
 

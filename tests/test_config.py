@@ -220,9 +220,30 @@ def test_config_error_lists_one_error_per_line_and_pickles() -> None:
 # --- loading: structure and defaults -----------------------------------------------------------
 
 
-def test_full_config(tmp_path: Path) -> None:
-    for name in ("ca.pem", "client.pem", "client.key", "chain.pem"):
-        (tmp_path / name).write_text("x")
+@pytest.fixture(scope="module")
+def pems(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """Real PEM files: the loader checks that OpenSSL can use the TLS files it is given."""
+    from exporter.lab.pki import Pki
+
+    pki = Pki(tmp_path_factory.mktemp("pems"))
+    root = pki.root("Config Test CA")
+    client = pki.leaf("client", root, client=True)
+    key = client.key_path.read_bytes()
+    return {
+        "ca.pem": root.cert_path.read_bytes(),
+        "chain.pem": root.cert_path.read_bytes(),
+        "client.pem": client.cert_path.read_bytes() + key,  # certificate with its key: usable alone
+        "client.key": key,
+    }
+
+
+def write_pems(directory: Path, pems: dict[str, bytes]) -> None:
+    for name, content in pems.items():
+        (directory / name).write_bytes(content)
+
+
+def test_full_config(tmp_path: Path, pems: dict[str, bytes]) -> None:
+    write_pems(tmp_path, pems)
     config = parse(
         """
         brokers:
@@ -292,8 +313,8 @@ def test_empty_configs_are_allowed(tmp_path: Path, text: str) -> None:
     assert parse(text, tmp_path) == Config()
 
 
-def test_defaults_are_merged_key_by_key(tmp_path: Path) -> None:
-    (tmp_path / "ca.pem").write_text("x")
+def test_defaults_are_merged_key_by_key(tmp_path: Path, pems: dict[str, bytes]) -> None:
+    (tmp_path / "ca.pem").write_bytes(pems["ca.pem"])
     config = parse(
         """
         defaults:
@@ -380,7 +401,7 @@ def test_config_error_str_is_one_error_per_line(tmp_path: Path) -> None:
 def test_unknown_keys_are_reported_with_their_path(tmp_path: Path) -> None:
     problems = errors(
         """
-        discover: {dns: _mqtt._tcp}
+        discovery: {dns: _mqtt._tcp}
         defaults:
           retries: 3
           mqtt: {pasword: x}
@@ -396,7 +417,7 @@ def test_unknown_keys_are_reported_with_their_path(tmp_path: Path) -> None:
         tmp_path,
     )
     assert problems == [
-        "discover: unknown key",
+        "discovery: unknown key",
         "defaults.retries: unknown key",
         "defaults.mqtt.pasword: unknown key",
         "brokers[0].labels: unknown key",
@@ -554,8 +575,8 @@ def test_protocol_normalization(tmp_path: Path, written: str, normalized: str) -
     assert only_broker(config).mqtt.protocol == normalized
 
 
-def test_key_file_requires_cert_file(tmp_path: Path) -> None:
-    (tmp_path / "client.pem").write_text("x")
+def test_key_file_requires_cert_file(tmp_path: Path, pems: dict[str, bytes]) -> None:
+    write_pems(tmp_path, pems)
     only_cert = parse("brokers: [{name: a, address: a, tls: {cert_file: client.pem}}]", tmp_path)
     assert only_broker(only_cert).tls.key_file is None
     problems = errors("brokers: [{name: a, address: a, tls: {key_file: client.pem}}]", tmp_path)
@@ -565,18 +586,18 @@ def test_key_file_requires_cert_file(tmp_path: Path) -> None:
 # --- files -------------------------------------------------------------------------------------
 
 
-def test_file_paths_are_relative_to_the_config_file(tmp_path: Path) -> None:
+def test_file_paths_are_relative_to_the_config_file(tmp_path: Path, pems: dict[str, bytes]) -> None:
     (tmp_path / "certs").mkdir()
-    (tmp_path / "certs" / "ca.pem").write_text("x")
+    (tmp_path / "certs" / "ca.pem").write_bytes(pems["ca.pem"])
     config_file = tmp_path / "exporter.yaml"
     config_file.write_text("defaults: {tls: {ca_file: certs/ca.pem}}\nbrokers: [{name: a, address: a}]\n")
     config = load_config(str(config_file))
     assert only_broker(config).tls.ca_file == str(tmp_path / "certs" / "ca.pem")
 
 
-def test_absolute_file_paths_are_kept(tmp_path: Path) -> None:
+def test_absolute_file_paths_are_kept(tmp_path: Path, pems: dict[str, bytes]) -> None:
     ca = tmp_path / "ca.pem"
-    ca.write_text("x")
+    ca.write_bytes(pems["ca.pem"])
     config = parse(f"brokers: [{{name: a, address: a, tls: {{ca_file: '{ca}'}}}}]", tmp_path / "elsewhere")
     assert only_broker(config).tls.ca_file == str(ca)
 
@@ -869,3 +890,159 @@ def test_module_errors(tmp_path: Path) -> None:
         "modules.b.tls.min_version: TLSv1.3 is higher than max_version TLSv1.2",
         "modules.7: module name must be a non-empty string",
     ]
+
+
+# --- issue 7: tls.served_cert_file and discover -------------------------------------------------
+
+
+def test_served_cert_file_is_a_file_relative_to_the_config(tmp_path: Path) -> None:
+    (tmp_path / "live").mkdir()
+    (tmp_path / "archive").mkdir()
+    (tmp_path / "archive" / "cert1.pem").write_text("x")
+    (tmp_path / "live" / "cert.pem").symlink_to("../archive/cert1.pem")
+    config = parse(
+        """
+        brokers:
+          - name: a
+            address: a
+            tls: {served_cert_file: live/cert.pem}
+        """,
+        tmp_path,
+    )
+    # kept as configured (the symlink is followed at every probe, as certbot renews by re-pointing it)
+    assert config.brokers[0].tls.served_cert_file == str(tmp_path / "live" / "cert.pem")
+
+
+def test_served_cert_file_errors(tmp_path: Path) -> None:
+    (tmp_path / "dir").mkdir()
+    problems = errors(
+        """
+        brokers:
+          - {name: a, address: a, tls: {served_cert_file: missing.pem}}
+          - {name: b, address: b, tls: {served_cert_file: dir}}
+          - {name: c, address: c, tls: {served_cert_file: 42}}
+        """,
+        tmp_path,
+    )
+    assert problems == [
+        f"brokers[0].tls.served_cert_file: {tmp_path}/missing.pem: no such file",
+        f"brokers[1].tls.served_cert_file: {tmp_path}/dir: not a regular file",
+        "brokers[2].tls.served_cert_file: expected a string, got a number; put it in quotes",
+    ]
+
+
+def _mosquitto_conf(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "mosquitto.conf"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_discover_makes_a_broker_of_every_tls_listener(tmp_path: Path) -> None:
+    (tmp_path / "server.crt").write_text("not a certificate: server_name stays the default")
+    _mosquitto_conf(
+        tmp_path,
+        f"""
+        listener 1883
+        listener 8883
+        certfile {tmp_path}/server.crt
+        keyfile {tmp_path}/server.key
+        listener 8884 0.0.0.0
+        protocol websockets
+        certfile {tmp_path}/server.crt
+        """,
+    )
+    (tmp_path / "ca.pem").write_text("x")
+    config = parse(
+        """
+        defaults:
+          interval: 30s
+          mqtt: {username: monitor}
+        discover:
+          mosquitto_conf: mosquitto.conf
+          timeout: 2s
+          tls: {ca_file: ca.pem}
+        brokers:
+          - {name: remote, address: remote.example.com}
+        """,
+        tmp_path,
+    )
+    assert [broker.name for broker in config.brokers] == ["remote", "mosquitto-8883", "mosquitto-8884"]
+    remote, plain, ws = config.brokers
+    assert remote.tls.ca_file is None and remote.timeout == 10.0  # discover's settings are its own
+    assert plain == BrokerConfig(
+        name="mosquitto-8883",
+        target=Target("localhost", 8883),
+        interval=30.0,
+        timeout=2.0,
+        tls=TlsSettings(ca_file=str(tmp_path / "ca.pem"), served_cert_file=str(tmp_path / "server.crt")),
+        mqtt=MqttSettings(username="monitor"),
+    )
+    assert ws.address == "wss://127.0.0.1:8884/mqtt"
+
+
+def test_discover_name_prefix(tmp_path: Path) -> None:
+    _mosquitto_conf(tmp_path, "listener 8883\ncertfile /etc/mosquitto/server.crt\n")
+    config = parse("discover: {mosquitto_conf: mosquitto.conf, name_prefix: edge}", tmp_path)
+    assert [broker.name for broker in config.brokers] == ["edge-8883"]
+
+
+def test_discover_errors(tmp_path: Path) -> None:
+    _mosquitto_conf(
+        tmp_path,
+        """
+        listener 8883
+        certfile /etc/mosquitto/a.crt
+        listener eighty
+        listener 8884
+        certfile /etc/mosquitto/b.crt
+        """,
+    )
+    problems = errors(
+        """
+        discover:
+          mosquitto_conf: mosquitto.conf
+          name_prefix: "two words"
+          dns: x
+          timeout: 0s
+          tls: {served_cert_file: mosquitto.conf}
+        brokers:
+          - {name: mosquitto-8884, address: b}
+        """,
+        tmp_path,
+    )
+    conf = tmp_path / "mosquitto.conf"
+    assert problems == [
+        "discover.name_prefix: must not contain spaces or control characters",
+        "discover.dns: unknown key",
+        "discover.timeout: must be greater than 0",
+        "discover.tls.served_cert_file: not allowed here: each listener's certfile is used",
+        f"discover.mosquitto_conf: {conf}:4: invalid port 'eighty': expected 0-65535",
+        f"discover: the listener at {conf}:5 would become broker 'mosquitto-8884', a name brokers[0] "
+        "already uses; rename that broker or set discover.name_prefix",
+    ]
+
+
+def test_discover_needs_a_readable_mosquitto_conf(tmp_path: Path) -> None:
+    assert errors("discover: {}", tmp_path) == ["discover.mosquitto_conf: required"]
+    assert errors("discover: {mosquitto_conf: nope.conf}", tmp_path) == [
+        f"discover.mosquitto_conf: {tmp_path}/nope.conf: no such file"
+    ]
+    assert errors("discover: [a]", tmp_path) == ["discover: expected a mapping with mosquitto_conf, got a list"]
+    _mosquitto_conf(tmp_path, "include_dir conf.d\n")
+    assert errors("discover: {mosquitto_conf: mosquitto.conf}", tmp_path) == [
+        f"discover.mosquitto_conf: {tmp_path}/mosquitto.conf:1: include_dir {tmp_path}/conf.d: "
+        "No such file or directory"
+    ]
+
+
+def test_unusable_tls_files_are_config_errors(tmp_path: Path, pems: dict[str, bytes]) -> None:
+    write_pems(tmp_path, pems)
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    problems = errors(
+        "brokers:\n  - {name: a, address: a, tls: {ca_file: junk.pem}}\n"
+        "  - {name: b, address: b, tls: {cert_file: client.pem, key_file: ca.pem}}\n",
+        tmp_path,
+    )
+    assert len(problems) == 2
+    assert problems[0].startswith("brokers[0].tls: ca_file") and "junk.pem" in problems[0]
+    assert problems[1].startswith("brokers[1].tls: cert_file/key_file")

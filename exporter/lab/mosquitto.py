@@ -113,6 +113,13 @@ class Listener:
     websockets: bool = False
     ciphers: str | None = None  # e.g. "DEFAULT:@SECLEVEL=0" so weak keys / SHA-1 certificates load
     acl_file: Path | None = None
+    # Mosquitto 2.0.11 accepts tlsv1.3, tlsv1.2 (a minimum: 1.3 still negotiates) or tlsv1.1. A listener
+    # that accepts TLS 1.1 on Debian needs tls_version="tlsv1.1" AND ciphers="DEFAULT:@SECLEVEL=0"
+    # (without the ciphers it answers TLS 1.1 with an internal_error alert); TLS 1.0 cannot be enabled.
+    tls_version: str = "tlsv1.2"
+    # Write cert/key paths as given (absolute, symlinks kept) instead of resolved: Mosquitto then follows
+    # the symlinks itself at start and on SIGHUP, as with certbot's live/ -> archive/ layout.
+    keep_symlinks: bool = False
 
     def __post_init__(self) -> None:
         if not self.name or any(c.isspace() for c in self.name):
@@ -144,9 +151,9 @@ class Listener:
             lines.append(f"acl_file {_conf_path(self.acl_file)}")
         if self.cert is not None and self.key is not None:
             lines += [
-                f"certfile {_conf_path(self.cert)}",
-                f"keyfile {_conf_path(self.key)}",
-                "tls_version tlsv1.2",  # a minimum in 2.0.11, not an exact version
+                f"certfile {_conf_path(self.cert, keep_symlinks=self.keep_symlinks)}",
+                f"keyfile {_conf_path(self.key, keep_symlinks=self.keep_symlinks)}",
+                f"tls_version {_conf_value(self.tls_version)}",  # a minimum in 2.0.11, not an exact version
             ]
             if self.cafile is not None:
                 lines.append(f"cafile {_conf_path(self.cafile)}")
@@ -163,8 +170,8 @@ def _conf_value(value: str) -> str:
     return value
 
 
-def _conf_path(path: Path) -> str:
-    return _conf_value(str(Path(path).resolve()))
+def _conf_path(path: Path, *, keep_symlinks: bool = False) -> str:
+    return _conf_value(str(Path(path).absolute() if keep_symlinks else Path(path).resolve()))
 
 
 def _format_address(host: str, port: int) -> str:

@@ -129,7 +129,15 @@ class Pki:
         )
         return self._save(name, builder.sign(private_key, _signature_hash(private_key)), private_key)
 
-    def intermediate(self, name: str, issuer: Issued, *, days: int = 1825, key: str = "ec256") -> Issued:
+    def intermediate(
+        self,
+        name: str,
+        issuer: Issued,
+        *,
+        days: int = 1825,
+        key: str = "ec256",
+        crl_distribution_points: Iterable[str] = (),
+    ) -> Issued:
         """A CA certificate signed by ``issuer`` that may only sign leaves (pathLen 0)."""
         private_key = generate_key(key)
         builder = self._builder(
@@ -137,7 +145,7 @@ class Pki:
             private_key,
             issuer=issuer,
             validity=_validity(None, None, days),
-            extensions=self._ca_extensions(path_length=0),
+            extensions=[*self._ca_extensions(path_length=0), *_crl_extension(crl_distribution_points)],
         )
         return self._save(name, builder.sign(issuer.key, _signature_hash(issuer.key)), private_key)
 
@@ -155,6 +163,7 @@ class Pki:
         common_name: str | None = None,
         aia_ca_issuers_url: str | None = None,
         client: bool = False,
+        crl_distribution_points: Iterable[str] = (),
     ) -> Issued:
         """An end-entity certificate (serverAuth, or clientAuth with ``client=True``).
 
@@ -168,9 +177,10 @@ class Pki:
             private_key,
             issuer=issuer,
             validity=_validity(not_before, not_after, days),
-            extensions=self._leaf_extensions(
-                private_key, dns_names, ip_addresses, aia_ca_issuers_url, client
-            ),
+            extensions=[
+                *self._leaf_extensions(private_key, dns_names, ip_addresses, aia_ca_issuers_url, client),
+                *_crl_extension(crl_distribution_points),
+            ],
         )
         signer = private_key if issuer is None else issuer.key
         return self._save(name, builder.sign(signer, _signature_hash(signer)), private_key)
@@ -232,6 +242,49 @@ class Pki:
         if not isinstance(cert.signature_hash_algorithm, hashes.SHA1):
             raise RuntimeError(f"openssl signed {name!r} with {cert.signature_hash_algorithm}, not SHA-1")
         return self._save(name, cert, private_key)
+
+    def crl(
+        self,
+        name: str,
+        issuer: Issued,
+        *,
+        revoked: Iterable[Issued] = (),
+        next_update: datetime | None = None,
+        last_update: datetime | None = None,
+        reason: x509.ReasonFlags | None = x509.ReasonFlags.key_compromise,
+        signer: Issued | None = None,
+        pem: bool = False,
+    ) -> Path:
+        """A CRL issued by ``issuer`` that revokes ``revoked``, written to ``<name>.crl`` (DER, or PEM).
+
+        ``last_update`` defaults to a little in the past, ``next_update`` to 7 days after it (a past
+        ``next_update`` makes a stale CRL). ``signer`` signs with another key under the issuer's name
+        (a CRL whose signature does not verify).
+        """
+        this_update = last_update or datetime.now(UTC) - BACKDATE
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(issuer.cert.subject)
+            .last_update(this_update)
+            .next_update(next_update or this_update + timedelta(days=7))
+            .add_extension(x509.CRLNumber(1), critical=False)
+            .add_extension(self._authority_key_id(issuer), critical=False)
+        )
+        for item in revoked:
+            entry = (
+                x509.RevokedCertificateBuilder()
+                .serial_number(item.cert.serial_number)
+                .revocation_date(this_update)
+            )
+            if reason is not None:
+                entry = entry.add_extension(x509.CRLReason(reason), critical=False)
+            builder = builder.add_revoked_certificate(entry.build())
+        key = (signer or issuer).key
+        crl = builder.sign(key, _signature_hash(key))
+        path = self.directory / f"{self._stem(name)}.crl"
+        encoding = serialization.Encoding.PEM if pem else serialization.Encoding.DER
+        path.write_bytes(crl.public_bytes(encoding))
+        return path
 
     def bundle(self, name: str, *certs: Issued) -> Path:
         """A CA file holding several certificates (e.g. two roots)."""
@@ -357,3 +410,14 @@ class Pki:
         )
         key_path.chmod(0o644)
         return Issued(cert=cert, key=private_key, cert_path=cert_path, key_path=key_path)
+
+
+def _crl_extension(urls: Iterable[str]) -> list[tuple[x509.ExtensionType, bool]]:
+    """A CRL distribution points extension (one point per URL), or nothing when ``urls`` is empty."""
+    points = [
+        x509.DistributionPoint(
+            full_name=[x509.UniformResourceIdentifier(url)], relative_name=None, reasons=None, crl_issuer=None
+        )
+        for url in urls
+    ]
+    return [(x509.CRLDistributionPoints(points), False)] if points else []

@@ -2,6 +2,11 @@
 
 Every phase shares one deadline (the broker's ``timeout``), so a broker that accepts and then says
 nothing costs only its own timeout. The outcome is one immutable ``ProbeResult``.
+
+Around that core: ``wss://`` brokers get the WebSocket upgrade between TLS and MQTT (the CONNACK then
+travels in frames, see ``transport``); ``proxy_url`` tunnels the TCP connect; ``mqtt.roundtrip`` adds
+a publish/receive round trip; ``addresses: all`` probes every address of the name concurrently, under
+the same deadline, one result each (``probe_group``).
 """
 
 from __future__ import annotations
@@ -14,14 +19,17 @@ import socket
 import ssl
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from exporter.config import BrokerConfig
+from exporter.config import BrokerConfig, ProxySettings
 from exporter.probe import chain as chains
 from exporter.probe import files
+from exporter.probe.addresses import family_name, select_addresses
 from exporter.probe.aia import AiaFetcher
+from exporter.probe.crl import CrlFetcher
+from exporter.probe.lifecycle import LEGACY_TLS_INTERVAL, Lifecycle
 from exporter.probe.mqtt import (
     DISCONNECT,
     PROTOCOL_5,
@@ -30,6 +38,8 @@ from exporter.probe.mqtt import (
     encode_connect,
     read_connack,
 )
+from exporter.probe.proxy import ProxyError, ProxyFailure, dialogue, tunnel
+from exporter.probe.roundtrip import run_roundtrip
 from exporter.probe.tls import (
     ClientCertificateRequired,
     TlsClosed,
@@ -38,15 +48,19 @@ from exporter.probe.tls import (
     TlsSession,
     client_context,
 )
+from exporter.probe.transport import Stream, WebSocketStream
+from exporter.probe.websocket import UpgradeRejected, WebSocketProtocolError
 from exporter.results import (
     Failure,
     MqttFacts,
     Phase,
     ProbeResult,
     Reason,
+    RoundtripFacts,
     Stage,
     TlsFacts,
     TrustVerdict,
+    WebSocketFacts,
 )
 
 log = logging.getLogger(__name__)
@@ -56,6 +70,15 @@ log = logging.getLogger(__name__)
 CLIENT_CERT_VERDICT_WAIT = 0.5
 #: Spend at most this share of what is left of the deadline fetching a missing intermediate.
 AIA_TIMEOUT = 3.0
+
+#: Resolves a host name to its addresses (IP strings); ``getaddrinfo`` unless a test injects another.
+Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
+
+
+async def getaddrinfo_resolver(host: str, port: int) -> list[str]:
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
 
 
 class _Failed(Exception):
@@ -68,6 +91,11 @@ class _Failed(Exception):
 class _Clock:
     deadline: float
     durations: list[tuple[Phase, float]] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    def fork(self) -> _Clock:
+        """The same deadline and the phases so far, for one of several concurrent probes."""
+        return _Clock(self.deadline, list(self.durations), self.started)
 
     @contextmanager
     def phase(self, phase: Phase) -> Iterator[None]:
@@ -88,21 +116,66 @@ class _Connection:
 
 
 class Prober:
-    """Runs probes. Holds what is shared between probes (the AIA cache)."""
+    """Runs probes. Holds what is shared between probes (the AIA cache, the resolver)."""
 
-    def __init__(self, aia: AiaFetcher | None = None) -> None:
+    def __init__(
+        self,
+        aia: AiaFetcher | None = None,
+        *,
+        crl: CrlFetcher | None = None,
+        legacy_tls_interval: float = LEGACY_TLS_INTERVAL,
+        resolver: Resolver | None = None,
+    ) -> None:
         self.aia = aia or AiaFetcher()
+        self.resolver: Resolver = resolver or getaddrinfo_resolver
+        #: around the chain (served file, client certificate, CRLs, legacy TLS, lints); never fails a probe
+        self.lifecycle = Lifecycle(crl or CrlFetcher(), legacy_tls_interval)
 
     async def probe(self, broker: BrokerConfig) -> ProbeResult:
+        """One probe at one address: the first of the name, as ``ip_protocol`` orders them."""
+        return await self._probe(broker, _Clock(time.monotonic() + broker.timeout), _State(), time.time())
+
+    async def probe_group(self, broker: BrokerConfig) -> tuple[ProbeResult, ...]:
+        """What the scheduler runs: ``probe`` for most brokers; with ``addresses: all`` every address of
+        the name, concurrently under the one deadline, each result labelled with its address.
+
+        A name that does not resolve gives one unlabelled result (``resolve``/``dns_error``).
+        """
+        if broker.addresses != "all":
+            return (await self.probe(broker),)
         started = time.time()
         clock = _Clock(time.monotonic() + broker.timeout)
-        state = _State()
-        failure: Failure | None = None
         try:
-            with clock.phase(Phase.TOTAL):
-                failure = await self._run(broker, clock, state)
+            with clock.phase(Phase.RESOLVE):
+                ips = await self._resolve(broker, clock)
         except _Failed as failed:
-            failure = failed.failure
+            return (await self._probe(broker, clock, _State(), started, failure=failed.failure),)
+        probes = [self._probe(broker, clock.fork(), _State(ip=ip, address_label=ip), started) for ip in ips]
+        return tuple(await asyncio.gather(*probes))
+
+    async def _probe(
+        self,
+        broker: BrokerConfig,
+        clock: _Clock,
+        state: _State,
+        started: float,
+        *,
+        failure: Failure | None = None,
+    ) -> ProbeResult:
+        if failure is None:
+            try:
+                failure = await self._run(broker, clock, state)
+            except _Failed as failed:
+                failure = failed.failure
+        clock.durations.append((Phase.TOTAL, time.monotonic() - clock.started))
+        around = await self.lifecycle.around(
+            broker,
+            ip=state.ip,
+            tls=state.tls,
+            chain_der=state.chain_der,
+            failure=failure,
+            deadline=clock.deadline,
+        )
         return ProbeResult(
             broker=broker.name,
             address=broker.address,
@@ -114,13 +187,24 @@ class Prober:
             tls=state.tls,
             mqtt=state.mqtt,
             secondary_failure=state.secondary_failure,
+            address_label=state.address_label,
+            websocket=state.websocket,
+            roundtrip=state.roundtrip,
+            served_file=around.served_file,
+            client_cert=around.client_cert,
+            revocation=around.revocation,
+            legacy_tls=around.legacy_tls,
+            lints=around.lints,
         )
 
     async def _run(self, broker: BrokerConfig, clock: _Clock, state: _State) -> Failure | None:
-        with clock.phase(Phase.RESOLVE):
-            state.ip = await _resolve(broker, clock)
+        if not state.ip and not _proxy_resolves(broker):
+            with clock.phase(Phase.RESOLVE):
+                state.ip = (await self._resolve(broker, clock))[0]
         with clock.phase(Phase.CONNECT):
-            connection = await _connect(state.ip, broker.target.port, clock)
+            connection = await _connect(
+                state.ip or broker.target.host, broker.target.port, clock, broker.proxy
+            )
         session = _session(connection, broker, verify=True)
         try:
             with clock.phase(Phase.TLS):
@@ -131,11 +215,32 @@ class Prober:
                 assert state.tls is not None
                 problems = ", ".join(state.tls.verdict.problems)
                 return Failure(Stage.TRUST, Reason.UNTRUSTED, f"certificate chain not trusted: {problems}")
+            stream = await _open_stream(session, broker, clock, state)
             with clock.phase(Phase.MQTT):
-                state.mqtt = await _exchange(session, broker, clock)
+                state.mqtt = await _exchange(stream, broker, clock)
         finally:
             session.close()
-        return _refusal(state.mqtt)
+        return _refusal(state.mqtt) or await _roundtrip(broker, clock, state, verified=True)
+
+    async def _resolve(self, broker: BrokerConfig, clock: _Clock) -> list[str]:
+        """The addresses to probe, best first (see ``select_addresses``); never empty."""
+        host = broker.target.host
+        try:
+            return [str(ipaddress.ip_address(host))]
+        except ValueError:
+            pass
+        try:
+            async with asyncio.timeout(clock.remaining()):
+                candidates = await self.resolver(host, broker.target.port)
+        except TimeoutError:
+            raise _Failed(Failure(Stage.RESOLVE, Reason.DNS_ERROR, f"resolving {host} timed out")) from None
+        except (OSError, UnicodeError) as exc:  # socket.gaierror is an OSError
+            raise _Failed(Failure(Stage.RESOLVE, Reason.DNS_ERROR, f"cannot resolve {host}: {exc}")) from None
+        addresses = select_addresses(candidates, broker.ip_protocol)
+        if not addresses:
+            family = family_name(broker.ip_protocol)
+            raise _Failed(Failure(Stage.RESOLVE, Reason.DNS_ERROR, f"{host} has no {family} address"))
+        return addresses
 
     async def _handshake(
         self, session: TlsSession, broker: BrokerConfig, clock: _Clock, state: _State
@@ -167,6 +272,7 @@ class Prober:
             verdict=verdict,
             alpn_protocol=session.alpn_protocol if verify is None else "",
         )
+        state.chain_der = session.chain_der
         if verify is not None:
             return False
         try:
@@ -200,7 +306,9 @@ class Prober:
     async def _mqtt_over_unverified(self, broker: BrokerConfig, clock: _Clock, state: _State) -> None:
         """The chain is untrusted; does the broker still answer MQTT? (broker down vs certificate bad)"""
         try:
-            connection = await _connect(state.ip, broker.target.port, clock)
+            connection = await _connect(
+                state.ip or broker.target.host, broker.target.port, clock, broker.proxy
+            )
             session = _session(connection, broker, verify=False)
             try:
                 try:
@@ -214,13 +322,17 @@ class Prober:
                     raise _Failed(Failure(Stage.TLS, Reason.CLIENT_CERTIFICATE_REQUIRED, str(exc))) from None
                 if state.tls is not None:
                     state.tls = _with_session_facts(state.tls, session)
+                stream = await _open_stream(session, broker, clock, state)
                 with clock.phase(Phase.MQTT):
-                    state.mqtt = await _exchange(session, broker, clock, unverified=True)
+                    state.mqtt = await _exchange(stream, broker, clock, unverified=True)
             finally:
                 session.close()
             state.secondary_failure = _refusal(state.mqtt)
         except _Failed as failed:
             state.secondary_failure = failed.failure
+        if state.secondary_failure is None:
+            # ACL or routing problems are worth knowing even while the certificate is bad.
+            await _roundtrip(broker, clock, state, verified=False)
 
 
 @dataclass
@@ -229,6 +341,11 @@ class _State:
     tls: TlsFacts | None = None
     mqtt: MqttFacts | None = None
     secondary_failure: Failure | None = None
+    address_label: str = ""
+    websocket: WebSocketFacts | None = None
+    roundtrip: RoundtripFacts | None = None
+    #: the chain as sent (DER), for what runs after the probe (revocation)
+    chain_der: tuple[bytes, ...] = ()
 
 
 def _with_session_facts(tls: TlsFacts, session: TlsSession) -> TlsFacts:
@@ -251,63 +368,151 @@ def _refusal(mqtt: MqttFacts | None) -> Failure | None:
     return Failure(Stage.MQTT, Reason.REFUSED, f"CONNACK refused the connection: {code} ({meaning})")
 
 
-async def _resolve(broker: BrokerConfig, clock: _Clock) -> str:
-    host = broker.target.host
+def _proxy_resolves(broker: BrokerConfig) -> bool:
+    """Whether the proxy, not we, resolves the broker's name (socks5h://, http:// CONNECT)."""
+    if broker.proxy is None or not broker.proxy.resolves_names:
+        return False
     try:
-        return str(ipaddress.ip_address(host))
+        ipaddress.ip_address(broker.target.host)
     except ValueError:
-        pass
-    loop = asyncio.get_running_loop()
-    try:
-        async with asyncio.timeout(clock.remaining()):
-            infos = await loop.getaddrinfo(host, broker.target.port, type=socket.SOCK_STREAM)
-    except TimeoutError:
-        raise _Failed(Failure(Stage.RESOLVE, Reason.DNS_ERROR, f"resolving {host} timed out")) from None
-    except (socket.gaierror, UnicodeError) as exc:
-        raise _Failed(Failure(Stage.RESOLVE, Reason.DNS_ERROR, f"cannot resolve {host}: {exc}")) from None
-    addresses = [str(info[4][0]) for info in infos]
-    if not addresses:
-        raise _Failed(Failure(Stage.RESOLVE, Reason.DNS_ERROR, f"{host} has no address"))
-    # Prefer IPv4, fall back to IPv6: what works on a v4-only host (Docker's default) and everywhere else.
-    v4 = [a for a in addresses if ":" not in a]
-    return (v4 or addresses)[0]
+        return True
+    return False
 
 
-async def _connect(ip: str, port: int, clock: _Clock) -> _Connection:
-    where = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+async def _connect(host: str, port: int, clock: _Clock, proxy: ProxySettings | None = None) -> _Connection:
+    """TCP to ``host`` (an IP, or a name the proxy resolves), directly or through ``proxy``."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    hop = where if proxy is None else f"proxy {proxy}"
     try:
         async with asyncio.timeout(clock.remaining()):
-            reader, writer = await asyncio.open_connection(ip, port)
+            if proxy is None:
+                reader, writer = await asyncio.open_connection(host, port)
+            else:
+                reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
     except TimeoutError:
-        raise _Failed(Failure(Stage.CONNECT, Reason.TIMEOUT, f"TCP connect to {where} timed out")) from None
+        raise _Failed(Failure(Stage.CONNECT, Reason.TIMEOUT, f"TCP connect to {hop} timed out")) from None
+    except socket.gaierror as exc:  # only a proxy is reached by name here
+        raise _Failed(Failure(Stage.CONNECT, Reason.PROXY_ERROR, f"cannot resolve {hop}: {exc}")) from None
     except ConnectionRefusedError:
-        raise _Failed(Failure(Stage.CONNECT, Reason.REFUSED, f"connection to {where} refused")) from None
+        raise _Failed(Failure(Stage.CONNECT, Reason.REFUSED, f"connection to {hop} refused")) from None
     except ConnectionResetError:
-        raise _Failed(Failure(Stage.CONNECT, Reason.RESET, f"connection to {where} reset")) from None
+        raise _Failed(Failure(Stage.CONNECT, Reason.RESET, f"connection to {hop} reset")) from None
     except OSError as exc:
         reason = Reason.TIMEOUT if exc.errno == errno.ETIMEDOUT else Reason.UNREACHABLE
         raise _Failed(
-            Failure(Stage.CONNECT, reason, f"cannot connect to {where}: {exc.strerror or exc}")
+            Failure(Stage.CONNECT, reason, f"cannot connect to {hop}: {exc.strerror or exc}")
         ) from None
+    if proxy is not None:
+        await _tunnel(reader, writer, proxy, host, port, clock)
     sock = writer.get_extra_info("socket")
     if sock is not None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return _Connection(reader, writer)
 
 
+_PROXY_REASONS = {
+    ProxyFailure.REFUSED: Reason.REFUSED,
+    ProxyFailure.UNREACHABLE: Reason.UNREACHABLE,
+    ProxyFailure.TIMEOUT: Reason.TIMEOUT,
+    ProxyFailure.PROXY_ERROR: Reason.PROXY_ERROR,
+}
+
+
+async def _tunnel(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    proxy: ProxySettings,
+    host: str,
+    port: int,
+    clock: _Clock,
+) -> None:
+    """Ask the proxy for a tunnel to host:port (SOCKS5 or HTTP CONNECT)."""
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    failure: Failure | None = None
+    try:
+        async with asyncio.timeout(clock.remaining()):
+            await tunnel(reader, writer, dialogue(proxy, host, port))
+    except TimeoutError:
+        failure = Failure(
+            Stage.CONNECT, Reason.TIMEOUT, f"proxy {proxy} did not open a tunnel to {where} in time"
+        )
+    except ProxyError as exc:
+        failure = Failure(Stage.CONNECT, _PROXY_REASONS[exc.kind], f"proxy {proxy} -> {where}: {exc}")
+    except OSError as exc:
+        failure = Failure(Stage.CONNECT, Reason.PROXY_ERROR, f"proxy {proxy} -> {where}: {exc}")
+    if failure is not None:
+        writer.close()
+        raise _Failed(failure)
+
+
+async def _open_stream(session: TlsSession, broker: BrokerConfig, clock: _Clock, state: _State) -> Stream:
+    """mqtts: MQTT goes straight over TLS. wss: the HTTP upgrade first, then MQTT in binary frames."""
+    if broker.target.scheme != "wss":
+        return session
+    stream = WebSocketStream(session)
+    failure: Failure | None = None
+    with clock.phase(Phase.WEBSOCKET):
+        try:
+            async with asyncio.timeout(clock.remaining()):
+                await stream.upgrade(
+                    host=broker.server_name.strip("[]"), port=broker.target.port, path=broker.target.path
+                )
+        except TimeoutError:
+            failure = Failure(
+                Stage.WEBSOCKET, Reason.TIMEOUT, "no answer to the WebSocket upgrade before the deadline"
+            )
+        except UpgradeRejected as exc:
+            failure = Failure(Stage.WEBSOCKET, Reason.UPGRADE_REJECTED, f"{exc} (path {broker.target.path})")
+        except WebSocketProtocolError as exc:
+            failure = Failure(Stage.WEBSOCKET, Reason.PROTOCOL_ERROR, f"WebSocket upgrade: {exc}")
+        except ClientCertificateRequired as exc:
+            failure = Failure(Stage.TLS, Reason.CLIENT_CERTIFICATE_REQUIRED, str(exc))
+        except (EOFError, TlsClosed, OSError) as exc:
+            failure = Failure(
+                Stage.WEBSOCKET, Reason.CLOSED, f"connection closed during the WebSocket upgrade: {exc}"
+            )
+    if stream.response is not None:
+        state.websocket = WebSocketFacts(stream.response.status, stream.subprotocol)
+    if failure is not None:
+        raise _Failed(failure)
+    return stream
+
+
+async def _roundtrip(broker: BrokerConfig, clock: _Clock, state: _State, *, verified: bool) -> Failure | None:
+    """The optional publish/receive round trip, on a connection of its own (aiomqtt)."""
+    if broker.mqtt.roundtrip is None or state.mqtt is None or not state.mqtt.accepted:
+        return None
+    with clock.phase(Phase.ROUNDTRIP):
+        state.roundtrip = await run_roundtrip(
+            broker,
+            ip=state.ip or None,
+            context=client_context(broker.tls, verify=verified),
+            budget=clock.remaining(),
+            unverified=not verified,
+        )
+    return state.roundtrip.failure
+
+
 def _session(connection: _Connection, broker: BrokerConfig, *, verify: bool) -> TlsSession:
     server_name = broker.server_name.strip("[]")
+    try:
+        context = client_context(broker.tls, verify=verify)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        # The files were usable when the config was loaded; they changed since.
+        connection.writer.close()
+        detail = f"cannot load the configured CA or client certificate files: {exc}"
+        raise _Failed(Failure(Stage.TLS, Reason.HANDSHAKE_FAILURE, detail)) from None
     return TlsSession(
         connection.reader,
         connection.writer,
-        client_context(broker.tls, verify=verify),
+        context,
         server_name,
         sends_client_certificate=bool(broker.tls.cert_file),
     )
 
 
 async def _exchange(
-    session: TlsSession, broker: BrokerConfig, clock: _Clock, *, unverified: bool = False
+    stream: Stream, broker: BrokerConfig, clock: _Clock, *, unverified: bool = False
 ) -> MqttFacts:
     settings = broker.mqtt
     connect = encode_connect(
@@ -319,21 +524,23 @@ async def _exchange(
     )
     try:
         async with asyncio.timeout(clock.remaining()):
-            await session.write(connect)
-            connack = await read_connack(session.read, settings.protocol)
+            await stream.write(connect)
+            connack = await read_connack(stream.read, settings.protocol)
     except TimeoutError:
         raise _Failed(Failure(Stage.MQTT, Reason.TIMEOUT, "no CONNACK before the deadline")) from None
     except PacketError as exc:
         raise _Failed(Failure(Stage.MQTT, Reason.PROTOCOL_ERROR, f"invalid CONNACK: {exc}")) from None
     except ClientCertificateRequired as exc:
         raise _Failed(Failure(Stage.TLS, Reason.CLIENT_CERTIFICATE_REQUIRED, str(exc))) from None
+    except WebSocketProtocolError as exc:
+        raise _Failed(Failure(Stage.WEBSOCKET, Reason.PROTOCOL_ERROR, f"WebSocket frames: {exc}")) from None
     except (EOFError, TlsClosed, OSError) as exc:
         raise _Failed(
-            Failure(Stage.MQTT, Reason.CLOSED, f"connection closed before CONNACK: {exc}")
+            Failure(Stage.MQTT, Reason.CLOSED, str(exc) or "connection closed before CONNACK")
         ) from None
     if connack.code == 0:
         try:
-            await session.write(DISCONNECT)
+            await stream.write(DISCONNECT)
         except (TlsClosed, OSError):
             pass  # the broker already answered what we asked; a close race is not a failure
     return MqttFacts(

@@ -146,6 +146,7 @@ def _facts(cert: x509.Certificate, fingerprint: str) -> CertFacts:
         )
     except x509.ExtensionNotFound:
         pass
+    crl_urls = _crl_urls(cert)
     key, bits = describe_key(cert)
     try:
         hash_algorithm = cert.signature_hash_algorithm
@@ -171,6 +172,22 @@ def _facts(cert: x509.Certificate, fingerprint: str) -> CertFacts:
         is_ca=is_ca,
         self_issued=cert.subject == cert.issuer,
         ca_issuers_urls=urls,
+        crl_urls=crl_urls,
+    )
+
+
+def _crl_urls(cert: x509.Certificate) -> tuple[str, ...]:
+    """HTTP(S) URLs of the CRL distribution points (full names; relative names and LDAP are skipped)."""
+    try:
+        points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    except x509.ExtensionNotFound:
+        return ()
+    return tuple(
+        str(name.value)
+        for point in points
+        for name in point.full_name or ()
+        if isinstance(name, x509.UniformResourceIdentifier)
+        and str(name.value).lower().startswith(("http://", "https://"))
     )
 
 

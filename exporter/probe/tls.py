@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from exporter.config import TlsSettings
@@ -57,7 +57,10 @@ def client_context(settings: TlsSettings, *, verify: bool) -> ssl.SSLContext:
     """The context an OpenSSL-based MQTT client (paho, mosquitto_sub) would use with these settings.
 
     Cached: building a context and loading a CA store costs milliseconds, a probe must not pay that.
+    Settings that do not shape the context (``served_cert_file``, one per broker) are left out of the key.
     """
+    if settings.served_cert_file is not None:
+        settings = replace(settings, served_cert_file=None)
     return _client_context(settings, verify)
 
 
@@ -82,7 +85,7 @@ def _client_context(settings: TlsSettings, verify: bool) -> ssl.SSLContext:
     if settings.max_version:
         context.maximum_version = _TLS_VERSIONS[settings.max_version]
     if settings.cert_file:
-        context.load_cert_chain(settings.cert_file, settings.key_file)
+        context.load_cert_chain(settings.cert_file, settings.key_file, password=lambda: b"")
     if settings.alpn:
         context.set_alpn_protocols(list(settings.alpn))
     # Record per connection whether the server asked for a client certificate: under TLS 1.3 its

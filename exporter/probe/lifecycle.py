@@ -1,0 +1,244 @@
+"""Around the chain, after the probe proper: what none of it is allowed to change is ``probe_success``.
+
+* the broker's certificate file (``tls.served_cert_file``) against the leaf it serves, every probe;
+* the exporter's own client certificate (``tls.cert_file``);
+* CRL revocation of the presented chain (fetched over HTTP, cached until nextUpdate);
+* whether the broker still accepts TLS 1.0/1.1 (a second handshake, at most once per
+  ``legacy_tls_interval`` per broker and address);
+* the lints (``exporter.probe.lints``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from exporter.config import BrokerConfig
+from exporter.probe import chain as chains
+from exporter.probe import files, lints, revocation
+from exporter.probe.crl import CrlFetcher
+from exporter.probe.legacy import check_legacy_tls
+from exporter.results import (
+    CertFacts,
+    Failure,
+    LegacyTlsFacts,
+    LintFinding,
+    Reason,
+    RevocationCheck,
+    RevocationFacts,
+    RevocationStatus,
+    ServedFileFacts,
+    Stage,
+    TlsFacts,
+)
+
+log = logging.getLogger("exporter.probe")
+
+#: The TLS 1.0/1.1 check runs at most this often per broker and address.
+LEGACY_TLS_INTERVAL = 3600.0
+#: ... and is retried this soon when it could not tell (connection failed, timeout).
+LEGACY_TLS_RETRY = 300.0
+LEGACY_TLS_TIMEOUT = 3.0
+_MAX_LEGACY_ENTRIES = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class AroundFacts:
+    served_file: ServedFileFacts | None = None
+    client_cert: CertFacts | None = None
+    revocation: RevocationFacts | None = None
+    legacy_tls: LegacyTlsFacts | None = None
+    lints: tuple[LintFinding, ...] = ()
+
+
+@dataclass
+class Lifecycle:
+    """Shared by every probe of a Prober: the CRL cache, the legacy-TLS cache, what was last logged."""
+
+    crl: CrlFetcher = field(default_factory=CrlFetcher)
+    legacy_tls_interval: float = LEGACY_TLS_INTERVAL
+    #: (broker, ip, port, server name) -> (monotonic expiry, facts)
+    _legacy: dict[tuple[str, str, int, str], tuple[float, LegacyTlsFacts]] = field(default_factory=dict)
+    #: broker -> the served-file state last logged (log once per change, not every probe)
+    _served_logged: dict[str, tuple[object, ...]] = field(default_factory=dict)
+
+    async def around(
+        self,
+        broker: BrokerConfig,
+        *,
+        ip: str,
+        tls: TlsFacts | None,
+        chain_der: Sequence[bytes],
+        failure: Failure | None,
+        deadline: float,
+    ) -> AroundFacts:
+        """Everything here shares the probe's deadline (monotonic): a broker costs at most its timeout."""
+        presented = tuple(chains.parse_der(der) for der in chain_der)
+        # The legacy handshake only makes sense against a server that speaks TLS: it completed the
+        # handshake, or refused ours (perhaps it speaks nothing newer than TLS 1.1).
+        speaks_tls = tls is not None or (
+            failure is not None and failure.stage is Stage.TLS and failure.reason is Reason.HANDSHAKE_FAILURE
+        )
+        revoked, legacy = await asyncio.gather(
+            self._revocation(broker, presented, deadline),
+            self._legacy_tls(broker, ip, deadline) if ip and speaks_tls else _nothing(),
+        )
+        chain = tls.chain if tls is not None else ()
+        return AroundFacts(
+            served_file=self._served_file(broker, chain),
+            client_cert=_client_cert(broker),
+            revocation=revoked,
+            legacy_tls=legacy,
+            lints=lints.lint(chain, now=time.time(), legacy=legacy),
+        )
+
+    # -- the certificate file -------------------------------------------------------------------
+    def _served_file(self, broker: BrokerConfig, chain: Sequence[CertFacts]) -> ServedFileFacts | None:
+        path = broker.tls.served_cert_file
+        if not path:
+            return None
+        read = files.read_certificate_file(path)
+        leaf = read.certificates[0].facts if read.certificates else None
+        served = chain[0].fingerprint_sha256 if chain else ""
+        matches = None if leaf is None or not served else leaf.fingerprint_sha256 == served
+        facts = ServedFileFacts(
+            path=path,
+            resolved_path=read.resolved_path,
+            leaf=leaf,
+            modified=read.modified,
+            matches=matches,
+            served_fingerprint=served,
+            error=read.error,
+        )
+        self._log_served_file(broker.name, facts)
+        return facts
+
+    def _log_served_file(self, name: str, facts: ServedFileFacts) -> None:
+        leaf = facts.leaf
+        state: tuple[object, ...] = (
+            facts.error,
+            facts.matches,
+            leaf.fingerprint_sha256 if leaf else "",
+            facts.served_fingerprint,
+        )
+        previous = self._served_logged.get(name)
+        self._served_logged[name] = state
+        if previous == state:
+            return
+        fields: dict[str, object] = {"broker": name, "file": facts.path}
+        if facts.resolved_path and facts.resolved_path != facts.path:
+            fields["resolved"] = facts.resolved_path
+        if facts.error:
+            log.error("cannot read the broker's certificate file", extra={**fields, "error": facts.error})
+        elif facts.matches is False and leaf is not None:
+            log.warning(
+                "broker serves an outdated certificate: the file was renewed, reload the broker",
+                extra={
+                    **fields,
+                    "renewed_on": _day(leaf.not_before),
+                    "file_fingerprint_sha256": leaf.fingerprint_sha256,
+                    "served_fingerprint_sha256": facts.served_fingerprint,
+                },
+            )
+        elif facts.matches and previous is not None:
+            log.info("broker serves its certificate file", extra=fields)
+
+    # -- revocation -----------------------------------------------------------------------------
+    async def _revocation(
+        self, broker: BrokerConfig, presented: Sequence[chains.Parsed], deadline: float
+    ) -> RevocationFacts | None:
+        if not presented:
+            return None
+        candidates = [
+            (position, cert)
+            for position, cert in enumerate(presented)
+            if cert.cert is not None and cert.facts.crl_urls and not cert.facts.self_issued
+        ]
+        if not candidates:
+            return RevocationFacts()
+        pool = list(presented)
+        if broker.tls.intermediates_file:
+            pool.extend(files.certificates_in(broker.tls.intermediates_file))
+        store = files.trust_store(broker.tls.ca_file)
+        checks = await asyncio.gather(
+            *(self._check(position, cert, pool, store, deadline) for position, cert in candidates)
+        )
+        return RevocationFacts(
+            checks=tuple(checks),
+            fetch_success=all(check.status is not RevocationStatus.UNKNOWN for check in checks),
+        )
+
+    async def _check(
+        self,
+        position: int,
+        cert: chains.Parsed,
+        pool: Sequence[chains.Parsed],
+        store: chains.TrustStore,
+        deadline: float,
+    ) -> RevocationCheck:
+        issuer = revocation.issuer_of(cert, pool, store)
+        verdict: RevocationCheck | None = None
+        for url in cert.facts.crl_urls:
+            crl, error = await self.crl.fetch(url, deadline - time.monotonic())
+            if crl is None:
+                verdict = RevocationCheck(position, RevocationStatus.UNKNOWN, url, f"no CRL: {error}")
+                continue
+            verdict = revocation.check(cert, issuer, crl, position=position, url=url, now=time.time())
+            if verdict.status is not RevocationStatus.UNKNOWN:
+                break
+        assert verdict is not None  # crl_urls is not empty
+        return verdict
+
+    # -- TLS 1.0/1.1 ----------------------------------------------------------------------------
+    async def _legacy_tls(self, broker: BrokerConfig, ip: str, deadline: float) -> LegacyTlsFacts | None:
+        if getattr(broker, "proxy", None) is not None:
+            return None  # a direct connection would bypass the proxy the broker is reached through
+        key = (broker.name, ip, broker.target.port, broker.server_name)
+        cached = self._legacy.get(key)
+        now = time.monotonic()
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        left = min(LEGACY_TLS_TIMEOUT, deadline - now)
+        if left <= 0.05:  # the probe used its whole deadline: try again at a later probe
+            return cached[1] if cached is not None else None
+        facts = await check_legacy_tls(
+            ip,
+            broker.target.port,
+            broker.server_name,
+            timeout=left,
+            cert_file=broker.tls.cert_file,
+            key_file=broker.tls.key_file,
+        )
+        if facts.accepted is None and cached is not None and cached[1].accepted is not None:
+            # Could not tell this time: keep the last real answer (with its date) until the retry.
+            facts = dataclasses.replace(cached[1])
+        retry = self.legacy_tls_interval if facts.accepted is not None else LEGACY_TLS_RETRY
+        if len(self._legacy) >= _MAX_LEGACY_ENTRIES:
+            self._legacy = {k: v for k, v in self._legacy.items() if v[0] > now}
+        self._legacy[key] = (time.monotonic() + min(retry, self.legacy_tls_interval), facts)
+        if facts.accepted and (cached is None or not cached[1].accepted):
+            log.warning(
+                "broker still accepts a legacy TLS version",
+                extra={"broker": broker.name, "address": broker.address, "version": facts.version},
+            )
+        return facts
+
+
+async def _nothing() -> None:
+    return None
+
+
+def _client_cert(broker: BrokerConfig) -> CertFacts | None:
+    if not broker.tls.cert_file:
+        return None
+    certificates = files.certificates_in(broker.tls.cert_file)
+    return certificates[0].facts if certificates else None
+
+
+def _day(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d")

@@ -1,0 +1,199 @@
+"""The optional round trip (``mqtt.roundtrip``): subscribe, publish, and receive our own message back.
+
+It catches brokers that accept connections but do not route messages (ACLs, broken bridges, a full
+disk). This is where a full MQTT client earns its place: aiomqtt (paho-mqtt underneath) does the
+SUBSCRIBE/PUBLISH/PUBACK dance. paho connects in a worker thread, so this runs only for brokers that
+ask for it, never on the handshake path.
+
+Two paho-mqtt 2.x hooks are used, both pinned by ``aiomqtt>=2.5,<3``:
+
+* paho's host is the *server name* (SNI, hostname check and WebSocket ``Host``) while the socket goes
+  to the *address being probed* (possibly through ``proxy_url``): ``_create_socket_connection`` is
+  replaced by our connector. That also lets us shut every socket we opened, whatever paho's state when
+  the deadline hits.
+* ``on_publish`` is wrapped to see the PUBACK reason code (aiomqtt drops it): MQTT 5 brokers answer an
+  ACL-denied publish with 0x87.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import ssl
+import threading
+import time
+import uuid
+from typing import Any
+
+import aiomqtt
+from aiomqtt import MqttError
+from aiomqtt.exceptions import MqttConnectError
+
+from exporter.config import BrokerConfig, ProxySettings
+from exporter.probe.proxy import ProxyError, dialogue, tunnel_blocking
+from exporter.probe.websocket import host_header
+from exporter.results import Failure, Reason, RoundtripFacts, Stage
+
+log = logging.getLogger(__name__)
+_PAHO_LOG = logging.getLogger("exporter.probe.roundtrip.paho")
+
+#: CONNACK codes that mean "you may not" (3.1.1: 4 bad credentials, 5 not authorized; 5: 0x86, 0x87).
+_NOT_AUTHORIZED = frozenset({4, 5, 0x86, 0x87})
+#: How long a graceful DISCONNECT may take once the round trip is over.
+DISCONNECT_WAIT = 0.5
+
+
+class _Denied(Exception):
+    pass
+
+
+class _Connector:
+    """paho's socket factory: TCP to the probed address, through the proxy when there is one.
+
+    Runs in paho's worker thread. Keeps every socket it made so the event loop can shut them down.
+    """
+
+    def __init__(self, host: str, port: int, proxy: ProxySettings | None, timeout: float) -> None:
+        self._host, self._port, self._proxy, self._timeout = host, port, proxy, timeout
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._abandoned = False
+
+    def connect(self) -> socket.socket:
+        proxy = self._proxy
+        if proxy is None:
+            sock = socket.create_connection((self._host, self._port), timeout=self._timeout)
+        else:
+            sock = socket.create_connection((proxy.host, proxy.port), timeout=self._timeout)
+            try:
+                tunnel_blocking(sock, dialogue(proxy, self._host, self._port))
+            except ProxyError as exc:
+                sock.close()
+                raise OSError(f"proxy {proxy}: {exc}") from exc
+            except OSError:
+                sock.close()
+                raise
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self._lock:
+            if self._abandoned:
+                sock.close()
+                raise OSError("the round trip was abandoned")
+            self._sockets.append(sock)
+        return sock
+
+    def shutdown(self) -> None:
+        """Called from the event loop: end every connection, so paho and aiomqtt wind down."""
+        with self._lock:
+            self._abandoned = True
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+async def run_roundtrip(
+    broker: BrokerConfig, *, ip: str | None, context: ssl.SSLContext, budget: float, unverified: bool
+) -> RoundtripFacts:
+    """Subscribe to the topic, publish a unique token, wait for it. Never raises; the facts say why."""
+    settings = broker.mqtt.roundtrip
+    assert settings is not None
+    if settings.timeout is not None:
+        budget = min(budget, settings.timeout)
+    budget = max(budget, 0.001)
+    server_name = broker.server_name.strip("[]")
+    port = broker.target.port
+    connector = _Connector(ip or broker.target.host, port, broker.proxy, budget)
+    wss = broker.target.scheme == "wss"
+    client = aiomqtt.Client(
+        server_name,
+        port,
+        username=broker.mqtt.username,
+        password=broker.mqtt.password.reveal() if broker.mqtt.password else None,
+        identifier=broker.mqtt.client_id or f"mqtt-cert-exporter-rt-{uuid.uuid4().hex[:12]}",
+        protocol=aiomqtt.ProtocolVersion.V5 if broker.mqtt.protocol == "5" else aiomqtt.ProtocolVersion.V311,
+        transport="websockets" if wss else "tcp",
+        websocket_path=broker.target.path if wss else None,
+        websocket_headers={"Host": host_header(server_name, port)} if wss else None,
+        tls_context=context,
+        keepalive=max(broker.mqtt.keepalive, 1),
+        timeout=budget + 1,  # our own deadline (below) fires first
+        logger=_PAHO_LOG,
+    )
+    paho = client._client
+    paho.connect_timeout = budget
+    paho._create_socket_connection = connector.connect  # type: ignore[method-assign]
+    refusals: list[int] = []
+    original_on_publish = paho.on_publish
+
+    def on_publish(*args: Any) -> None:
+        reason_code = args[3]
+        if getattr(reason_code, "is_failure", False):
+            refusals.append(int(reason_code.value))
+        if original_on_publish is not None:
+            original_on_publish(*args)
+
+    paho.on_publish = on_publish
+    token = f"mqtt-cert-exporter {uuid.uuid4().hex}".encode()
+    step = "connecting"
+    connected = False
+    latency: float | None = None
+    try:
+        async with asyncio.timeout(budget):
+            await client.__aenter__()
+            connected = True
+            step = "waiting for SUBACK"
+            granted = await client.subscribe(settings.topic, qos=settings.qos)
+            failed = [_code(code) for code in granted if _code(code) >= 0x80]
+            if failed:
+                raise _Denied(
+                    f"the broker refused the subscription to {settings.topic!r}: SUBACK 0x{failed[0]:02x}"
+                )
+            step = "waiting for PUBACK" if settings.qos else "publishing"
+            sent = time.monotonic()
+            await client.publish(settings.topic, token, qos=settings.qos)
+            if refusals:
+                raise _Denied(
+                    f"the broker refused our publish to {settings.topic!r}: PUBACK 0x{refusals[0]:02x}"
+                )
+            step = "waiting for our message to come back"
+            async for message in client.messages:
+                if message.payload == token:
+                    latency = time.monotonic() - sent
+                    break
+    except TimeoutError:
+        return _failed(Reason.TIMEOUT, f"round trip: no answer {step} within {budget:g}s", unverified)
+    except _Denied as exc:
+        return _failed(Reason.DENIED, str(exc), unverified)
+    except MqttConnectError as exc:
+        code = _code(exc.rc)
+        reason = Reason.DENIED if code in _NOT_AUTHORIZED else Reason.ERROR
+        return _failed(reason, f"round trip: the broker refused the connection: {exc}", unverified)
+    except MqttError as exc:
+        cause = exc.__cause__ or exc.__context__
+        detail = f"{exc}" + (f" ({cause})" if cause is not None and str(cause) not in str(exc) else "")
+        return _failed(Reason.ERROR, f"round trip, {step}: {detail}", unverified)
+    except (OSError, ValueError) as exc:  # paho raising outside aiomqtt's wrapping
+        return _failed(Reason.ERROR, f"round trip, {step}: {exc}", unverified)
+    finally:
+        if connected:
+            with contextlib.suppress(MqttError, TimeoutError, OSError):
+                async with asyncio.timeout(DISCONNECT_WAIT):
+                    await client.__aexit__(None, None, None)
+        connector.shutdown()
+    if latency is None:
+        return _failed(Reason.ERROR, "round trip: the message stream ended without our message", unverified)
+    return RoundtripFacts(success=True, latency=latency, unverified_connection=unverified)
+
+
+def _code(value: object) -> int:
+    """A paho ReasonCode or a plain int (3.1.1 codes), as an int."""
+    code = getattr(value, "value", value)
+    return code if isinstance(code, int) else -1
+
+
+def _failed(reason: Reason, detail: str, unverified: bool) -> RoundtripFacts:
+    return RoundtripFacts(
+        success=False, failure=Failure(Stage.ROUNDTRIP, reason, detail), unverified_connection=unverified
+    )

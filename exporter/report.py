@@ -1,0 +1,738 @@
+"""What `check` and `demo` show for one probe: a text report, a JSON document and a status.
+
+Pure: everything comes in as arguments (the ProbeResult, the BrokerConfig it probed, the warning
+threshold, the current time, whether to colour), nothing is read or printed here.
+
+Status and exit code, as monitoring plugins (Nagios/Icinga) use them:
+
+* 0 ``ok``: trusted chain, CONNACK accepted, no certificate expires within ``warn_days``;
+* 1 ``warning``: as ok, but a certificate of the chain expires within ``warn_days``;
+* 2 ``critical``: any failure (unreachable, not TLS, untrusted, expired, CONNACK refused...);
+* 3 ``unknown``: the check could not be run (bad arguments or configuration; decided by the caller).
+
+The JSON document (``Report.document()``), one per broker; keys are stable, new keys may be added:
+
+``schema_version`` (1), ``broker``, ``address``, ``ip`` ("" if not resolved), ``server_name``,
+``checked_at`` (ISO 8601 UTC), ``warn_days``, ``status`` (ok|warning|critical), ``exit_code`` (0|1|2),
+``success`` (bool),
+``failure``: null or {``stage``, ``reason``, ``detail``, ``fix``} (the values of the metrics' labels),
+``unverified_failure``: null or the same shape: what failed on the extra connection that ignores the
+certificate (only made when the chain is untrusted),
+``tls``: null (no TLS session) or {``version``, ``cipher`` ("" when unknown), ``trusted`` (null when no
+certificate was received), ``verify_code``, ``verify_message`` (OpenSSL's own verdict),
+``problems``: [{``problem``, ``detail``, ``fix``}], ``anchor``: null or {``subject``, ``fingerprint_sha256``},
+``chain``: [{``position``, ``subject``, ``issuer``, ``serial``, ``fingerprint_sha256``, ``not_before``,
+``not_after`` (ISO 8601 UTC), ``days_left`` (negative once expired), ``dns_names``, ``ip_addresses``,
+``key``, ``signature_algorithm``}]},
+``mqtt``: null (no CONNACK) or {``protocol``, ``connack_code``, ``accepted``, ``meaning``,
+``unverified_connection``},
+``warnings``: [{``warning`` ("expires_soon"), ``position``, ``detail``, ``fix``}],
+``durations_seconds``: {phase: seconds} for the phases that ran (resolve, connect, tls, mqtt, total).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from exporter.config import BrokerConfig
+from exporter.probe.mqtt import PROTOCOL_5, connack_meaning
+from exporter.results import CertFacts, Failure, ProbeResult, Problem, Stage
+
+SCHEMA_VERSION = 1
+DEFAULT_WARN_DAYS = 30
+SECONDS_PER_DAY = 86400.0
+#: Longest subject/issuer shown in the chain table; the JSON document always has them whole.
+MAX_NAME_WIDTH = 40
+
+
+class Status(IntEnum):
+    """The value is the exit code."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+    UNKNOWN = 3
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+def worst(statuses: Iterable[Status]) -> Status:
+    return max(statuses, default=Status.OK)
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One thing wrong, or about to be: its cause in plain words and the concrete fix."""
+
+    #: a Problem value, "stage/reason", or "expires_soon"
+    kind: str
+    cause: str
+    fix: str
+
+
+# --------------------------------------------------------------------------------------------------
+# Fixes. Wording is part of the product: tests look for these sentences.
+
+RENEW_FIX = (
+    "renew it with your CA, point the broker's certfile/keyfile at the new files, "
+    "restart or reload the broker (Mosquitto: SIGHUP)"
+)
+FULL_CHAIN_FIX = (
+    "serve the full chain (certfile = leaf followed by intermediates; "
+    "with Let's Encrypt use fullchain.pem, not cert.pem)"
+)
+CAFILE_HOWTO = (
+    "mosquitto_sub --cafile FILE, paho tls_set(ca_certs=FILE); for this exporter --ca-file / tls.ca_file"
+)
+CREDENTIALS_HOWTO = "--username and --password-file (config: mqtt.username and mqtt.password_file)"
+
+_AUTH_CODES = {"3.1.1": frozenset({4, 5}), PROTOCOL_5: frozenset({0x86, 0x87, 0x8C})}
+_PROTOCOL_CODES = {"3.1.1": frozenset({1}), PROTOCOL_5: frozenset({0x84})}
+_CLIENT_ID_CODES = {"3.1.1": frozenset({2}), PROTOCOL_5: frozenset({0x85})}
+_BUSY_CODES = {"3.1.1": frozenset({3}), PROTOCOL_5: frozenset({0x88, 0x89, 0x97, 0x9F})}
+_MOVED_CODES = frozenset({0x9C, 0x9D})
+_BANNED_CODE = 0x8A
+
+
+def problem_fix(problem: Problem, result: ProbeResult, broker: BrokerConfig) -> str:
+    """What to do about one trust problem of this broker's chain."""
+    chain = result.tls.chain if result.tls else ()
+    match problem:
+        case Problem.EXPIRED:
+            return RENEW_FIX
+        case Problem.NOT_YET_VALID:
+            return (
+                "check the clocks of this machine and of the CA that issued it (NTP); if the start date is "
+                "intended, wait for it, or reissue the certificate valid from now and reload the broker"
+            )
+        case Problem.SELF_SIGNED:
+            return (
+                "replace it with a certificate issued by a CA your clients trust; if it is self-signed on "
+                f"purpose, give clients this very certificate as their cafile ({CAFILE_HOWTO})"
+            )
+        case Problem.UNKNOWN_CA:
+            return _unknown_ca_fix(chain)
+        case Problem.INCOMPLETE_CHAIN:
+            return FULL_CHAIN_FIX
+        case Problem.HOSTNAME_MISMATCH:
+            covered = ", ".join(names_covered(chain[0])) if chain else ""
+            return (
+                f"connect with a name the certificate covers ({covered or 'none'}; for this exporter "
+                f"--server-name / tls.server_name), or reissue the certificate with {broker.server_name} "
+                "in its subjectAltName and reload the broker"
+            )
+        case Problem.WEAK_KEY:
+            return (
+                "reissue the certificate with a stronger key (RSA 2048 bits or more, or EC P-256): "
+                "OpenSSL clients at their default security level refuse it"
+            )
+        case Problem.WEAK_SIGNATURE:
+            return (
+                "reissue it signed with SHA-256 or stronger: current clients refuse SHA-1 and MD5 signatures"
+            )
+        case Problem.INVALID:
+            return (
+                "inspect the chain with: openssl s_client -connect "
+                f"{_host_port(broker)} -servername {broker.server_name} -showcerts"
+            )
+    return ""
+
+
+def _unknown_ca_fix(chain: Sequence[CertFacts]) -> str:
+    if not chain:
+        return f"give clients the certificate of the CA that issued it as their cafile ({CAFILE_HOWTO})"
+    top = chain[-1]
+    if top.self_issued:
+        root = display_name(top.subject)
+        return (
+            f"the chain ends at the root {root}: if clients should trust it, give them its certificate as "
+            f"cafile ({CAFILE_HOWTO}); otherwise use a certificate from a CA they already trust"
+        )
+    issuer = display_name(top.issuer)
+    return (
+        f"{issuer} issued it: if {issuer} is an intermediate CA, {FULL_CHAIN_FIX}; if it is your own root CA, "
+        f"give clients its certificate as cafile ({CAFILE_HOWTO})"
+    )
+
+
+#: Fix per "stage/reason" (the metric label values); ``{host}`` and ``{port}`` are the broker's.
+FAILURE_FIXES: Mapping[str, str] = {
+    "resolve/dns_error": "check the host name for typos and that this machine's DNS resolves it (getent hosts {host})",
+    "connect/refused": (
+        "nothing accepts connections on port {port}: is the broker running, and does it have a listener on "
+        "this port (mosquitto.conf: listener {port})? MQTT over TLS is usually on 8883"
+    ),
+    "connect/timeout": (
+        "no answer at all: a firewall or security group probably drops packets to port {port}; check the "
+        "address and that the port is open from this machine"
+    ),
+    "connect/unreachable": "no route to the broker: check the address, the network (VPN, routes) and firewalls",
+    "connect/reset": (
+        "the connection was reset as soon as it opened: a firewall, a load balancer or a connection limit "
+        "(Mosquitto: max_connections) rejects it"
+    ),
+    "connect/proxy_error": (
+        "the proxy did not open the tunnel to the broker: check the proxy's address and credentials, and "
+        "that it allows connections to port {port}"
+    ),
+    "tls/timeout": (
+        "TCP connected but the TLS handshake never finished: a plaintext MQTT listener waits silently, so use "
+        "the TLS port (e.g. 8883); otherwise the broker or a proxy in between is stuck"
+    ),
+    "tls/protocol_error": (
+        "the server does not speak TLS on this port: probably a plaintext listener (usually 1883); use the TLS "
+        "port (e.g. 8883), or enable TLS on this listener (certfile/keyfile)"
+    ),
+    "tls/handshake_failure": (
+        "the server aborted the handshake: probably no TLS version or cipher in common (Mosquitto: "
+        "tls_version/ciphers of the listener; this exporter: tls.min_version/max_version)"
+    ),
+    "trust/untrusted": "see the problems listed for the certificate chain",
+    "websocket/upgrade_rejected": (
+        "the server refused the WebSocket upgrade: check the path of the wss:// address (often /mqtt) and "
+        "that the listener speaks WebSockets (Mosquitto: protocol websockets)"
+    ),
+    "websocket/timeout": (
+        "no answer to the WebSocket upgrade: is this a WebSockets listener (Mosquitto: protocol websockets)? "
+        "For a plain MQTT-over-TLS port use mqtts://{host}:{port}"
+    ),
+    "websocket/closed": (
+        "the server closed the connection during the WebSocket upgrade: is this a WebSockets listener "
+        "(Mosquitto: protocol websockets)? For a plain MQTT-over-TLS port use mqtts://{host}:{port}"
+    ),
+    "websocket/protocol_error": (
+        "the reply is not a WebSocket upgrade: is this a WebSockets listener (Mosquitto: protocol websockets)? "
+        "For a plain MQTT-over-TLS port use mqtts://{host}:{port}"
+    ),
+    "mqtt/timeout": (
+        "TLS works but no CONNACK came back: is this an MQTT listener? (a WebSockets listener needs "
+        "wss://{host}:{port}/mqtt); otherwise the broker is overloaded or a proxy holds the connection"
+    ),
+    "mqtt/protocol_error": (
+        "the reply is not an MQTT CONNACK: is this port an MQTT listener? If the broker only speaks MQTT 3.1.1, "
+        "use --protocol 3.1.1 (config: mqtt.protocol)"
+    ),
+    "mqtt/closed": (
+        "the broker closed the connection before answering CONNECT: check its log; usual causes are an "
+        "unsupported protocol version (try --protocol 3.1.1), a rejected client id or a connection limit"
+    ),
+    "roundtrip/timeout": (
+        "the test message did not come back: check that the broker's ACL lets the exporter's user publish and "
+        "subscribe to the round-trip topic, and the broker's load"
+    ),
+    "roundtrip/denied": "the broker denied the round-trip topic: allow the exporter's user to use it in the ACL",
+    "roundtrip/error": "the round trip failed: see the detail and the broker's log",
+}
+
+
+def failure_finding(failure: Failure, result: ProbeResult, broker: BrokerConfig) -> Finding:
+    """The cause and fix of one failure (for trust, the problems carry the specifics)."""
+    kind = f"{failure.stage.value}/{failure.reason.value}"
+    if kind == "tls/client_certificate_required":
+        return _client_certificate_finding(kind, broker)
+    if kind == "mqtt/refused":
+        return _refused_finding(kind, failure, result, broker)
+    fix = FAILURE_FIXES.get(kind, "see the broker's log")
+    return Finding(kind, failure.detail or kind, fix.format(host=broker.target.host, port=broker.target.port))
+
+
+def _client_certificate_finding(kind: str, broker: BrokerConfig) -> Finding:
+    if broker.tls.cert_file:
+        return Finding(
+            kind,
+            f"the broker rejected the client certificate we sent ({broker.tls.cert_file})",
+            "the client certificate must be issued by a CA in the listener's cafile (Mosquitto: "
+            "require_certificate true + cafile), be within its validity dates and allow client "
+            "authentication (extendedKeyUsage clientAuth)",
+        )
+    return Finding(
+        kind,
+        "the broker requires a client certificate (Mosquitto: require_certificate true means every client "
+        "must present a certificate issued by a CA in the listener's cafile, or the handshake is aborted)",
+        "give the exporter a client certificate issued by that CA: --cert-file and --key-file (config: "
+        "tls.cert_file and tls.key_file); or set require_certificate false if clients need not have one",
+    )
+
+
+def _refused_finding(kind: str, failure: Failure, result: ProbeResult, broker: BrokerConfig) -> Finding:
+    mqtt = result.mqtt
+    if mqtt is None or mqtt.connack_code is None:
+        return Finding(kind, failure.detail, "see the broker's log for why it refused the connection")
+    protocol, code = mqtt.protocol, mqtt.connack_code
+    cause = f"the broker refused the connection: CONNACK code {code} ({connack_meaning(protocol, code)})"
+    if code in _AUTH_CODES.get(protocol, ()):
+        if broker.mqtt.username is None:
+            fix = (
+                "the broker does not let anonymous clients in (Mosquitto: allow_anonymous false): give the "
+                f"exporter credentials with {CREDENTIALS_HOWTO}"
+            )
+        else:
+            fix = (
+                f"bad credentials or not allowed: check the username and password ({CREDENTIALS_HOWTO}); on "
+                "the broker, that user's entry in its password_file (mosquitto_passwd) and its ACL "
+                "(Mosquitto answers 'not authorized' to a wrong password too)"
+            )
+    elif code in _PROTOCOL_CODES.get(protocol, ()):
+        other = "3.1.1" if protocol == PROTOCOL_5 else "5"
+        fix = f"the broker does not accept MQTT {protocol}: use --protocol {other} (config: mqtt.protocol)"
+    elif code in _CLIENT_ID_CODES.get(protocol, ()):
+        fix = "the broker rejected the client id: set one it accepts (config: mqtt.client_id) or let one be generated"
+    elif code in _BUSY_CODES.get(protocol, ()):
+        fix = "the broker is overloaded, shutting down or limiting connection rates: check its log and load"
+    elif protocol == PROTOCOL_5 and code == _BANNED_CODE:
+        fix = "the broker banned this client: check its ban list or authentication plugin"
+    elif protocol == PROTOCOL_5 and code in _MOVED_CODES:
+        fix = "the broker sends clients to another server: probe that one instead"
+    else:
+        fix = "see the broker's log for why it refused the connection"
+    return Finding(kind, cause, fix)
+
+
+# --------------------------------------------------------------------------------------------------
+# Assessment
+
+
+@dataclass(frozen=True, slots=True)
+class Expiring:
+    position: int
+    cert: CertFacts
+    days_left: float
+
+
+def days_left(cert: CertFacts, now: float) -> float:
+    return (cert.not_after - now) / SECONDS_PER_DAY
+
+
+def expiring_soon(chain: Sequence[CertFacts], now: float, warn_days: float) -> tuple[Expiring, ...]:
+    """Certificates still valid that expire within ``warn_days`` (expired ones are a trust problem)."""
+    found = []
+    for position, cert in enumerate(chain):
+        if cert.parse_error:
+            continue
+        left = days_left(cert, now)
+        if 0 <= left <= warn_days:
+            found.append(Expiring(position, cert, left))
+    return tuple(found)
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    result: ProbeResult
+    broker: BrokerConfig
+    warn_days: float
+    now: float
+    #: the failure, unless it is "untrusted" (then ``problems`` say why)
+    failure: Finding | None
+    problems: tuple[tuple[Problem, Finding], ...]
+    #: what failed on the extra connection made when the chain is untrusted
+    unverified_failure: Finding | None
+    warnings: tuple[tuple[Expiring, Finding], ...]
+
+    @property
+    def status(self) -> Status:
+        if self.result.failure is not None:
+            return Status.CRITICAL
+        if self.warnings:
+            return Status.WARNING
+        return Status.OK
+
+    @property
+    def exit_code(self) -> int:
+        return int(self.status)
+
+    def text(self, *, colour: bool = False) -> str:
+        return _render_text(self, _Style(colour))
+
+    def document(self) -> dict[str, Any]:
+        return _document(self)
+
+
+def build_report(result: ProbeResult, broker: BrokerConfig, *, warn_days: float, now: float) -> Report:
+    tls = result.tls
+    problems: list[tuple[Problem, Finding]] = []
+    if tls is not None:
+        verdict = tls.verdict
+        for index, problem in enumerate(verdict.problems):
+            detail = verdict.details[index] if index < len(verdict.details) else ""
+            problems.append(
+                (
+                    problem,
+                    Finding(problem.value, detail or problem.value, problem_fix(problem, result, broker)),
+                )
+            )
+    failure = None
+    if result.failure is not None and not (result.failure.stage is Stage.TRUST and problems):
+        failure = failure_finding(result.failure, result, broker)
+    unverified = None
+    if result.secondary_failure is not None:
+        unverified = failure_finding(result.secondary_failure, result, broker)
+    warnings = []
+    for item in expiring_soon(tls.chain if tls else (), now, warn_days):
+        cause = (
+            f"{_cert_label(item.position, item.cert)} expires on {_date_time(item.cert.not_after)}, "
+            f"in {item.days_left:.1f} days (warning threshold: {warn_days:g} days)"
+        )
+        fix = "before then, " + RENEW_FIX
+        warnings.append((item, Finding("expires_soon", cause, fix)))
+    return Report(
+        result=result,
+        broker=broker,
+        warn_days=warn_days,
+        now=now,
+        failure=failure,
+        problems=tuple(problems),
+        unverified_failure=unverified,
+        warnings=tuple(warnings),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# Small pure helpers
+
+
+_RDN_SEPARATOR = re.compile(r"(?<!\\),")
+
+
+def display_name(rfc4514: str) -> str:
+    """The CN of an RFC 4514 name ("CN=Lab Root CA,O=Lab" -> "Lab Root CA"), else the whole name."""
+    for part in _RDN_SEPARATOR.split(rfc4514):
+        attribute, _, value = part.partition("=")
+        if attribute.strip().upper() == "CN" and value:
+            return re.sub(r"\\(.)", r"\1", value)
+    return rfc4514
+
+
+def names_covered(cert: CertFacts) -> tuple[str, ...]:
+    return cert.dns_names + cert.ip_addresses or ((cert.common_name,) if cert.common_name else ())
+
+
+def _subject_name(cert: CertFacts) -> str:
+    return cert.common_name or cert.subject or cert.fingerprint_sha256[:16]
+
+
+def _cert_label(position: int, cert: CertFacts) -> str:
+    return f"certificate {position} ({_subject_name(cert)})"
+
+
+def _date(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d")
+
+
+def _date_time(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def iso8601(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _host_port(broker: BrokerConfig) -> str:
+    host = broker.target.host
+    return f"[{host}]:{broker.target.port}" if ":" in host else f"{host}:{broker.target.port}"
+
+
+def _relative_days(left: float) -> str:
+    return f"in {left:.1f} days" if left >= 0 else f"{-left:.1f} days ago"
+
+
+def _clip(text: str, width: int = MAX_NAME_WIDTH) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+# --------------------------------------------------------------------------------------------------
+# Text
+
+
+_ANSI_CODES: Mapping[str, str] = {"bold": "1", "red": "31", "green": "32", "yellow": "33"}
+
+
+class _Style:
+    """ANSI styling that is a no-op unless colour was asked for."""
+
+    def __init__(self, colour: bool) -> None:
+        self.colour = colour
+
+    def __call__(self, text: str, *styles: str) -> str:
+        if not self.colour or not styles or not text:
+            return text
+        codes = ";".join(_ANSI_CODES[style] for style in styles)
+        return f"\x1b[{codes}m{text}\x1b[0m"
+
+    def status(self, status: Status) -> str:
+        colours = {
+            Status.OK: "green",
+            Status.WARNING: "yellow",
+            Status.CRITICAL: "red",
+            Status.UNKNOWN: "red",
+        }
+        return self(status.name, "bold", colours[status])
+
+
+_LABEL_WIDTH = 9
+
+
+def _line(label: str, text: str, style: _Style) -> str:
+    return f"  {style(label.ljust(_LABEL_WIDTH), 'bold')}{text}"
+
+
+def _render_text(report: Report, style: _Style) -> str:
+    result, broker = report.result, report.broker
+    lines = [
+        style(f"{result.broker}", "bold")
+        + (f" ({result.address})" if result.broker != result.address else "")
+    ]
+    probed = result.ip or "not resolved"
+    lines.append(
+        _line("address", f"{result.address}, probed {probed}, server name {broker.server_name}", style)
+    )
+    lines.append(_line("TLS", _tls_summary(result), style))
+    if result.durations:
+        timings = ", ".join(f"{phase.value} {seconds * 1000:.1f} ms" for phase, seconds in result.durations)
+        lines.append(_line("timings", timings, style))
+    lines += _chain_lines(report, style)
+    lines += _trust_lines(report, style)
+    lines.append(_line("MQTT", _mqtt_summary(report), style))
+    lines.append(_line("verdict", f"{style.status(report.status)}: {_headline(report)}", style))
+    for problem, finding in report.problems:
+        lines += _finding_lines(style(problem.value, "red"), finding, style)
+    if report.failure is not None:
+        lines += _finding_lines(style(report.failure.kind, "red"), report.failure, style)
+    if report.unverified_failure is not None:
+        finding = report.unverified_failure
+        label = style(finding.kind, "red") + " (even ignoring the certificate)"
+        lines += _finding_lines(label, finding, style)
+    for _, finding in report.warnings:
+        lines += _finding_lines(style(finding.kind, "yellow"), finding, style)
+    return "\n".join(lines) + "\n"
+
+
+def _finding_lines(label: str, finding: Finding, style: _Style) -> list[str]:
+    indent = " " * (2 + _LABEL_WIDTH)
+    return [f"{indent}- {label}: {finding.cause}", f"{indent}  {style('fix:', 'bold')} {finding.fix}"]
+
+
+def _tls_summary(result: ProbeResult) -> str:
+    tls = result.tls
+    if tls is None:
+        stage = result.failure.stage.value if result.failure else "?"
+        return f"no TLS session (the probe stopped at {stage})"
+    parts = [tls.version or "version unknown", tls.cipher or "cipher unknown"]
+    if tls.alpn_protocol:
+        parts.append(f"ALPN {tls.alpn_protocol}")
+    return ", ".join(parts)
+
+
+def _chain_lines(report: Report, style: _Style) -> list[str]:
+    tls = report.result.tls
+    if tls is None:
+        return []
+    if not tls.chain:
+        return [_line("chain", "no certificate received", style)]
+    header = ("#", "subject", "issuer", "not after", "key", "signature")
+    rows: list[tuple[str, ...]] = []
+    for position, cert in enumerate(tls.chain):
+        if cert.parse_error:
+            rows.append((str(position), "(unparseable)", "", cert.parse_error, "", ""))
+            continue
+        left = days_left(cert, report.now)
+        rows.append(
+            (
+                str(position),
+                _clip(_subject_name(cert)),
+                _clip(display_name(cert.issuer)),
+                f"{_date(cert.not_after)} ({_relative_days(left)})",
+                cert.key,
+                cert.signature_algorithm,
+            )
+        )
+    widths = [max(len(row[column]) for row in (header, *rows)) for column in range(len(header))]
+
+    def layout(row: Sequence[str], colour_of: dict[int, str]) -> str:
+        cells = []
+        for column, cell in enumerate(row):
+            padded = cell.ljust(widths[column]) if column < len(row) - 1 else cell
+            cells.append(style(padded, colour_of[column]) if column in colour_of else padded)
+        return "  ".join(cells).rstrip()
+
+    lines = [_line("chain", layout(header, {}), style)]
+    indent = " " * (2 + _LABEL_WIDTH)
+    for position, row in enumerate(rows):
+        cert = tls.chain[position]
+        colours: dict[int, str] = {}
+        if not cert.parse_error:
+            left = days_left(cert, report.now)
+            if left < 0:
+                colours[3] = "red"
+            elif left <= report.warn_days:
+                colours[3] = "yellow"
+        lines.append(indent + layout(row, colours))
+    return lines
+
+
+def _trust_lines(report: Report, style: _Style) -> list[str]:
+    tls = report.result.tls
+    if tls is None or not tls.chain:
+        return []
+    verdict = tls.verdict
+    store = (
+        f"the CA file {report.broker.tls.ca_file}" if report.broker.tls.ca_file else "the system trust store"
+    )
+    if verdict.trusted:
+        anchor = f", anchored at {display_name(verdict.anchor.subject)}" if verdict.anchor else ""
+        completed = ""
+        if verdict.completed_with:
+            names = ", ".join(display_name(cert.subject) for cert in verdict.completed_with)
+            completed = f", completed with {names}"
+        return [_line("trust", f"{style('trusted', 'green')} by {store}{anchor}{completed}", style)]
+    problems = ", ".join(problem.value for problem in verdict.problems) or "untrusted"
+    text = f"{style('NOT trusted', 'red', 'bold')} by {store}: {problems}"
+    if verdict.verify_message:
+        text += f" (OpenSSL: {verdict.verify_message})"
+    return [_line("trust", text, style)]
+
+
+def _mqtt_summary(report: Report) -> str:
+    mqtt = report.result.mqtt
+    if mqtt is None or mqtt.connack_code is None:
+        return "no CONNACK"
+    text = f"MQTT {mqtt.protocol}, CONNACK {mqtt.connack_code} ({connack_meaning(mqtt.protocol, mqtt.connack_code)})"
+    if mqtt.unverified_connection:
+        text += " over a connection that ignored the certificate"
+        if mqtt.accepted:
+            text += ": the broker is up, only the certificate needs fixing"
+    return text
+
+
+def _headline(report: Report) -> str:
+    result = report.result
+    failure = result.failure
+    if failure is not None:
+        if failure.stage is Stage.TRUST and result.tls is not None:
+            problems = ", ".join(problem.value for problem in result.tls.verdict.problems)
+            return f"the certificate chain is not trusted ({problems})"
+        return f"{failure.stage.value} failed ({failure.reason.value})"
+    if report.warnings:
+        first = min(report.warnings, key=lambda item: item[0].days_left)[0]
+        return (
+            f"{_cert_label(first.position, first.cert)} expires {_relative_days(first.days_left)}, "
+            f"within the {report.warn_days:g}-day warning threshold"
+        )
+    text = "trusted chain, MQTT connection accepted"
+    chain = [cert for cert in (result.tls.chain if result.tls else ()) if not cert.parse_error]
+    if chain:
+        position, soonest = min(enumerate(chain), key=lambda item: item[1].not_after)
+        left = days_left(soonest, report.now)
+        text += f"; earliest expiry: {_cert_label(position, soonest)}, {_relative_days(left)}"
+    return text
+
+
+def summary_line(reports: Sequence[Report], *, colour: bool = False) -> str:
+    """One line over several brokers: "3 brokers: 1 OK, 1 WARNING, 1 CRITICAL"."""
+    style = _Style(colour)
+    counts = {status: sum(1 for report in reports if report.status is status) for status in Status}
+    parts = [f"{count} {style.status(status)}" for status, count in counts.items() if count]
+    noun = "broker" if len(reports) == 1 else "brokers"
+    return f"{len(reports)} {noun}: {', '.join(parts)}"
+
+
+# --------------------------------------------------------------------------------------------------
+# JSON
+
+
+def _finding_document(failure: Failure, finding: Finding) -> dict[str, Any]:
+    return {
+        "stage": failure.stage.value,
+        "reason": failure.reason.value,
+        "detail": failure.detail,
+        "fix": finding.fix,
+    }
+
+
+def _cert_document(position: int, cert: CertFacts, now: float) -> dict[str, Any]:
+    parsed = not cert.parse_error
+    return {
+        "position": position,
+        "subject": cert.subject,
+        "issuer": cert.issuer,
+        "serial": cert.serial,
+        "fingerprint_sha256": cert.fingerprint_sha256,
+        "not_before": iso8601(cert.not_before) if parsed else None,
+        "not_after": iso8601(cert.not_after) if parsed else None,
+        "days_left": round(days_left(cert, now), 3) if parsed else None,
+        "dns_names": list(cert.dns_names),
+        "ip_addresses": list(cert.ip_addresses),
+        "key": cert.key,
+        "signature_algorithm": cert.signature_algorithm,
+        "parse_error": cert.parse_error or None,
+    }
+
+
+def _document(report: Report) -> dict[str, Any]:
+    result, broker = report.result, report.broker
+    failure: dict[str, Any] | None = None
+    if result.failure is not None:
+        finding = report.failure or failure_finding(result.failure, result, broker)
+        failure = _finding_document(result.failure, finding)
+    unverified: dict[str, Any] | None = None
+    if result.secondary_failure is not None and report.unverified_failure is not None:
+        unverified = _finding_document(result.secondary_failure, report.unverified_failure)
+    tls: dict[str, Any] | None = None
+    if result.tls is not None:
+        verdict = result.tls.verdict
+        tls = {
+            "version": result.tls.version,
+            "cipher": result.tls.cipher,
+            "trusted": verdict.trusted if result.tls.chain else None,
+            "verify_code": verdict.verify_code,
+            "verify_message": verdict.verify_message,
+            "problems": [
+                {"problem": problem.value, "detail": finding.cause, "fix": finding.fix}
+                for problem, finding in report.problems
+            ],
+            "anchor": (
+                {"subject": verdict.anchor.subject, "fingerprint_sha256": verdict.anchor.fingerprint_sha256}
+                if verdict.anchor
+                else None
+            ),
+            "chain": [
+                _cert_document(position, cert, report.now) for position, cert in enumerate(result.tls.chain)
+            ],
+        }
+    mqtt: dict[str, Any] | None = None
+    if result.mqtt is not None and result.mqtt.connack_code is not None:
+        code = result.mqtt.connack_code
+        mqtt = {
+            "protocol": result.mqtt.protocol,
+            "connack_code": code,
+            "accepted": result.mqtt.accepted,
+            "meaning": connack_meaning(result.mqtt.protocol, code),
+            "unverified_connection": result.mqtt.unverified_connection,
+        }
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "broker": result.broker,
+        "address": result.address,
+        "ip": result.ip,
+        "server_name": broker.server_name,
+        "checked_at": iso8601(result.finished),
+        "warn_days": report.warn_days,
+        "status": report.status.label,
+        "exit_code": report.exit_code,
+        "success": result.success,
+        "failure": failure,
+        "unverified_failure": unverified,
+        "tls": tls,
+        "mqtt": mqtt,
+        "warnings": [
+            {"warning": finding.kind, "position": item.position, "detail": finding.cause, "fix": finding.fix}
+            for item, finding in report.warnings
+        ],
+        "durations_seconds": {phase.value: round(seconds, 6) for phase, seconds in result.durations},
+    }

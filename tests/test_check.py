@@ -1,0 +1,275 @@
+"""`mqtt-cert-exporter check` as users run it: a subprocess against the lab's real brokers."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from exporter import check
+from exporter.probe import Prober
+from exporter.report import FULL_CHAIN_FIX, RENEW_FIX
+from tests.conftest import PASSWORD, ROOT, Lab
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def run_check(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "exporter", "check", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "MQTT_TEST_PASSWORD": PASSWORD, **(env or {})},
+        timeout=30,
+        check=False,
+    )
+
+
+def address_args(lab: Lab, scenario: str) -> list[str]:
+    """The flags that reach a lab scenario the way its BrokerConfig does."""
+    broker = lab.broker(scenario)
+    args = [broker.address, "--timeout", "2s"]
+    if broker.tls.ca_file:
+        args += ["--ca-file", broker.tls.ca_file]
+    if broker.tls.server_name:
+        args += ["--server-name", broker.tls.server_name]
+    return args
+
+
+def write_config(lab: Lab, directory: Path, *scenarios: str) -> Path:
+    path = directory / "config.yaml"
+    path.write_text(lab.config_yaml(*scenarios))
+    return path
+
+
+def sections(text: str) -> dict[str, str]:
+    """A multi-broker text report, split into each broker's report (keyed by broker name)."""
+    return {block.split()[0]: block for block in text.split("\n\n") if block.strip()}
+
+
+# --------------------------------------------------------------------------------------------------
+# Text report
+
+
+def test_text_report_names_each_problem_and_fix(lab: Lab, tmp_path: Path) -> None:
+    expectations = {
+        "expired": ["- expired: certificate 0 (expired) expired on", RENEW_FIX],
+        "incomplete_chain": ["- incomplete_chain:", FULL_CHAIN_FIX],
+        "unknown_ca": ["- unknown_ca: issued by", "Other Root CA", "cafile"],
+        "wrong_host": ["- hostname_mismatch:", "other.example.com"],
+        "mtls": ["- tls/client_certificate_required:", "require_certificate true", "tls.cert_file"],
+        "password": ["- mqtt/refused:", "CONNACK code 135 (not authorized)", "allow_anonymous false"],
+        "closed": ["- connect/refused:", "is the broker running"],
+        "plaintext": ["- tls/protocol_error:", "8883"],
+        "good": ["OK: trusted chain"],
+        "password_ok": ["CONNACK 0 (success)"],
+    }
+    config = write_config(lab, tmp_path, *expectations)
+    completed = run_check("--config.file", str(config))
+    assert completed.returncode == 2, completed.stderr
+    assert completed.stderr == ""
+    assert not ANSI.search(completed.stdout)  # stdout is a pipe: no colour
+    reports = sections(completed.stdout)
+    for scenario, fragments in expectations.items():
+        for fragment in fragments:
+            assert fragment in reports[scenario], (scenario, fragment)
+    assert "10 brokers: 2 OK, 8 CRITICAL" in completed.stdout
+    assert PASSWORD not in completed.stdout + completed.stderr
+
+
+def test_colour_when_asked(lab: Lab) -> None:
+    completed = run_check(*address_args(lab, "expired"), "--color", "always")
+    assert completed.returncode == 2
+    assert ANSI.search(completed.stdout)
+
+
+def test_use_colour_rules() -> None:
+    assert check.use_colour("auto", isatty=True, environ={})
+    assert not check.use_colour("auto", isatty=True, environ={"NO_COLOR": "1"})
+    assert not check.use_colour("auto", isatty=False, environ={})
+    assert check.use_colour("always", isatty=False, environ={"NO_COLOR": "1"})
+    assert not check.use_colour("never", isatty=True, environ={})
+
+
+# --------------------------------------------------------------------------------------------------
+# JSON output
+
+
+@pytest.mark.parametrize("scenario", ["expired", "password_wrong"])
+def test_json_matches_a_direct_probe(lab: Lab, scenario: str) -> None:
+    broker = lab.broker(scenario)
+    args = address_args(lab, scenario)
+    password_file = None
+    if broker.mqtt.username:
+        assert broker.mqtt.password is not None
+        password_file = Path(lab.pki.directory) / f"{scenario}.password"
+        password_file.write_text(broker.mqtt.password.reveal() + "\n")
+        args += ["--username", broker.mqtt.username, "--password-file", str(password_file)]
+    completed = run_check(*args, "--output", "json")
+    assert completed.returncode == 2, completed.stderr
+    document = json.loads(completed.stdout)
+    assert isinstance(document, dict)
+
+    direct = asyncio.run(Prober().probe(broker))
+    assert direct.tls is not None and direct.mqtt is not None and direct.failure is not None
+    assert document["failure"]["stage"] == direct.failure.stage.value
+    assert document["failure"]["reason"] == direct.failure.reason.value
+    assert [c["fingerprint_sha256"] for c in document["tls"]["chain"]] == [
+        c.fingerprint_sha256 for c in direct.tls.chain
+    ]
+    assert [p["problem"] for p in document["tls"]["problems"]] == [
+        p.value for p in direct.tls.verdict.problems
+    ]
+    assert document["tls"]["trusted"] is direct.tls.verdict.trusted
+    assert document["mqtt"]["connack_code"] == direct.mqtt.connack_code
+    assert document["status"] == "critical" and document["exit_code"] == 2
+    assert document["ip"] == direct.ip
+
+
+def test_json_for_a_config_is_an_array_in_config_order(lab: Lab, tmp_path: Path) -> None:
+    config = write_config(lab, tmp_path, "good", "expiring", "expired", "closed")
+    completed = run_check("--config.file", str(config), "--output", "json")
+    assert completed.returncode == 2, completed.stderr
+    documents = json.loads(completed.stdout)
+    assert [(d["broker"], d["status"], d["exit_code"]) for d in documents] == [
+        ("good", "ok", 0),
+        ("expiring", "warning", 1),
+        ("expired", "critical", 2),
+        ("closed", "critical", 2),
+    ]
+    completed = run_check("--config.file", str(config), "--broker", "expiring", "--output", "json")
+    assert completed.returncode == 1
+    [document] = json.loads(completed.stdout)
+    assert document["broker"] == "expiring" and document["warnings"][0]["warning"] == "expires_soon"
+
+
+# --------------------------------------------------------------------------------------------------
+# Exit codes
+
+
+@pytest.mark.parametrize(
+    ("scenario", "extra", "code"),
+    [
+        ("good", [], 0),
+        ("expiring", ["--warn-days", "30"], 1),
+        ("expired", [], 2),
+        ("closed", [], 2),
+    ],
+)
+def test_exit_codes(lab: Lab, scenario: str, extra: list[str], code: int) -> None:
+    completed = run_check(*address_args(lab, scenario), *extra)
+    assert completed.returncode == code, completed.stdout + completed.stderr
+    assert completed.stderr == ""
+
+
+@pytest.mark.parametrize(
+    ("scenario", "extra", "code"),
+    [
+        ("expiring", ["--warn-days", "5"], 0),
+        ("expiring", [], 1),  # --warn-days defaults to 30
+        ("password", [], 2),  # CONNACK refused
+        ("self_signed", [], 2),
+    ],
+)
+def test_more_exit_codes_in_process(lab: Lab, scenario: str, extra: list[str], code: int) -> None:
+    out = io.StringIO()
+    assert check.main([*address_args(lab, scenario), *extra], stdout=out, stderr=io.StringIO()) == code
+
+
+def test_exit_code_is_the_worst_broker(lab: Lab, tmp_path: Path) -> None:
+    config = str(write_config(lab, tmp_path, "good", "expiring"))
+    assert check.main(["--config.file", config], stdout=io.StringIO(), stderr=io.StringIO()) == 1
+    only_good = ["--config.file", config, "--broker", "good"]
+    assert check.main(only_good, stdout=io.StringIO(), stderr=io.StringIO()) == 0
+
+
+def test_bad_arguments_exit_3_not_2(tmp_path: Path) -> None:
+    completed = run_check("--no-such-flag", "localhost:8883")
+    assert completed.returncode == 3
+    assert "unrecognized arguments: --no-such-flag" in completed.stderr
+    assert completed.stdout == ""
+    completed = run_check("--config.file", str(tmp_path / "missing.yaml"))
+    assert completed.returncode == 3
+    assert "missing.yaml" in completed.stderr and completed.stdout == ""
+
+
+def test_unknown_broker_exits_3(lab: Lab, tmp_path: Path) -> None:
+    config = write_config(lab, tmp_path, "good", "expired")
+    completed = run_check("--config.file", str(config), "--broker", "nope")
+    assert completed.returncode == 3
+    assert "no broker named 'nope' (configured: good, expired)" in completed.stderr
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        ([], "give an address"),
+        (["localhost:99999"], "port must be 1-65535"),
+        (["mqtt://localhost:1883"], "not TLS"),
+        (["localhost:8883", "--timeout", "10"], "missing unit"),
+        (["localhost:8883", "--output", "xml"], "invalid choice"),
+        (["localhost:8883", "--protocol", "4"], "invalid choice"),
+        (["localhost:8883", "--warn-days", "soon"], "number of days"),
+        (
+            ["localhost:8883", "--ca-file", "/nonexistent/ca.pem"],
+            "--ca-file /nonexistent/ca.pem: no such file",
+        ),
+        (["localhost:8883", "--ca-file", __file__], "no usable CA certificate"),
+        (["localhost:8883", "--key-file", __file__], "--key-file requires --cert-file"),
+        (["localhost:8883", "--password-file", __file__], "--password-file requires --username"),
+        (["localhost:8883", "--broker", "x"], "--broker needs --config.file"),
+        (["localhost:8883", "--config.file", "c.yaml"], "either an address or --config.file"),
+        (["--config.file", "c.yaml", "--ca-file", "x.pem"], "--ca-file: only with an address"),
+    ],
+)
+def test_usage_errors_exit_3(argv: list[str], message: str) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    assert check.main(argv, stdout=out, stderr=err) == 3
+    assert message in err.getvalue()
+    assert out.getvalue() == ""
+
+
+def test_invalid_config_lists_every_error(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("brokers:\n  - name: a\n    address: 'h:0'\n  - name: b\n    bogus: 1\n")
+    err = io.StringIO()
+    assert check.main(["--config.file", str(config)], stdout=io.StringIO(), stderr=err) == 3
+    assert "port must be 1-65535" in err.getvalue() and "bogus" in err.getvalue()
+
+
+# --------------------------------------------------------------------------------------------------
+# Secrets
+
+
+def test_password_never_printed(lab: Lab, tmp_path: Path) -> None:
+    password_file = tmp_path / "password"
+    password_file.write_text(PASSWORD + "\n")
+    args = [*address_args(lab, "password_ok"), "--username", "monitor", "--password-file", str(password_file)]
+    for output in ("text", "json"):
+        completed = run_check(*args, "--output", output, "--color", "always")
+        assert completed.returncode == 0, completed.stdout + completed.stderr
+        assert PASSWORD not in completed.stdout + completed.stderr
+    wrong = tmp_path / "wrong"
+    wrong.write_text("not-the-password-either\n")
+    args[-1] = str(wrong)
+    out, err = io.StringIO(), io.StringIO()
+    assert check.main(args, stdout=out, stderr=err) == 2
+    assert "CONNACK code 135" in out.getvalue()
+    assert "not-the-password-either" not in out.getvalue() + err.getvalue()
+
+
+def test_client_certificate_flags(lab: Lab) -> None:
+    client = ["--cert-file", str(lab.client.cert_path), "--key-file", str(lab.client.key_path)]
+    out = io.StringIO()
+    assert check.main([*address_args(lab, "mtls"), *client], stdout=out, stderr=io.StringIO()) == 0
+    out = io.StringIO()
+    assert check.main(address_args(lab, "mtls"), stdout=out, stderr=io.StringIO()) == 2
+    assert "require_certificate true" in out.getvalue()
