@@ -98,7 +98,9 @@ def fleet(directory: Path, brokers: int) -> Iterator[list[tuple[str, str, str | 
     holes = [BlackHole()]
     addresses = [server.address for server in servers] + [hole.address for hole in holes]
     try:
-        entries = [(f"b{i}", mosquitto.address(f"b{i}"), str(root.cert_path)) for i in range(good)]
+        entries: list[tuple[str, str, str | None]] = [
+            (f"b{i}", mosquitto.address(f"b{i}"), str(root.cert_path)) for i in range(good)
+        ]
         entries += [(f"bad{i}", addresses[i % len(addresses)], str(root.cert_path)) for i in range(bad)]
         yield entries
     finally:

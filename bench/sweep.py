@@ -80,7 +80,9 @@ def main() -> None:
     ok = sum(1 for r in store.results.values() if r.success)
     timeouts = sum(1 for r in store.results.values() if r.failure and r.failure.reason.value == "timeout")
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"brokers {args.brokers} (black holes {args.black_holes}), timeout {args.timeout}s, concurrency {args.concurrency}")
+    print(
+        f"brokers {args.brokers} (black holes {args.black_holes}), timeout {args.timeout}s, concurrency {args.concurrency}"
+    )
     print(f"succeeded {ok}, timed out {timeouts}")
     print(f"sweep wall time {elapsed:.2f} s = {elapsed / args.timeout:.2f} x timeout")
     print(f"client CPU {cpu:.2f} s = {cpu / len(brokers) * 1000:.2f} ms per probe; peak RSS {rss:.0f} MB")

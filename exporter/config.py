@@ -856,7 +856,9 @@ class _Parser:
             try:
                 target = parse_address(item.address)
             except ValueError as exc:
-                self.error("discover.mosquitto_conf", f"{listener.source}: cannot probe {item.address}: {exc}")
+                self.error(
+                    "discover.mosquitto_conf", f"{listener.source}: cannot probe {item.address}: {exc}"
+                )
                 continue
             tls = _values(layer.tls)
             tls["served_cert_file"] = item.served_cert_file

@@ -48,12 +48,14 @@ def state_of(result: ProbeResult) -> tuple[str, ...]:
 def log_state_change(result: ProbeResult, previous: ProbeResult | None) -> None:
     if previous is not None and state_of(previous) == state_of(result):
         return
+    where: dict[str, object] = {"broker": result.broker, "address": result.address}
+    if result.address_label:  # addresses: all: which address of the name
+        where["ip"] = result.address_label
     if result.failure is None:
-        log.info("broker probe succeeds", extra={"broker": result.broker, "address": result.address})
+        log.info("broker probe succeeds", extra=where)
         return
     fields: dict[str, object] = {
-        "broker": result.broker,
-        "address": result.address,
+        **where,
         "stage": result.failure.stage.value,
         "reason": result.failure.reason.value,
         "detail": result.failure.detail,

@@ -189,7 +189,7 @@ class RoundtripFacts:
 class ProbeResult:
     broker: str
     address: str
-    #: The IP address actually probed ("" when resolution failed).
+    #: The IP address actually probed ("" when resolution failed, or when a proxy resolved the name).
     ip: str
     started: float
     finished: float

@@ -177,4 +177,3 @@ def test_exporter_shuts_down_quickly_on_sigterm(lab: Lab, tmp_path: Path) -> Non
     code = process.process.wait(10)
     assert code == 0
     assert time.monotonic() - started < 2.5  # in-flight probes (black hole, silent) are cancelled
-

@@ -332,7 +332,7 @@ def test_the_exporter_serves_probe_and_passes_promtool(exporter: ExporterProcess
         [promtool(), "check", "metrics"], input=text.encode(), capture_output=True, timeout=30
     )
     assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
-    assert "msg=\"multi-target probing enabled\"" in exporter.log()
+    assert 'msg="multi-target probing enabled"' in exporter.log()
 
 
 @pytest.mark.slow

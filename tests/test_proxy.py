@@ -46,7 +46,9 @@ def test_socks5_without_credentials_to_an_ipv4_address() -> None:
 def test_socks5_ipv6_and_domain_addresses() -> None:
     sent = run(proxy.socks5("::1", 1), [b"\x05\x00", b"\x05\x00\x00\x04", b"\x00" * 18])
     assert sent[1] == b"\x05\x01\x00\x04" + b"\x00" * 15 + b"\x01" + b"\x00\x01"
-    sent = run(proxy.socks5("mqtt.example.com", 8883), [b"\x05\x00", b"\x05\x00\x00\x03", b"\x04", b"host\x00\x01"])
+    sent = run(
+        proxy.socks5("mqtt.example.com", 8883), [b"\x05\x00", b"\x05\x00\x00\x03", b"\x04", b"host\x00\x01"]
+    )
     assert sent[1] == b"\x05\x01\x00\x03\x10mqtt.example.com\x22\xb3"
 
 
@@ -84,7 +86,9 @@ def test_socks5_wrong_password() -> None:
 
 
 def test_http_connect() -> None:
-    sent = run(proxy.http_connect("::1", 8883, "monitor", "s3cret"), [b"HTTP/1.1 200 Connection established\r\n\r\n"])
+    sent = run(
+        proxy.http_connect("::1", 8883, "monitor", "s3cret"), [b"HTTP/1.1 200 Connection established\r\n\r\n"]
+    )
     lines = sent[0].decode().split("\r\n")
     assert lines[0] == "CONNECT [::1]:8883 HTTP/1.1" and "Host: [::1]:8883" in lines
     assert f"Proxy-Authorization: Basic {base64.b64encode(b'monitor:s3cret').decode()}" in lines
@@ -107,9 +111,9 @@ def test_http_connect_failures(head: bytes, kind: ProxyFailure, message: str) ->
 
 def test_dialogue_follows_the_proxy_settings() -> None:
     socks = ProxySettings("socks5h", "p", 1080, "u", Secret("pw"))
-    assert run(proxy.dialogue(socks, "h", 1), [b"\x05\x02", b"\x01\x00", b"\x05\x00\x00\x01", b"\x00" * 6])[1] == (
-        b"\x01\x01u\x02pw"
-    )
+    assert run(proxy.dialogue(socks, "h", 1), [b"\x05\x02", b"\x01\x00", b"\x05\x00\x00\x01", b"\x00" * 6])[
+        1
+    ] == (b"\x01\x01u\x02pw")
     http = ProxySettings("http", "p", 3128)
     assert run(proxy.dialogue(http, "h", 1), [b"HTTP/1.0 200 OK\r\n\r\n"])[0].startswith(b"CONNECT h:1 ")
 

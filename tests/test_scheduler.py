@@ -112,4 +112,3 @@ async def test_stop_cancels_in_flight_probes() -> None:
     await scheduler.stop()
     assert time.monotonic() - started < 1
     assert prober.running == 0
-

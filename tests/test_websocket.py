@@ -45,7 +45,9 @@ def test_handshake_key_needs_16_bytes() -> None:
 
 
 def test_upgrade_request() -> None:
-    request = ws.upgrade_request(host="broker.example.com", port=8084, path="/mqtt", key=RFC_KEY, user_agent="t/1")
+    request = ws.upgrade_request(
+        host="broker.example.com", port=8084, path="/mqtt", key=RFC_KEY, user_agent="t/1"
+    )
     lines = request.decode().split("\r\n")
     assert lines[0] == "GET /mqtt HTTP/1.1"
     assert "Host: broker.example.com:8084" in lines
@@ -73,7 +75,13 @@ def test_check_upgrade_accepts_a_correct_answer() -> None:
     assert ws.check_upgrade(response(), RFC_KEY) == "mqtt"
     # Header names and the Upgrade token are case-insensitive (Mosquitto sends "Upgrade: WebSocket").
     answer = HttpResponse(
-        101, "", (("upgrade", "WebSocket"), ("CONNECTION", "keep-alive, Upgrade"), ("sec-websocket-accept", RFC_ACCEPT))
+        101,
+        "",
+        (
+            ("upgrade", "WebSocket"),
+            ("CONNECTION", "keep-alive, Upgrade"),
+            ("sec-websocket-accept", RFC_ACCEPT),
+        ),
     )
     assert ws.check_upgrade(answer, RFC_KEY) == ""  # no subprotocol named: tolerated, as paho does
 
@@ -105,7 +113,9 @@ def test_check_upgrade_protocol_errors(headers: dict[str, str], message: str) ->
 
 
 def test_head_length_and_parse() -> None:
-    raw = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nX-Multi: a\r\nx-multi: b\r\n\r\n\x82\x02"
+    raw = (
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nX-Multi: a\r\nx-multi: b\r\n\r\n\x82\x02"
+    )
     length = head_length(raw)
     assert length == len(raw) - 2
     parsed = parse_response_head(raw[:length])
@@ -132,7 +142,12 @@ def test_head_length_is_bounded() -> None:
 
 @pytest.mark.parametrize(
     "head",
-    [b"HTTP/2 101 x\r\n\r\n", b"HTTP/1.1 1O1 x\r\n\r\n", b"HTTP/1.1 101\r\nno colon\r\n\r\n", b"HTTP/1.1 101\r\n : v\r\n\r\n"],
+    [
+        b"HTTP/2 101 x\r\n\r\n",
+        b"HTTP/1.1 1O1 x\r\n\r\n",
+        b"HTTP/1.1 101\r\nno colon\r\n\r\n",
+        b"HTTP/1.1 101\r\n : v\r\n\r\n",
+    ],
 )
 def test_parse_response_head_malformed(head: bytes) -> None:
     with pytest.raises(HttpError):
@@ -243,7 +258,10 @@ def test_decoder_hands_on_fragments_as_a_byte_stream_with_control_frames_between
     [
         (server_frame(ws.OP_TEXT, b"{}"), "text frame"),
         (server_frame(ws.OP_CONTINUATION, b"x"), "without a message"),
-        (server_frame(ws.OP_BINARY, b"a", fin=False) + server_frame(ws.OP_BINARY, b"b"), "before the previous"),
+        (
+            server_frame(ws.OP_BINARY, b"a", fin=False) + server_frame(ws.OP_BINARY, b"b"),
+            "before the previous",
+        ),
     ],
 )
 def test_decoder_protocol_errors(stream: bytes, message: str) -> None:

@@ -13,6 +13,12 @@ Facts about Mosquitto 2.0.11 (Debian 12) this module relies on, measured here:
 * A configuration whose listeners are *all* websockets fails with "Unable to start any listening
   sockets": such a broker gets an extra hidden plaintext listener on 127.0.0.1.
 * "mosquitto version X running" is logged once every listener is bound.
+* SIGHUP ("Reloading config.") re-reads the certfile/keyfile of plain TLS listeners: new connections get
+  the new certificate at once (symlinks are followed again, as with certbot's live/ -> archive/).
+  Websockets listeners keep serving the certificate they started with until a restart.
+* ``tls_version tlsv1.1`` alone does not make TLS 1.1 work on Debian (the handshake ends with an
+  internal_error alert at security level 2); with ``ciphers DEFAULT:@SECLEVEL=0`` it does, without any
+  OPENSSL_CONF. TLS 1.0 cannot be enabled (there is no ``tlsv1`` value).
 """
 
 from __future__ import annotations

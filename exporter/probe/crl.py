@@ -37,6 +37,15 @@ class CrlFetcher:
     _cache: dict[str, tuple[float, Crl | None, str]] = field(default_factory=dict)
     _inflight: dict[str, asyncio.Task[Crl]] = field(default_factory=dict)
 
+    def cached(self, url: str) -> tuple[Crl | None, str] | None:
+        """The cached answer for ``url`` while it is fresh (a CRL, or None and the error); else None."""
+        if not self.enabled:
+            return None, "CRL checks are disabled"
+        hit = self._cache.get(url)
+        if hit is None or hit[0] <= time.monotonic():
+            return None
+        return hit[1], hit[2]
+
     async def fetch(self, url: str, wait: float) -> tuple[Crl | None, str]:
         """The CRL at ``url`` (from the cache while it is fresh), or None and why not; waits at most
         ``wait`` seconds for a download."""

@@ -102,7 +102,10 @@ def read_certificate_file(path: str) -> CertificateFile:
         return CertificateFile(path, resolved, error=f"{resolved}: {exc.strerror or exc}")
     if len(data) > MAX_CERTIFICATE_FILE:
         return CertificateFile(
-            path, resolved, modified=status.st_mtime, error=f"{resolved}: larger than {MAX_CERTIFICATE_FILE} bytes"
+            path,
+            resolved,
+            modified=status.st_mtime,
+            error=f"{resolved}: larger than {MAX_CERTIFICATE_FILE} bytes",
         )
     certificates = _bundle(data)
     if not certificates:

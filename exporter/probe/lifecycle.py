@@ -11,11 +11,10 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from exporter.config import BrokerConfig
@@ -23,6 +22,7 @@ from exporter.probe import chain as chains
 from exporter.probe import files, lints, revocation
 from exporter.probe.crl import CrlFetcher
 from exporter.probe.legacy import check_legacy_tls
+from exporter.probe.revocation import Crl
 from exporter.results import (
     CertFacts,
     Failure,
@@ -77,22 +77,38 @@ class Lifecycle:
         failure: Failure | None,
         deadline: float,
     ) -> AroundFacts:
-        """Everything here shares the probe's deadline (monotonic): a broker costs at most its timeout."""
+        """Everything here shares the probe's deadline (monotonic): a broker costs at most its timeout.
+
+        Usually everything comes from caches and nothing is awaited (this runs after every probe).
+        """
         presented = tuple(chains.parse_der(der) for der in chain_der)
+        candidates = _revocation_candidates(presented)
+        crls = {url: hit for url in _urls(candidates) if (hit := self.crl.cached(url)) is not None}
+        missing = [url for url in _urls(candidates) if url not in crls]
         # The legacy handshake only makes sense against a server that speaks TLS: it completed the
         # handshake, or refused ours (perhaps it speaks nothing newer than TLS 1.1).
         speaks_tls = tls is not None or (
             failure is not None and failure.stage is Stage.TLS and failure.reason is Reason.HANDSHAKE_FAILURE
         )
-        revoked, legacy = await asyncio.gather(
-            self._revocation(broker, presented, deadline),
-            self._legacy_tls(broker, ip, deadline) if ip and speaks_tls else _nothing(),
-        )
+        legacy: LegacyTlsFacts | None = None
+        legacy_due = False
+        if ip and speaks_tls and getattr(broker, "proxy", None) is None:
+            # (a direct connection would bypass the proxy such a broker is reached through)
+            legacy_due, legacy = self._legacy_cached(broker, ip)
+        if missing and legacy_due:
+            fetched, legacy = await asyncio.gather(
+                self._fetch(missing, deadline), self._legacy_check(broker, ip, deadline)
+            )
+            crls.update(fetched)
+        elif missing:
+            crls.update(await self._fetch(missing, deadline))
+        elif legacy_due:
+            legacy = await self._legacy_check(broker, ip, deadline)
         chain = tls.chain if tls is not None else ()
         return AroundFacts(
             served_file=self._served_file(broker, chain),
             client_cert=_client_cert(broker),
-            revocation=revoked,
+            revocation=_revocation(broker, presented, candidates, crls) if presented else None,
             legacy_tls=legacy,
             lints=lints.lint(chain, now=time.time(), legacy=legacy),
         )
@@ -149,60 +165,24 @@ class Lifecycle:
             log.info("broker serves its certificate file", extra=fields)
 
     # -- revocation -----------------------------------------------------------------------------
-    async def _revocation(
-        self, broker: BrokerConfig, presented: Sequence[chains.Parsed], deadline: float
-    ) -> RevocationFacts | None:
-        if not presented:
-            return None
-        candidates = [
-            (position, cert)
-            for position, cert in enumerate(presented)
-            if cert.cert is not None and cert.facts.crl_urls and not cert.facts.self_issued
-        ]
-        if not candidates:
-            return RevocationFacts()
-        pool = list(presented)
-        if broker.tls.intermediates_file:
-            pool.extend(files.certificates_in(broker.tls.intermediates_file))
-        store = files.trust_store(broker.tls.ca_file)
-        checks = await asyncio.gather(
-            *(self._check(position, cert, pool, store, deadline) for position, cert in candidates)
-        )
-        return RevocationFacts(
-            checks=tuple(checks),
-            fetch_success=all(check.status is not RevocationStatus.UNKNOWN for check in checks),
-        )
-
-    async def _check(
-        self,
-        position: int,
-        cert: chains.Parsed,
-        pool: Sequence[chains.Parsed],
-        store: chains.TrustStore,
-        deadline: float,
-    ) -> RevocationCheck:
-        issuer = revocation.issuer_of(cert, pool, store)
-        verdict: RevocationCheck | None = None
-        for url in cert.facts.crl_urls:
-            crl, error = await self.crl.fetch(url, deadline - time.monotonic())
-            if crl is None:
-                verdict = RevocationCheck(position, RevocationStatus.UNKNOWN, url, f"no CRL: {error}")
-                continue
-            verdict = revocation.check(cert, issuer, crl, position=position, url=url, now=time.time())
-            if verdict.status is not RevocationStatus.UNKNOWN:
-                break
-        assert verdict is not None  # crl_urls is not empty
-        return verdict
+    async def _fetch(self, urls: Sequence[str], deadline: float) -> dict[str, tuple[Crl | None, str]]:
+        if len(urls) == 1:
+            return {urls[0]: await self.crl.fetch(urls[0], deadline - time.monotonic())}
+        answers = await asyncio.gather(*(self.crl.fetch(url, deadline - time.monotonic()) for url in urls))
+        return dict(zip(urls, answers, strict=True))
 
     # -- TLS 1.0/1.1 ----------------------------------------------------------------------------
-    async def _legacy_tls(self, broker: BrokerConfig, ip: str, deadline: float) -> LegacyTlsFacts | None:
-        if getattr(broker, "proxy", None) is not None:
-            return None  # a direct connection would bypass the proxy the broker is reached through
-        key = (broker.name, ip, broker.target.port, broker.server_name)
+    def _legacy_cached(self, broker: BrokerConfig, ip: str) -> tuple[bool, LegacyTlsFacts | None]:
+        """(due, the last answer): due when the check should run now."""
+        cached = self._legacy.get(_legacy_key(broker, ip))
+        if cached is not None and cached[0] > time.monotonic():
+            return False, cached[1]
+        return True, cached[1] if cached is not None else None
+
+    async def _legacy_check(self, broker: BrokerConfig, ip: str, deadline: float) -> LegacyTlsFacts | None:
+        key = _legacy_key(broker, ip)
         cached = self._legacy.get(key)
         now = time.monotonic()
-        if cached is not None and cached[0] > now:
-            return cached[1]
         left = min(LEGACY_TLS_TIMEOUT, deadline - now)
         if left <= 0.05:  # the probe used its whole deadline: try again at a later probe
             return cached[1] if cached is not None else None
@@ -216,7 +196,7 @@ class Lifecycle:
         )
         if facts.accepted is None and cached is not None and cached[1].accepted is not None:
             # Could not tell this time: keep the last real answer (with its date) until the retry.
-            facts = dataclasses.replace(cached[1])
+            facts = cached[1]
         retry = self.legacy_tls_interval if facts.accepted is not None else LEGACY_TLS_RETRY
         if len(self._legacy) >= _MAX_LEGACY_ENTRIES:
             self._legacy = {k: v for k, v in self._legacy.items() if v[0] > now}
@@ -229,8 +209,54 @@ class Lifecycle:
         return facts
 
 
-async def _nothing() -> None:
-    return None
+def _legacy_key(broker: BrokerConfig, ip: str) -> tuple[str, str, int, str]:
+    return (broker.name, ip, broker.target.port, broker.server_name)
+
+
+def _revocation_candidates(presented: Sequence[chains.Parsed]) -> list[tuple[int, chains.Parsed]]:
+    """The certificates whose revocation can be checked: parsed, with a CRL URL, not self-issued."""
+    return [
+        (position, cert)
+        for position, cert in enumerate(presented)
+        if cert.cert is not None and cert.facts.crl_urls and not cert.facts.self_issued
+    ]
+
+
+def _urls(candidates: Sequence[tuple[int, chains.Parsed]]) -> list[str]:
+    return list(dict.fromkeys(url for _, cert in candidates for url in cert.facts.crl_urls))
+
+
+def _revocation(
+    broker: BrokerConfig,
+    presented: Sequence[chains.Parsed],
+    candidates: Sequence[tuple[int, chains.Parsed]],
+    crls: Mapping[str, tuple[Crl | None, str]],
+) -> RevocationFacts:
+    if not candidates:
+        return RevocationFacts()
+    pool = list(presented)
+    if broker.tls.intermediates_file:
+        pool.extend(files.certificates_in(broker.tls.intermediates_file))
+    store = files.trust_store(broker.tls.ca_file)
+    now = time.time()
+    checks: list[RevocationCheck] = []
+    for position, cert in candidates:
+        issuer = revocation.issuer_of(cert, pool, store)
+        verdict: RevocationCheck | None = None
+        for url in cert.facts.crl_urls:  # the first that gives an answer
+            crl, error = crls.get(url, (None, "not fetched"))
+            if crl is None:
+                verdict = RevocationCheck(position, RevocationStatus.UNKNOWN, url, f"no CRL: {error}")
+                continue
+            verdict = revocation.check(cert, issuer, crl, position=position, url=url, now=now)
+            if verdict.status is not RevocationStatus.UNKNOWN:
+                break
+        assert verdict is not None  # crl_urls is not empty
+        checks.append(verdict)
+    return RevocationFacts(
+        checks=tuple(checks),
+        fetch_success=all(check.status is not RevocationStatus.UNKNOWN for check in checks),
+    )
 
 
 def _client_cert(broker: BrokerConfig) -> CertFacts | None:

@@ -13,6 +13,10 @@ Two paho-mqtt 2.x hooks are used, both pinned by ``aiomqtt>=2.5,<3``:
   the deadline hits.
 * ``on_publish`` is wrapped to see the PUBACK reason code (aiomqtt drops it): MQTT 5 brokers answer an
   ACL-denied publish with 0x87.
+* Cleanup does not trust aiomqtt to wind down a connection it gave up on (a deadline hit while paho was
+  connecting, or an error from ``loop_read`` on a WebSocket): every socket is shut down, paho's socket is
+  closed through ``_sock_close`` (which unregisters aiomqtt's reader and ends its misc task), and a
+  connect that completes in the worker thread after we gave up is never registered with the loop.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ class _Connector:
         self._host, self._port, self._proxy, self._timeout = host, port, proxy, timeout
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
-        self._abandoned = False
+        self.abandoned = False
 
     def connect(self) -> socket.socket:
         proxy = self._proxy
@@ -77,7 +81,7 @@ class _Connector:
                 raise
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with self._lock:
-            if self._abandoned:
+            if self.abandoned:
                 sock.close()
                 raise OSError("the round trip was abandoned")
             self._sockets.append(sock)
@@ -86,7 +90,7 @@ class _Connector:
     def shutdown(self) -> None:
         """Called from the event loop: end every connection, so paho and aiomqtt wind down."""
         with self._lock:
-            self._abandoned = True
+            self.abandoned = True
             sockets, self._sockets = self._sockets, []
         for sock in sockets:
             with contextlib.suppress(OSError):
@@ -135,6 +139,13 @@ async def run_roundtrip(
             original_on_publish(*args)
 
     paho.on_publish = on_publish
+    original_on_socket_open = paho.on_socket_open
+
+    def on_socket_open(*args: Any) -> None:
+        if not connector.abandoned and original_on_socket_open is not None:  # else: we gave up, stay out
+            original_on_socket_open(*args)
+
+    paho.on_socket_open = on_socket_open
     token = f"mqtt-cert-exporter {uuid.uuid4().hex}".encode()
     step = "connecting"
     connected = False
@@ -182,6 +193,9 @@ async def run_roundtrip(
                 async with asyncio.timeout(DISCONNECT_WAIT):
                     await client.__aexit__(None, None, None)
         connector.shutdown()
+        await asyncio.sleep(0)  # let callbacks paho's thread already queued (socket registration) run
+        if paho.socket() is not None:
+            paho._sock_close()  # unregisters aiomqtt's reader, ends its misc task, closes the socket
     if latency is None:
         return _failed(Reason.ERROR, "round trip: the message stream ended without our message", unverified)
     return RoundtripFacts(success=True, latency=latency, unverified_connection=unverified)

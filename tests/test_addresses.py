@@ -1,0 +1,179 @@
+"""Every address behind a name, the pure parts: which addresses, the store's groups, the `address` label."""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections.abc import Mapping
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from exporter.collector import broker_families
+from exporter.probe.addresses import select_addresses
+from exporter.results import (
+    CertFacts,
+    Failure,
+    Phase,
+    ProbeResult,
+    Reason,
+    RoundtripFacts,
+    Stage,
+    TlsFacts,
+    TrustVerdict,
+    WebSocketFacts,
+    same_leaf,
+)
+from exporter.store import FailureKey, ResultStore
+
+
+@pytest.mark.parametrize(
+    ("ip_protocol", "expected"),
+    [
+        ("any", ["10.0.0.1", "10.0.0.2", "2001:db8::1", "::1"]),
+        ("ip4", ["10.0.0.1", "10.0.0.2"]),
+        ("ip6", ["2001:db8::1", "::1"]),
+    ],
+)
+def test_select_addresses(ip_protocol: str, expected: list[str]) -> None:
+    candidates = ["2001:db8::1", "10.0.0.1", "2001:DB8:0::1", "::1", "10.0.0.2", "10.0.0.1", "not-an-ip"]
+    assert select_addresses(candidates, ip_protocol) == expected
+
+
+def test_select_addresses_edge_cases() -> None:
+    assert select_addresses([], "any") == []
+    assert select_addresses(["::1"], "ip4") == []
+    assert select_addresses(["fe80::1%lo"], "any") == ["fe80::1%lo"]  # link-local keeps its zone
+    with pytest.raises(ValueError):
+        select_addresses(["::1"], "ipv6")
+
+
+@given(st.lists(st.ip_addresses().map(str), max_size=12))
+def test_select_addresses_properties(candidates: list[str]) -> None:
+    chosen = select_addresses(candidates, "any")
+    assert len(chosen) == len(set(chosen))  # each once
+    assert set(chosen) == {str(ipaddress.ip_address(c)) for c in candidates}
+    v6_started = False
+    for address in chosen:  # every IPv4 address before any IPv6 one
+        v6_started = v6_started or ":" in address
+        assert not (v6_started and ":" not in address)
+
+
+def cert(fingerprint: str) -> CertFacts:
+    return CertFacts(
+        fingerprint_sha256=fingerprint,
+        subject="CN=node",
+        issuer="CN=ca",
+        serial="01",
+        not_before=0.0,
+        not_after=2e9,
+        dns_names=("mqtt.example.com",),
+        ip_addresses=(),
+        common_name="node",
+        key="EC-P256",
+        key_bits=256,
+        signature_algorithm="ecdsa-with-SHA256",
+        signature_hash="sha256",
+        is_ca=False,
+        self_issued=False,
+    )
+
+
+def result(
+    broker: str = "b", address: str = "", *, leaf: str | None = "aa", failure: Failure | None = None
+) -> ProbeResult:
+    tls = TlsFacts("TLSv1.3", "TLS_AES_256_GCM_SHA384", (cert(leaf),), TrustVerdict(True)) if leaf else None
+    return ProbeResult(
+        broker=broker,
+        address="mqtt.example.com:8883",
+        ip=address or "10.0.0.1",
+        started=1.0,
+        finished=2.0,
+        durations=((Phase.TOTAL, 0.5),),
+        failure=failure,
+        tls=tls,
+        address_label=address,
+    )
+
+
+REFUSED = Failure(Stage.CONNECT, Reason.REFUSED, "refused")
+
+
+def test_same_leaf() -> None:
+    assert same_leaf([result(leaf="aa"), result(leaf="aa"), result(leaf=None, failure=REFUSED)]) is True
+    assert same_leaf([result(leaf="aa"), result(leaf="bb")]) is False
+    assert same_leaf([result(leaf=None, failure=REFUSED)]) is None
+    assert same_leaf([]) is None
+
+
+def test_store_groups_replace_whole_and_count_per_address() -> None:
+    store = ResultStore()
+    first = store.publish_group(
+        "b", [result(address="10.0.0.1"), result(address="10.0.0.2", failure=REFUSED)]
+    )
+    assert [(r.address_label, previous) for r, previous in first] == [("10.0.0.1", None), ("10.0.0.2", None)]
+    assert store.failure_counts == {("b", Stage.CONNECT, Reason.REFUSED, "10.0.0.2"): 1}
+    again = store.publish_group(
+        "b", [result(address="10.0.0.2", failure=REFUSED), result(address="10.0.0.3")]
+    )
+    assert [(r.address_label, p.address_label if p else None) for r, p in again] == [
+        ("10.0.0.2", "10.0.0.2"),
+        ("10.0.0.3", None),
+    ]
+    assert [r.address_label for r in store.latest()] == ["10.0.0.2", "10.0.0.3"]  # 10.0.0.1 left the name
+    assert store.failure_counts == {("b", Stage.CONNECT, Reason.REFUSED, "10.0.0.2"): 2}
+    # DNS fails: one unlabelled result; the per-address counters go with the addresses.
+    store.publish_group("b", [result(leaf=None, failure=Failure(Stage.RESOLVE, Reason.DNS_ERROR))])
+    assert store.failure_counts == {("b", Stage.RESOLVE, Reason.DNS_ERROR): 1}
+    store.publish(result("plain"))
+    assert {r.broker for r in store.latest()} == {"b", "plain"}
+    store.configure({"plain": 60.0})
+    assert [r.broker for r in store.latest()] == ["plain"] and not store.failure_counts
+
+
+def rendered(
+    results: list[ProbeResult], counts: Mapping[FailureKey, int] | None = None
+) -> list[tuple[str, dict[str, str], float]]:
+    return [
+        (sample.name, sample.labels, sample.value)
+        for family in broker_families(results, counts or {}, {"b": 60.0}, now=100.0)
+        for sample in family.samples
+    ]
+
+
+def test_default_brokers_never_get_an_address_label() -> None:
+    plain = dataclasses.replace(
+        result(), websocket=WebSocketFacts(101, "mqtt"), roundtrip=RoundtripFacts(True, latency=0.01)
+    )
+    samples = rendered([plain], {("b", Stage.CONNECT, Reason.REFUSED): 3})
+    assert samples and all("address" not in labels for _, labels, _ in samples)
+    assert all(next(iter(labels)) == "broker" for _, labels, _ in samples)
+    names = {name for name, _, _ in samples}
+    assert {
+        "mqtt_broker_websocket_upgrade_status_code",
+        "mqtt_broker_roundtrip_success",
+        "mqtt_broker_roundtrip_duration_seconds",
+        "mqtt_broker_probe_failures_total",
+    } <= names
+    assert "mqtt_broker_addresses_same_leaf" not in names
+
+
+def test_grouped_results_get_the_address_label_after_broker() -> None:
+    group = [result(address="10.0.0.1", leaf="aa"), result(address="2001:db8::1", leaf="bb")]
+    counts: dict[FailureKey, int] = {("b", Stage.CONNECT, Reason.REFUSED, "2001:db8::1"): 2}
+    samples = rendered(group, counts)
+    per_probe = [
+        (name, labels) for name, labels, _ in samples if name != "mqtt_broker_probe_interval_seconds"
+    ]
+    for name, labels in per_probe:
+        if name == "mqtt_broker_addresses_same_leaf":
+            assert labels == {"broker": "b"}
+        else:
+            assert list(labels)[:2] == ["broker", "address"], (name, labels)
+    success = {labels["address"]: v for name, labels, v in samples if name == "mqtt_broker_probe_success"}
+    assert success == {"10.0.0.1": 1.0, "2001:db8::1": 1.0}
+    assert ("mqtt_broker_addresses_same_leaf", {"broker": "b"}, 0.0) in samples
+    labels = {"broker": "b", "address": "2001:db8::1", "stage": "connect", "reason": "refused"}
+    assert ("mqtt_broker_probe_failures_total", labels, 2) in samples
+    assert ("mqtt_broker_probe_interval_seconds", {"broker": "b"}, 60.0) in samples

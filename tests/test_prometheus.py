@@ -1,0 +1,903 @@
+"""What users see in Prometheus, Grafana and Alertmanager, and how they deploy it.
+
+The end-to-end part starts a real Prometheus (Debian's) on an ephemeral port, scraping one exporter in
+both modes (scheduled /metrics and multi-target /probe) that probes real Mosquitto brokers; it then asks
+Prometheus's HTTP API whether every dashboard expression has data and which alerts are active. The rest
+lints what cannot run here (no Docker engine, no Kubernetes, no Grafana): the dashboard's structure, the
+shipped scrape configs (promtool), docker-compose.yml, the Dockerfile, the Kubernetes manifests and the
+systemd unit, each against the files and flags they refer to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import tomllib
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from exporter.config import parse_config
+from exporter.lab.mosquitto import mosquitto_binary
+from exporter.lab.pki import Pki
+from exporter.lab.ports import free_port, wait_for_port
+from exporter.probe import Prober
+from tests.conftest import ROOT, ExporterProcess, Lab, promtool, start_exporter, wait_for
+from tests.test_rules import ALERTS, contract_metrics, in_contract, metric_names, recorded
+
+DASHBOARD = ROOT / "grafana" / "dashboards" / "mqtt-cert-exporter.json"
+PROVISIONING = ROOT / "grafana" / "provisioning"
+SCRAPE_CONFIGS = [
+    ROOT / "prometheus" / "prometheus.yml",
+    *sorted((ROOT / "prometheus" / "examples").glob("*.yml")),
+]
+COMPOSE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+KUBERNETES = ROOT / "deploy" / "kubernetes"
+SYSTEMD_UNIT = ROOT / "deploy" / "systemd" / "mqtt-cert-exporter.service"
+CONFIG_PATH = "/etc/mqtt-cert-exporter/config.yaml"
+
+#: Values the e2e test gives the dashboard's variables ("All").
+VARIABLES = {"job": ".*", "instance": ".*", "broker": ".*", "__rate_interval": "1m", "__interval": "1m"}
+
+
+def load_yaml(path: Path) -> Any:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def load_all_yaml(path: Path) -> list[Any]:
+    return [document for document in yaml.safe_load_all(path.read_text(encoding="utf-8")) if document]
+
+
+# ==================================================================================================
+# The dashboard
+
+
+def dashboard() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    return loaded
+
+
+def panels(items: list[dict[str, Any]] | None = None) -> Iterator[dict[str, Any]]:
+    for panel in dashboard()["panels"] if items is None else items:
+        yield panel
+        yield from panels(panel.get("panels", []))
+
+
+def substitute(expr: str) -> str:
+    def value(match: re.Match[str]) -> str:
+        name = match[1] or match[2]
+        assert name in VARIABLES, f"unknown dashboard variable ${name} in {expr}"
+        return VARIABLES[name]
+
+    return re.sub(r"\$\{(\w+)\}|\$(\w+)", value, expr)
+
+
+def panel_expressions() -> list[tuple[str, str]]:
+    """(panel title / refId, expression with the variables substituted) of every panel target."""
+    return [
+        (f"{panel['title']} / {target['refId']}", substitute(target["expr"]))
+        for panel in panels()
+        for target in panel.get("targets", [])
+    ]
+
+
+def variable_selectors() -> dict[str, tuple[str, str]]:
+    """variable -> (series selector, label) of every label_values() query variable."""
+    selectors: dict[str, tuple[str, str]] = {}
+    for variable in dashboard()["templating"]["list"]:
+        if variable["type"] != "query":
+            continue
+        query = variable["query"]["query"] if isinstance(variable["query"], dict) else variable["query"]
+        match = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", query)
+        assert match, f"variable {variable['name']}: expected label_values(selector, label), got {query}"
+        selectors[variable["name"]] = (substitute(match[1]), match[2])
+    return selectors
+
+
+def test_dashboard_is_a_grafana_dashboard() -> None:
+    board = dashboard()
+    assert 36 <= board["schemaVersion"] <= 41
+    assert board["uid"] == "mqtt-cert-exporter" and board["title"]
+    assert board["id"] is None, "an exported dashboard carries no database id"
+    assert not board.get("__inputs"), (
+        "provisioned as is: no import-time inputs, a datasource variable instead"
+    )
+    variables = {variable["name"]: variable for variable in board["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    for name in ("job", "instance", "broker"):
+        assert variables[name]["type"] == "query"
+        assert variables[name]["includeAll"] and variables[name]["multi"]
+        assert variables[name]["allValue"] == ".*"
+        assert variables[name]["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+
+
+def test_panels_are_well_formed() -> None:
+    known_types = {"row", "stat", "table", "timeseries", "piechart", "bargauge", "gauge", "text"}
+    ids = [panel["id"] for panel in panels()]
+    assert len(ids) == len(set(ids)), "panel ids are unique"
+    for panel in panels():
+        assert panel["type"] in known_types, panel["type"]
+        position = panel["gridPos"]
+        assert position["x"] >= 0 and position["w"] > 0 and position["x"] + position["w"] <= 24, panel[
+            "title"
+        ]
+        if panel["type"] == "row":
+            continue
+        assert panel["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+        targets = panel["targets"]
+        assert targets, f"{panel['title']} has no query"
+        refs = [target["refId"] for target in targets]
+        assert len(refs) == len(set(refs)), panel["title"]
+        for target in targets:
+            assert target["expr"].strip() and target["datasource"] == panel["datasource"]
+
+
+def test_panels_do_not_overlap() -> None:
+    taken: dict[tuple[int, int], str] = {}
+    for panel in panels():
+        position = panel["gridPos"]
+        for x in range(position["x"], position["x"] + position["w"]):
+            for y in range(position["y"], position["y"] + position["h"]):
+                assert (x, y) not in taken, f"{panel['title']} overlaps {taken[(x, y)]}"
+                taken[(x, y)] = panel["title"]
+
+
+def test_dashboard_covers_the_issue() -> None:
+    titles = {panel["title"] for panel in panels()}
+    assert {
+        "Brokers",
+        "Probe success",
+        "Untrusted",
+        "Expiring within 7 days",
+        "Expiring within 28 days",
+        "Expired",
+        "Brokers by days left",
+        "Probe duration by phase (average over brokers)",
+        "TLS versions",
+        "CONNACK codes",
+        "Config reload",
+    } <= titles
+    assert any(title.startswith("Days left") for title in titles)
+
+
+def test_dashboard_queries_only_exported_metrics() -> None:
+    for where, expr in panel_expressions():
+        for name in metric_names(expr):
+            assert in_contract(name), f"{where}: {name} is not in docs/metrics.md"
+    for name, (selector, _) in variable_selectors().items():
+        assert all(in_contract(metric) for metric in metric_names(selector)), name
+
+
+def test_days_are_shown_as_days() -> None:
+    for panel in panels():
+        for target in panel.get("targets", []):
+            expr = target["expr"]
+            if "mqtt_broker_cert_expires_in_seconds" in expr and not expr.startswith("count("):
+                assert "/ 86400" in expr, f"{panel['title']}: seconds left must become days"
+        if panel["type"] != "row":
+            unit = panel["fieldConfig"]["defaults"].get("unit", "")
+            exprs = " ".join(target["expr"] for target in panel["targets"])
+            if unit == "suffix: days":
+                assert "/ 86400" in exprs, panel["title"]
+
+
+def test_broker_table_transformations_match_its_queries() -> None:
+    (table,) = [panel for panel in panels() if panel["type"] == "table"]
+    refs = {target["refId"] for target in table["targets"]}
+    steps = {step["id"]: step["options"] for step in table["transformations"]}
+    assert list(steps) == ["groupBy", "joinByField", "organize", "sortBy"]
+    grouped = steps["groupBy"]["fields"]
+    assert grouped["broker"]["operation"] == "groupby"
+    labels = {
+        label
+        for target in table["targets"]
+        for label in re.findall(r"by \(([^)]*)\)", target["expr"])[0].replace(" ", "").split(",")
+    }
+    values = {
+        f"Value #{ref}" for ref in refs if "by (broker)" in table["targets"][ord(ref) - ord("A")]["expr"]
+    }
+    assert set(grouped) == labels | values, "every column the queries produce is grouped, no other"
+    renamed = steps["organize"]["renameByName"]
+    produced = {
+        name if options["operation"] == "groupby" else f"{name} ({options['aggregations'][0]})"
+        for name, options in grouped.items()
+    }
+    assert set(renamed) == produced, "the organize step renames exactly the grouped columns"
+    assert steps["sortBy"]["sort"] == [{"field": "Days left", "desc": False}]
+    assert "Days left" in renamed.values() and "Trust problems" in renamed.values()
+
+
+def test_provisioning_points_at_the_dashboard() -> None:
+    (provider,) = load_yaml(PROVISIONING / "dashboards" / "mqtt-cert-exporter.yml")["providers"]
+    assert provider["type"] == "file"
+    (datasource,) = load_yaml(PROVISIONING / "datasources" / "prometheus.yml")["datasources"]
+    assert datasource["type"] == "prometheus" and datasource["url"] == "http://prometheus:9090"
+    grafana = load_yaml(COMPOSE)["services"]["grafana"]
+    mounts = dict(volume.rsplit(":", 1)[0].split(":", 1) for volume in grafana["volumes"])
+    assert mounts["./grafana/provisioning"] == "/etc/grafana/provisioning"
+    assert mounts["./grafana/dashboards"] == provider["options"]["path"]
+    home = grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home == f"{provider['options']['path']}/{DASHBOARD.name}"
+
+
+# ==================================================================================================
+# Scrape configs
+
+
+@pytest.mark.parametrize("path", SCRAPE_CONFIGS, ids=lambda path: path.name)
+def test_promtool_check_config(path: Path) -> None:
+    result = subprocess.run(
+        [promtool(), "check", "config", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_shipped_configs_load_the_shipped_rules() -> None:
+    for path in SCRAPE_CONFIGS:
+        config = load_yaml(path)
+        assert [(path.parent / rule).resolve() for rule in config["rule_files"]] == [ALERTS.resolve()]
+
+
+def probe_job(config: dict[str, Any]) -> dict[str, Any]:
+    jobs: list[dict[str, Any]] = [
+        job for job in config["scrape_configs"] if job.get("metrics_path") == "/probe"
+    ]
+    (job,) = jobs
+    return job
+
+
+@pytest.mark.parametrize(
+    "path", [path for path in SCRAPE_CONFIGS if "/probe" in path.read_text()], ids=lambda path: path.name
+)
+def test_probe_jobs_relabel_like_blackbox(path: Path) -> None:
+    config = load_yaml(path)
+    job = probe_job(config)
+    steps = job["relabel_configs"]
+    assert steps[0] == {"source_labels": ["__address__"], "target_label": "__param_target"}
+    assert steps[1] == {"source_labels": ["__param_target"], "target_label": "instance"}
+    assert any(step.get("target_label") == "__address__" for step in steps)
+    assert job["params"]["module"], "a module is named"
+    assert any(other.get("metrics_path", "/metrics") == "/metrics" for other in config["scrape_configs"]), (
+        "the exporter's own /metrics is scraped too (MqttCertExporterAbsent, the Exporter row)"
+    )
+
+
+def test_sharded_example_uses_hashmod() -> None:
+    job = probe_job(load_yaml(ROOT / "prometheus" / "examples" / "multi-target-sharded.yml"))
+    actions = [step.get("action") for step in job["relabel_configs"]]
+    assert actions.count("hashmod") == 2 and "keep" in actions
+
+
+# ==================================================================================================
+# docker-compose.yml, the Dockerfile
+
+
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = load_yaml(COMPOSE)
+    return loaded
+
+
+def test_compose_parses_and_every_file_it_mounts_exists() -> None:
+    document = compose()
+    services = document["services"]
+    assert set(services) >= {"exporter", "mosquitto", "prometheus", "alertmanager", "grafana"}
+    for name, service in services.items():
+        assert service.get("image"), name
+        if "build" in service:
+            assert (ROOT / service["build"] / "Dockerfile").is_file()
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (ROOT / source).exists(), f"{name}: {source} does not exist"
+            else:
+                assert source in document["volumes"], f"{name}: undeclared volume {source}"
+        for dependency in service.get("depends_on", []):
+            assert dependency in services, f"{name} depends on unknown {dependency}"
+
+
+def test_compose_services_agree_with_each_other() -> None:
+    services = compose()["services"]
+    prometheus_config = load_yaml(ROOT / "prometheus" / "prometheus.yml")
+    # Prometheus reads prometheus/prometheus.yml, which loads alerts.yml next to it.
+    assert "./prometheus:/etc/prometheus:ro" in services["prometheus"]["volumes"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in services["prometheus"]["command"]
+    targets = {
+        target
+        for job in prometheus_config["scrape_configs"]
+        for static in job.get("static_configs", [])
+        for target in static["targets"]
+    }
+    assert "exporter:9883" in targets
+    assert prometheus_config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == [
+        "alertmanager:9093"
+    ]
+    # The exporter allows exactly the targets of the /probe job, and knows its module.
+    exporter = services["exporter"]
+    (pattern,) = [
+        arg.split("=", 1)[1] for arg in exporter["command"] if arg.startswith("--probe.allowed-target")
+    ]
+    job = probe_job(prometheus_config)
+    probe_targets = [target for static in job["static_configs"] for target in static["targets"]]
+    assert probe_targets and all(re.fullmatch(pattern, target) for target in probe_targets)
+    assert not re.fullmatch(pattern, "10.0.0.1:22")
+    exporter_config = load_yaml(ROOT / "deploy" / "compose" / "exporter.yaml")
+    assert set(job["params"]["module"]) <= set(exporter_config["modules"])
+    assert f"./deploy/compose/exporter.yaml:{CONFIG_PATH}:ro" in exporter["volumes"]
+    mosquitto_ports = re.findall(
+        r"^listener (\d+)", (ROOT / "deploy/compose/mosquitto.conf").read_text(), re.M
+    )
+    assert {f"mosquitto:{port}" for port in mosquitto_ports} == set(probe_targets)
+    assert {broker["address"] for broker in exporter_config["brokers"]} == set(probe_targets)
+    alertmanager = load_yaml(ROOT / "deploy" / "compose" / "alertmanager.yml")
+    assert alertmanager["route"]["receiver"] in {receiver["name"] for receiver in alertmanager["receivers"]}
+
+
+@dataclass
+class Instruction:
+    keyword: str
+    arguments: str
+
+
+def dockerfile() -> list[Instruction]:
+    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text(encoding="utf-8"))
+    instructions = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            keyword, _, arguments = line.partition(" ")
+            instructions.append(Instruction(keyword.upper(), arguments.strip()))
+    return instructions
+
+
+def instruction(keyword: str) -> list[str]:
+    return [item.arguments for item in dockerfile() if item.keyword == keyword]
+
+
+def test_dockerfile_is_multi_stage_on_python_311_slim() -> None:
+    (base,) = [arg for arg in instruction("ARG") if arg.startswith("PYTHON_IMAGE=")]
+    assert base == "PYTHON_IMAGE=python:3.11-slim"
+    stages = instruction("FROM")
+    assert len(stages) == 2 and all(stage.startswith("${PYTHON_IMAGE}") for stage in stages)
+    assert any("--from=build" in copy for copy in instruction("COPY"))
+
+
+def test_dockerfile_runs_as_non_root_with_config_healthcheck_and_labels() -> None:
+    (user,) = instruction("USER")
+    assert user.split(":")[0] not in ("0", "root")
+    assert instruction("EXPOSE") == ["9883"]
+    (healthcheck,) = instruction("HEALTHCHECK")
+    assert "CMD" in healthcheck
+    assert any("/-/healthy" in env for env in instruction("ENV"))
+    labels = " ".join(instruction("LABEL"))
+    for key in ("title", "description", "version", "licenses", "source"):
+        assert f"org.opencontainers.image.{key}=" in labels
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    (entrypoint,) = instruction("ENTRYPOINT")
+    assert json.loads(entrypoint) == ["mqtt-cert-exporter"] and "mqtt-cert-exporter" in scripts
+    (command,) = instruction("CMD")
+    assert f"--config.file={CONFIG_PATH}" in json.loads(command)
+
+
+def test_dockerfile_copies_what_exists_and_dockerignore_lets_it_in() -> None:
+    allowed = [line[1:] for line in (ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")]
+    for copy in instruction("COPY"):
+        if copy.startswith("--from"):
+            continue
+        for source in copy.split()[:-1]:
+            assert (ROOT / source).exists(), source
+            assert source in allowed, f".dockerignore keeps {source} out of the build context"
+    for name in allowed:
+        assert (ROOT / name).exists(), name
+
+
+# ==================================================================================================
+# Kubernetes
+
+
+def manifests() -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted(KUBERNETES.glob("*.yaml")):
+        for document in load_all_yaml(path):
+            if document.get("kind") == "Kustomization":
+                continue
+            assert document.get("apiVersion") and document.get("kind"), path
+            assert document["metadata"].get("name"), path
+            found[document["kind"]] = document
+    return found
+
+
+def test_kubernetes_manifests_are_complete() -> None:
+    kinds = manifests()
+    assert set(kinds) >= {"Deployment", "Service", "ServiceMonitor", "PrometheusRule", "Probe", "ConfigMap"}
+    kustomization = load_yaml(KUBERNETES / "kustomization.yaml")
+    listed = set(kustomization["resources"])
+    on_disk = {path.name for path in KUBERNETES.glob("*.yaml")} - {"kustomization.yaml"}
+    assert listed == on_disk
+
+
+def test_kubernetes_objects_refer_to_each_other() -> None:
+    kinds = manifests()
+    deployment, service = kinds["Deployment"], kinds["Service"]
+    pod = deployment["spec"]["template"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    (container,) = pod["spec"]["containers"]
+    port_names = {port["name"] for port in container["ports"]}
+    assert {port["targetPort"] for port in service["spec"]["ports"]} <= port_names
+    monitor = kinds["ServiceMonitor"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    service_ports = {port["name"]: port["port"] for port in service["spec"]["ports"]}
+    assert {endpoint["port"] for endpoint in monitor["spec"]["endpoints"]} <= set(service_ports)
+    # Health probes and the hardened pod.
+    assert container["livenessProbe"]["httpGet"]["path"] == "/-/healthy"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/-/ready"
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    # The config file the args name is the ConfigMap mounted there.
+    assert f"--config.file={CONFIG_PATH}" in container["args"]
+    directory, file_name = CONFIG_PATH.rsplit("/", 1)
+    (config_mount,) = [mount for mount in container["volumeMounts"] if mount["mountPath"] == directory]
+    assert "subPath" not in config_mount, "a subPath mount never sees ConfigMap updates"
+    (config_volume,) = [volume for volume in pod["spec"]["volumes"] if volume["name"] == config_mount["name"]]
+    assert config_volume["configMap"]["name"] == kinds["ConfigMap"]["metadata"]["name"]
+    assert file_name in kinds["ConfigMap"]["data"]
+    # The Probe goes through the Service, and the exporter allows every target it names.
+    probe = kinds["Probe"]["spec"]
+    namespace = load_yaml(KUBERNETES / "kustomization.yaml")["namespace"]
+    name = service["metadata"]["name"]
+    assert probe["prober"]["url"] == f"{name}.{namespace}.svc:{service_ports['http-metrics']}"
+    assert probe["prober"]["path"] == "/probe"
+    patterns = [
+        arg.split("=", 1)[1] for arg in container["args"] if arg.startswith("--probe.allowed-target=")
+    ]
+    for target in probe["targets"]["staticConfig"]["static"]:
+        assert any(re.fullmatch(pattern, target) for pattern in patterns), target
+    configured = load_yaml_text(kinds["ConfigMap"]["data"]["config.yaml"])
+    assert probe["module"] in configured["modules"]
+
+
+def load_yaml_text(text: str) -> Any:
+    return yaml.safe_load(text)
+
+
+def test_kubernetes_config_is_a_valid_exporter_config(tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    root = Pki(tmp_path / "pki").root("Example CA")
+    shutil.copyfile(root.cert_path, secrets / "ca.crt")
+    (secrets / "mqtt-password").write_text("example\n")
+    text = manifests()["ConfigMap"]["data"]["config.yaml"].replace(
+        "/run/secrets/mqtt-cert-exporter/", f"{secrets}/"
+    )
+    assert str(secrets) in text
+    config = parse_config(text, base_dir=str(tmp_path))
+    assert config.brokers and config.module("default") is not None
+
+
+def test_kustomize_renders() -> None:
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed")
+    result = subprocess.run(
+        [kubectl, "kustomize", str(KUBERNETES)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    rendered = [document for document in yaml.safe_load_all(result.stdout) if document]
+    assert {document["kind"] for document in rendered} == set(manifests())
+    assert all(document["metadata"]["namespace"] == "monitoring" for document in rendered)
+    (deployment,) = [document for document in rendered if document["kind"] == "Deployment"]
+    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == "registry.example.com/mqtt-cert-exporter:0.1.0"
+
+
+# ==================================================================================================
+# systemd
+
+
+def unit() -> str:
+    return SYSTEMD_UNIT.read_text(encoding="utf-8")
+
+
+def test_systemd_unit_is_hardened_and_reloadable() -> None:
+    text = unit()
+    for setting in (
+        "DynamicUser=yes",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ProtectHome=yes",
+        "PrivateTmp=yes",
+        "PrivateDevices=yes",
+        "CapabilityBoundingSet=\n",
+        "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX",
+        "SystemCallFilter=@system-service",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+    ):
+        assert setting in text, setting
+    assert f"--config.file={CONFIG_PATH}" in text and "--config.check" in text
+
+
+def test_systemd_analyze_verify_and_security(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    # The binary is not installed here: point the unit at one that exists, keep everything else.
+    copy = tmp_path / SYSTEMD_UNIT.name
+    copy.write_text(unit().replace("/opt/mqtt-cert-exporter/bin/mqtt-cert-exporter", "/bin/true"))
+    verify = subprocess.run(
+        [analyze, "verify", str(copy)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    security = subprocess.run(
+        [analyze, "security", "--offline=true", str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    match = re.search(r"Overall exposure level for \S+: ([0-9.]+)", security.stdout)
+    assert match, security.stdout + security.stderr
+    assert float(match[1]) <= 2.0, "systemd rates the unit at most 2.0 (OK)"
+
+
+# ==================================================================================================
+# The compose demo without Docker: its certificates, its exporter config and its Mosquitto config, real
+
+
+@pytest.mark.slow
+def test_compose_demo_parts_work(tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    made = subprocess.run(
+        [sys.executable, str(ROOT / "deploy" / "compose" / "make-certs.py"), str(certs)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=60,
+        check=False,
+    )
+    assert made.returncode == 0, made.stderr
+    assert {path.name for path in certs.iterdir()} == {
+        "ca.pem",
+        "good.pem",
+        "good.key",
+        "expiring.pem",
+        "expiring.key",
+    }
+
+    binary = mosquitto_binary()
+    assert binary is not None
+    ports: dict[str, int] = {}
+
+    def listener(match: re.Match[str]) -> str:
+        ports[match[1]] = free_port()
+        return f"listener {ports[match[1]]} 127.0.0.1"
+
+    conf = re.sub(
+        r"^listener (\d+)$", listener, (ROOT / "deploy/compose/mosquitto.conf").read_text(), flags=re.M
+    )
+    conf = conf.replace("/certs/", f"{certs}/")
+    if os.geteuid() == 0:
+        conf = "user root\n" + conf
+    (tmp_path / "mosquitto.conf").write_text(conf)
+    broker = subprocess.Popen(
+        [binary, "-c", str(tmp_path / "mosquitto.conf")], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+    )
+    try:
+        for port in ports.values():
+            wait_for_port("127.0.0.1", port, 10)
+        text = (ROOT / "deploy/compose/exporter.yaml").read_text().replace("/certs/", f"{certs}/")
+        for original, port in ports.items():
+            text = text.replace(f"mosquitto:{original}", f"localhost:{port}")
+        config = parse_config(text, base_dir=str(tmp_path))
+        prober = Prober()
+        results = {broker.name: asyncio.run(prober.probe(broker)) for broker in config.brokers}
+    finally:
+        broker.send_signal(signal.SIGTERM)
+        broker.wait(10)
+    assert all(result.success for result in results.values()), results
+    expiring = results["mosquitto-expiring"].tls
+    assert expiring is not None
+    assert 9.9 < (expiring.chain[0].not_after - time.time()) / 86400 <= 10
+
+
+# ==================================================================================================
+# End to end: a real Prometheus scraping the exporter in both modes
+
+SCENARIOS = ("good", "expiring", "expired", "unknown_ca")
+LOOPBACK = r"127\.0\.0\.1:[0-9]+"
+
+
+@dataclass
+class PrometheusProcess:
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def api(self, path: str, **params: str) -> Any:
+        query = urllib.parse.urlencode(params)
+        with urllib.request.urlopen(f"{self.url}{path}?{query}", timeout=10) as response:
+            body = json.loads(response.read())
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        data = self.api("/api/v1/query", query=expr)
+        assert data["resultType"] in ("vector", "scalar"), data
+        result: list[dict[str, Any]] = data["result"] if data["resultType"] == "vector" else [data]
+        return result
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_prometheus(config: Path, workdir: Path) -> PrometheusProcess:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail(
+            "prometheus is not installed: run `bash scripts/ensure-system-packages.sh` (make test does)"
+        )
+    for _attempt in range(3):  # the port from free_port() may be taken before Prometheus binds it
+        port = free_port()
+        log_path = workdir / f"prometheus-{port}.log"
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                [
+                    binary,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={workdir / f'tsdb-{port}'}",
+                    f"--web.listen-address=127.0.0.1:{port}",
+                    "--log.level=warn",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        prometheus = PrometheusProcess(process, f"http://127.0.0.1:{port}", log_path)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with urllib.request.urlopen(prometheus.url + "/-/ready", timeout=1) as response:
+                    if response.status == 200:
+                        return prometheus
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.1)
+        prometheus.stop()
+        if "address already in use" not in log_path.read_text(errors="replace"):
+            break
+    raise RuntimeError(f"prometheus did not start:\n{log_path.read_text(errors='replace')}")
+
+
+@dataclass
+class Stack:
+    prometheus: PrometheusProcess
+    exporter: ExporterProcess
+    #: scenario -> the `broker` label in each mode
+    scheduled: dict[str, str]
+    probed: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def stack(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("prometheus-e2e")
+    config = workdir / "exporter.yaml"
+    config.write_text(
+        lab.config_yaml(*SCENARIOS, interval="2s", timeout="1s")
+        + f"modules:\n  lab:\n    timeout: 1s\n    tls:\n      ca_file: '{lab.root.cert_path}'\n"
+        "      server_name: localhost\n"
+    )
+    exporter = start_exporter(config, workdir, f"--probe.allowed-target={LOOPBACK}")
+    probed = {scenario: lab.broker(scenario).address for scenario in SCENARIOS}
+    prometheus_config = workdir / "prometheus.yml"
+    prometheus_config.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(ALERTS)],
+                "scrape_configs": [
+                    {
+                        "job_name": "mqtt-cert-exporter",
+                        "static_configs": [{"targets": [exporter.url.removeprefix("http://")]}],
+                    },
+                    {
+                        "job_name": "mqtt-probe",
+                        "metrics_path": "/probe",
+                        "params": {"module": ["lab"]},
+                        "static_configs": [{"targets": list(probed.values())}],
+                        "relabel_configs": [
+                            {"source_labels": ["__address__"], "target_label": "__param_target"},
+                            {"source_labels": ["__param_target"], "target_label": "instance"},
+                            {
+                                "target_label": "__address__",
+                                "replacement": exporter.url.removeprefix("http://"),
+                            },
+                        ],
+                    },
+                ],
+            },
+            sort_keys=False,
+        )
+    )
+    check = subprocess.run(
+        [promtool(), "check", "config", str(prometheus_config)], capture_output=True, text=True, timeout=60
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    prometheus = start_prometheus(prometheus_config, workdir)
+    try:
+        yield Stack(prometheus, exporter, {scenario: scenario for scenario in SCENARIOS}, probed)
+    finally:
+        prometheus.stop()
+        exporter.stop()
+
+
+def missing_data(prometheus: PrometheusProcess) -> list[str]:
+    return [f"{where}: {expr}" for where, expr in panel_expressions() if not prometheus.query(expr)]
+
+
+@pytest.mark.slow
+def test_every_dashboard_expression_returns_data(stack: Stack) -> None:
+    try:
+        wait_for(lambda: not missing_data(stack.prometheus), timeout=20, interval=0.5)
+    except AssertionError:
+        pytest.fail("dashboard expressions without data:\n" + "\n".join(missing_data(stack.prometheus)))
+    for name, (selector, label) in variable_selectors().items():
+        series = stack.prometheus.api("/api/v1/series", **{"match[]": selector})
+        assert {item[label] for item in series if label in item}, f"variable {name} has no values"
+
+
+@pytest.mark.slow
+def test_dashboard_numbers_are_right(stack: Stack) -> None:
+    def days_left(broker: str) -> float:
+        (sample,) = stack.prometheus.query(
+            f'min by (broker) (mqtt_broker_cert_expires_in_seconds{{broker="{broker}"}}) / 86400'
+        )
+        return float(sample["value"][1])
+
+    wait_for(
+        lambda: all(
+            stack.prometheus.query(f'mqtt_broker_cert_info{{broker="{b}"}}') for b in stack.probed.values()
+        )
+    )
+    for labels in (stack.scheduled, stack.probed):
+        assert 9.9 < days_left(labels["expiring"]) <= 10
+        assert days_left(labels["expired"]) < -2.9
+        assert 89 < days_left(labels["good"]) <= 90
+    (expired,) = stack.prometheus.query(substitute(expression("Expired")))
+    assert float(expired["value"][1]) == 2  # one expired broker, seen in both modes
+    (untrusted,) = stack.prometheus.query(substitute(expression("Untrusted")))
+    assert float(untrusted["value"][1]) == 4  # expired and unknown_ca, in both modes
+
+
+def expression(title: str) -> str:
+    (panel,) = [panel for panel in panels() if panel["title"] == title]
+    (target,) = panel["targets"]
+    expr: str = target["expr"]
+    return expr
+
+
+def active_alerts(prometheus: PrometheusProcess) -> list[dict[str, str]]:
+    return [
+        {**alert["labels"], "state": alert["state"]}
+        for alert in prometheus.api("/api/v1/alerts")["alerts"]
+        if alert["state"] in ("pending", "firing")  # pending: the expression is true, `for:` still running
+    ]
+
+
+@pytest.mark.slow
+def test_expiry_and_trust_alerts_are_active_for_the_right_brokers(stack: Stack) -> None:
+    expected = {
+        (mode, alertname, labels[scenario])
+        for mode, labels in (("scheduled", stack.scheduled), ("probe", stack.probed))
+        for alertname, scenario in (
+            ("MqttBrokerCertificateExpiryCritical", "expiring"),
+            ("MqttBrokerCertificateExpired", "expired"),
+            ("MqttBrokerCertificateUntrusted", "unknown_ca"),
+        )
+    }
+
+    def found() -> set[tuple[str, str, str]]:
+        return {
+            ("probe" if alert["job"] == "mqtt-probe" else "scheduled", alert["alertname"], alert["broker"])
+            for alert in active_alerts(stack.prometheus)
+            if "broker" in alert
+        }
+
+    def exporter_level() -> list[dict[str, str]]:
+        # MqttCertExporterAbsent is pending when the rules ran before Prometheus's first scrape.
+        return [alert for alert in active_alerts(stack.prometheus) if "broker" not in alert]
+
+    try:
+        wait_for(lambda: expected <= found() and not exporter_level(), timeout=20, interval=0.5)
+    except AssertionError:
+        pytest.fail(
+            f"missing alerts: {sorted(expected - found())}; active: {sorted(found())}; "
+            f"exporter-level: {exporter_level()}"
+        )
+    alerts = active_alerts(stack.prometheus)
+    by_broker: dict[str, set[str]] = {}
+    for alert in alerts:
+        by_broker.setdefault(alert.get("broker", ""), set()).add(alert["alertname"])
+    for labels in (stack.scheduled, stack.probed):
+        assert labels["good"] not in by_broker, "the good broker stays silent"
+        # 10 days left: critical, and the warning stays quiet below the critical threshold
+        assert by_broker[labels["expiring"]] == {"MqttBrokerCertificateExpiryCritical"}
+        # an expired leaf is one alert, not also an "untrusted: expired" one; the broker answers MQTT
+        assert by_broker[labels["expired"]] == {"MqttBrokerCertificateExpired"}
+        assert by_broker[labels["unknown_ca"]] == {"MqttBrokerCertificateUntrusted"}
+    (untrusted,) = [
+        alert
+        for alert in alerts
+        if alert["alertname"] == "MqttBrokerCertificateUntrusted" and alert["job"] == "mqtt-probe"
+    ]
+    assert untrusted["problem"] == "unknown_ca"
+    (expiring,) = [alert for alert in alerts if alert.get("broker") == "expiring"]
+    assert expiring["position"] == "0" and "CN=expiring" in expiring["subject"]
+    assert not [alert for alert in alerts if "broker" not in alert], "no exporter-level alert"
+    # The texts, expanded by the real Prometheus: broker, certificate (via the cert_info query) and fix.
+    texts = {
+        (alert["labels"]["alertname"], alert["labels"]["broker"]): alert["annotations"]
+        for alert in stack.prometheus.api("/api/v1/alerts")["alerts"]
+    }
+    trust = texts[("MqttBrokerCertificateUntrusted", "unknown_ca")]
+    assert trust["summary"] == "MQTT broker unknown_ca: certificate not trusted (unknown_ca)"
+    assert "its certificate O=mqtt-cert-exporter lab,CN=unknown-ca (issued by" in trust["description"]
+    assert "Fix: the chain does not lead to a CA the clients trust" in trust["description"]
+    critical = texts[("MqttBrokerCertificateExpiryCritical", "expiring")]
+    assert re.fullmatch(
+        r"MQTT broker expiring: certificate O=mqtt-cert-exporter lab,CN=expiring expires in 9d 23h \d+m \d+s",
+        critical["summary"],
+    ), critical["summary"]
+
+
+@pytest.mark.slow
+def test_rules_evaluate_without_errors(stack: Stack) -> None:
+    def evaluated() -> list[dict[str, Any]]:
+        return [rule for group in stack.prometheus.api("/api/v1/rules")["groups"] for rule in group["rules"]]
+
+    wait_for(lambda: all(rule.get("lastEvaluation", "").startswith("2") for rule in evaluated()))
+    time.sleep(1.5)  # a few evaluations over real data (joins fail only on real series)
+    for rule in evaluated():
+        assert rule["health"] == "ok", f"{rule['name']}: {rule.get('lastError')}"
+    names = {rule["name"] for rule in evaluated()}
+    assert recorded() <= names
+    (warning,) = stack.prometheus.query("mqtt_cert_exporter:cert_expiry_warning_threshold_seconds")
+    assert float(warning["value"][1]) == 28 * 86400
+
+
+@pytest.mark.slow
+def test_dockerfile_healthcheck_command_works(stack: Stack) -> None:
+    (healthcheck,) = instruction("HEALTHCHECK")
+    command = json.loads(healthcheck[healthcheck.index("CMD") + 3 :].strip())
+    assert command[0] == "python"
+    env = {**os.environ, "MQTT_CERT_EXPORTER_HEALTHCHECK_URL": stack.exporter.url + "/-/healthy"}
+    healthy = subprocess.run([sys.executable, *command[1:]], env=env, capture_output=True, timeout=30)
+    assert healthy.returncode == 0, healthy.stderr
+    env["MQTT_CERT_EXPORTER_HEALTHCHECK_URL"] = f"http://127.0.0.1:{free_port()}/-/healthy"
+    down = subprocess.run([sys.executable, *command[1:]], env=env, capture_output=True, timeout=30)
+    assert down.returncode != 0
+
+
+def test_contract_is_read_from_the_docs() -> None:
+    assert "mqtt_broker_cert_expires_in_seconds" in contract_metrics()

@@ -1,0 +1,276 @@
+"""CRL analysis (pure), the CRL fetcher's cache, and the certificate-file reader, on generated data and
+a loopback HTTP server. End to end on real brokers: tests/test_lifecycle.py."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import http.server
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from exporter.lab.pki import Issued, Pki
+from exporter.probe import crl as crl_module
+from exporter.probe import files
+from exporter.probe.chain import Parsed, TrustStore, parse_der
+from exporter.probe.crl import CrlFetcher
+from exporter.probe.revocation import check, issuer_of, parse_crl
+from exporter.results import RevocationStatus
+
+UTC = dt.UTC
+
+
+def parsed(issued: Issued) -> Parsed:
+    return parse_der(issued.cert.public_bytes(Encoding.DER))
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki(tmp_path_factory.mktemp("revocation"))
+
+
+@pytest.fixture(scope="module")
+def ca(pki: Pki) -> tuple[Issued, Issued, Issued, Issued]:
+    root = pki.root("Rev Root")
+    intermediate = pki.intermediate("Rev Intermediate", root)
+    revoked = pki.leaf("rev-revoked", intermediate)
+    kept = pki.leaf("rev-kept", intermediate)
+    return root, intermediate, revoked, kept
+
+
+def test_revoked_and_not_revoked(pki: Pki, ca: tuple[Issued, Issued, Issued, Issued]) -> None:
+    _, intermediate, revoked, kept = ca
+    path = pki.crl("rev-main", intermediate, revoked=[revoked], reason=x509.ReasonFlags.superseded)
+    crl = parse_crl(path.read_bytes())
+    assert crl.next_update is not None and crl.next_update > time.time()
+    now = time.time()
+    verdict = check(parsed(revoked), parsed(intermediate), crl, position=0, url="http://x/c.crl", now=now)
+    assert verdict.status is RevocationStatus.REVOKED and verdict.reason == "superseded"
+    assert verdict.revoked_at is not None and abs(verdict.revoked_at - now) < 3600
+    good = check(parsed(kept), parsed(intermediate), crl, position=0, url="http://x/c.crl", now=now)
+    assert good.status is RevocationStatus.GOOD and good.crl_next_update == crl.next_update
+
+
+def test_pem_crls_are_read_too(pki: Pki, ca: tuple[Issued, Issued, Issued, Issued]) -> None:
+    _, intermediate, revoked, _ = ca
+    crl = parse_crl(pki.crl("rev-pem", intermediate, revoked=[revoked], pem=True, reason=None).read_bytes())
+    verdict = check(parsed(revoked), parsed(intermediate), crl, position=0, url="u", now=time.time())
+    assert verdict.status is RevocationStatus.REVOKED and verdict.reason == ""
+    with pytest.raises(ValueError):
+        parse_crl(b"<html>not found</html>")
+
+
+@pytest.mark.parametrize(
+    ("case", "detail"),
+    [
+        ("other_issuer", "indirect CRLs are not supported"),
+        ("forged", "is not signed by"),
+        ("no_issuer", "was neither sent by the server nor found in the trust store"),
+        ("stale", "is stale"),
+    ],
+)
+def test_unusable_crls_give_unknown(
+    pki: Pki, ca: tuple[Issued, Issued, Issued, Issued], case: str, detail: str
+) -> None:
+    root, intermediate, _, kept = ca
+    now = dt.datetime.now(UTC)
+    issuer: Issued | None = intermediate
+    if case == "other_issuer":
+        path = pki.crl("rev-root-crl", root)
+    elif case == "forged":
+        path = pki.crl("rev-forged", intermediate, signer=pki.root("Rev Forger"))
+    elif case == "no_issuer":
+        path, issuer = pki.crl("rev-noissuer", intermediate), None
+    else:
+        path = pki.crl(
+            "rev-stale",
+            intermediate,
+            last_update=now - dt.timedelta(days=9),
+            next_update=now - dt.timedelta(days=2),
+        )
+    crl = parse_crl(path.read_bytes())
+    verdict = check(
+        parsed(kept),
+        parsed(issuer) if issuer else None,
+        crl,
+        position=0,
+        url="http://x/c.crl",
+        now=time.time(),
+    )
+    assert verdict.status is RevocationStatus.UNKNOWN and detail in verdict.detail, verdict.detail
+
+
+def test_a_stale_crl_still_proves_a_revocation(pki: Pki, ca: tuple[Issued, Issued, Issued, Issued]) -> None:
+    _, intermediate, revoked, _ = ca
+    now = dt.datetime.now(UTC)
+    path = pki.crl(
+        "rev-stale-revoked",
+        intermediate,
+        revoked=[revoked],
+        last_update=now - dt.timedelta(days=9),
+        next_update=now - dt.timedelta(days=2),
+    )
+    verdict = check(
+        parsed(revoked),
+        parsed(intermediate),
+        parse_crl(path.read_bytes()),
+        position=0,
+        url="u",
+        now=time.time(),
+    )
+    assert verdict.status is RevocationStatus.REVOKED
+
+
+def test_issuer_is_found_among_sent_certificates_then_the_store(
+    ca: tuple[Issued, Issued, Issued, Issued],
+) -> None:
+    root, intermediate, revoked, _ = ca
+    leaf, inter = parsed(revoked), parsed(intermediate)
+    store = TrustStore("test store", (parsed(root),))
+    assert issuer_of(leaf, [leaf, inter], store) is inter
+    assert issuer_of(inter, [leaf, inter], store) == parsed(root)
+    assert issuer_of(leaf, [leaf], store) is None
+
+
+def test_ttl_follows_next_update_within_bounds(pki: Pki, ca: tuple[Issued, Issued, Issued, Issued]) -> None:
+    _, intermediate, _, _ = ca
+    now = dt.datetime.now(UTC)
+    week = parse_crl(pki.crl("rev-ttl-week", intermediate).read_bytes())
+    assert crl_module.ttl(week, time.time()) == crl_module.MAX_TTL
+    soon = parse_crl(
+        pki.crl("rev-ttl-soon", intermediate, next_update=now + dt.timedelta(hours=2)).read_bytes()
+    )
+    assert 7000 < crl_module.ttl(soon, time.time()) <= 7200
+    past = parse_crl(
+        pki.crl(
+            "rev-ttl-past",
+            intermediate,
+            last_update=now - dt.timedelta(days=2),
+            next_update=now - dt.timedelta(days=1),
+        ).read_bytes()
+    )
+    assert crl_module.ttl(past, time.time()) == crl_module.MIN_TTL
+
+
+# --------------------------------------------------------------------------------------------------
+# The fetcher
+
+
+class SlowServer:
+    """Serves one CRL; counts requests; can be made slow."""
+
+    def __init__(self, body: bytes) -> None:
+        self.hits = 0
+        self.delay = 0.0
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                owner.hits += 1
+                time.sleep(owner.delay)
+                if self.path != "/c.crl":
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def server(pki: Pki, ca: tuple[Issued, Issued, Issued, Issued]) -> Iterator[SlowServer]:
+    _, intermediate, revoked, _ = ca
+    running = SlowServer(pki.crl("rev-served", intermediate, revoked=[revoked]).read_bytes())
+    yield running
+    running.server.shutdown()
+    running.server.server_close()
+
+
+async def test_one_download_per_url_then_cached(server: SlowServer) -> None:
+    fetcher = CrlFetcher()
+    answers = await asyncio.gather(*(fetcher.fetch(f"{server.url}/c.crl", 5) for _ in range(5)))
+    assert all(crl is not None for crl, _ in answers) and server.hits == 1
+    assert fetcher.cached(f"{server.url}/c.crl") == answers[0]
+    await fetcher.fetch(f"{server.url}/c.crl", 5)
+    assert server.hits == 1
+
+
+async def test_failures_are_cached_briefly_with_their_reason(server: SlowServer) -> None:
+    fetcher = CrlFetcher()
+    crl, error = await fetcher.fetch(f"{server.url}/missing.crl", 5)
+    assert crl is None and error == f"{server.url}/missing.crl answered HTTP 404"
+    assert fetcher.cached(f"{server.url}/missing.crl") == (None, error)
+    assert (await fetcher.fetch("ldap://example.com/x", 5))[1] == "unsupported CRL URL ldap://example.com/x"
+
+
+async def test_a_short_wait_leaves_the_download_running(server: SlowServer) -> None:
+    server.delay = 0.5
+    fetcher = CrlFetcher()
+    crl, error = await fetcher.fetch(f"{server.url}/c.crl", 0.05)
+    assert crl is None and "still fetching" in error
+    assert fetcher.cached(f"{server.url}/c.crl") is None  # no verdict cached on the URL
+    await asyncio.sleep(0.8)
+    hit = fetcher.cached(f"{server.url}/c.crl")
+    assert hit is not None and hit[0] is not None and server.hits == 1
+
+
+# --------------------------------------------------------------------------------------------------
+# The certificate file reader
+
+
+def test_certificate_file_reader(tmp_path: Path, ca: tuple[Issued, Issued, Issued, Issued]) -> None:
+    _, intermediate, revoked, _ = ca
+    chain = tmp_path / "fullchain.pem"
+    chain.write_bytes(revoked.cert_path.read_bytes() + intermediate.cert_path.read_bytes())
+    read = files.read_certificate_file(str(chain))
+    assert read.error == "" and len(read.certificates) == 2 and read.modified > 0
+    assert read.certificates[0] == parsed(revoked)
+
+    der = tmp_path / "cert.der"
+    der.write_bytes(revoked.cert.public_bytes(Encoding.DER))
+    assert files.read_certificate_file(str(der)).certificates == (parsed(revoked),)
+
+    combined = tmp_path / "combined.pem"  # key first, then the certificate (haproxy style)
+    combined.write_bytes(revoked.key_path.read_bytes() + revoked.cert_path.read_bytes())
+    assert files.read_certificate_file(str(combined)).certificates == (parsed(revoked),)
+
+    assert (
+        files.read_certificate_file(str(tmp_path)).error
+        == f"{tmp_path}: is a directory, not a certificate file"
+    )
+    assert (
+        files.read_certificate_file(str(tmp_path / "none.pem")).error == f"{tmp_path}/none.pem: no such file"
+    )
+    huge = tmp_path / "huge.pem"
+    huge.write_bytes(b"x" * (files.MAX_CERTIFICATE_FILE + 1))
+    assert "larger than" in files.read_certificate_file(str(huge)).error
+
+
+def test_rewritten_in_place_is_seen_at_once(
+    tmp_path: Path, ca: tuple[Issued, Issued, Issued, Issued]
+) -> None:
+    """Same path, same size, same second: the content decides, not a (mtime, size) stamp."""
+    _, _, revoked, kept = ca
+    path = tmp_path / "server.crt"
+    path.write_bytes(revoked.cert_path.read_bytes())
+    first = files.read_certificate_file(str(path)).certificates[0]
+    stat = path.stat()
+    path.write_bytes(kept.cert_path.read_bytes())
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    second = files.read_certificate_file(str(path)).certificates[0]
+    assert first == parsed(revoked) and second == parsed(kept)
