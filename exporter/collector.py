@@ -446,13 +446,18 @@ class ExporterCollector(Collector):
         store: ResultStore,
         facts: Callable[[], ExporterFacts],
         clock: Callable[[], float] = time.time,
+        *,
+        brokers: bool = True,
     ) -> None:
         self._store = store
         self._facts = facts
         self._clock = clock
+        self._brokers = brokers
 
     def collect(self) -> Iterator[Metric]:
         yield from exporter_families(self._facts())
+        if not self._brokers:
+            return  # the daemon renders them through exporter.exposition (cached per result)
         yield from broker_families(
             self._store.latest(),
             dict(self._store.failure_counts),

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 from exporter import shard
 from exporter.collector import ExporterCollector, ExporterFacts
 from exporter.config import BrokerConfig, Config, ConfigError, load_config
+from exporter.exposition import BrokerExposition
 from exporter.multitarget import probe_handler
 from exporter.probe import Prober
 from exporter.results import ProbeResult
@@ -80,7 +81,8 @@ class Daemon:
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
-        self.registry.register(ExporterCollector(self.store, self._facts))
+        self.registry.register(ExporterCollector(self.store, self._facts, brokers=False))
+        self.exposition = BrokerExposition(self.store)
         self._stopping = asyncio.Event()
         #: the bound /metrics URLs, set before `listening` is
         self.urls: list[str] = []
@@ -157,6 +159,7 @@ class Daemon:
             self.web_state,
             reload=self.reload,
             middlewares=[web_config.middleware()],
+            broker_text=self.exposition.render,
             probe=probe,
         )
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder, generate_latest
 
 from exporter import __version__
 
@@ -37,11 +37,15 @@ def build_app(
     reload: Callable[[], Awaitable[tuple[bool, str]]] | None = None,
     middlewares: Sequence[Any] = (),
     probe: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None,
+    broker_text: Callable[[], str] | None = None,
 ) -> web.Application:
     async def metrics(request: web.Request) -> web.Response:
+        if broker_text is not None:
+            # The text format (0.0.4) that every Prometheus accepts; the fleet's part is cached text.
+            body = generate_latest(registry) + broker_text().encode()
+            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        body = encoder(registry)
-        return web.Response(body=body, headers={"Content-Type": content_type})
+        return web.Response(body=encoder(registry), headers={"Content-Type": content_type})
 
     async def healthy(_: web.Request) -> web.Response:
         return web.Response(text="Healthy\n")
