@@ -21,8 +21,9 @@ Output:
   ``--config.file``, always a JSON array of such objects (also when ``--broker`` selects one), in
   configuration order. Nothing else is written to stdout.
 
-Exit code (a Nagios/Icinga plugin's): the worst over all brokers checked, 0 ok, 1 warning (a certificate
-expires within ``--warn-days``), 2 critical (unreachable, not TLS, untrusted, expired, refused...),
+Exit code (a Nagios/Icinga plugin's): the worst over all brokers checked, 0 ok, 1 warning (a certificate,
+the trust anchor or our own client certificate expires within ``--warn-days``, or the broker serves an
+outdated certificate), 2 critical (unreachable, not TLS, untrusted, expired, revoked, refused...),
 3 unknown (bad arguments, unreadable or invalid configuration, unknown ``--broker``); messages about
 those go to stderr.
 
@@ -35,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import re
 import ssl
@@ -397,6 +399,8 @@ def render(outcome: Outcome, *, output: str, several: bool, colour: bool) -> str
 def main(argv: Sequence[str], *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
     out = stdout or sys.stdout
     err = stderr or sys.stderr
+    # The report says everything the probe's log lines would; keep them off stderr.
+    logging.getLogger("exporter").addHandler(logging.NullHandler())
     parser = build_parser()
     try:
         args = parser.parse_args(list(argv))

@@ -5,29 +5,65 @@ threshold, the current time, whether to colour), nothing is read or printed here
 
 Status and exit code, as monitoring plugins (Nagios/Icinga) use them:
 
-* 0 ``ok``: trusted chain, CONNACK accepted, no certificate expires within ``warn_days``;
-* 1 ``warning``: as ok, but a certificate of the chain expires within ``warn_days``;
-* 2 ``critical``: any failure (unreachable, not TLS, untrusted, expired, CONNACK refused...);
+* 0 ``ok``: trusted chain, CONNACK accepted, nothing below applies;
+* 1 ``warning``: as ok, but
+  - a certificate of the chain expires within ``warn_days``;
+  - the broker serves an outdated certificate: ``tls.served_cert_file`` holds another certificate than
+    the one served (renewed on disk, broker not reloaded). Only a warning: the served one still works
+    until it expires, and when it has expired or is otherwise untrusted the trust failure already
+    makes the check critical (the fix then says to reload the broker rather than to renew);
+  - the trust anchor that verified the chain expires within ``warn_days``;
+  - the exporter's own client certificate (``tls.cert_file``) expires within ``warn_days`` or has
+    expired: the monitor would go blind once the broker rejects it;
+* 2 ``critical``: any failure (unreachable, not TLS, untrusted, expired, CONNACK refused...), or a
+  certificate of the chain revoked by its CA (CRL). A revoked certificate is critical here although the
+  probe itself succeeds (``success`` stays true: revocation is a different question from reachability);
 * 3 ``unknown``: the check could not be run (bad arguments or configuration; decided by the caller).
 
-The JSON document (``Report.document()``), one per broker; keys are stable, new keys may be added:
+Shown as notes, never changing the status: a certificate file that cannot be read, a revocation status
+that could not be established (``unknown``: no CRL, stale CRL...), whether TLS 1.0/1.1 is accepted.
+Lints (issue 7: "never failing the probe") are listed in their own ``lints`` section, worded as
+warnings, but never change the status or the exit code.
+
+The JSON document (``Report.document()``), one per broker; keys are stable, new keys may be added
+(``schema_version`` stays 1 as long as keys are only added):
 
 ``schema_version`` (1), ``broker``, ``address``, ``ip`` ("" if not resolved), ``server_name``,
 ``checked_at`` (ISO 8601 UTC), ``warn_days``, ``status`` (ok|warning|critical), ``exit_code`` (0|1|2),
-``success`` (bool),
+``success`` (bool: the probe's own success, as ``mqtt_broker_probe_success``),
 ``failure``: null or {``stage``, ``reason``, ``detail``, ``fix``} (the values of the metrics' labels),
 ``unverified_failure``: null or the same shape: what failed on the extra connection that ignores the
 certificate (only made when the chain is untrusted),
 ``tls``: null (no TLS session) or {``version``, ``cipher`` ("" when unknown), ``trusted`` (null when no
 certificate was received), ``verify_code``, ``verify_message`` (OpenSSL's own verdict),
-``problems``: [{``problem``, ``detail``, ``fix``}], ``anchor``: null or {``subject``, ``fingerprint_sha256``},
+``problems``: [{``problem``, ``detail``, ``fix``}], ``anchor``: null or {``subject``,
+``fingerprint_sha256``, ``not_after``, ``days_left``} (the trust-store certificate that verified the
+chain),
 ``chain``: [{``position``, ``subject``, ``issuer``, ``serial``, ``fingerprint_sha256``, ``not_before``,
 ``not_after`` (ISO 8601 UTC), ``days_left`` (negative once expired), ``dns_names``, ``ip_addresses``,
 ``key``, ``signature_algorithm``}]},
 ``mqtt``: null (no CONNACK) or {``protocol``, ``connack_code``, ``accepted``, ``meaning``,
 ``unverified_connection``},
-``warnings``: [{``warning`` ("expires_soon"), ``position``, ``detail``, ``fix``}],
-``durations_seconds``: {phase: seconds} for the phases that ran (resolve, connect, tls, mqtt, total).
+``warnings``: [{``warning``, ``position``, ``detail``, ``fix``}]: everything that makes the status
+``warning``; ``warning`` is ``expires_soon`` (``position``: the chain position), ``served_cert_mismatch``,
+``anchor_expires_soon`` or ``client_cert_expires_soon`` (``position``: null),
+``durations_seconds``: {phase: seconds} for the phases that ran (resolve, connect, tls, mqtt, total),
+``served_file``: null (no ``tls.served_cert_file``) or {``path``, ``resolved_path`` ("" when unresolved),
+``read_success``, ``error`` (null when read), ``modified`` (ISO 8601 UTC or null), ``matches`` (true,
+false, or null when either side is missing), ``served_fingerprint_sha256`` ("" when none was served),
+``certificate``: null or a certificate (below), the file's first one; its ``not_before`` is the renewal date},
+``client_certificate``: null (no ``tls.cert_file``) or {``path``, then a certificate (below)},
+``revocation``: null (no certificate received) or {``fetch_success`` (null when no certificate of the
+chain names a CRL distribution point), ``checks``: [{``position``, ``status`` (good|revoked|unknown),
+``url``, ``detail``, ``revoked_at`` (ISO 8601 UTC or null), ``reason``, ``crl_next_update`` (ISO 8601 UTC
+or null), ``fix`` (null unless revoked)}]},
+``legacy_tls``: null (not checked) or {``accepted`` (true|false|null: could not tell), ``version``,
+``checked_at`` (ISO 8601 UTC or null), ``detail``},
+``lints``: [{``lint`` (the ``lint`` label of ``mqtt_broker_cert_lint``), ``detail``, ``positions``}].
+
+A certificate outside the chain (``served_file.certificate``, ``client_certificate``) is {``subject``,
+``issuer``, ``serial``, ``fingerprint_sha256``, ``not_before``, ``not_after``, ``days_left``,
+``parse_error`` (null when parsed)}.
 """
 
 from __future__ import annotations
@@ -41,7 +77,17 @@ from typing import Any
 
 from exporter.config import BrokerConfig
 from exporter.probe.mqtt import PROTOCOL_5, connack_meaning
-from exporter.results import CertFacts, Failure, ProbeResult, Problem, Stage
+from exporter.results import (
+    CertFacts,
+    Failure,
+    LegacyTlsFacts,
+    ProbeResult,
+    Problem,
+    RevocationCheck,
+    RevocationStatus,
+    ServedFileFacts,
+    Stage,
+)
 
 SCHEMA_VERSION = 1
 DEFAULT_WARN_DAYS = 30
@@ -92,6 +138,21 @@ CAFILE_HOWTO = (
     "mosquitto_sub --cafile FILE, paho tls_set(ca_certs=FILE); for this exporter --ca-file / tls.ca_file"
 )
 CREDENTIALS_HOWTO = "--username and --password-file (config: mqtt.username and mqtt.password_file)"
+RELOAD_FIX = "reload the broker (Mosquitto: SIGHUP; WebSocket listeners need a restart)"
+REVOKED_FIX = "the CA revoked this certificate: issue a new one and deploy it"
+WRONG_FILE_FIX = (
+    "check that tls.served_cert_file names the certfile of this very listener (mosquitto.conf); if it "
+    "does, the broker runs with another file: point it at this one and restart it"
+)
+ANCHOR_FIX = (
+    "before then, move to the CA's successor root: add it to every client's trust store (cafile; for this "
+    "exporter tls.ca_file / --ca-file) and serve a chain that leads to it (the CA's new intermediate or "
+    "cross-signed chain)"
+)
+CLIENT_CERT_FIX = (
+    "renew it with the CA the brokers trust for clients (their cafile) and point the exporter at the new "
+    "files (config: tls.cert_file and tls.key_file; check: --cert-file and --key-file)"
+)
 
 _AUTH_CODES = {"3.1.1": frozenset({4, 5}), PROTOCOL_5: frozenset({0x86, 0x87, 0x8C})}
 _PROTOCOL_CODES = {"3.1.1": frozenset({1}), PROTOCOL_5: frozenset({0x84})}
@@ -322,6 +383,121 @@ def expiring_soon(chain: Sequence[CertFacts], now: float, warn_days: float) -> t
     return tuple(found)
 
 
+def renewed_on_disk(result: ProbeResult, now: float) -> ServedFileFacts | None:
+    """The served-file facts when the file holds a renewed, still valid certificate the broker does not
+    serve yet (reloading the broker is then the whole fix)."""
+    served = result.served_file
+    if served is None or served.matches is not False or served.leaf is None or served.leaf.parse_error:
+        return None
+    if served.leaf.not_after <= now or _file_is_older(result, served):
+        return None
+    return served
+
+
+def _file_is_older(result: ProbeResult, served: ServedFileFacts) -> bool:
+    """The file's certificate was issued before the served one: not a renewal, probably the wrong file."""
+    chain = result.tls.chain if result.tls else ()
+    if not chain or chain[0].parse_error or served.leaf is None or served.leaf.parse_error:
+        return False
+    return served.leaf.not_before < chain[0].not_before
+
+
+def _file_name(served: ServedFileFacts) -> str:
+    if served.resolved_path and served.resolved_path != served.path:
+        return f"{served.path} (-> {served.resolved_path})"
+    return served.path
+
+
+def served_file_finding(result: ProbeResult) -> Finding | None:
+    """``served_cert_mismatch``: the broker serves another certificate than its certificate file."""
+    served = result.served_file
+    if served is None or served.matches is not False or served.leaf is None:
+        return None
+    chain = result.tls.chain if result.tls else ()
+    old = chain[0] if chain and not chain[0].parse_error else None
+    new = served.leaf
+    if _file_is_older(result, served) and old is not None:
+        cause = (
+            f"the broker serves another certificate than the file {_file_name(served)}: the file's was issued "
+            f"on {_date(new.not_before)} (expires {_date(new.not_after)}), before the one served (issued "
+            f"{_date(old.not_before)}, expires {_date(old.not_after)})"
+        )
+        return Finding("served_cert_mismatch", cause, WRONG_FILE_FIX)
+    old_expiry = f" (expires {_date(old.not_after)})" if old is not None else ""
+    cause = (
+        f"the broker serves an outdated certificate: the file {_file_name(served)} was renewed on "
+        f"{_date(new.not_before)} (expires {_date(new.not_after)}) but the broker still serves the old "
+        f"one{old_expiry}"
+    )
+    return Finding("served_cert_mismatch", cause, RELOAD_FIX)
+
+
+def _reload_fix(served: ServedFileFacts) -> str:
+    assert served.leaf is not None
+    return (
+        f"the file {_file_name(served)} already holds a renewed certificate (expires "
+        f"{_date(served.leaf.not_after)}): {RELOAD_FIX}"
+    )
+
+
+def anchor_finding(
+    result: ProbeResult, broker: BrokerConfig, *, warn_days: float, now: float
+) -> Finding | None:
+    """``anchor_expires_soon``: the trust anchor that verified the chain expires within ``warn_days``."""
+    anchor = result.tls.verdict.anchor if result.tls else None
+    if anchor is None or anchor.parse_error:
+        return None
+    left = days_left(anchor, now)
+    if left > warn_days:
+        return None
+    verb = "expires on" if left >= 0 else "expired on"
+    cause = (
+        f"the trust anchor {display_name(anchor.subject)} (from {_store(broker)}) that verifies this chain "
+        f"{verb} {_date_time(anchor.not_after)}, {_relative_days(left)} (warning threshold: {warn_days:g} "
+        "days): every client that trusts the chain through it will then refuse it"
+    )
+    return Finding("anchor_expires_soon", cause, ANCHOR_FIX)
+
+
+def client_cert_finding(
+    result: ProbeResult, broker: BrokerConfig, *, warn_days: float, now: float
+) -> Finding | None:
+    """``client_cert_expires_soon``: the exporter's own client certificate lapses within ``warn_days``."""
+    cert = result.client_cert
+    if cert is None or cert.parse_error:
+        return None
+    left = days_left(cert, now)
+    if left > warn_days:
+        return None
+    verb = "expires on" if left >= 0 else "expired on"
+    where = f" ({broker.tls.cert_file})" if broker.tls.cert_file else ""
+    cause = (
+        f"the exporter's own client certificate {_subject_name(cert)}{where} {verb} "
+        f"{_date_time(cert.not_after)}, {_relative_days(left)} (warning threshold: {warn_days:g} days): "
+        "brokers that require a client certificate then reject the exporter, and the monitor goes blind"
+    )
+    return Finding("client_cert_expires_soon", cause, CLIENT_CERT_FIX)
+
+
+def revoked_findings(result: ProbeResult) -> tuple[tuple[RevocationCheck, Finding], ...]:
+    """One ``revoked`` finding per certificate of the chain its CA revoked."""
+    if result.revocation is None:
+        return ()
+    found = []
+    for check in result.revocation.checks:
+        if check.status is not RevocationStatus.REVOKED:
+            continue
+        cause = f"{_chain_label(result, check.position)} was revoked"
+        if check.revoked_at is not None:
+            cause += f" on {_date_time(check.revoked_at)}"
+        if check.reason:
+            cause += f" ({check.reason})"
+        if check.url:
+            cause += f" according to the CRL at {check.url}"
+        found.append((check, Finding("revoked", cause, REVOKED_FIX)))
+    return tuple(found)
+
+
 @dataclass(frozen=True, slots=True)
 class Report:
     result: ProbeResult
@@ -333,13 +509,20 @@ class Report:
     problems: tuple[tuple[Problem, Finding], ...]
     #: what failed on the extra connection made when the chain is untrusted
     unverified_failure: Finding | None
+    #: certificates of the chain that expire within ``warn_days``
     warnings: tuple[tuple[Expiring, Finding], ...]
+    #: certificates of the chain revoked by their CA (critical, although the probe succeeds)
+    revoked: tuple[tuple[RevocationCheck, Finding], ...] = ()
+    #: warnings about certificates around the chain, each with its one-line headline: the served
+    #: certificate file, the trust anchor, the exporter's own client certificate
+    lifecycle_warnings: tuple[tuple[str, Finding], ...] = ()
 
     @property
     def status(self) -> Status:
-        if self.result.failure is not None:
+        """Lints and notes never count here (see the module docstring)."""
+        if self.result.failure is not None or self.revoked:
             return Status.CRITICAL
-        if self.warnings:
+        if self.warnings or self.lifecycle_warnings:
             return Status.WARNING
         return Status.OK
 
@@ -354,19 +537,25 @@ class Report:
         return _document(self)
 
 
+def _expiry_headline(subject: str, cert: CertFacts, warn_days: float, now: float) -> str:
+    left = days_left(cert, now)
+    if left < 0:
+        return f"{subject} expired {_relative_days(left)}"
+    return f"{subject} expires {_relative_days(left)}, within the {warn_days:g}-day warning threshold"
+
+
 def build_report(result: ProbeResult, broker: BrokerConfig, *, warn_days: float, now: float) -> Report:
     tls = result.tls
+    renewed = renewed_on_disk(result, now)
     problems: list[tuple[Problem, Finding]] = []
     if tls is not None:
         verdict = tls.verdict
         for index, problem in enumerate(verdict.problems):
             detail = verdict.details[index] if index < len(verdict.details) else ""
-            problems.append(
-                (
-                    problem,
-                    Finding(problem.value, detail or problem.value, problem_fix(problem, result, broker)),
-                )
-            )
+            fix = problem_fix(problem, result, broker)
+            if problem is Problem.EXPIRED and renewed is not None:
+                fix = _reload_fix(renewed)
+            problems.append((problem, Finding(problem.value, detail or problem.value, fix)))
     failure = None
     if result.failure is not None and not (result.failure.stage is Stage.TRUST and problems):
         failure = failure_finding(result.failure, result, broker)
@@ -379,8 +568,31 @@ def build_report(result: ProbeResult, broker: BrokerConfig, *, warn_days: float,
             f"{_cert_label(item.position, item.cert)} expires on {_date_time(item.cert.not_after)}, "
             f"in {item.days_left:.1f} days (warning threshold: {warn_days:g} days)"
         )
-        fix = "before then, " + RENEW_FIX
+        fix = (
+            _reload_fix(renewed)
+            if item.position == 0 and renewed is not None
+            else "before then, " + RENEW_FIX
+        )
         warnings.append((item, Finding("expires_soon", cause, fix)))
+    lifecycle: list[tuple[str, Finding]] = []
+    served = served_file_finding(result)
+    if served is not None:
+        headline = (
+            "the broker serves an outdated certificate: the file was renewed, reload the broker"
+            if served.fix == RELOAD_FIX
+            else "the broker serves another certificate than its certificate file (tls.served_cert_file)"
+        )
+        lifecycle.append((headline, served))
+    anchor = anchor_finding(result, broker, warn_days=warn_days, now=now)
+    if anchor is not None and tls is not None and tls.verdict.anchor is not None:
+        name = display_name(tls.verdict.anchor.subject)
+        lifecycle.append(
+            (_expiry_headline(f"the trust anchor {name}", tls.verdict.anchor, warn_days, now), anchor)
+        )
+    client = client_cert_finding(result, broker, warn_days=warn_days, now=now)
+    if client is not None and result.client_cert is not None:
+        subject = "the exporter's own client certificate"
+        lifecycle.append((_expiry_headline(subject, result.client_cert, warn_days, now), client))
     return Report(
         result=result,
         broker=broker,
@@ -390,6 +602,8 @@ def build_report(result: ProbeResult, broker: BrokerConfig, *, warn_days: float,
         problems=tuple(problems),
         unverified_failure=unverified,
         warnings=tuple(warnings),
+        revoked=revoked_findings(result),
+        lifecycle_warnings=tuple(lifecycle),
     )
 
 
@@ -419,6 +633,15 @@ def _subject_name(cert: CertFacts) -> str:
 
 def _cert_label(position: int, cert: CertFacts) -> str:
     return f"certificate {position} ({_subject_name(cert)})"
+
+
+def _chain_label(result: ProbeResult, position: int) -> str:
+    chain = result.tls.chain if result.tls else ()
+    return _cert_label(position, chain[position]) if 0 <= position < len(chain) else f"certificate {position}"
+
+
+def _store(broker: BrokerConfig) -> str:
+    return f"the CA file {broker.tls.ca_file}" if broker.tls.ca_file else "the system trust store"
 
 
 def _date(timestamp: float) -> str:
@@ -493,11 +716,16 @@ def _render_text(report: Report, style: _Style) -> str:
         _line("address", f"{result.address}, probed {probed}, server name {broker.server_name}", style)
     )
     lines.append(_line("TLS", _tls_summary(result), style))
+    if result.legacy_tls is not None:
+        lines.append(_line("legacy", _legacy_summary(result.legacy_tls, style), style))
     if result.durations:
         timings = ", ".join(f"{phase.value} {seconds * 1000:.1f} ms" for phase, seconds in result.durations)
         lines.append(_line("timings", timings, style))
     lines += _chain_lines(report, style)
     lines += _trust_lines(report, style)
+    lines += _served_file_lines(report, style)
+    lines += _client_cert_lines(report, style)
+    lines += _revocation_lines(report, style)
     lines.append(_line("MQTT", _mqtt_summary(report), style))
     lines.append(_line("verdict", f"{style.status(report.status)}: {_headline(report)}", style))
     for problem, finding in report.problems:
@@ -508,8 +736,13 @@ def _render_text(report: Report, style: _Style) -> str:
         finding = report.unverified_failure
         label = style(finding.kind, "red") + " (even ignoring the certificate)"
         lines += _finding_lines(label, finding, style)
-    for _, finding in report.warnings:
+    for _, finding in report.revoked:
+        lines += _finding_lines(style(finding.kind, "red"), finding, style)
+    served = [finding for _, finding in report.lifecycle_warnings if finding.kind == "served_cert_mismatch"]
+    others = [finding for _, finding in report.lifecycle_warnings if finding.kind != "served_cert_mismatch"]
+    for finding in [*served, *(finding for _, finding in report.warnings), *others]:
         lines += _finding_lines(style(finding.kind, "yellow"), finding, style)
+    lines += _lint_lines(report, style)
     return "\n".join(lines) + "\n"
 
 
@@ -536,15 +769,19 @@ def _chain_lines(report: Report, style: _Style) -> list[str]:
     if not tls.chain:
         return [_line("chain", "no certificate received", style)]
     header = ("#", "subject", "issuer", "not after", "key", "signature")
+    #: the chain as sent, then the trust anchor that verified it (from the store, usually not sent)
+    certs: list[tuple[str, CertFacts]] = [(str(position), cert) for position, cert in enumerate(tls.chain)]
+    if tls.verdict.anchor is not None:
+        certs.append(("anchor", tls.verdict.anchor))
     rows: list[tuple[str, ...]] = []
-    for position, cert in enumerate(tls.chain):
+    for position_label, cert in certs:
         if cert.parse_error:
-            rows.append((str(position), "(unparseable)", "", cert.parse_error, "", ""))
+            rows.append((position_label, "(unparseable)", "", cert.parse_error, "", ""))
             continue
         left = days_left(cert, report.now)
         rows.append(
             (
-                str(position),
+                position_label,
                 _clip(_subject_name(cert)),
                 _clip(display_name(cert.issuer)),
                 f"{_date(cert.not_after)} ({_relative_days(left)})",
@@ -563,8 +800,7 @@ def _chain_lines(report: Report, style: _Style) -> list[str]:
 
     lines = [_line("chain", layout(header, {}), style)]
     indent = " " * (2 + _LABEL_WIDTH)
-    for position, row in enumerate(rows):
-        cert = tls.chain[position]
+    for row, (_, cert) in zip(rows, certs, strict=True):
         colours: dict[int, str] = {}
         if not cert.parse_error:
             left = days_left(cert, report.now)
@@ -581,9 +817,7 @@ def _trust_lines(report: Report, style: _Style) -> list[str]:
     if tls is None or not tls.chain:
         return []
     verdict = tls.verdict
-    store = (
-        f"the CA file {report.broker.tls.ca_file}" if report.broker.tls.ca_file else "the system trust store"
-    )
+    store = _store(report.broker)
     if verdict.trusted:
         anchor = f", anchored at {display_name(verdict.anchor.subject)}" if verdict.anchor else ""
         completed = ""
@@ -596,6 +830,95 @@ def _trust_lines(report: Report, style: _Style) -> list[str]:
     if verdict.verify_message:
         text += f" (OpenSSL: {verdict.verify_message})"
     return [_line("trust", text, style)]
+
+
+def _legacy_summary(legacy: LegacyTlsFacts, style: _Style) -> str:
+    checked = f" (checked {_date_time(legacy.checked_at)})" if legacy.checked_at else ""
+    if legacy.accepted:
+        version = legacy.version or "TLS 1.0/1.1"
+        return style(f"still accepts {version}", "yellow") + f", deprecated by RFC 8996{checked}"
+    if legacy.accepted is False:
+        return f"TLS 1.0/1.1 refused{checked}"
+    detail = f": {legacy.detail}" if legacy.detail else ""
+    return f"note: could not tell whether TLS 1.0/1.1 is accepted{detail}{checked}"
+
+
+def _served_file_lines(report: Report, style: _Style) -> list[str]:
+    """``tls.served_cert_file`` against the served leaf; a file that cannot be read is only a note."""
+    served = report.result.served_file
+    if served is None:
+        return []
+    leaf = served.leaf
+    if leaf is None:
+        why = served.error or f"{served.path}: no certificate in it"
+        return [_line("file", f"note: {why}; not compared with the served certificate", style)]
+    facts = (
+        f"issued {_date(leaf.not_before)}, expires {_date(leaf.not_after)} "
+        f"({_relative_days(days_left(leaf, report.now))})"
+        if not leaf.parse_error
+        else f"unparseable ({leaf.parse_error})"
+    )
+    name = _file_name(served)
+    if served.matches is True:
+        text = f"{name}: {style('served', 'green')}; {facts}"
+    elif served.matches is False:
+        text = f"{name}: {style('NOT the certificate served', 'yellow', 'bold')}; the file's: {facts}"
+    else:
+        text = f"{name}: not compared (no certificate was received); {facts}"
+    if served.error:
+        text += f"; note: {served.error}"
+    return [_line("file", text, style)]
+
+
+def _client_cert_lines(report: Report, style: _Style) -> list[str]:
+    """The exporter's own client certificate (mTLS)."""
+    cert = report.result.client_cert
+    if cert is None:
+        return []
+    if cert.parse_error:
+        return [_line("client", f"our client certificate: unparseable ({cert.parse_error})", style)]
+    left = days_left(cert, report.now)
+    when = f"{_date(cert.not_after)} ({_relative_days(left)})"
+    if left < 0 or left <= report.warn_days:
+        when = style(when, "red" if left < 0 else "yellow")
+    where = f" ({report.broker.tls.cert_file})" if report.broker.tls.cert_file else ""
+    verb = "expired" if left < 0 else "expires"
+    return [_line("client", f"our client certificate {_subject_name(cert)}{where} {verb} {when}", style)]
+
+
+def _revocation_lines(report: Report, style: _Style) -> list[str]:
+    """CRL status per certificate; ``unknown`` is only a note."""
+    revocation = report.result.revocation
+    if revocation is None:
+        return []
+    if not revocation.checks:
+        return [_line("CRL", "not checked (no CRL distribution point in the chain)", style)]
+    lines = []
+    indent = " " * (2 + _LABEL_WIDTH)
+    for index, check in enumerate(revocation.checks):
+        who = _chain_label(report.result, check.position)
+        if check.status is RevocationStatus.REVOKED:
+            text = f"{who}: {style('REVOKED', 'red', 'bold')}"
+        elif check.status is RevocationStatus.GOOD:
+            text = f"{who}: {style('not revoked', 'green')}"
+        else:
+            text = f"{who}: unknown (note: revocation could not be checked)"
+        if check.detail:
+            text += f" - {check.detail}"
+        lines.append(_line("CRL", text, style) if index == 0 else indent + text)
+    return lines
+
+
+def _lint_lines(report: Report, style: _Style) -> list[str]:
+    """Lints: worded as warnings, never counted in the status or the exit code."""
+    lints = report.result.lints
+    if not lints:
+        return []
+    indent = " " * (2 + _LABEL_WIDTH)
+    lines = [_line("lints", "warnings that do not change the status or the exit code:", style)]
+    for finding in lints:
+        lines.append(f"{indent}- {style(finding.lint.value, 'yellow')}: {finding.detail}")
+    return lines
 
 
 def _mqtt_summary(report: Report) -> str:
@@ -618,12 +941,20 @@ def _headline(report: Report) -> str:
             problems = ", ".join(problem.value for problem in result.tls.verdict.problems)
             return f"the certificate chain is not trusted ({problems})"
         return f"{failure.stage.value} failed ({failure.reason.value})"
+    if report.revoked:
+        check = report.revoked[0][0]
+        return f"{_chain_label(result, check.position)} was revoked by its CA"
+    for headline, finding in report.lifecycle_warnings:
+        if finding.kind == "served_cert_mismatch":
+            return headline
     if report.warnings:
         first = min(report.warnings, key=lambda item: item[0].days_left)[0]
         return (
             f"{_cert_label(first.position, first.cert)} expires {_relative_days(first.days_left)}, "
             f"within the {report.warn_days:g}-day warning threshold"
         )
+    if report.lifecycle_warnings:
+        return report.lifecycle_warnings[0][0]
     text = "trusted chain, MQTT connection accepted"
     chain = [cert for cert in (result.tls.chain if result.tls else ()) if not cert.parse_error]
     if chain:
@@ -674,6 +1005,83 @@ def _cert_document(position: int, cert: CertFacts, now: float) -> dict[str, Any]
     }
 
 
+def _optional_iso8601(timestamp: float | None) -> str | None:
+    return iso8601(timestamp) if timestamp else None
+
+
+def _anchor_document(anchor: CertFacts, now: float) -> dict[str, Any]:
+    parsed = not anchor.parse_error
+    return {
+        "subject": anchor.subject,
+        "fingerprint_sha256": anchor.fingerprint_sha256,
+        "not_after": iso8601(anchor.not_after) if parsed else None,
+        "days_left": round(days_left(anchor, now), 3) if parsed else None,
+    }
+
+
+def _other_cert_document(cert: CertFacts, now: float) -> dict[str, Any]:
+    """A certificate outside the chain: the served file's, the exporter's own client certificate."""
+    parsed = not cert.parse_error
+    return {
+        "subject": cert.subject,
+        "issuer": cert.issuer,
+        "serial": cert.serial,
+        "fingerprint_sha256": cert.fingerprint_sha256,
+        "not_before": iso8601(cert.not_before) if parsed else None,
+        "not_after": iso8601(cert.not_after) if parsed else None,
+        "days_left": round(days_left(cert, now), 3) if parsed else None,
+        "parse_error": cert.parse_error or None,
+    }
+
+
+def _served_file_document(served: ServedFileFacts | None, now: float) -> dict[str, Any] | None:
+    if served is None:
+        return None
+    return {
+        "path": served.path,
+        "resolved_path": served.resolved_path,
+        "read_success": served.leaf is not None,
+        "error": served.error or None,
+        "modified": _optional_iso8601(served.modified),
+        "matches": served.matches,
+        "served_fingerprint_sha256": served.served_fingerprint,
+        "certificate": _other_cert_document(served.leaf, now) if served.leaf is not None else None,
+    }
+
+
+def _revocation_document(report: Report) -> dict[str, Any] | None:
+    revocation = report.result.revocation
+    if revocation is None:
+        return None
+    return {
+        "fetch_success": revocation.fetch_success,
+        "checks": [
+            {
+                "position": check.position,
+                "status": check.status.value,
+                "url": check.url,
+                "detail": check.detail,
+                "revoked_at": _optional_iso8601(check.revoked_at),
+                "reason": check.reason,
+                "crl_next_update": _optional_iso8601(check.crl_next_update),
+                "fix": REVOKED_FIX if check.status is RevocationStatus.REVOKED else None,
+            }
+            for check in revocation.checks
+        ],
+    }
+
+
+def _legacy_document(legacy: LegacyTlsFacts | None) -> dict[str, Any] | None:
+    if legacy is None:
+        return None
+    return {
+        "accepted": legacy.accepted,
+        "version": legacy.version,
+        "checked_at": _optional_iso8601(legacy.checked_at),
+        "detail": legacy.detail,
+    }
+
+
 def _document(report: Report) -> dict[str, Any]:
     result, broker = report.result, report.broker
     failure: dict[str, Any] | None = None
@@ -696,11 +1104,7 @@ def _document(report: Report) -> dict[str, Any]:
                 {"problem": problem.value, "detail": finding.cause, "fix": finding.fix}
                 for problem, finding in report.problems
             ],
-            "anchor": (
-                {"subject": verdict.anchor.subject, "fingerprint_sha256": verdict.anchor.fingerprint_sha256}
-                if verdict.anchor
-                else None
-            ),
+            "anchor": _anchor_document(verdict.anchor, report.now) if verdict.anchor else None,
             "chain": [
                 _cert_document(position, cert, report.now) for position, cert in enumerate(result.tls.chain)
             ],
@@ -733,6 +1137,22 @@ def _document(report: Report) -> dict[str, Any]:
         "warnings": [
             {"warning": finding.kind, "position": item.position, "detail": finding.cause, "fix": finding.fix}
             for item, finding in report.warnings
+        ]
+        + [
+            {"warning": finding.kind, "position": None, "detail": finding.cause, "fix": finding.fix}
+            for _, finding in report.lifecycle_warnings
         ],
         "durations_seconds": {phase.value: round(seconds, 6) for phase, seconds in result.durations},
+        "served_file": _served_file_document(result.served_file, report.now),
+        "client_certificate": (
+            {"path": broker.tls.cert_file or "", **_other_cert_document(result.client_cert, report.now)}
+            if result.client_cert is not None
+            else None
+        ),
+        "revocation": _revocation_document(report),
+        "legacy_tls": _legacy_document(result.legacy_tls),
+        "lints": [
+            {"lint": finding.lint.value, "detail": finding.detail, "positions": list(finding.positions)}
+            for finding in result.lints
+        ],
     }

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import functools
+import http.server
 import io
 import json
 import os
 import re
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from exporter import check
+from exporter.lab.mosquitto import Listener, Mosquitto
 from exporter.probe import Prober
-from exporter.report import FULL_CHAIN_FIX, RENEW_FIX
+from exporter.report import FULL_CHAIN_FIX, RELOAD_FIX, RENEW_FIX, REVOKED_FIX
 from tests.conftest import PASSWORD, ROOT, Lab
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -270,6 +277,126 @@ def test_client_certificate_flags(lab: Lab) -> None:
     client = ["--cert-file", str(lab.client.cert_path), "--key-file", str(lab.client.key_path)]
     out = io.StringIO()
     assert check.main([*address_args(lab, "mtls"), *client], stdout=out, stderr=io.StringIO()) == 0
+    assert re.search(
+        rf"client\s+our client certificate exporter-client \({re.escape(str(lab.client.cert_path))}\) expires ",
+        out.getvalue(),
+    )
     out = io.StringIO()
     assert check.main(address_args(lab, "mtls"), stdout=out, stderr=io.StringIO()) == 2
     assert "require_certificate true" in out.getvalue()
+    assert "our client certificate" not in out.getvalue()
+
+
+# --------------------------------------------------------------------------------------------------
+# Around the chain (issue 7), on real brokers
+
+
+def _day(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d")
+
+
+def test_outdated_served_certificate_exits_1_and_says_reload(lab: Lab, tmp_path: Path) -> None:
+    """The broker serves the lab's good leaf; its configured certificate file holds a renewed one."""
+    renewed = lab.pki.leaf("check-renewed-good", lab.intermediate, not_before=dt.datetime.now(dt.UTC))
+    served_file = tmp_path / "broker.crt"
+    served_file.write_bytes(renewed.cert_path.read_bytes())
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        lab.config_yaml("good").replace("    tls:\n", f"    tls:\n      served_cert_file: '{served_file}'\n")
+    )
+
+    completed = run_check("--config.file", str(config))
+    assert completed.returncode == 1, completed.stdout + completed.stderr
+    new = renewed.cert
+    sentence = (
+        f"the broker serves an outdated certificate: the file {served_file} was renewed on "
+        f"{_day(new.not_valid_before_utc.timestamp())} (expires {_day(new.not_valid_after_utc.timestamp())}) "
+        "but the broker still serves the old one (expires "
+    )
+    assert sentence in completed.stdout
+    assert f"fix: {RELOAD_FIX}" in completed.stdout
+    assert "WARNING: the broker serves an outdated certificate" in completed.stdout
+
+    out = io.StringIO()
+    assert (
+        check.main(["--config.file", str(config), "--output", "json"], stdout=out, stderr=io.StringIO()) == 1
+    )
+    [document] = json.loads(out.getvalue())
+    assert document["success"] is True and document["status"] == "warning"
+    assert document["served_file"]["matches"] is False
+    served = document["served_file"]
+    assert served["served_fingerprint_sha256"] == document["tls"]["chain"][0]["fingerprint_sha256"]
+    assert served["certificate"]["fingerprint_sha256"] != served["served_fingerprint_sha256"]
+    assert served["certificate"]["not_before"] == new.not_valid_before_utc.strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert [w["warning"] for w in document["warnings"]] == ["served_cert_mismatch"]
+
+    # A file that cannot be used is only a note: nothing to compare, nothing to warn about.
+    served_file.write_text("")
+    out = io.StringIO()
+    assert check.main(["--config.file", str(config)], stdout=out, stderr=io.StringIO()) == 0
+    assert f"note: {served_file}: no PEM or DER certificate in it" in out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def revoked_config(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A broker of its own serving a leaf that its CA revoked (CRL over HTTP on loopback)."""
+    directory = tmp_path_factory.mktemp("revoked")
+    crl_dir = directory / "crl"
+    crl_dir.mkdir()
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(crl_dir))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/intermediate.crl"
+    leaf = lab.pki.leaf("check-revoked", lab.intermediate, crl_distribution_points=[url])
+    crl = lab.pki.crl("check-intermediate", lab.intermediate, revoked=[leaf])
+    (crl_dir / "intermediate.crl").write_bytes(crl.read_bytes())
+    mosquitto = Mosquitto(
+        [Listener("revoked", cert=leaf.chain_path(lab.intermediate), key=leaf.key_path)],
+        directory / "mosquitto",
+    )
+    mosquitto.start()
+    config = directory / "config.yaml"
+    config.write_text(
+        f"""
+defaults: {{timeout: 2s}}
+brokers:
+  - name: revoked
+    address: '{mosquitto.address("revoked")}'
+    tls: {{ca_file: '{lab.root.cert_path}', server_name: localhost}}
+"""
+    )
+    try:
+        yield config
+    finally:
+        mosquitto.stop()
+        server.shutdown()
+        server.server_close()
+
+
+def test_revoked_certificate_exits_2_though_the_probe_succeeds(revoked_config: Path) -> None:
+    out = io.StringIO()
+    assert check.main(["--config.file", str(revoked_config)], stdout=out, stderr=io.StringIO()) == 2
+    text = out.getvalue()
+    assert "CRITICAL: certificate 0 (check-revoked) was revoked by its CA" in text
+    assert "- revoked: certificate 0 (check-revoked) was revoked on " in text
+    assert "(keyCompromise) according to the CRL at http://127.0.0.1:" in text
+    assert f"fix: {REVOKED_FIX}" in text
+    assert "CONNACK 0 (success)" in text
+
+    out = io.StringIO()
+    assert (
+        check.main(
+            ["--config.file", str(revoked_config), "--output", "json"], stdout=out, stderr=io.StringIO()
+        )
+        == 2
+    )
+    [document] = json.loads(out.getvalue())
+    assert document["success"] is True and document["failure"] is None and document["status"] == "critical"
+    [leaf] = document["revocation"]["checks"]
+    assert (leaf["position"], leaf["status"], leaf["reason"]) == (0, "revoked", "keyCompromise")
