@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import http.server
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from exporter.probe.mqtt import encode_varint
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "s3cret-Pa55word-never-logged"
+LISTENING = re.compile(r'listening.*?url[=":\s]+(https?://[^\s"]+)/metrics')
 UTC = dt.UTC
 
 
@@ -322,10 +324,9 @@ def start_exporter(
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         text = log_path.read_text(errors="replace")
-        for line in text.splitlines():
-            if "msg=listening" in line and "url=" in line:
-                url = line.split("url=")[1].split()[0].removesuffix("/metrics")
-                return ExporterProcess(process, url, log_path)
+        found = LISTENING.search(text)  # logfmt or JSON log lines
+        if found:
+            return ExporterProcess(process, found.group(1), log_path)
         if process.poll() is not None:
             raise RuntimeError(f"exporter exited with {process.returncode}:\n{text}")
         time.sleep(0.05)
