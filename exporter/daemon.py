@@ -98,6 +98,10 @@ class Daemon:
             self._selected = (self.config, selected)
         return selected
 
+    def _on_result(self, result: ProbeResult, previous: ProbeResult | None) -> None:
+        log_state_change(result, previous)
+        self.exposition.prepare(result.broker)
+
     def _facts(self) -> ExporterFacts:
         return ExporterFacts(
             brokers=len(self.brokers),
@@ -145,7 +149,7 @@ class Daemon:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         self.scheduler = Scheduler(
-            self.prober, self.store, concurrency=self.options.concurrency, on_result=log_state_change
+            self.prober, self.store, concurrency=self.options.concurrency, on_result=self._on_result
         )
         web_config = self.options.web_config or WebConfig()
         probe = probe_handler(

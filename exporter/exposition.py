@@ -96,19 +96,33 @@ class BrokerExposition:
             units[name] = tuple(group)
         return units
 
+    def _unit(self, name: str) -> tuple[ProbeResult, ...]:
+        if name in self._store.groups:
+            return tuple(self._store.groups[name])
+        result = self._store.results.get(name)
+        return (result,) if result is not None else ()
+
+    def _fresh(self, name: str, results: tuple[ProbeResult, ...]) -> _Rendered:
+        cached = self._cache.get(name)
+        if (
+            cached is None
+            or len(cached.results) != len(results)
+            or any(a is not b for a, b in zip(cached.results, results, strict=True))
+        ):
+            cached = _render(results)
+            self._cache[name] = cached
+        return cached
+
+    def prepare(self, name: str) -> None:
+        """Format a broker's text now (called when its result is published), so a scrape only joins."""
+        results = self._unit(name)
+        if results:
+            self._fresh(name, results)
+
     def render(self) -> str:
         now = self._clock()
         units = self._units()
-        cache: dict[str, _Rendered] = {}
-        for name, results in units.items():
-            cached = self._cache.get(name)
-            if (
-                cached is None
-                or len(cached.results) != len(results)
-                or any(a is not b for a, b in zip(cached.results, results, strict=True))
-            ):
-                cached = _render(results)
-            cache[name] = cached
+        cache = {name: self._fresh(name, results) for name, results in units.items()}
         self._cache = cache  # brokers that are gone are dropped here
         # Counters change without a new result: rendered every scrape (one line per failing broker and
         # reason). Intervals change only with the configuration (the store replaces the mapping).
