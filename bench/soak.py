@@ -55,6 +55,8 @@ class SoakReport:
     seconds: float
     scrapes: int
     slowest_scrape: float
+    #: the slowest after warm-up (the first sweep queues every broker's first probe at once)
+    slowest_scrape_after_warmup: float
     after_warmup: Sample
     at_end: Sample
     failed_probes: float
@@ -63,7 +65,8 @@ class SoakReport:
         return [
             f"brokers {self.brokers} ({self.misbehaving} misbehaving), {self.seconds:.0f} s, "
             f"{self.failed_probes:.0f} failed probes classified",
-            f"scrapes {self.scrapes}, slowest {self.slowest_scrape * 1000:.0f} ms",
+            f"scrapes {self.scrapes}, slowest {self.slowest_scrape * 1000:.0f} ms, "
+            f"slowest after warm-up {self.slowest_scrape_after_warmup * 1000:.0f} ms",
             f"open fds after warm-up {self.after_warmup.fds:.0f}, at end {self.at_end.fds:.0f}",
             f"asyncio tasks after warm-up {self.after_warmup.tasks:.0f}, at end {self.at_end.tasks:.0f}",
             f"RSS after warm-up {self.after_warmup.rss_mb:.1f} MB, at end {self.at_end.rss_mb:.1f} MB",
@@ -151,13 +154,14 @@ def run_soak(brokers: int, seconds: float, interval: str, timeout: str, warmup: 
             )
         try:
             url = _wait_for_url(log, process)
-            scrapes: list[float] = []
+            scrapes: list[tuple[float, float]] = []
+            started = time.monotonic()
             samples: list[tuple[float, dict[str, float]]] = []
             stop = threading.Event()
 
             def scraper() -> None:  # a second client scraping concurrently, as Prometheus HA pairs do
                 while not stop.is_set():
-                    scrapes.append(_scrape(url)[0])
+                    scrapes.append((time.monotonic() - started, _scrape(url)[0]))
                     time.sleep(0.2)
 
             thread = threading.Thread(target=scraper, daemon=True)
@@ -165,7 +169,7 @@ def run_soak(brokers: int, seconds: float, interval: str, timeout: str, warmup: 
             started = time.monotonic()
             while time.monotonic() - started < seconds:
                 elapsed, values = _scrape(url)
-                scrapes.append(elapsed)
+                scrapes.append((time.monotonic() - started, elapsed))
                 samples.append((time.monotonic() - started, values))
                 time.sleep(0.5)
             stop.set()
@@ -177,7 +181,8 @@ def run_soak(brokers: int, seconds: float, interval: str, timeout: str, warmup: 
                 misbehaving=brokers // 4,
                 seconds=seconds,
                 scrapes=len(scrapes),
-                slowest_scrape=max(scrapes),
+                slowest_scrape=max(elapsed for _, elapsed in scrapes),
+                slowest_scrape_after_warmup=max(elapsed for at, elapsed in scrapes if at >= warmup),
                 after_warmup=_sample(warm),
                 at_end=_sample(end),
                 failed_probes=end.get("failures", 0.0),
