@@ -68,6 +68,8 @@ log = logging.getLogger(__name__)
 #: Under TLS 1.3 a server's verdict on our client certificate follows the handshake: wait this long
 #: for it (only when the server asked for a certificate).
 CLIENT_CERT_VERDICT_WAIT = 0.5
+#: Phases in declaration order, for sorting a probe's durations (not ``list(Phase).index``: per probe).
+_PHASE_ORDER = {phase: index for index, phase in enumerate(Phase)}
 #: Spend at most this share of what is left of the deadline fetching a missing intermediate.
 AIA_TIMEOUT = 3.0
 
@@ -182,7 +184,7 @@ class Prober:
             ip=state.ip,
             started=started,
             finished=time.time(),
-            durations=tuple(sorted(clock.durations, key=lambda item: list(Phase).index(item[0]))),
+            durations=tuple(sorted(clock.durations, key=lambda item: _PHASE_ORDER[item[0]])),
             failure=failure,
             tls=state.tls,
             mqtt=state.mqtt,

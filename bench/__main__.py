@@ -1,0 +1,5 @@
+"""`python -m bench` (``make bench``): the comparison benchmark, see bench/compare.py."""
+
+from bench.compare import main
+
+main()
