@@ -57,7 +57,6 @@ def _lines(families: Iterable[Metric], name: str) -> Iterator[str]:
 
 @dataclass(frozen=True, slots=True)
 class _Rendered:
-    results: tuple[ProbeResult, ...]
     #: family name -> text lines (static families)
     static: dict[str, str]
     #: family name -> (series, absolute timestamp) (families relative to now)
@@ -74,17 +73,28 @@ def _render(results: Sequence[ProbeResult]) -> _Rendered:
             relative[family.name] = tuple((_series(s.name, s.labels), s.value) for s in family.samples)
         else:
             static[family.name] = "".join(_lines([family], family.name))
-    return _Rendered(tuple(results), static, relative)
+    return _Rendered(static, relative)
 
 
 class BrokerExposition:
-    """Renders the store's broker metrics, reusing each broker's text until its result changes."""
+    """Renders the store's broker metrics, reusing each broker's text until its result changes.
+
+    Text is kept per family as {broker: text}, so a scrape joins each family's values in one C-level
+    ``str.join`` instead of visiting every broker in Python.
+    """
 
     def __init__(self, store: ResultStore, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._clock = clock
-        self._cache: dict[str, _Rendered] = {}
         self._templates = broker_families([], {}, {}, now=0.0)
+        self._static: dict[str, dict[str, str]] = {
+            t.name: {} for t in self._templates if t.name not in RELATIVE_TO_NOW
+        }
+        self._relative: dict[str, dict[str, tuple[tuple[str, float], ...]]] = {
+            t.name: {} for t in self._templates if t.name in RELATIVE_TO_NOW
+        }
+        #: broker -> the results its text was formatted from
+        self._formatted: dict[str, tuple[ProbeResult, ...]] = {}
         self._intervals_of: object = None
         self._interval_lines = ""
 
@@ -102,28 +112,49 @@ class BrokerExposition:
         result = self._store.results.get(name)
         return (result,) if result is not None else ()
 
-    def _fresh(self, name: str, results: tuple[ProbeResult, ...]) -> _Rendered:
-        cached = self._cache.get(name)
+    def _refresh(self, name: str, results: tuple[ProbeResult, ...]) -> None:
+        formatted = self._formatted.get(name)
         if (
-            cached is None
-            or len(cached.results) != len(results)
-            or any(a is not b for a, b in zip(cached.results, results, strict=True))
+            formatted is not None
+            and len(formatted) == len(results)
+            and all(a is b for a, b in zip(formatted, results, strict=True))
         ):
-            cached = _render(results)
-            self._cache[name] = cached
-        return cached
+            return
+        rendered = _render(results)
+        for family, texts in self._static.items():
+            text = rendered.static.get(family)
+            if text:
+                texts[name] = text
+            else:
+                texts.pop(name, None)
+        for family, values in self._relative.items():
+            found = rendered.relative.get(family)
+            if found:
+                values[name] = found
+            else:
+                values.pop(name, None)
+        self._formatted[name] = results
+
+    def _forget(self, name: str) -> None:
+        self._formatted.pop(name, None)
+        for texts in self._static.values():
+            texts.pop(name, None)
+        for values in self._relative.values():
+            values.pop(name, None)
 
     def prepare(self, name: str) -> None:
         """Format a broker's text now (called when its result is published), so a scrape only joins."""
         results = self._unit(name)
         if results:
-            self._fresh(name, results)
+            self._refresh(name, results)
 
     def render(self) -> str:
         now = self._clock()
         units = self._units()
-        cache = {name: self._fresh(name, results) for name, results in units.items()}
-        self._cache = cache  # brokers that are gone are dropped here
+        for name in [name for name in self._formatted if name not in units]:
+            self._forget(name)  # removed brokers
+        for name, results in units.items():
+            self._refresh(name, results)
         # Counters change without a new result: rendered every scrape (one line per failing broker and
         # reason). Intervals change only with the configuration (the store replaces the mapping).
         bookkeeping = {
@@ -145,9 +176,11 @@ class BrokerExposition:
             if name == INTERVAL_FAMILY:
                 parts.append(self._interval_lines)
             if name in RELATIVE_TO_NOW:
-                for rendered in cache.values():
-                    for series, timestamp in rendered.relative.get(name, ()):
-                        parts.append(f"{series} {_number(timestamp - now)}\n")
+                parts.extend(
+                    f"{series} {timestamp - now!r}\n"
+                    for values in self._relative[name].values()
+                    for series, timestamp in values
+                )
             else:
-                parts.extend(rendered.static.get(name, "") for rendered in cache.values())
+                parts.append("".join(self._static[name].values()))
         return "".join(parts)
