@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import os
 import time
 
 import pytest
@@ -194,7 +195,8 @@ def test_garbage_der_yields_facts_with_error() -> None:
     assert facts.parse_error and facts.key == "unknown"
 
 
-@settings(max_examples=200, deadline=None)
+#: FUZZ_EXAMPLES=100000 pytest tests/test_chain.py -k mutated  runs the fuzz target longer, on demand.
+@settings(max_examples=int(os.environ.get("FUZZ_EXAMPLES", "200")), deadline=None)
 @given(data=st.data())
 def test_mutated_certificates_never_crash_analysis(data: st.DataObject, pki: dict[str, Issued]) -> None:
     """A hostile broker can send any bytes as a certificate: analysis must not raise."""

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.config import (
@@ -1209,3 +1209,41 @@ def test_proxy_credentials_never_leak(tmp_path: Path) -> None:
         )
     config = parse(f"brokers: [{{name: a, address: a, proxy_url: 'socks5://monitor:{secret}@p'}}]", tmp_path)
     assert secret not in repr(config)
+
+
+# --- properties: whatever the document, the loader answers with a Config or a ConfigError -----------
+
+_yaml_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 70000),
+    st.text(max_size=12),
+    st.sampled_from(["5s", "3.1.1", "h:1"]),
+)
+_yaml_values = st.recursive(
+    _yaml_scalars,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(
+            st.sampled_from(
+                ["name", "address", "tls", "mqtt", "interval", "timeout", "ca_file", "protocol", "x"]
+            ),
+            inner,
+            max_size=4,
+        ),
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(["defaults", "brokers", "modules", "bogus"]), _yaml_values, max_size=3)
+)
+def test_any_document_gives_a_config_or_a_config_error(document: dict[str, object]) -> None:
+    import yaml
+
+    try:
+        parse_config(yaml.safe_dump(document), base_dir="/nonexistent", env={})
+    except ConfigError as exc:
+        assert exc.errors and all(": " in error for error in exc.errors)

@@ -229,3 +229,36 @@ def test_config_check_lists_every_error(tmp_path: Path) -> None:
     assert (
         "brokers[0].address" in result.stderr and "brokers[1]" in result.stderr and "colour" in result.stderr
     )
+
+
+def test_post_reload(lab: Lab, tmp_path: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    config = tmp_path / "config.yaml"
+    config.write_text(lab.config_yaml("good"))
+    process = start_exporter(config, tmp_path)
+
+    def post() -> tuple[int, str]:
+        request = urllib.request.Request(process.url + "/-/reload", method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return int(response.status), response.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+
+    try:
+        assert post() == (200, "configuration unchanged\n")
+        config.write_text(lab.config_yaml("good", "expired"))
+        status, text = post()
+        assert status == 200 and "1 added" in text
+        wait_for(
+            lambda: (
+                value(samples(process.get("/metrics")), "mqtt_broker_probe_success", broker="expired") == 0
+            )
+        )
+        config.write_text("brokers: [{name: x}]\n")
+        status, text = post()
+        assert status == 500 and "brokers[0].address" in text
+    finally:
+        assert process.stop() == 0
