@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 import logging
 import socket
 import ssl
@@ -26,7 +25,7 @@ from dataclasses import dataclass, field
 from exporter.config import BrokerConfig, ProxySettings
 from exporter.probe import chain as chains
 from exporter.probe import files
-from exporter.probe.addresses import family_name, select_addresses
+from exporter.probe.addresses import family_name, literal_ip, select_addresses
 from exporter.probe.aia import AiaFetcher
 from exporter.probe.crl import CrlFetcher
 from exporter.probe.lifecycle import LEGACY_TLS_INTERVAL, Lifecycle
@@ -227,10 +226,9 @@ class Prober:
     async def _resolve(self, broker: BrokerConfig, clock: _Clock) -> list[str]:
         """The addresses to probe, best first (see ``select_addresses``); never empty."""
         host = broker.target.host
-        try:
-            return [str(ipaddress.ip_address(host))]
-        except ValueError:
-            pass
+        literal = literal_ip(host)
+        if literal is not None:
+            return [literal]
         try:
             async with asyncio.timeout(clock.remaining()):
                 candidates = await self.resolver(host, broker.target.port)
@@ -374,11 +372,7 @@ def _proxy_resolves(broker: BrokerConfig) -> bool:
     """Whether the proxy, not we, resolves the broker's name (socks5h://, http:// CONNECT)."""
     if broker.proxy is None or not broker.proxy.resolves_names:
         return False
-    try:
-        ipaddress.ip_address(broker.target.host)
-    except ValueError:
-        return True
-    return False
+    return literal_ip(broker.target.host) is None
 
 
 async def _connect(host: str, port: int, clock: _Clock, proxy: ProxySettings | None = None) -> _Connection:

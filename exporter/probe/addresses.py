@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Iterable
 
@@ -41,3 +42,12 @@ def select_addresses(candidates: Iterable[str], ip_protocol: str = "any") -> lis
 def family_name(ip_protocol: str) -> str:
     """How messages name what ``ip_protocol`` allows."""
     return {"ip4": "IPv4", "ip6": "IPv6"}.get(ip_protocol, "IP")
+
+
+@functools.lru_cache(maxsize=65536)
+def literal_ip(host: str) -> str | None:
+    """The normalised IP when ``host`` is an IP literal, else None (cached: asked on every probe)."""
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        return None
