@@ -57,6 +57,7 @@ from exporter.lab.hostile import BlackHole
 from exporter.lab.mosquitto import Listener, Mosquitto, mosquitto_binary
 from exporter.lab.pki import Issued, Pki
 from exporter.lab.ports import free_port, wait_for_port
+from exporter.lab.process import start_exporter_process
 from exporter.scheduler import grid_offset
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -552,23 +553,11 @@ def run_exporter(
     config.write_text(exporter_config(fleet, interval, timeout))
     log_path = workdir / "exporter.log"
     run = ExporterRun(brokers=len(fleet.brokers), interval=interval)
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "exporter",
-                f"--config.file={config}",
-                "--web.listen-address=127.0.0.1:0",
-                f"--probe.concurrency={concurrency}",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
+    process, base = start_exporter_process(
+        config, log_path, f"--probe.concurrency={concurrency}", cwd=ROOT, timeout=60
+    )
     try:
-        line = _wait_for_log(log_path, process, b"msg=listening", 60)
-        url = line.split("url=")[1].split()[0]
+        url = base + "/metrics"
         _wait_for_log(log_path, process, b"msg=started", 60)
         cpu0 = cpu_of(process.pid)
         run.start_rss = memory_mb(process.pid, "VmRSS")

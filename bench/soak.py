@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,6 +35,7 @@ from exporter.lab.hostile import (
 )
 from exporter.lab.mosquitto import Listener, Mosquitto
 from exporter.lab.pki import Pki
+from exporter.lab.process import start_exporter_process
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -138,22 +138,9 @@ def run_soak(brokers: int, seconds: float, interval: str, timeout: str, warmup: 
                 f"  - {{name: {name}, address: '{address}', tls: {{ca_file: '{ca}', server_name: localhost}}}}"
             )
         config.write_text("\n".join(lines) + "\n")
-        log = Path(tmp) / "exporter.log"
-        with open(log, "wb") as out:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "exporter",
-                    f"--config.file={config}",
-                    "--web.listen-address=127.0.0.1:0",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=ROOT,
-            )
+        process, base = start_exporter_process(config, Path(tmp) / "exporter.log", cwd=ROOT)
+        url = base + "/metrics"
         try:
-            url = _wait_for_url(log, process)
             scrapes: list[tuple[float, float]] = []
             started = time.monotonic()
             samples: list[tuple[float, dict[str, float]]] = []
@@ -199,18 +186,6 @@ def _sample(values: dict[str, float]) -> Sample:
         tasks=values.get("mqtt_cert_exporter_asyncio_tasks", -1),
         rss_mb=values.get("process_resident_memory_bytes", 0) / 2**20,
     )
-
-
-def _wait_for_url(log: Path, process: subprocess.Popen[bytes]) -> str:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        for line in log.read_text(errors="replace").splitlines():
-            if "msg=listening" in line:
-                return line.split("url=")[1].split()[0]
-        if process.poll() is not None:
-            raise RuntimeError(log.read_text(errors="replace"))
-        time.sleep(0.1)
-    raise RuntimeError("exporter did not start")
 
 
 def main() -> None:

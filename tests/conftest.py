@@ -9,11 +9,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import http.server
-import os
-import re
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,11 +24,11 @@ from exporter.config import BrokerConfig, MqttSettings, Secret, Target, TlsSetti
 from exporter.lab.hostile import BlackHole, HostileServer, after_tls, garbage, reset_on_accept, silent
 from exporter.lab.mosquitto import Listener, Mosquitto, make_password_file, mosquitto_binary
 from exporter.lab.pki import Issued, Pki
+from exporter.lab.process import start_exporter_process
 from exporter.probe.mqtt import encode_varint
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "s3cret-Pa55word-never-logged"
-LISTENING = re.compile(r'listening.*?url[=":\s]+(https?://[^\s"]+)/metrics')
 UTC = dt.UTC
 
 
@@ -306,32 +303,10 @@ def start_exporter(
     config: Path, workdir: Path, *extra: str, env: dict[str, str] | None = None
 ) -> ExporterProcess:
     log_path = workdir / f"exporter-{time.monotonic_ns()}.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "exporter",
-                f"--config.file={config}",
-                "--web.listen-address=127.0.0.1:0",
-                *extra,
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            env={**os.environ, "MQTT_TEST_PASSWORD": PASSWORD, **(env or {})},
-        )
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        text = log_path.read_text(errors="replace")
-        found = LISTENING.search(text)  # logfmt or JSON log lines
-        if found:
-            return ExporterProcess(process, found.group(1), log_path)
-        if process.poll() is not None:
-            raise RuntimeError(f"exporter exited with {process.returncode}:\n{text}")
-        time.sleep(0.05)
-    process.kill()
-    raise RuntimeError(f"exporter did not start:\n{log_path.read_text(errors='replace')}")
+    process, url = start_exporter_process(
+        config, log_path, *extra, env={"MQTT_TEST_PASSWORD": PASSWORD, **(env or {})}, cwd=ROOT
+    )
+    return ExporterProcess(process, url, log_path)
 
 
 def wait_for(predicate: Any, timeout: float = 15, interval: float = 0.1) -> Any:

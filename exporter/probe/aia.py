@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from exporter.probe.chain import Parsed, load_pem_bundle
+from exporter.probe.fetch import fetch_bounded
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +45,7 @@ class AiaFetcher:
             return ()
 
     async def _download(self, url: str, timeout: float) -> tuple[Parsed, ...]:
-        import aiohttp  # lazily: it costs a quarter of a second of `check`'s start-up
-
-        client_timeout = aiohttp.ClientTimeout(total=timeout)
-        async with (
-            aiohttp.ClientSession(timeout=client_timeout) as session,
-            session.get(url, allow_redirects=True, max_redirects=3) as response,
-        ):
-            response.raise_for_status()
-            body = await response.content.read(MAX_BODY + 1)
-            if len(body) > MAX_BODY:
-                raise ValueError(f"AIA response from {url} larger than {MAX_BODY} bytes")
+        body = await fetch_bounded(url, timeout, MAX_BODY)
         certs = tuple(load_pem_bundle(body))
         self._cache[url] = (time.monotonic() + SUCCESS_TTL, certs)
         return certs

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from exporter.probe.fetch import fetch_bounded
 from exporter.probe.revocation import Crl, parse_crl
 
 log = logging.getLogger(__name__)
@@ -82,15 +83,7 @@ class CrlFetcher:
         return None, error
 
     async def _download(self, url: str, timeout: float) -> Crl:
-        client_timeout = aiohttp.ClientTimeout(total=timeout)
-        async with (
-            aiohttp.ClientSession(timeout=client_timeout) as session,
-            session.get(url, allow_redirects=True, max_redirects=3) as response,
-        ):
-            response.raise_for_status()
-            body = await response.content.read(MAX_BODY + 1)
-            if len(body) > MAX_BODY:
-                raise ValueError(f"larger than {MAX_BODY} bytes")
+        body = await fetch_bounded(url, timeout, MAX_BODY)
         crl = await asyncio.to_thread(parse_crl, body) if len(body) > PARSE_IN_THREAD else parse_crl(body)
         self._cache[url] = (time.monotonic() + ttl(crl, time.time()), crl, "")
         return crl

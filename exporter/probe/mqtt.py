@@ -135,18 +135,12 @@ def encode_connect(
 
 def parse_connack(packet: bytes, protocol: str) -> Connack:
     """Parse one complete CONNACK packet (fixed header included)."""
-    if not packet:
-        raise IncompletePacket
-    if packet[0] != CONNACK_TYPE:
-        kind = packet[0] >> 4
-        raise PacketError(f"expected CONNACK (type 2), got packet type {kind} (first byte 0x{packet[0]:02x})")
+    total = connack_frame_length(packet)
     length, start = decode_varint(packet, 1)
-    if length > MAX_CONNACK_LENGTH:
-        raise PacketError(f"CONNACK claims {length} bytes, more than any CONNACK needs")
-    body = packet[start : start + length]
+    body = packet[start:total]
     if len(body) < length:
         raise IncompletePacket
-    if len(packet) > start + length:
+    if len(packet) > total:
         raise PacketError("trailing bytes after CONNACK")
     if protocol == PROTOCOL_311:
         if length != 2:
