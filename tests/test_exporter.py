@@ -262,3 +262,18 @@ def test_post_reload(lab: Lab, tmp_path: Path) -> None:
         assert status == 500 and "brokers[0].address" in text
     finally:
         assert process.stop() == 0
+
+
+def test_every_exposed_metric_is_documented(exporter: ExporterProcess) -> None:
+    """The contract: nothing reaches /metrics without a row in docs/metrics.md."""
+    from tests.conftest import ROOT
+
+    doc = (ROOT / "docs" / "metrics.md").read_text()
+    names = {
+        family.name
+        for family in text_string_to_metric_families(exporter.get("/metrics"))
+        if family.name.startswith(("mqtt_broker_", "mqtt_cert_exporter_"))
+    }
+    assert names
+    undocumented = sorted(n for n in names if f"`{n}`" not in doc and f"`{n}_total`" not in doc)
+    assert not undocumented
