@@ -55,6 +55,7 @@ from exporter.config import (
     load_config,
     parse_address,
     parse_duration,
+    read_password_file,
 )
 from exporter.probe import Prober, files
 from exporter.report import DEFAULT_WARN_DAYS, Report, Status, build_report, summary_line, worst
@@ -212,21 +213,10 @@ def _readable_file(flag: str, path: str) -> str:
 
 
 def _read_password(path: str) -> Secret:
-    full = _readable_file("--password-file", path)
     try:
-        with open(full, encoding="utf-8", newline="") as file:
-            content = file.read()
-    except UnicodeDecodeError:
-        raise UsageError(f"--password-file {path}: not valid UTF-8") from None
-    except OSError as exc:
-        raise UsageError(f"--password-file {path}: {exc.strerror or 'cannot be read'}") from None
-    for newline in ("\r\n", "\n"):
-        if content.endswith(newline):
-            content = content.removesuffix(newline)
-            break
-    if not content:
-        raise UsageError(f"--password-file {path}: file is empty")
-    return Secret(content)
+        return read_password_file(_readable_file("--password-file", path), shown=path)
+    except ValueError as exc:
+        raise UsageError(f"--password-file {exc}") from None
 
 
 def broker_from_arguments(args: argparse.Namespace) -> BrokerConfig:

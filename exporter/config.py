@@ -789,21 +789,10 @@ class _Parser:
         return path
 
     def _password_file(self, value: object) -> Secret:
-        path = self._file(value)
         try:
-            with open(path, encoding="utf-8", newline="") as file:
-                content = file.read()
-        except UnicodeDecodeError:
-            raise _Invalid(f"{path}: not valid UTF-8") from None
-        except OSError as exc:
-            raise _Invalid(f"{path}: {exc.strerror or 'cannot be read'}") from None
-        for newline in ("\r\n", "\n"):
-            if content.endswith(newline):
-                content = content.removesuffix(newline)
-                break
-        if not content:
-            raise _Invalid(f"{path}: file is empty")
-        return Secret(content)
+            return read_password_file(self._file(value))
+        except ValueError as exc:
+            raise _Invalid(str(exc)) from None
 
     def _discover(
         self, raw: object, defaults: _Layer, brokers: tuple[BrokerConfig, ...]
@@ -1095,3 +1084,23 @@ def _tls_files_problem(ca_file: str | None, cert_file: str | None, key_file: str
     except (ssl.SSLError, OSError, ValueError) as exc:
         return f"cert_file/key_file: cannot load the client certificate and its (unencrypted) key ({exc})"
     return None
+
+
+def read_password_file(path: str, shown: str | None = None) -> Secret:
+    """The password in ``path`` without one trailing newline. ValueError says why not, naming the file
+    as ``shown`` (default: ``path``) and never quoting its content."""
+    name = shown or path
+    try:
+        with open(path, encoding="utf-8", newline="") as file:
+            content = file.read()
+    except UnicodeDecodeError:
+        raise ValueError(f"{name}: not valid UTF-8") from None
+    except OSError as exc:
+        raise ValueError(f"{name}: {exc.strerror or 'cannot be read'}") from None
+    for newline in ("\r\n", "\n"):
+        if content.endswith(newline):
+            content = content.removesuffix(newline)
+            break
+    if not content:
+        raise ValueError(f"{name}: file is empty")
+    return Secret(content)
