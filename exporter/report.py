@@ -987,22 +987,17 @@ def _finding_document(failure: Failure, finding: Finding) -> dict[str, Any]:
 
 
 def _cert_document(position: int, cert: CertFacts, now: float) -> dict[str, Any]:
-    parsed = not cert.parse_error
-    return {
-        "position": position,
-        "subject": cert.subject,
-        "issuer": cert.issuer,
-        "serial": cert.serial,
-        "fingerprint_sha256": cert.fingerprint_sha256,
-        "not_before": iso8601(cert.not_before) if parsed else None,
-        "not_after": iso8601(cert.not_after) if parsed else None,
-        "days_left": round(days_left(cert, now), 3) if parsed else None,
-        "dns_names": list(cert.dns_names),
-        "ip_addresses": list(cert.ip_addresses),
-        "key": cert.key,
-        "signature_algorithm": cert.signature_algorithm,
-        "parse_error": cert.parse_error or None,
-    }
+    """A certificate of the chain: the facts of any certificate plus what only the chain table shows."""
+    document: dict[str, Any] = {"position": position, **_other_cert_document(cert, now)}
+    parse_error = document.pop("parse_error")  # stays the last key
+    document.update(
+        dns_names=list(cert.dns_names),
+        ip_addresses=list(cert.ip_addresses),
+        key=cert.key,
+        signature_algorithm=cert.signature_algorithm,
+        parse_error=parse_error,
+    )
+    return document
 
 
 def _optional_iso8601(timestamp: float | None) -> str | None:
