@@ -26,6 +26,7 @@ from exporter.lab.mosquitto import Listener, Mosquitto, make_password_file, mosq
 from exporter.lab.pki import Issued, Pki
 from exporter.lab.process import start_exporter_process
 from exporter.probe.mqtt import encode_varint
+from exporter.results import CertFacts
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "s3cret-Pa55word-never-logged"
@@ -327,3 +328,25 @@ def promtool() -> str:
             "promtool is not installed: run `bash scripts/ensure-system-packages.sh` (make test does)"
         )
     return path
+
+
+def cert_facts(**changes: Any) -> CertFacts:
+    """The facts of a plausible EC P-256 leaf, for pure tests; override what the test is about."""
+    base = CertFacts(
+        fingerprint_sha256="ab" * 32,
+        subject="CN=leaf",
+        issuer="CN=Some CA",
+        serial="1",
+        not_before=0.0,
+        not_after=2e9,
+        dns_names=("localhost",),
+        ip_addresses=(),
+        common_name="leaf",
+        key="EC-P256",
+        key_bits=256,
+        signature_algorithm="ecdsa-with-SHA256",
+        signature_hash="sha256",
+        is_ca=False,
+        self_issued=False,
+    )
+    return dataclasses.replace(base, **changes)

@@ -26,6 +26,7 @@ from exporter.results import (
     same_leaf,
 )
 from exporter.store import FailureKey, ResultStore
+from tests.conftest import cert_facts
 
 
 @pytest.mark.parametrize(
@@ -61,22 +62,13 @@ def test_select_addresses_properties(candidates: list[str]) -> None:
 
 
 def cert(fingerprint: str) -> CertFacts:
-    return CertFacts(
+    return cert_facts(
         fingerprint_sha256=fingerprint,
         subject="CN=node",
         issuer="CN=ca",
         serial="01",
-        not_before=0.0,
-        not_after=2e9,
         dns_names=("mqtt.example.com",),
-        ip_addresses=(),
         common_name="node",
-        key="EC-P256",
-        key_bits=256,
-        signature_algorithm="ecdsa-with-SHA256",
-        signature_hash="sha256",
-        is_ca=False,
-        self_issued=False,
     )
 
 

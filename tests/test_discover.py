@@ -20,6 +20,7 @@ from exporter.lab.pki import Issued, Pki
 from exporter.lab.ports import free_port, wait_for_port
 from exporter.probe import Prober
 from exporter.results import CertFacts
+from tests.conftest import cert_facts
 
 
 def parse(text: str, path: str = "/etc/mosquitto/mosquitto.conf", **includes: str) -> discover.MosquittoConf:
@@ -221,22 +222,14 @@ def test_brokers_from_listeners() -> None:
 
 
 def _leaf(dns: tuple[str, ...], ips: tuple[str, ...] = ()) -> CertFacts:
-    return CertFacts(
+    return cert_facts(
         fingerprint_sha256="00" * 32,
         subject="CN=x",
         issuer="CN=y",
-        serial="1",
-        not_before=0.0,
         not_after=1.0,
         dns_names=dns,
         ip_addresses=ips,
         common_name="x",
-        key="EC-P256",
-        key_bits=256,
-        signature_algorithm="ecdsa-with-SHA256",
-        signature_hash="sha256",
-        is_ca=False,
-        self_issued=False,
     )
 
 

@@ -14,30 +14,22 @@ from exporter.lab.pki import Issued, Pki
 from exporter.probe import lints
 from exporter.probe.chain import facts_of
 from exporter.results import CertFacts, LegacyTlsFacts, Lint
+from tests.conftest import cert_facts
 
 DAY = 86400.0
 NOW = 1_800_000_000.0
 
 
 def cert(**changes: object) -> CertFacts:
-    base = CertFacts(
-        fingerprint_sha256="ab" * 32,
-        subject="CN=broker.example.com",
-        issuer="CN=Intermediate",
-        serial="1",
-        not_before=NOW - 10 * DAY,
-        not_after=NOW + 80 * DAY,
-        dns_names=("broker.example.com",),
-        ip_addresses=(),
-        common_name="broker.example.com",
-        key="EC-P256",
-        key_bits=256,
-        signature_algorithm="ecdsa-with-SHA256",
-        signature_hash="sha256",
-        is_ca=False,
-        self_issued=False,
-    )
-    return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
+    leaf: dict[str, object] = {
+        "subject": "CN=broker.example.com",
+        "issuer": "CN=Intermediate",
+        "not_before": NOW - 10 * DAY,
+        "not_after": NOW + 80 * DAY,
+        "dns_names": ("broker.example.com",),
+        "common_name": "broker.example.com",
+    }
+    return cert_facts(**{**leaf, **changes})
 
 
 INTERMEDIATE = cert(

@@ -53,7 +53,7 @@ from exporter.results import (
     TlsFacts,
     TrustVerdict,
 )
-from tests.conftest import PASSWORD, Lab
+from tests.conftest import PASSWORD, Lab, cert_facts
 
 #: Scenarios that fail only after their whole timeout get a short one.
 SHORT_TIMEOUT = {"black_hole": 0.5, "silent": 0.5, "tls_silent": 0.5}
@@ -486,22 +486,14 @@ def _cert(
     fingerprint: str = "ab" * 32,
     issuer: str = "CN=Some CA",
 ) -> CertFacts:
-    return CertFacts(
+    return cert_facts(
         fingerprint_sha256=fingerprint,
         subject=f"CN={common_name}",
         issuer=issuer,
         serial="1f",
         not_before=not_before,
         not_after=not_after,
-        dns_names=("localhost",),
-        ip_addresses=(),
         common_name=common_name,
-        key="EC-P256",
-        key_bits=256,
-        signature_algorithm="ecdsa-with-SHA256",
-        signature_hash="sha256",
-        is_ca=False,
-        self_issued=False,
     )
 
 
