@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import functools
 import ipaddress
 import os
 import re
@@ -1064,26 +1063,35 @@ def _label_safe(value: object) -> str:
     return text
 
 
-def tls_files_problem(tls: Mapping[str, Any]) -> str | None:
-    """Why OpenSSL cannot use these CA / client certificate files (None when it can)."""
-    return _tls_files_problem(tls.get("ca_file"), tls.get("cert_file"), tls.get("key_file"))
-
-
-@functools.lru_cache(maxsize=256)
-def _tls_files_problem(ca_file: str | None, cert_file: str | None, key_file: str | None) -> str | None:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+def file_stamp(path: str) -> tuple[int, int]:
+    """(mtime_ns, size) of a file, (0, 0) when it cannot be stat'ed: a cache key that changes with it."""
     try:
-        if ca_file:
-            context.load_verify_locations(cafile=ca_file)
+        status = os.stat(path)
+    except OSError:
+        return (0, 0)
+    return (status.st_mtime_ns, status.st_size)
+
+
+def tls_files_problem(tls: Mapping[str, Any]) -> str | None:
+    """Why OpenSSL cannot use these CA / client certificate files (None when it can).
+
+    Builds the very context the probe will use (and caches it for the probe), so what the loader
+    accepts is what a probe can load.
+    """
+    from exporter.probe.tls import client_context  # here: exporter.probe imports this module
+
+    ca_file, cert_file, key_file = tls.get("ca_file"), tls.get("cert_file"), tls.get("key_file")
+    try:
+        # An empty password: an encrypted key fails here instead of prompting on the terminal.
+        client_context(TlsSettings(ca_file=ca_file, cert_file=cert_file, key_file=key_file), verify=True)
+        return None
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        problem = exc
+    try:  # which file was it?
+        client_context(TlsSettings(ca_file=ca_file), verify=True)
     except (ssl.SSLError, OSError, ValueError) as exc:
         return f"ca_file {ca_file}: not a usable PEM certificate bundle ({exc})"
-    try:
-        if cert_file:
-            # An empty password: an encrypted key fails here instead of prompting on the terminal.
-            context.load_cert_chain(cert_file, key_file, password=lambda: b"")
-    except (ssl.SSLError, OSError, ValueError) as exc:
-        return f"cert_file/key_file: cannot load the client certificate and its (unencrypted) key ({exc})"
-    return None
+    return f"cert_file/key_file: cannot load the client certificate and its (unencrypted) key ({problem})"
 
 
 def read_password_file(path: str, shown: str | None = None) -> Secret:

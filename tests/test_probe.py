@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -229,3 +230,24 @@ def test_reasons_contract_matches_docs() -> None:
         assert f"`{problem.value}`" in doc
     assert {s.value for s in Stage} <= {s.value for s in REASONS_BY_STAGE}
     assert Reason.UNTRUSTED in REASONS_BY_STAGE[Stage.TRUST]
+
+
+async def test_a_replaced_ca_file_is_read_again(lab: Lab, tmp_path: Path) -> None:
+    """An operator fixes the CA file in place: the next probe uses it, no restart needed."""
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(lab.other_root.cert_path.read_bytes())
+    broker = lab.broker("good", tls={"ca_file": str(ca_file)})
+    prober = Prober()
+    before = await prober.probe(broker)
+    assert before.tls is not None and [p.value for p in before.tls.verdict.problems] == ["unknown_ca"]
+    ca_file.write_bytes(lab.root.cert_path.read_bytes() + b"\n")  # new content (and size)
+    after = await prober.probe(broker)
+    assert after.success, after.failure
+
+
+def test_brokers_differing_only_in_name_share_one_tls_context(lab: Lab) -> None:
+    from exporter.probe.tls import client_context
+
+    a = lab.broker("good", tls={"server_name": "a.example.com"})
+    b = lab.broker("good", tls={"server_name": "b.example.com"})
+    assert client_context(a.tls, verify=True) is client_context(b.tls, verify=True)

@@ -7,15 +7,8 @@ import ssl
 from dataclasses import dataclass
 from functools import lru_cache
 
+from exporter.config import file_stamp
 from exporter.probe.chain import Parsed, TrustStore, load_pem_bundle
-
-
-def _stamp(path: str) -> tuple[int, int]:
-    try:
-        status = os.stat(path)
-    except OSError:
-        return (0, 0)
-    return (status.st_mtime_ns, status.st_size)
 
 
 @lru_cache(maxsize=256)
@@ -28,7 +21,7 @@ def _read_bundle(path: str, stamp: tuple[int, int]) -> tuple[Parsed, ...]:
 
 
 def certificates_in(path: str) -> tuple[Parsed, ...]:
-    return _read_bundle(path, _stamp(path))
+    return _read_bundle(path, file_stamp(path))
 
 
 def system_ca_file() -> str | None:
@@ -42,11 +35,11 @@ def system_ca_file() -> str | None:
 def trust_store(ca_file: str | None) -> TrustStore:
     """The anchors a verifying client would use: ``ca_file``, else the system store."""
     if ca_file:
-        return _store(ca_file, _stamp(ca_file), f"the configured ca_file {ca_file}")
+        return _store(ca_file, file_stamp(ca_file), f"the configured ca_file {ca_file}")
     system = system_ca_file()
     if system is None:
         return TrustStore("the system trust store (not found)", ())
-    return _store(system, _stamp(system), "the system trust store")
+    return _store(system, file_stamp(system), "the system trust store")
 
 
 @lru_cache(maxsize=256)

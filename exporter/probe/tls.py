@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 
-from exporter.config import TlsSettings
+from exporter.config import TlsSettings, file_stamp
 
 #: Never buffer more than this from a peer during the handshake (a hostile "chain" of megabytes).
 MAX_HANDSHAKE_BYTES = 1 << 20
@@ -57,15 +57,26 @@ def client_context(settings: TlsSettings, *, verify: bool) -> ssl.SSLContext:
     """The context an OpenSSL-based MQTT client (paho, mosquitto_sub) would use with these settings.
 
     Cached: building a context and loading a CA store costs milliseconds, a probe must not pay that.
-    Settings that do not shape the context (``served_cert_file``, one per broker) are left out of the key.
+    The key is what shapes a context -- the files, as they are on disk now (a renewed CA file is read
+    again), the version bounds and ALPN -- not per-broker settings such as ``server_name``, so a fleet
+    with one CA file shares one context.
     """
-    if settings.served_cert_file is not None:
-        settings = replace(settings, served_cert_file=None)
-    return _client_context(settings, verify)
+    shaping = TlsSettings(
+        ca_file=settings.ca_file,
+        cert_file=settings.cert_file,
+        key_file=settings.key_file,
+        min_version=settings.min_version,
+        max_version=settings.max_version,
+        alpn=settings.alpn,
+    )
+    files = (settings.ca_file, settings.cert_file, settings.key_file)
+    return _client_context(shaping, verify, tuple(file_stamp(path) if path else None for path in files))
 
 
-@lru_cache(maxsize=1024)
-def _client_context(settings: TlsSettings, verify: bool) -> ssl.SSLContext:
+@lru_cache(maxsize=256)
+def _client_context(
+    settings: TlsSettings, verify: bool, stamps: tuple[tuple[int, int] | None, ...]
+) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     if verify:
         context.check_hostname = True
