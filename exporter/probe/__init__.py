@@ -264,11 +264,12 @@ class Prober:
             raise _Failed(Failure(Stage.TLS, Reason.CLIENT_CERTIFICATE_REQUIRED, str(exc))) from None
         except OSError as exc:
             raise _Failed(Failure(Stage.TLS, Reason.HANDSHAKE_FAILURE, f"TLS handshake: {exc}")) from None
-        verdict = await self._verdict(session, broker, clock, verify)
+        presented = [chains.parse_der(der) for der in session.chain_der]
+        verdict = await self._verdict(presented, broker, clock, verify)
         state.tls = TlsFacts(
             version=session.version if verify is None else "",
             cipher=session.cipher if verify is None else "",
-            chain=tuple(chains.facts_of(der) for der in session.chain_der),
+            chain=tuple(parsed.facts for parsed in presented),
             verdict=verdict,
             alpn_protocol=session.alpn_protocol if verify is None else "",
         )
@@ -282,9 +283,12 @@ class Prober:
         return True
 
     async def _verdict(
-        self, session: TlsSession, broker: BrokerConfig, clock: _Clock, verify: tuple[int, str] | None
+        self,
+        presented: list[chains.Parsed],
+        broker: BrokerConfig,
+        clock: _Clock,
+        verify: tuple[int, str] | None,
     ) -> TrustVerdict:
-        presented = [chains.parse_der(der) for der in session.chain_der]
         store = files.trust_store(broker.tls.ca_file)
         extra: list[chains.Parsed] = []
         if broker.tls.intermediates_file:
