@@ -32,9 +32,7 @@ class ResultStore:
         """Store a result; returns the one it replaces."""
         previous = self.results.get(result.broker)
         self.results[result.broker] = result
-        if result.failure is not None:
-            key = (result.broker, result.failure.stage, result.failure.reason)
-            self.failure_counts[key] = self.failure_counts.get(key, 0) + 1
+        self._count(result)
         return previous
 
     def publish_group(
@@ -49,13 +47,16 @@ class ResultStore:
         for stale in gone:
             del self.failure_counts[stale]  # an address gone from the name takes its counters along
         for result in group:
-            if result.failure is not None:
-                stage, reason = result.failure.stage, result.failure.reason
-                key: FailureKey = (name, stage, reason)
-                if result.address_label:
-                    key = (name, stage, reason, result.address_label)
-                self.failure_counts[key] = self.failure_counts.get(key, 0) + 1
+            self._count(result)
         return [(result, before.get(result.address_label)) for result in group]
+
+    def _count(self, result: ProbeResult) -> None:
+        if result.failure is None:
+            return
+        key: FailureKey = (result.broker, result.failure.stage, result.failure.reason)
+        if result.address_label:
+            key = (*key, result.address_label)
+        self.failure_counts[key] = self.failure_counts.get(key, 0) + 1
 
     def latest(self) -> list[ProbeResult]:
         """Every result a scrape renders: one per broker, one per address for grouped brokers."""
