@@ -46,6 +46,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NoReturn, TextIO
 
+from exporter import eventloop
 from exporter.config import (
     BrokerConfig,
     ConfigError,
@@ -368,7 +369,7 @@ class Outcome:
 def run_checks(
     brokers: Sequence[BrokerConfig], *, warn_days: float, concurrency: int = DEFAULT_CONCURRENCY
 ) -> Outcome:
-    results = asyncio.run(probe_all(brokers, concurrency=concurrency))
+    results = eventloop.run(probe_all(brokers, concurrency=concurrency))
     now = time.time()
     return Outcome(
         [build_report(r, b, warn_days=warn_days, now=now) for r, b in zip(results, brokers, strict=True)]

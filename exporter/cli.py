@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import re
 import sys
 from collections.abc import Sequence
 
-from exporter import __version__, logs
+from exporter import __version__, eventloop, logs
 from exporter.config import ConfigError, load_config
 from exporter.scheduler import DEFAULT_CONCURRENCY
 
@@ -132,7 +131,7 @@ def serve(argv: Sequence[str]) -> int:
         allowed_targets=tuple(args.allowed_targets),
         shard=args.shard,
     )
-    return asyncio.run(Daemon(options, config).run())
+    return eventloop.run(Daemon(options, config).run())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
-from exporter import shard
+from exporter import eventloop, shard
 from exporter.collector import ExporterCollector, ExporterFacts
 from exporter.config import BrokerConfig, Config, ConfigError, load_config
 from exporter.exposition import BrokerExposition
@@ -187,7 +187,11 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
         self.scheduler.apply(self.brokers)
         self.web_state.ready = True
-        started: dict[str, object] = {"brokers": len(self.brokers), "config": self.options.config_file}
+        started: dict[str, object] = {
+            "brokers": len(self.brokers),
+            "config": self.options.config_file,
+            "event_loop": eventloop.running_name(),
+        }
         if self.options.shard is not None:
             started["shard"] = "{}/{}".format(*self.options.shard)
             started["configured"] = len(self.config.brokers)

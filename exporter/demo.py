@@ -33,7 +33,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from exporter import logs
+from exporter import eventloop, logs
 from exporter.check import probe_all, use_colour
 from exporter.cli import add_logging_flags
 from exporter.config import Config, ConfigError, load_config
@@ -229,7 +229,7 @@ def main(argv: Sequence[str]) -> int:
         config = load_config(str(config_path))
         _say(f"config: {config_path}")
         _say()
-        return asyncio.run(
+        return eventloop.run(
             _serve(config_path, config, args.listen_address, args.warn_days, mosquitto_pid, workdir)
         )
     except (KeyboardInterrupt, _StopRequested):

@@ -6,6 +6,7 @@ Everything binds to loopback on ephemeral ports, so parallel runs never collide.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import http.server
@@ -20,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from exporter import eventloop
 from exporter.config import BrokerConfig, MqttSettings, Secret, Target, TlsSettings
 from exporter.lab.hostile import BlackHole, HostileServer, after_tls, garbage, reset_on_accept, silent
 from exporter.lab.mosquitto import Listener, Mosquitto, make_password_file, mosquitto_binary
@@ -35,6 +37,12 @@ UTC = dt.UTC
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: end-to-end tests that start processes")
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    """In-process async tests run on the event loop the exporter's commands run on (uvloop)."""
+    factory = eventloop.loop_factory()
+    return {"uvloop": factory} if factory is not None else {"asyncio": asyncio.new_event_loop}
 
 
 @dataclass
