@@ -1,23 +1,21 @@
 """/metrics text for a whole fleet, fast: each immutable result is rendered once and its text reused.
 
-`collector.broker_families` stays the one definition of which series exist; this module only decides
-*when* to format them. A broker's text is formatted when its result changes and reused by every scrape
-until then. The few values relative to the scrape time (``*_expires_in_seconds``) are kept as absolute
+`collector.broker_samples` stays the one definition of which series exist; this module only decides
+*when* to format them, and formats those plain samples itself (escaped and numbered exactly as
+prometheus_client does). A broker's text is formatted when its result is published and reused by every scrape until then.
+The few values relative to the scrape time (``*_expires_in_seconds``) are kept as absolute
 timestamps and turned into "seconds from now" at each scrape. Rendering 10,000 brokers through
 prometheus_client on every scrape took about 3 s here; with this cache a scrape costs a join.
 """
 
 from __future__ import annotations
 
+import operator
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import cast
+from collections.abc import Callable
+from typing import Final
 
-from prometheus_client.core import Metric
-from prometheus_client.utils import floatToGoString
-
-from exporter.collector import broker_families
+from exporter.collector import BROKER_FAMILIES, PROBE_INTERVAL, Family, Sample, broker_samples
 from exporter.results import ProbeResult
 from exporter.store import ResultStore
 
@@ -31,49 +29,93 @@ RELATIVE_TO_NOW = frozenset(
     }
 )
 
-INTERVAL_FAMILY = "mqtt_broker_probe_interval_seconds"
-
 
 def _escape(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
-def _series(name: str, labels: Mapping[str, str]) -> str:
-    if not labels:
-        return name
-    return name + "{" + ",".join(f'{key}="{_escape(value)}"' for key, value in labels.items()) + "}"
+def number(value: float) -> str:
+    """``prometheus_client.utils.floatToGoString`` (tests hold them equal)."""
+    text = _NUMBERS.get(value)
+    if text is not None:
+        return text
+    text = repr(float(value))
+    dot = text.find(".")
+    if dot > 6 and value > 0:  # Go's exponent notation: 1.75e+09
+        digits = text.replace(".", "").rstrip("0")
+        text = (digits[0] + "." + digits[1:] if len(digits) > 1 else digits) + _EXPONENTS[dot - 1]
+        if value % 1 == 0:  # certificate validity, the same at every probe of a broker
+            if len(_NUMBERS) >= _MAX_NUMBERS:
+                _NUMBERS.clear()
+            _NUMBERS[value] = text
+    elif dot < 0 and text[-1] > "9":
+        text = _NON_FINITE[text]
+    return text
 
 
-def _number(value: float) -> str:
-    return cast(str, floatToGoString(value))  # type: ignore[no-untyped-call]
+_EXPONENTS: Final = tuple(f"e+{exponent:02d}" for exponent in range(17))
+_NON_FINITE: Final = {"inf": "+Inf", "-inf": "-Inf", "nan": "NaN"}
+#: formatted whole numbers >= 1e6 (no -0.0 or NaN, which a dict lookup would confuse)
+_NUMBERS: dict[float, str] = {}
+_MAX_NUMBERS: Final = 1 << 15
+
+#: (family, label names) -> the text around the label values: ``name{a="``, ``",b="``, ``"} ``
+_PIECES: dict[tuple[Family, tuple[str, ...]], tuple[str, ...]] = {}
 
 
-def _lines(families: Iterable[Metric], name: str) -> Iterator[str]:
-    for family in families:
-        if family.name == name:
-            for sample in family.samples:
-                yield f"{_series(sample.name, sample.labels)} {_number(sample.value)}\n"
+def _pieces(family: Family, labels: tuple[str, ...]) -> tuple[str, ...]:
+    if labels:
+        head = f'{family.sample_name}{{{labels[0]}="'
+        pieces = (head, *(f'",{label}="' for label in labels[1:]), '"} ')
+    else:
+        pieces = (family.sample_name + " ",)
+    _PIECES[(family, labels)] = pieces
+    return pieces
 
 
-@dataclass(frozen=True, slots=True)
-class _Rendered:
-    #: family name -> text lines (static families)
-    static: dict[str, str]
-    #: family name -> (series, absolute timestamp) (families relative to now)
-    relative: dict[str, tuple[tuple[str, float], ...]]
+def _escaped(samples: list[Sample]) -> list[Sample]:
+    """The samples with label values escaped as prometheus_client does (seldom needed: checked at once)."""
+    text = "".join([value for sample in samples for value in sample[2]])
+    if '"' not in text and "\\" not in text and "\n" not in text:
+        return samples
+    return [(family, labels, tuple(map(_escape, values)), value) for family, labels, values, value in samples]
 
 
-def _render(results: Sequence[ProbeResult]) -> _Rendered:
-    static: dict[str, str] = {}
-    relative: dict[str, tuple[tuple[str, float], ...]] = {}
-    for family in broker_families(results, {}, {}, now=0.0):
-        if not family.samples:
-            continue
-        if family.name in RELATIVE_TO_NOW:
-            relative[family.name] = tuple((_series(s.name, s.labels), s.value) for s in family.samples)
+Lines = dict[Family, list[str]]
+#: family -> (``name{labels} ``, value) of a family whose value is shifted at scrape time
+Relative = dict[Family, list[tuple[str, float]]]
+
+
+def _format(samples: list[Sample]) -> tuple[Lines, Relative]:
+    """The text lines of the samples, by family; the series alone for families relative to now.
+
+    Runs for every sample of every published result, hence one inlined pass.
+    """
+    lines: Lines = {}
+    relative: Relative = {}
+    for family, labels, values, value in _escaped(samples):
+        pieces = _PIECES.get((family, labels)) or _pieces(family, labels)
+        if len(values) == 1:
+            series = pieces[0] + values[0] + pieces[1]
+        elif len(values) == 2:
+            series = pieces[0] + values[0] + pieces[1] + values[1] + pieces[2]
         else:
-            static[family.name] = "".join(_lines([family], family.name))
-    return _Rendered(static, relative)
+            series = "".join([text for pair in zip(pieces, (*values, ""), strict=True) for text in pair])
+        if family in _RELATIVE:
+            relative.setdefault(family, []).append((series, value))
+        else:
+            lines.setdefault(family, []).append(series + ("1.0" if value == 1.0 else number(value)) + "\n")
+    return lines, relative
+
+
+def _header(family: Family) -> str:
+    name = family.sample_name
+    doc = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
+    return f"# HELP {name} {doc}\n# TYPE {name} {family.type}\n"
+
+
+_RELATIVE: Final = frozenset(family for family in BROKER_FAMILIES if family.name in RELATIVE_TO_NOW)
+_HEADERS: Final = {family: _header(family) for family in BROKER_FAMILIES}
 
 
 class BrokerExposition:
@@ -86,15 +128,14 @@ class BrokerExposition:
     def __init__(self, store: ResultStore, clock: Callable[[], float] = time.time) -> None:
         self._store = store
         self._clock = clock
-        self._templates = broker_families([], {}, {}, now=0.0)
-        self._static: dict[str, dict[str, str]] = {
-            t.name: {} for t in self._templates if t.name not in RELATIVE_TO_NOW
+        self._static: dict[Family, dict[str, str]] = {
+            family: {} for family in BROKER_FAMILIES if family not in _RELATIVE
         }
-        self._relative: dict[str, dict[str, tuple[tuple[str, float], ...]]] = {
-            t.name: {} for t in self._templates if t.name in RELATIVE_TO_NOW
+        self._relative: dict[Family, dict[str, tuple[tuple[str, float], ...]]] = {
+            family: {} for family in BROKER_FAMILIES if family in _RELATIVE
         }
-        #: broker -> the results its text was formatted from
-        self._formatted: dict[str, tuple[ProbeResult, ...]] = {}
+        #: broker -> the results its text was formatted from, and the families that have its samples
+        self._formatted: dict[str, tuple[tuple[ProbeResult, ...], tuple[Family, ...]]] = {}
         self._intervals_of: object = None
         self._interval_lines = ""
 
@@ -114,26 +155,19 @@ class BrokerExposition:
 
     def _refresh(self, name: str, results: tuple[ProbeResult, ...]) -> None:
         formatted = self._formatted.get(name)
-        if (
-            formatted is not None
-            and len(formatted) == len(results)
-            and all(a is b for a, b in zip(formatted, results, strict=True))
-        ):
+        if formatted is not None and _same(formatted[0], results):
             return
-        rendered = _render(results)
-        for family, texts in self._static.items():
-            text = rendered.static.get(family)
-            if text:
-                texts[name] = text
-            else:
-                texts.pop(name, None)
-        for family, values in self._relative.items():
-            found = rendered.relative.get(family)
-            if found:
-                values[name] = found
-            else:
-                values.pop(name, None)
-        self._formatted[name] = results
+        lines, relative = _format(broker_samples(results, {}, {}, now=0.0))
+        present = (*lines, *relative)
+        if formatted is not None and formatted[1] != present:
+            for family in formatted[1]:
+                if family not in lines and family not in relative:
+                    (self._relative if family in _RELATIVE else self._static)[family].pop(name)
+        for family, texts in lines.items():
+            self._static[family][name] = "".join(texts)
+        for family, series in relative.items():
+            self._relative[family][name] = tuple(series)
+        self._formatted[name] = (results, present)
 
     def _forget(self, name: str) -> None:
         self._formatted.pop(name, None)
@@ -157,30 +191,27 @@ class BrokerExposition:
             self._refresh(name, results)
         # Counters change without a new result: rendered every scrape (one line per failing broker and
         # reason). Intervals change only with the configuration (the store replaces the mapping).
-        bookkeeping = {
-            family.name: family
-            for family in broker_families([], dict(self._store.failure_counts), {}, now=now)
-        }
+        counters, _ = _format(broker_samples([], self._store.failure_counts, {}, now=now))
         if self._intervals_of is not self._store.intervals:
             self._intervals_of = self._store.intervals
-            self._interval_lines = "".join(
-                _lines(broker_families([], {}, self._store.intervals, now=now), INTERVAL_FAMILY)
-            )
+            intervals, _ = _format(broker_samples([], {}, self._store.intervals, now=now))
+            self._interval_lines = "".join(intervals.get(PROBE_INTERVAL, ()))
         parts: list[str] = []
-        for template in self._templates:
-            name = template.name
-            exposed = name + "_total" if template.type == "counter" else name
-            doc = template.documentation.replace("\\", r"\\").replace("\n", r"\n")
-            parts.append(f"# HELP {exposed} {doc}\n# TYPE {exposed} {template.type}\n")
-            parts.extend(_lines([bookkeeping[name]], name))
-            if name == INTERVAL_FAMILY:
+        for family in BROKER_FAMILIES:
+            parts.append(_HEADERS[family])
+            parts.extend(counters.get(family, ()))
+            if family is PROBE_INTERVAL:
                 parts.append(self._interval_lines)
-            if name in RELATIVE_TO_NOW:
+            if family in _RELATIVE:
                 parts.extend(
-                    f"{series} {timestamp - now!r}\n"
-                    for values in self._relative[name].values()
+                    f"{series}{timestamp - now!r}\n"
+                    for values in self._relative[family].values()
                     for series, timestamp in values
                 )
             else:
-                parts.append("".join(self._static[name].values()))
+                parts.append("".join(self._static[family].values()))
         return "".join(parts)
+
+
+def _same(formatted: tuple[ProbeResult, ...], results: tuple[ProbeResult, ...]) -> bool:
+    return len(formatted) == len(results) and all(map(operator.is_, formatted, results))

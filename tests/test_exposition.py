@@ -2,16 +2,43 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.utils import floatToGoString
 
-from exporter.collector import broker_families
-from exporter.exposition import BrokerExposition
+from exporter import exposition
+from exporter.collector import BROKER_FAMILIES, broker_families, broker_samples
+from exporter.exposition import RELATIVE_TO_NOW, BrokerExposition, number
 from exporter.probe import Prober
-from exporter.results import ProbeResult, Reason, Stage
+from exporter.results import (
+    Failure,
+    Lint,
+    LintFinding,
+    MqttFacts,
+    Phase,
+    ProbeResult,
+    Problem,
+    Reason,
+    RevocationCheck,
+    RevocationFacts,
+    RevocationStatus,
+    RoundtripFacts,
+    ServedFileFacts,
+    Stage,
+    TlsFacts,
+    TrustVerdict,
+    WebSocketFacts,
+)
 from exporter.store import ResultStore
-from tests.conftest import Lab
+from tests.conftest import Lab, cert_facts
 
 Sample = tuple[str, tuple[tuple[str, str], ...], float]
 
@@ -68,3 +95,156 @@ async def test_new_results_counters_and_removals_show_up(lab: Lab) -> None:
     assert 'broker="closed"' not in third and 'broker="good"' in third
     assert samples(third) == samples(reference(store, 5.0))
     assert (Stage.CONNECT, Reason.REFUSED) not in {key[1:3] for key in store.failure_counts}
+
+
+# --------------------------------------------------------------------------------------------------
+# Pure: the text is formatted from collector.broker_samples, byte for byte as through prometheus_client
+
+HOSTILE = 'quote " backslash \\ newline \n percent %s unicode ✓'
+
+
+def full_result(broker: str, finished: float = 1_700_000_000.25, **changes: Any) -> ProbeResult:
+    leaf = cert_facts(subject=f"CN={HOSTILE}", dns_names=("a", "b"), not_after=1_800_000_000.0)
+    long = cert_facts(issuer="CN=" + "x" * 400, fingerprint_sha256="cd" * 32, parse_error="truncated")
+    result = ProbeResult(
+        broker=broker,
+        address=f"{broker}:8883",
+        ip="10.0.0.1",
+        started=finished - 0.05,
+        finished=finished,
+        durations=((Phase.CONNECT, 0.003), (Phase.TLS, 1e-7), (Phase.TOTAL, 0.05)),
+        failure=Failure(Stage.TRUST, Reason.UNTRUSTED, "untrusted"),
+        tls=TlsFacts(
+            "TLSv1.3",
+            HOSTILE,
+            (leaf, long),
+            TrustVerdict(
+                False, (Problem.EXPIRED, Problem.UNKNOWN_CA), anchor=cert_facts(not_after=2e9 + 0.5)
+            ),
+            alpn_protocol="mqtt",
+        ),
+        mqtt=MqttFacts("5", 135),
+        websocket=WebSocketFacts(101, "mqtt"),
+        roundtrip=RoundtripFacts(True, latency=0.0125),
+        served_file=ServedFileFacts("/etc/cert.pem", leaf=leaf, matches=False),
+        client_cert=cert_facts(not_after=1_650_000_000.0),
+        revocation=RevocationFacts(
+            (RevocationCheck(0, RevocationStatus.REVOKED), RevocationCheck(1, RevocationStatus.UNKNOWN)),
+            False,
+        ),
+        lints=(LintFinding(Lint.ROOT_INCLUDED, "root"), LintFinding(Lint.LEGACY_TLS_ACCEPTED, "TLSv1")),
+    )
+    return dataclasses.replace(result, **changes)
+
+
+def refused(broker: str, **changes: Any) -> ProbeResult:
+    failure = Failure(Stage.CONNECT, Reason.REFUSED, "refused")
+    return ProbeResult(broker, f"{broker}:8883", "", 1.0, 2.0, ((Phase.TOTAL, 1.0),), failure, **changes)
+
+
+def fleet() -> ResultStore:
+    store = ResultStore()
+    store.configure({"full": 60.0, HOSTILE: 30.0, "refused": 15.0, "group": 60.0})
+    store.publish(full_result("full"))
+    store.publish(full_result(HOSTILE, finished=float("nan")))
+    store.publish(refused("refused"))
+    store.publish(refused("refused"))
+    store.publish_group(
+        "group", [full_result("group", address_label="10.0.0.1"), refused("group", address_label="::1")]
+    )
+    return store
+
+
+def lines_of(text: str) -> list[str]:
+    return sorted(line for line in text.splitlines() if line.startswith("#"))
+
+
+def exact(text: str) -> list[tuple[str, tuple[tuple[str, str], ...], str]]:
+    """Samples with their values as exact text of the float (NaN compares equal to itself)."""
+    return sorted(
+        (s.name, tuple(sorted(s.labels.items())), repr(s.value))
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    )
+
+
+def test_exactly_the_collector_at_any_time_without_network() -> None:
+    store = fleet()
+    clock = [1_700_000_000.0]
+    exposition = BrokerExposition(store, clock=lambda: clock[0])
+    for now in (1_700_000_000.0, 1_700_000_000.0 + 1e-3, 2_100_000_000.5):
+        clock[0] = now
+        text, expected = exposition.render(), reference(store, now)
+        assert exact(text) == exact(expected)
+        assert lines_of(text) == lines_of(expected)  # HELP and TYPE
+        assert text.index("# HELP mqtt_broker_addresses_same_leaf") > text.index(
+            "# HELP mqtt_broker_probe_success"
+        )
+
+
+def old_style(metrics: list[Metric]) -> dict[str, str]:
+    """How the exposition formatted prometheus_client samples before (label order as defined)."""
+
+    def escape(value: str) -> str:
+        return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+    return {
+        metric.name: "".join(
+            s.name
+            + "{"
+            + ",".join(f'{key}="{escape(value)}"' for key, value in s.labels.items())
+            + "} "
+            + floatToGoString(s.value)  # type: ignore[no-untyped-call]
+            + "\n"
+            for s in metric.samples
+        )
+        for metric in metrics
+        if metric.samples and metric.name not in RELATIVE_TO_NOW
+    }
+
+
+@pytest.mark.parametrize("name", ["full", HOSTILE, "refused", "group"])
+def test_broker_text_is_byte_for_byte_what_prometheus_client_samples_give(name: str) -> None:
+    store = fleet()
+    results = tuple(store.groups[name]) if name in store.groups else (store.results[name],)
+    lines, relative = exposition._format(broker_samples(results, {}, {}, now=0.0))
+    assert {family.name: "".join(texts) for family, texts in lines.items()} == old_style(
+        broker_families(results, {}, {}, now=0.0)
+    )
+    assert {family.name for family in relative} <= RELATIVE_TO_NOW
+
+
+def test_samples_carry_the_labels_of_their_family() -> None:
+    store = fleet()
+    for family, labels, values, _ in broker_samples(store.latest(), store.failure_counts, store.intervals, 0):
+        assert family in BROKER_FAMILIES
+        assert labels in (family.labels, (family.labels[0], "address", *family.labels[1:]))
+        assert len(labels) == len(values)
+
+
+def test_a_broker_losing_families_loses_their_text() -> None:
+    store = fleet()
+    exposition = BrokerExposition(store, clock=lambda: 1e9)
+    exposition.render()
+    store.publish(refused("full"))
+    exposition.prepare("full")
+    store.publish_group("group", [refused("group", address_label="::1")])
+    exposition.prepare("group")
+    text = exposition.render()
+    assert 'mqtt_broker_cert_info{broker="full"' not in text
+    assert 'mqtt_broker_cert_expires_in_seconds{broker="full"' not in text
+    assert exact(text) == exact(reference(store, 1e9))
+
+
+@given(st.one_of(st.floats(), st.integers(min_value=-(10**17), max_value=10**17)))
+def test_numbers_are_formatted_as_prometheus_client_does(value: float) -> None:
+    assert number(value) == floatToGoString(value)  # type: ignore[no-untyped-call]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [0.0, -0.0, 1.0, 1, 1e6, 999_999.0, 1.5e6, 1e15, 1e16, 1.7e9, 1.7e9 + 0.5, math.inf, -math.inf, math.nan],
+)
+def test_numbers_edge_cases(value: float) -> None:
+    assert number(value) == floatToGoString(value)  # type: ignore[no-untyped-call]
+    assert number(value) == floatToGoString(value)  # type: ignore[no-untyped-call]  # cached ones too

@@ -1,0 +1,290 @@
+"""What formatting one published result costs, and what a /metrics scrape of a big fleet costs.
+
+    python -m bench.format [--brokers 10000] [--repeat 2000]
+
+No network: the results are built by hand (a healthy broker with a two-certificate chain, lints,
+revocation and the served-file check; an untrusted one; one refused). Runs the formatting the daemon did
+before (prometheus_client metric families, kept below for the comparison only) and the current one side by
+side on the same results, checks they produce the same text, and reports the per-result ratio. Then
+publishes one result per broker the way the daemon does (``store.publish`` then ``exposition.prepare``)
+and times ``BrokerExposition.render()``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import itertools
+import statistics
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import cast
+
+from prometheus_client.core import Metric
+from prometheus_client.utils import floatToGoString
+
+from exporter import exposition
+from exporter.collector import Family, broker_families, broker_samples
+from exporter.exposition import RELATIVE_TO_NOW, BrokerExposition
+from exporter.results import (
+    CertFacts,
+    Failure,
+    Lint,
+    LintFinding,
+    MqttFacts,
+    Phase,
+    ProbeResult,
+    Problem,
+    Reason,
+    RevocationCheck,
+    RevocationFacts,
+    RevocationStatus,
+    ServedFileFacts,
+    Stage,
+    TlsFacts,
+    TrustVerdict,
+)
+from exporter.store import ResultStore
+
+NOW = 1_750_000_000.0
+
+
+def cert(name: str, issuer: str, *, ca: bool = False, not_after: float = NOW + 60 * 86400) -> CertFacts:
+    return CertFacts(
+        fingerprint_sha256=(name.encode().hex() * 64)[:64],
+        subject=f"CN={name},O=Example Corp,C=DE",
+        issuer=f"CN={issuer},O=Example Corp,C=DE",
+        serial="4f2a9c01d3e57b6688aa10cd3e5f7a9b",
+        not_before=NOW - 30 * 86400,
+        not_after=not_after,
+        dns_names=() if ca else (name, f"mqtt-{name}", "localhost"),
+        ip_addresses=() if ca else ("10.0.0.7",),
+        common_name=name,
+        key="EC-P256",
+        key_bits=256,
+        signature_algorithm="ecdsa-with-SHA256",
+        signature_hash="sha256",
+        is_ca=ca,
+        self_issued=False,
+        crl_urls=("http://crl.example.com/ca.crl",),
+    )
+
+
+def healthy(broker: str) -> ProbeResult:
+    leaf = cert(f"{broker}.example.com", "Example Issuing CA")
+    intermediate = cert("Example Issuing CA", "Example Root CA", ca=True, not_after=NOW + 900 * 86400)
+    root = cert("Example Root CA", "Example Root CA", ca=True, not_after=NOW + 3650 * 86400)
+    return ProbeResult(
+        broker=broker,
+        address=f"{broker}.example.com:8883",
+        ip="10.0.0.7",
+        started=NOW - 0.05,
+        finished=NOW,
+        durations=(
+            (Phase.RESOLVE, 0.0012),
+            (Phase.CONNECT, 0.0031),
+            (Phase.TLS, 0.0213),
+            (Phase.MQTT, 0.0048),
+            (Phase.TOTAL, 0.0311),
+        ),
+        failure=None,
+        tls=TlsFacts(
+            "TLSv1.3",
+            "TLS_AES_256_GCM_SHA384",
+            (leaf, intermediate),
+            TrustVerdict(True, anchor=root),
+            alpn_protocol="mqtt",
+        ),
+        mqtt=MqttFacts("5", 0),
+        served_file=ServedFileFacts("/etc/mosquitto/cert.pem", "/etc/mosquitto/cert.pem", leaf, NOW, True),
+        revocation=RevocationFacts(
+            (RevocationCheck(0, RevocationStatus.GOOD), RevocationCheck(1, RevocationStatus.GOOD)), True
+        ),
+        lints=(
+            LintFinding(Lint.LEAF_VALIDITY_OVER_398_DAYS, "valid for 400 days", (0,)),
+            LintFinding(Lint.CHAIN_OUT_OF_ORDER, "out of order", (0, 1)),
+            LintFinding(Lint.LEGACY_TLS_ACCEPTED, "TLSv1.1 accepted"),
+        ),
+    )
+
+
+def untrusted(broker: str) -> ProbeResult:
+    leaf = cert(f"{broker}.example.com", f"{broker}.example.com", not_after=NOW - 86400)
+    return ProbeResult(
+        broker=broker,
+        address=f"{broker}.example.com:8883",
+        ip="10.0.0.8",
+        started=NOW - 0.05,
+        finished=NOW,
+        durations=((Phase.RESOLVE, 0.001), (Phase.CONNECT, 0.002), (Phase.TLS, 0.02), (Phase.TOTAL, 0.03)),
+        failure=Failure(Stage.TRUST, Reason.UNTRUSTED, "expired"),
+        tls=TlsFacts(
+            "TLSv1.2",
+            "ECDHE-RSA-AES128-GCM-SHA256",
+            (leaf,),
+            TrustVerdict(False, (Problem.EXPIRED, Problem.SELF_SIGNED)),
+        ),
+        mqtt=MqttFacts("3.1.1", 5, unverified_connection=True),
+    )
+
+
+def refused(broker: str) -> ProbeResult:
+    return ProbeResult(
+        broker=broker,
+        address=f"{broker}.example.com:8883",
+        ip="10.0.0.9",
+        started=NOW - 0.002,
+        finished=NOW,
+        durations=((Phase.RESOLVE, 0.001), (Phase.CONNECT, 0.001), (Phase.TOTAL, 0.002)),
+        failure=Failure(Stage.CONNECT, Reason.REFUSED, "refused"),
+    )
+
+
+BUILDERS: dict[str, Callable[[str], ProbeResult]] = {
+    "healthy": healthy,
+    "untrusted": untrusted,
+    "refused": refused,
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# The formatting before: prometheus_client families -> text (exporter/exposition.py, for comparison only)
+
+
+def _old_escape(value: str) -> str:
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+
+
+def _old_series(name: str, labels: Mapping[str, str]) -> str:
+    if not labels:
+        return name
+    return name + "{" + ",".join(f'{key}="{_old_escape(value)}"' for key, value in labels.items()) + "}"
+
+
+def _old_number(value: float) -> str:
+    return cast(str, floatToGoString(value))  # type: ignore[no-untyped-call]
+
+
+def _old_lines(families: Iterable[Metric], name: str) -> Iterator[str]:
+    for family in families:
+        if family.name == name:
+            for sample in family.samples:
+                yield f"{_old_series(sample.name, sample.labels)} {_old_number(sample.value)}\n"
+
+
+OldRendered = tuple[dict[str, str], dict[str, tuple[tuple[str, float], ...]]]
+
+
+def old_render(results: Sequence[ProbeResult]) -> OldRendered:
+    static: dict[str, str] = {}
+    relative: dict[str, tuple[tuple[str, float], ...]] = {}
+    for family in broker_families(results, {}, {}, now=0.0):
+        if not family.samples:
+            continue
+        if family.name in RELATIVE_TO_NOW:
+            relative[family.name] = tuple((_old_series(s.name, s.labels), s.value) for s in family.samples)
+        else:
+            static[family.name] = "".join(_old_lines([family], family.name))
+    return static, relative
+
+
+Formatted = tuple[dict[Family, str], exposition.Relative]
+
+
+def new_format(results: Sequence[ProbeResult]) -> Formatted:
+    """What ``BrokerExposition.prepare`` does with a result (without storing it)."""
+    lines, relative = exposition._format(broker_samples(results, {}, {}, now=0.0))
+    return {family: "".join(texts) for family, texts in lines.items()}, relative
+
+
+def comparable(formatted: Formatted) -> OldRendered:
+    lines, relative = formatted
+    series = {
+        family.name: tuple((text.removesuffix(" "), value) for text, value in found)
+        for family, found in relative.items()
+    }
+    return {family.name: text for family, text in lines.items()}, series
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def best(functions: Sequence[Callable[[], object]], repeat: int, rounds: int = 9) -> list[float]:
+    """Best seconds per call of each function, their rounds interleaved so that noise hits them alike."""
+    timings: list[list[float]] = [[] for _ in functions]
+    for _ in range(rounds):
+        for function, found in zip(functions, timings, strict=True):
+            gc.collect()
+            started = time.perf_counter()
+            for _ in range(repeat):
+                function()
+            found.append((time.perf_counter() - started) / repeat)
+    return [min(found) for found in timings]
+
+
+def measure(build: Callable[[str], ProbeResult], repeat: int) -> list[float]:
+    """Seconds per call: the old formatting, the new one, and the whole publish + ``prepare``."""
+    results = (build("broker-0042"),)
+    assert old_render(results) == comparable(new_format(results)), "the text differs"
+    store = ResultStore()
+    view = BrokerExposition(store)
+    published = itertools.cycle([build("broker-0042") for _ in range(16)])
+
+    def prepare() -> None:
+        store.publish(next(published))
+        view.prepare("broker-0042")
+
+    return best([lambda: old_render(results), lambda: new_format(results), prepare], repeat)
+
+
+def compare(repeat: int) -> None:
+    print(f"per-result formatting, best of 9 rounds of {repeat} calls")
+    print(f"{'result':<10} {'before µs':>10} {'after µs':>10} {'ratio':>7} {'publish+prepare µs':>19}")
+    for kind, build in BUILDERS.items():
+        before, after, prepared = measure(build, repeat)
+        ratio = before / after
+        print(f"{kind:<10} {before * 1e6:>10.1f} {after * 1e6:>10.1f} {ratio:>6.1f}x {prepared * 1e6:>19.1f}")
+
+
+def fleet(brokers: int) -> None:
+    store = ResultStore()
+    store.configure({f"broker-{i:05d}": 60.0 for i in range(brokers)})
+    view = BrokerExposition(store, clock=lambda: NOW + 10.0)
+    results = [
+        (refused, untrusted)[i % 10](name) if i % 10 < 2 else healthy(name)
+        for i, name in enumerate(store.intervals)
+    ]
+    gc.collect()
+    started = time.perf_counter()
+    for result in results:
+        store.publish(result)
+        view.prepare(result.broker)
+    publishing = time.perf_counter() - started
+    view.render()  # the first scrape formats the intervals
+    timings = []
+    for _ in range(5):
+        gc.collect()
+        started = time.perf_counter()
+        text = view.render()
+        timings.append(time.perf_counter() - started)
+    print(
+        f"\n{brokers} brokers (80% healthy, 10% untrusted, 10% refused): publish+prepare "
+        f"{publishing * 1e3:.0f} ms ({publishing / brokers * 1e6:.1f} µs each); "
+        f"render() median {statistics.median(timings) * 1e3:.1f} ms, "
+        f"{len(text) / 1e6:.1f} MB, {text.count(chr(10))} lines"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--brokers", type=int, default=10_000)
+    parser.add_argument("--repeat", type=int, default=2_000)
+    options = parser.parse_args()
+    compare(options.repeat)
+    fleet(options.brokers)
+
+
+if __name__ == "__main__":
+    main()
