@@ -12,8 +12,8 @@ import datetime as dt
 import hashlib
 import ipaddress
 import warnings
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
 
 from cryptography import x509
@@ -71,8 +71,23 @@ _DIRECT_PROBLEMS = {
 
 @dataclass(frozen=True, slots=True)
 class Parsed:
+    """One certificate: its facts, kept for as long as it is served, and its DER.
+
+    cryptography's object is loaded on demand and not kept with it (``cert``): once its extensions and
+    names were read it holds ~8.5 KB, and a fleet serves one distinct leaf per broker.
+    """
+
     facts: CertFacts
-    cert: x509.Certificate | None
+    der: bytes = field(repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the certificate parsed (else ``facts.parse_error`` says why)."""
+        return not self.facts.parse_error
+
+    @property
+    def cert(self) -> x509.Certificate | None:
+        return _load(self.der) if self.ok else None
 
 
 @lru_cache(maxsize=65536)
@@ -81,19 +96,28 @@ def parse_der(der: bytes) -> Parsed:
     with warnings.catch_warnings():
         # e.g. negative serial numbers, which real trust stores still contain
         warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-        return _parse_der(der)
+        return Parsed(_parse_der(der), der)
 
 
-def _parse_der(der: bytes) -> Parsed:
+@lru_cache(maxsize=1024)
+def _load(der: bytes) -> x509.Certificate:
+    """cryptography's object for a certificate that parsed; the recently used ones stay loaded (anchors
+    and intermediates are asked for again and again, a leaf only when its chain is analysed)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        return x509.load_der_x509_certificate(der)
+
+
+def _parse_der(der: bytes) -> CertFacts:
     fingerprint = hashlib.sha256(der).hexdigest()
     try:
         cert = x509.load_der_x509_certificate(der)
     except ValueError as exc:
-        return Parsed(_unparseable(fingerprint, f"not a DER certificate: {exc}"), None)
+        return _unparseable(fingerprint, f"not a DER certificate: {exc}")
     try:
-        return Parsed(_facts(cert, fingerprint), cert)
+        return _facts(cert, fingerprint)
     except (ValueError, TypeError, UnsupportedAlgorithm, x509.DuplicateExtension) as exc:
-        return Parsed(_unparseable(fingerprint, f"malformed certificate: {exc}"), None)
+        return _unparseable(fingerprint, f"malformed certificate: {exc}")
 
 
 def facts_of(der: bytes) -> CertFacts:
@@ -223,29 +247,33 @@ def _signature_algorithm_name(cert: x509.Certificate) -> str:
 # Trust store
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class TrustStore:
     """Trust anchors by subject, for diagnosis (OpenSSL remains the judge of trust)."""
 
     description: str
     anchors: tuple[Parsed, ...]
+    _fingerprints: frozenset[str] = field(init=False, repr=False)
+    _by_subject: dict[str, tuple[Parsed, ...]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        by_subject: dict[str, list[Parsed]] = {}
+        for anchor in self.anchors:
+            if anchor.ok:
+                by_subject.setdefault(anchor.facts.subject, []).append(anchor)
+        object.__setattr__(self, "_fingerprints", frozenset(a.facts.fingerprint_sha256 for a in self.anchors))
+        object.__setattr__(self, "_by_subject", {name: tuple(found) for name, found in by_subject.items()})
 
     @classmethod
     def from_pem(cls, data: bytes, description: str) -> TrustStore:
         return cls(description, tuple(load_pem_bundle(data)))
 
     def fingerprints(self) -> frozenset[str]:
-        return _fingerprints(self)
+        return self._fingerprints
 
-    def issuers_of(self, cert: x509.Certificate) -> Iterable[Parsed]:
-        for anchor in self.anchors:
-            if anchor.cert is not None and anchor.cert.subject == cert.issuer:
-                yield anchor
-
-
-@lru_cache(maxsize=64)
-def _fingerprints(store: TrustStore) -> frozenset[str]:
-    return frozenset(anchor.facts.fingerprint_sha256 for anchor in store.anchors)
+    def issuers_of(self, cert: Parsed) -> tuple[Parsed, ...]:
+        """The anchors named as the certificate's issuer (whether they signed it is for is_issued_by)."""
+        return self._by_subject.get(cert.facts.issuer, ())
 
 
 def load_pem_bundle(data: bytes) -> list[Parsed]:
@@ -281,12 +309,17 @@ def _load_bundle(data: bytes) -> list[Parsed]:
 # Checks
 
 
-def is_issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    return _issued_by(cert, issuer)
+def is_issued_by(cert: Parsed, issuer: Parsed) -> bool:
+    """Whether ``issuer`` signed ``cert`` (names and signature)."""
+    if not (cert.ok and issuer.ok) or cert.facts.issuer != issuer.facts.subject:
+        return False
+    return _issued_by(cert.der, issuer.der)
 
 
 @lru_cache(maxsize=65536)
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+def _issued_by(cert_der: bytes, issuer_der: bytes) -> bool:
+    """Keyed on the DER (the bytes ``Parsed`` holds anyway), so the answer outlives the objects."""
+    cert, issuer = _load(cert_der), _load(issuer_der)
     if cert.issuer != issuer.subject:
         return False
     try:
@@ -351,20 +384,19 @@ def build_path(presented: Sequence[Parsed], extra: Sequence[Parsed], store: Trus
     used: list[Parsed] = []
     fingerprints = store.fingerprints()
     for _ in range(MAX_CHAIN_DEPTH):
-        cert = current.cert
-        if cert is None:
+        if not current.ok:
             return Path(tuple(path), None, tuple(used), current)
         if current.facts.fingerprint_sha256 in fingerprints:
             return Path(tuple(path[:-1]), current, tuple(used), None)
-        anchor = next((a for a in store.issuers_of(cert) if a.cert and is_issued_by(cert, a.cert)), None)
+        anchor = next((a for a in store.issuers_of(current) if is_issued_by(current, a)), None)
         if anchor is not None:
             return Path(tuple(path), anchor, tuple(used), None)
         if current.facts.self_issued:
             return Path(tuple(path), None, tuple(used), current)
         seen = {p.facts.fingerprint_sha256 for p in path}
-        issuer = _find_issuer(cert, presented, seen)
+        issuer = _find_issuer(current, presented, seen)
         if issuer is None:
-            issuer = _find_issuer(cert, extra, seen)
+            issuer = _find_issuer(current, extra, seen)
             if issuer is not None:
                 used.append(issuer)
         if issuer is None:
@@ -374,11 +406,11 @@ def build_path(presented: Sequence[Parsed], extra: Sequence[Parsed], store: Trus
     return Path(tuple(path), None, tuple(used), current)
 
 
-def _find_issuer(cert: x509.Certificate, pool: Sequence[Parsed], seen: set[str]) -> Parsed | None:
+def _find_issuer(cert: Parsed, pool: Sequence[Parsed], seen: set[str]) -> Parsed | None:
     for candidate in pool:
-        if candidate.cert is None or candidate.facts.fingerprint_sha256 in seen:
+        if candidate.facts.fingerprint_sha256 in seen:
             continue
-        if is_issued_by(cert, candidate.cert):
+        if is_issued_by(cert, candidate):
             return candidate
     return None
 
@@ -443,7 +475,7 @@ def classify(
         checked.append((-1, path.anchor))
     for position, parsed in checked:
         facts = parsed.facts
-        if parsed.cert is None:
+        if not parsed.ok:
             add(Problem.INVALID, f"{_label(position, facts)}: {facts.parse_error}")
             continue
         label = _label(position, facts) if position >= 0 else f"trust anchor ({facts.subject})"
@@ -457,7 +489,7 @@ def classify(
             add(Problem.WEAK_SIGNATURE, f"{label} is signed with {facts.signature_hash.upper()}")
 
     leaf = presented[0].facts
-    if presented[0].cert is not None and not hostname_matches(leaf, server_name):
+    if presented[0].ok and not hostname_matches(leaf, server_name):
         covered = ", ".join(names_covered(leaf)) or "no names"
         add(Problem.HOSTNAME_MISMATCH, f"the certificate is for {covered}, not {server_name!r}")
 
@@ -505,7 +537,7 @@ def _diagnose_path(
             add(Problem.INCOMPLETE_CHAIN, _incomplete_detail(path))
         return
     leaf = presented[0]
-    if leaf.cert is not None and leaf.facts.self_issued and is_issued_by(leaf.cert, leaf.cert):
+    if leaf.facts.self_issued and is_issued_by(leaf, leaf):
         add(
             Problem.SELF_SIGNED,
             f"the certificate ({leaf.facts.subject}) is self-signed and not in {store.description}",

@@ -218,7 +218,7 @@ def _revocation_candidates(presented: Sequence[chains.Parsed]) -> list[tuple[int
     return [
         (position, cert)
         for position, cert in enumerate(presented)
-        if cert.cert is not None and cert.facts.crl_urls and not cert.facts.self_issued
+        if cert.ok and cert.facts.crl_urls and not cert.facts.self_issued
     ]
 
 

@@ -81,15 +81,10 @@ def signed_by(crl: Crl, issuer: x509.Certificate) -> bool:
 def issuer_of(cert: Parsed, pool: Sequence[Parsed], store: TrustStore) -> Parsed | None:
     """The certificate that signed ``cert``: from what the server sent (and configured intermediates),
     else from the trust store."""
-    if cert.cert is None:
-        return None
     for candidate in pool:
-        if candidate.cert is not None and candidate is not cert and is_issued_by(cert.cert, candidate.cert):
+        if candidate is not cert and is_issued_by(cert, candidate):
             return candidate
-    for anchor in store.issuers_of(cert.cert):
-        if anchor.cert is not None and is_issued_by(cert.cert, anchor.cert):
-            return anchor
-    return None
+    return next((anchor for anchor in store.issuers_of(cert) if is_issued_by(cert, anchor)), None)
 
 
 def _date(timestamp: float) -> str:
@@ -106,23 +101,25 @@ def check(
             position, RevocationStatus.UNKNOWN, url, detail, crl_next_update=crl.next_update
         )
 
-    if cert.cert is None:
+    loaded = cert.cert
+    if loaded is None:
         return unknown("the certificate could not be parsed")
     if crl.delta:
         return unknown(f"{url} is a delta CRL (not supported)")
-    if crl.issuer != cert.cert.issuer:
+    if crl.issuer != loaded.issuer:
         return unknown(
             f"the CRL at {url} is issued by {crl.issuer.rfc4514_string()}, not by the certificate's issuer "
-            f"{cert.cert.issuer.rfc4514_string()} (indirect CRLs are not supported)"
+            f"{loaded.issuer.rfc4514_string()} (indirect CRLs are not supported)"
         )
-    if issuer is None or issuer.cert is None:
+    signer = issuer.cert if issuer is not None else None
+    if issuer is None or signer is None:
         return unknown(
-            f"cannot verify the CRL's signature: the issuer {cert.cert.issuer.rfc4514_string()} was neither "
+            f"cannot verify the CRL's signature: the issuer {loaded.issuer.rfc4514_string()} was neither "
             "sent by the server nor found in the trust store"
         )
-    if not signed_by(crl, issuer.cert):
+    if not signed_by(crl, signer):
         return unknown(f"the CRL at {url} is not signed by {issuer.facts.subject}")
-    entry = crl.revoked.get(cert.cert.serial_number)
+    entry = crl.revoked.get(loaded.serial_number)
     if entry is not None:
         why = f" ({entry.reason})" if entry.reason else ""
         return RevocationCheck(
