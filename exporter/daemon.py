@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
-from exporter import eventloop, shard
+from exporter import eventloop, memory, shard
 from exporter.collector import ExporterCollector, ExporterFacts
 from exporter.config import BrokerConfig, Config, ConfigError, load_config
 from exporter.exposition import BrokerExposition
@@ -196,8 +196,10 @@ class Daemon:
             started["shard"] = "{}/{}".format(*self.options.shard)
             started["configured"] = len(self.config.brokers)
         log.info("started", extra=started)
+        trimming = asyncio.create_task(memory.trim_periodically(), name="memory:trim")
         await self._stopping.wait()
         log.info("shutting down")
+        trimming.cancel()
         await self.scheduler.stop()
         await runner.cleanup()
         return 0

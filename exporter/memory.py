@@ -1,0 +1,56 @@
+"""Hand the heap's free pages back to the operating system, now and then.
+
+Every probe allocates and frees OpenSSL's connection buffers and a handful of Python objects between
+results that live on. glibc returns freed memory only from the top of the heap, so pages freed among
+long-lived objects stay in the process. ``malloc_trim(0)`` releases them. Measured in-process with
+2000 brokers after the first sweep: RSS 135 -> 98 MB in 10 ms, then ~2 ms per call a minute later;
+without it RSS stays at the first sweep's peak (docs/performance.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import logging
+from collections.abc import Callable
+from functools import cache
+
+log = logging.getLogger(__name__)
+
+#: How often the daemon trims: the cost is a few ms per call, the memory it returns builds up over a sweep.
+TRIM_INTERVAL = 60.0
+
+
+@cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, or None on a C library without it (musl, macOS)."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return None
+    try:
+        function = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_size_t]
+    function.restype = ctypes.c_int
+    return function
+
+
+def trim() -> bool:
+    """Release the heap's free pages; False when this C library cannot."""
+    function = _malloc_trim()
+    if function is None:
+        return False
+    function(0)
+    return True
+
+
+async def trim_periodically(interval: float = TRIM_INTERVAL) -> None:
+    """Trim every ``interval`` seconds until cancelled (a no-op loop where trimming is not available)."""
+    if _malloc_trim() is None:
+        log.debug("malloc_trim is not available: freed heap memory stays with the process")
+        return
+    while True:
+        await asyncio.sleep(interval)
+        trim()
