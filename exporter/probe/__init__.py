@@ -128,6 +128,7 @@ class Prober:
         resolver: Resolver | None = None,
     ) -> None:
         self.aia = aia or AiaFetcher()
+        self.verdicts = chains.VerdictCache()
         self.resolver: Resolver = resolver or getaddrinfo_resolver
         #: around the chain (served file, client certificate, CRLs, legacy TLS, lints); never fails a probe
         self.lifecycle = Lifecycle(crl or CrlFetcher(), legacy_tls_interval)
@@ -265,7 +266,7 @@ class Prober:
         except OSError as exc:
             raise _Failed(Failure(Stage.TLS, Reason.HANDSHAKE_FAILURE, f"TLS handshake: {exc}")) from None
         presented = [chains.parse_der(der) for der in session.chain_der]
-        verdict = await self._verdict(presented, broker, clock, verify)
+        verdict = await self._verdict(session.chain_der, presented, broker, clock, verify)
         state.tls = TlsFacts(
             version=session.version if verify is None else "",
             cipher=session.cipher if verify is None else "",
@@ -284,28 +285,42 @@ class Prober:
 
     async def _verdict(
         self,
+        chain_der: tuple[bytes, ...],
         presented: list[chains.Parsed],
         broker: BrokerConfig,
         clock: _Clock,
         verify: tuple[int, str] | None,
     ) -> TrustVerdict:
+        """The verdict on the chain: remembered from an earlier probe while nothing it depends on changed."""
         store = files.trust_store(broker.tls.ca_file)
-        extra: list[chains.Parsed] = []
-        if broker.tls.intermediates_file:
-            extra.extend(files.certificates_in(broker.tls.intermediates_file))
+        configured = (
+            files.certificates_in(broker.tls.intermediates_file) if broker.tls.intermediates_file else ()
+        )
+        key = (chain_der, verify, broker.server_name, store, configured)
+        now = time.time()
+        known = self.verdicts.get(key, now)
+        if known is not None:
+            return known
+        extra = list(configured)
         code = verify[0] if verify else None
         if presented and code in chains.CHAIN_ERRORS:
             for url in chains.missing_issuer_urls(presented, extra, store):
                 extra.extend(await self.aia.fetch(url, min(AIA_TIMEOUT, clock.remaining())))
-        return chains.classify(
+        verdict = chains.classify(
             presented,
             verify_code=code,
             verify_message=verify[1] if verify else "",
             server_name=broker.server_name,
-            now=time.time(),
+            now=now,
             store=store,
             extra_intermediates=extra,
         )
+        if code not in chains.CHAIN_ERRORS:  # else it rests on AIA downloads, which have their own cache
+            judged = [p.facts for p in presented] + [p.facts for p in extra]
+            if verdict.anchor is not None:
+                judged.append(verdict.anchor)
+            self.verdicts.put(key, verdict, judged, now)
+        return verdict
 
     async def _mqtt_over_unverified(self, broker: BrokerConfig, clock: _Clock, state: _State) -> None:
         """The chain is untrusted; does the broker still answer MQTT? (broker down vs certificate bad)"""
@@ -540,7 +555,7 @@ async def _exchange(
         ) from None
     if connack.code == 0:
         try:
-            await stream.write(DISCONNECT)
+            await stream.write(DISCONNECT, flush=False)  # leaves with the close_notify
         except (TlsClosed, OSError):
             pass  # the broker already answered what we asked; a close race is not a failure
     return MqttFacts(

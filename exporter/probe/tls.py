@@ -222,8 +222,8 @@ class TlsSession:
             raise TlsHandshakeFailure(f"connection reset during the TLS handshake: {exc}") from exc
         self.handshake_done = True
         self.chain_der = _peer_chain_der(self._sslobj)
-        self._flush()
-        await self._writer.drain()
+        # Our last flight (Finished) stays in the outgoing BIO: it leaves with the first write (CONNECT or
+        # the WebSocket upgrade) in one send, or before any wait for the server (``_read_some``).
 
     def _classify_ssl_error(self, exc: ssl.SSLError, *, during_handshake: bool) -> Exception:
         reason = exc.reason or ""
@@ -308,13 +308,16 @@ class TlsSession:
         except TlsClosed:
             return b""
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, data: bytes, *, flush: bool = True) -> None:
+        """Send ``data``; with ``flush=False`` it waits in the engine for the next write or ``close``
+        (the last message of a connection leaves with the close_notify, in one send)."""
         try:
             self._sslobj.write(data)
         except ssl.SSLError as exc:
             raise TlsClosed(str(exc)) from exc
-        self._flush()
-        await self._writer.drain()
+        if flush:
+            self._flush()
+            await self._writer.drain()
 
     def close(self) -> None:
         """Send close_notify (best effort) and close the socket without waiting for the peer."""

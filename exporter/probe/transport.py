@@ -22,7 +22,9 @@ class Stream(Protocol):
         """Some bytes; b"" when the peer closed."""
         ...
 
-    async def write(self, data: bytes) -> None: ...
+    async def write(self, data: bytes, *, flush: bool = True) -> None:
+        """Send ``data``; ``flush=False`` may hold it back until the next write or the close."""
+        ...
 
 
 class WebSocketStream:
@@ -104,8 +106,8 @@ class WebSocketStream:
             except (TlsClosed, OSError):
                 pass  # echoing a close is a courtesy; the peer may be gone
 
-    async def write(self, data: bytes) -> None:
-        await self._send(ws.OP_BINARY, data)
+    async def write(self, data: bytes, *, flush: bool = True) -> None:
+        await self._send(ws.OP_BINARY, data, flush=flush)
 
-    async def _send(self, opcode: int, payload: bytes) -> None:
-        await self._inner.write(ws.encode_frame(opcode, payload, mask=self._random(4)))
+    async def _send(self, opcode: int, payload: bytes, *, flush: bool = True) -> None:
+        await self._inner.write(ws.encode_frame(opcode, payload, mask=self._random(4)), flush=flush)
