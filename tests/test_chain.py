@@ -13,8 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.lab.pki import Issued, Pki
-from exporter.probe.chain import Parsed, TrustStore, classify, hostname_matches, parse_der
-from exporter.results import CertFacts
+from exporter.probe import Prober
+from exporter.probe.chain import Parsed, TrustStore, VerdictCache, classify, hostname_matches, parse_der
+from exporter.results import CertFacts, TrustVerdict
+from tests.conftest import Lab, cert_facts
 
 UTC = dt.UTC
 
@@ -213,3 +215,37 @@ def test_mutated_certificates_never_crash_analysis(data: st.DataObject, pki: dic
         store=TrustStore("none", ()),
     )
     assert not verdict.trusted and verdict.problems
+
+
+def test_a_remembered_verdict_lasts_until_a_date_of_its_certificates_passes() -> None:
+    cache = VerdictCache(ttl=3600.0)
+    now = 1_000_000.0
+    expires = cert_facts(not_before=now - 86400, not_after=now + 600)
+    anchor = cert_facts(not_before=now - 86400, not_after=now + 10 * 86400)
+    verdict = TrustVerdict(trusted=True)
+    cache.put(("chain", None, "broker.example"), verdict, [expires, anchor], now)
+    assert cache.get(("chain", None, "broker.example"), now + 599) is verdict
+    assert cache.get(("chain", None, "broker.example"), now + 600) is None  # the leaf expires: judge again
+    assert cache.get(("chain", None, "other.example"), now) is None
+
+
+def test_a_remembered_verdict_lasts_at_most_the_ttl_and_the_oldest_goes_first() -> None:
+    cache = VerdictCache(ttl=60.0, size=2)
+    now = 1_000_000.0
+    long_lived = cert_facts(not_before=now - 86400, not_after=now + 365 * 86400)
+    for key in ("a", "b", "c"):
+        cache.put((key,), TrustVerdict(trusted=True), [long_lived], now)
+    assert cache.get(("a",), now) is None
+    assert cache.get(("b",), now + 59) is not None
+    assert cache.get(("c",), now + 60) is None
+
+
+async def test_a_probe_judges_a_chain_once_and_again_when_it_changes(lab: Lab) -> None:
+    prober = Prober()
+    first = await prober.probe(lab.broker("good"))
+    second = await prober.probe(lab.broker("good"))
+    assert first.tls is not None and second.tls is not None
+    assert second.tls.verdict is first.tls.verdict  # remembered, not recomputed
+    other = await prober.probe(lab.broker("expiring"))
+    assert other.tls is not None and other.tls.verdict is not first.tls.verdict
+    assert other.tls.verdict.trusted

@@ -12,7 +12,7 @@ import datetime as dt
 import hashlib
 import ipaddress
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -554,3 +554,44 @@ def _diagnose_path(
             Problem.UNKNOWN_CA,
             f"issued by {dead_end.facts.issuer}, which is neither sent by the server nor in {store.description}",
         )
+
+
+# --------------------------------------------------------------------------------------------------
+# Verdicts of chains seen before
+
+
+VerdictKey = tuple[object, ...]
+
+
+class VerdictCache:
+    """The verdict on a chain, by everything it depends on: the chain as sent, OpenSSL's verdict on it,
+    the server name, the trust store and the configured intermediates. A broker serves the same chain
+    for months; its verdict only changes when a date of a certificate involved passes (checked here),
+    or after ``ttl`` (what an AIA download found may change).
+    """
+
+    def __init__(self, *, ttl: float = 3600.0, size: int = 65536) -> None:
+        self._ttl = ttl
+        self._size = size
+        self._verdicts: dict[VerdictKey, tuple[TrustVerdict, float]] = {}
+
+    def get(self, key: VerdictKey, now: float) -> TrustVerdict | None:
+        found = self._verdicts.get(key)
+        if found is None or now >= found[1]:
+            return None
+        return found[0]
+
+    def put(
+        self, key: VerdictKey, verdict: TrustVerdict, certificates: Iterable[CertFacts], now: float
+    ) -> None:
+        """Remember ``verdict`` until the first date after ``now`` of ``certificates`` (those it was
+        judged on), at most ``ttl``."""
+        until = now + self._ttl
+        for facts in certificates:
+            for date in (facts.not_before, facts.not_after):
+                if now < date < until:
+                    until = date
+        self._verdicts.pop(key, None)
+        if len(self._verdicts) >= self._size:
+            del self._verdicts[next(iter(self._verdicts))]  # the oldest goes first
+        self._verdicts[key] = (verdict, until)
