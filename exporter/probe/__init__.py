@@ -27,6 +27,7 @@ from exporter.probe import chain as chains
 from exporter.probe import files
 from exporter.probe.addresses import family_name, literal_ip, select_addresses
 from exporter.probe.aia import AiaFetcher
+from exporter.probe.connection import Connection, connect
 from exporter.probe.crl import CrlFetcher
 from exporter.probe.lifecycle import LEGACY_TLS_INTERVAL, Lifecycle
 from exporter.probe.mqtt import (
@@ -108,12 +109,6 @@ class _Clock:
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
-
-
-@dataclass(frozen=True, slots=True)
-class _Connection:
-    reader: asyncio.StreamReader
-    writer: asyncio.StreamWriter
 
 
 class Prober:
@@ -394,16 +389,13 @@ def _proxy_resolves(broker: BrokerConfig) -> bool:
     return literal_ip(broker.target.host) is None
 
 
-async def _connect(host: str, port: int, clock: _Clock, proxy: ProxySettings | None = None) -> _Connection:
+async def _connect(host: str, port: int, clock: _Clock, proxy: ProxySettings | None = None) -> Connection:
     """TCP to ``host`` (an IP, or a name the proxy resolves), directly or through ``proxy``."""
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     hop = where if proxy is None else f"proxy {proxy}"
     try:
         async with asyncio.timeout(clock.remaining()):
-            if proxy is None:
-                reader, writer = await asyncio.open_connection(host, port)
-            else:
-                reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
+            connection = await connect(host, port) if proxy is None else await connect(proxy.host, proxy.port)
     except TimeoutError:
         raise _Failed(Failure(Stage.CONNECT, Reason.TIMEOUT, f"TCP connect to {hop} timed out")) from None
     except socket.gaierror as exc:  # only a proxy is reached by name here
@@ -418,11 +410,8 @@ async def _connect(host: str, port: int, clock: _Clock, proxy: ProxySettings | N
             Failure(Stage.CONNECT, reason, f"cannot connect to {hop}: {exc.strerror or exc}")
         ) from None
     if proxy is not None:
-        await _tunnel(reader, writer, proxy, host, port, clock)
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return _Connection(reader, writer)
+        await _tunnel(connection, proxy, host, port, clock)
+    return connection
 
 
 _PROXY_REASONS = {
@@ -433,20 +422,13 @@ _PROXY_REASONS = {
 }
 
 
-async def _tunnel(
-    reader: asyncio.StreamReader,
-    writer: asyncio.StreamWriter,
-    proxy: ProxySettings,
-    host: str,
-    port: int,
-    clock: _Clock,
-) -> None:
+async def _tunnel(connection: Connection, proxy: ProxySettings, host: str, port: int, clock: _Clock) -> None:
     """Ask the proxy for a tunnel to host:port (SOCKS5 or HTTP CONNECT)."""
     where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     failure: Failure | None = None
     try:
         async with asyncio.timeout(clock.remaining()):
-            await tunnel(reader, writer, dialogue(proxy, host, port))
+            await tunnel(connection, dialogue(proxy, host, port))
     except TimeoutError:
         failure = Failure(
             Stage.CONNECT, Reason.TIMEOUT, f"proxy {proxy} did not open a tunnel to {where} in time"
@@ -456,7 +438,7 @@ async def _tunnel(
     except OSError as exc:
         failure = Failure(Stage.CONNECT, Reason.PROXY_ERROR, f"proxy {proxy} -> {where}: {exc}")
     if failure is not None:
-        writer.close()
+        connection.close()
         raise _Failed(failure)
 
 
@@ -508,18 +490,17 @@ async def _roundtrip(broker: BrokerConfig, clock: _Clock, state: _State, *, veri
     return state.roundtrip.failure
 
 
-def _session(connection: _Connection, broker: BrokerConfig, *, verify: bool) -> TlsSession:
+def _session(connection: Connection, broker: BrokerConfig, *, verify: bool) -> TlsSession:
     server_name = broker.server_name.strip("[]")
     try:
         context = client_context(broker.tls, verify=verify)
     except (ssl.SSLError, OSError, ValueError) as exc:
         # The files were usable when the config was loaded; they changed since.
-        connection.writer.close()
+        connection.close()
         detail = f"cannot load the configured CA or client certificate files: {exc}"
         raise _Failed(Failure(Stage.TLS, Reason.HANDSHAKE_FAILURE, detail)) from None
     return TlsSession(
-        connection.reader,
-        connection.writer,
+        connection,
         context,
         server_name,
         sends_client_certificate=bool(broker.tls.cert_file),

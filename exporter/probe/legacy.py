@@ -9,12 +9,12 @@ asks which version the server agrees to.
 from __future__ import annotations
 
 import asyncio
-import socket
 import ssl
 import time
 import warnings
 from functools import lru_cache
 
+from exporter.probe.connection import connect
 from exporter.probe.tls import (
     ClientCertificateRequired,
     TlsHandshakeFailure,
@@ -58,15 +58,11 @@ async def check_legacy_tls(
     now = time.time()
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(ip, port)
+            connection = await connect(ip, port)
     except (TimeoutError, OSError) as exc:
         return LegacyTlsFacts(None, checked_at=now, detail=f"cannot connect: {exc or 'timeout'}")
-    sock = writer.get_extra_info("socket")
-    if sock is not None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     session = TlsSession(
-        reader,
-        writer,
+        connection,
         legacy_context(cert_file, key_file),
         server_name.strip("[]") or None,
         sends_client_certificate=bool(cert_file),

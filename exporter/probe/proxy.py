@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from exporter.config import ProxySettings
+from exporter.probe.connection import Connection
 from exporter.probe.http1 import HttpError, head_length, parse_response_head
 
 
@@ -155,20 +156,19 @@ def http_connect(host: str, port: int, username: str | None = None, password: st
 # -- drivers ------------------------------------------------------------------------------------
 
 
-async def tunnel(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, steps: Dialogue) -> None:
+async def tunnel(connection: Connection, steps: Dialogue) -> None:
     """Run a dialogue over an open connection to the proxy. The caller bounds it with a timeout."""
     answer = b""
     try:
         step = next(steps)
         while True:
             if isinstance(step, Send):
-                writer.write(step.data)
-                await writer.drain()
+                connection.write(step.data)
                 answer = b""
             elif isinstance(step, ReadExactly):
-                answer = await reader.readexactly(step.count)
+                answer = await connection.readexactly(step.count)
             else:
-                answer = await _read_head(reader)
+                answer = await _read_head(connection)
             step = steps.send(answer)
     except StopIteration:
         return
@@ -176,10 +176,10 @@ async def tunnel(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ste
         raise ProxyError(ProxyFailure.PROXY_ERROR, "the proxy closed the connection mid-dialogue") from None
 
 
-async def _read_head(reader: asyncio.StreamReader) -> bytes:
+async def _read_head(connection: Connection) -> bytes:
     head = b""
     while (length := _head_length(head)) is None:
-        byte = await reader.read(1)  # byte by byte: never consume what follows the head
+        byte = await connection.read(1)  # byte by byte: never consume what follows the head
         if not byte:
             raise ProxyError(ProxyFailure.PROXY_ERROR, "the proxy closed the connection mid-dialogue")
         head += byte

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from exporter.config import TlsSettings, file_stamp
+from exporter.probe.connection import Connection
 
 #: Never buffer more than this from a peer during the handshake (a hostile "chain" of megabytes).
 MAX_HANDSHAKE_BYTES = 1 << 20
@@ -148,15 +149,13 @@ class TlsSession:
 
     def __init__(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        connection: Connection,
         context: ssl.SSLContext,
         server_hostname: str | None,
         *,
         sends_client_certificate: bool = False,
     ) -> None:
-        self._reader = reader
-        self._writer = writer
+        self._connection = connection
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._sslobj = context.wrap_bio(self._incoming, self._outgoing, server_hostname=server_hostname)
@@ -171,11 +170,11 @@ class TlsSession:
     def _flush(self) -> None:
         data = self._outgoing.read()
         if data:
-            self._writer.write(data)
+            self._connection.write(data)
 
     async def _feed(self) -> bool:
         """Read from the socket into the TLS engine; False at EOF."""
-        data = await self._reader.read(READ_CHUNK)
+        data = await self._connection.read(READ_CHUNK)
         if not data:
             self._incoming.write_eof()
             return False
@@ -201,7 +200,6 @@ class TlsSession:
                     break
                 except ssl.SSLWantReadError:
                     self._flush()
-                    await self._writer.drain()
                     eof = not await self._feed()
                     if eof and not self._received:
                         raise TlsProtocolError(
@@ -317,7 +315,6 @@ class TlsSession:
             raise TlsClosed(str(exc)) from exc
         if flush:
             self._flush()
-            await self._writer.drain()
 
     def close(self) -> None:
         """Send close_notify (best effort) and close the socket without waiting for the peer."""
@@ -330,7 +327,7 @@ class TlsSession:
             self._flush()
         except (OSError, RuntimeError):
             pass
-        self._writer.close()
+        self._connection.close()
 
 
 def _safe_chain(sslobj: ssl.SSLObject) -> tuple[bytes, ...]:

@@ -1,0 +1,40 @@
+"""The probe's TCP protocol: reads give what arrived, at most what was asked, and end as the peer did."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from exporter.probe.connection import Connection
+
+
+async def test_reads_keep_what_was_not_asked_for() -> None:
+    connection = Connection()
+    connection.data_received(b"HTTP/1.1 200 OK\r\n\r\n")
+    connection.data_received(b"\x16\x03\x03")  # what follows a proxy's answer is not consumed with it
+    assert await connection.read(4) == b"HTTP"
+    assert await connection.readexactly(13) == b"/1.1 200 OK\r\n"
+    assert await connection.read(65536) == b"\r\n\x16\x03\x03"
+
+
+async def test_a_read_waits_for_data_then_sees_the_end() -> None:
+    connection = Connection()
+    waiting = asyncio.ensure_future(connection.read(100))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    connection.data_received(b"abc")
+    assert await waiting == b"abc"
+    connection.eof_received()
+    assert await connection.read(100) == b""
+    with pytest.raises(asyncio.IncompleteReadError):
+        await connection.readexactly(1)
+
+
+async def test_a_reset_is_raised_once_the_data_before_it_was_read() -> None:
+    connection = Connection()
+    connection.data_received(b"last words")
+    connection.connection_lost(ConnectionResetError("reset by peer"))
+    assert await connection.read(100) == b"last words"
+    with pytest.raises(ConnectionResetError):
+        await connection.read(100)
