@@ -138,6 +138,8 @@ class BrokerExposition:
         self._formatted: dict[str, tuple[tuple[ProbeResult, ...], tuple[Family, ...]]] = {}
         self._intervals_of: object = None
         self._interval_lines = ""
+        #: the store's revision this text reflects; -1: look at every broker at the next scrape
+        self._synced = -1
 
     def _units(self) -> dict[str, tuple[ProbeResult, ...]]:
         units: dict[str, tuple[ProbeResult, ...]] = {
@@ -177,18 +179,36 @@ class BrokerExposition:
             values.pop(name, None)
 
     def prepare(self, name: str) -> None:
-        """Format a broker's text now (called when its result is published), so a scrape only joins."""
+        """Format a broker's text now (called when its result is published), so a scrape only joins.
+
+        When every change of the store was prepared this way, a scrape does not visit the brokers at all.
+        """
         results = self._unit(name)
         if results:
             self._refresh(name, results)
+        if self._store.revision == self._synced + 1:
+            self._synced = self._store.revision
 
-    def render(self) -> str:
-        now = self._clock()
+    def _sync(self) -> None:
+        """Bring every broker's text up to date: removed brokers, results published without prepare."""
+        if self._store.revision == self._synced:
+            return
         units = self._units()
         for name in [name for name in self._formatted if name not in units]:
             self._forget(name)  # removed brokers
         for name, results in units.items():
             self._refresh(name, results)
+        self._synced = self._store.revision
+
+    def render(self, head: str = "") -> str:
+        """The fleet's metrics text after ``head`` (the exporter's own metrics): one join of the brokers'
+        texts, formatted when their results were published (27 MB at 10,000 brokers, copied once).
+
+        "Seconds from now" values count from the whole second of the scrape: certificate dates are whole
+        seconds, so the values are too, and formatting a whole float costs a third of any other.
+        """
+        now = float(int(self._clock()))
+        self._sync()
         # Counters change without a new result: rendered every scrape (one line per failing broker and
         # reason). Intervals change only with the configuration (the store replaces the mapping).
         counters, _ = _format(broker_samples([], self._store.failure_counts, {}, now=now))
@@ -196,20 +216,17 @@ class BrokerExposition:
             self._intervals_of = self._store.intervals
             intervals, _ = _format(broker_samples([], {}, self._store.intervals, now=now))
             self._interval_lines = "".join(intervals.get(PROBE_INTERVAL, ()))
-        parts: list[str] = []
+        parts = [head]
         for family in BROKER_FAMILIES:
             parts.append(_HEADERS[family])
             parts.extend(counters.get(family, ()))
             if family is PROBE_INTERVAL:
                 parts.append(self._interval_lines)
             if family in _RELATIVE:
-                parts.extend(
-                    f"{series}{timestamp - now!r}\n"
-                    for values in self._relative[family].values()
-                    for series, timestamp in values
-                )
+                relative = self._relative[family].values()
+                parts.extend([f"{series}{at - now!r}\n" for values in relative for series, at in values])
             else:
-                parts.append("".join(self._static[family].values()))
+                parts.extend(self._static[family].values())
         return "".join(parts)
 
 

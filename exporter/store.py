@@ -27,11 +27,15 @@ class ResultStore:
     intervals: dict[str, float] = field(default_factory=dict)
     #: broker name -> its latest results, one per address (brokers with ``addresses: all``)
     groups: dict[str, tuple[ProbeResult, ...]] = field(default_factory=dict)
+    #: bumped by every change of the results (publish, forget, configure): readers that kept up with
+    #: every change need not look at every broker again
+    revision: int = 0
 
     def publish(self, result: ProbeResult) -> ProbeResult | None:
         """Store a result; returns the one it replaces."""
         previous = self.results.get(result.broker)
         self.results[result.broker] = result
+        self.revision += 1
         self._count(result)
         return previous
 
@@ -42,6 +46,7 @@ class ResultStore:
         group = tuple(results)
         before = {result.address_label: result for result in self.groups.get(name, ())}
         self.groups[name] = group
+        self.revision += 1
         addresses = {result.address_label for result in group}
         gone = [k for k in self.failure_counts if k[0] == name and len(k) == 4 and k[-1] not in addresses]
         for stale in gone:
@@ -71,6 +76,7 @@ class ResultStore:
             del self.failure_counts[key]
 
     def forget(self, names: Iterable[str]) -> None:
+        self.revision += 1
         for name in names:
             self.results.pop(name, None)
             self.groups.pop(name, None)

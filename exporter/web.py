@@ -37,12 +37,12 @@ def build_app(
     reload: Callable[[], Awaitable[tuple[bool, str]]] | None = None,
     middlewares: Sequence[Any] = (),
     probe: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None,
-    broker_text: Callable[[], str] | None = None,
+    broker_text: Callable[[str], str] | None = None,
 ) -> web.Application:
     async def metrics(request: web.Request) -> web.Response:
         if broker_text is not None:
             # The text format (0.0.4) that every Prometheus accepts; the fleet's part is cached text.
-            body = generate_latest(registry) + broker_text().encode()
+            body = broker_text(generate_latest(registry).decode()).encode()
             return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         return web.Response(body=encoder(registry), headers={"Content-Type": content_type})

@@ -174,7 +174,8 @@ def test_exactly_the_collector_at_any_time_without_network() -> None:
     exposition = BrokerExposition(store, clock=lambda: clock[0])
     for now in (1_700_000_000.0, 1_700_000_000.0 + 1e-3, 2_100_000_000.5):
         clock[0] = now
-        text, expected = exposition.render(), reference(store, now)
+        # "seconds from now" counts from the scrape's whole second (docs/metrics.md)
+        text, expected = exposition.render(), reference(store, float(int(now)))
         assert exact(text) == exact(expected)
         assert lines_of(text) == lines_of(expected)  # HELP and TYPE
         assert text.index("# HELP mqtt_broker_addresses_same_leaf") > text.index(
