@@ -37,6 +37,7 @@ class Connection(asyncio.Protocol):
         return False  # close our side too
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None  # no cycle with the transport: freed as soon as the probe lets go
         self._ended = True
         if exc is not None and self._error is None:
             self._error = exc

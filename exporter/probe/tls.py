@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import weakref
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -122,7 +123,8 @@ def _note_certificate_request(
     conn: object, direction: str, version: object, content_type: object, msg_type: object, data: bytes
 ) -> None:
     if direction == "read" and msg_type == _CERTIFICATE_REQUEST:
-        owner = getattr(conn, "_probe_session", None)
+        reference = getattr(conn, "_probe_session", None)
+        owner = reference() if reference is not None else None
         if owner is not None:
             owner.certificate_requested = True
 
@@ -159,7 +161,9 @@ class TlsSession:
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._sslobj = context.wrap_bio(self._incoming, self._outgoing, server_hostname=server_hostname)
-        self._sslobj._probe_session = self  # type: ignore[attr-defined]  # see _note_certificate_request
+        # A weak reference: a cycle would keep every finished session -- and OpenSSL's buffers and
+        # parsed chain under it -- alive until the garbage collector's next full pass.
+        self._sslobj._probe_session = weakref.ref(self)  # type: ignore[attr-defined]  # see _note_certificate_request
         self._received = 0
         self._sent_client_certificate = sends_client_certificate
         self.certificate_requested = False
