@@ -185,6 +185,7 @@ class Daemon:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stopping.set)
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        memory.tune_garbage_collector()
         self.scheduler.apply(self.brokers)
         self.web_state.ready = True
         started: dict[str, object] = {
