@@ -141,9 +141,17 @@ async def run_roundtrip(
     paho.on_publish = on_publish
     original_on_socket_open = paho.on_socket_open
 
-    def on_socket_open(*args: Any) -> None:
-        if not connector.abandoned and original_on_socket_open is not None:  # else: we gave up, stay out
-            original_on_socket_open(*args)
+    def on_socket_open(client: Any, userdata: Any, sock: Any) -> None:
+        if connector.abandoned:
+            # We gave up while paho's thread was still connecting: nobody will read this socket, and
+            # paho's client would only let it go when the garbage collector breaks the client's cycles.
+            # Close it now, and keep the event loop out of what paho does with it afterwards.
+            for hook in ("on_socket_close", "on_socket_register_write", "on_socket_unregister_write"):
+                setattr(client, hook, None)
+            with contextlib.suppress(OSError):
+                sock.close()
+        elif original_on_socket_open is not None:
+            original_on_socket_open(client, userdata, sock)
 
     paho.on_socket_open = on_socket_open
     token = f"mqtt-cert-exporter {uuid.uuid4().hex}".encode()
