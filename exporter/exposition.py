@@ -138,8 +138,9 @@ class BrokerExposition:
         self._formatted: dict[str, tuple[tuple[ProbeResult, ...], tuple[Family, ...]]] = {}
         self._intervals_of: object = None
         self._interval_lines = ""
-        #: the store's revision this text reflects; -1: look at every broker at the next scrape
-        self._synced = -1
+        #: the store's revision this text reflects (an empty store is reflected by no text at all);
+        #: -1: look at every broker at the next scrape
+        self._synced = -1 if store.results or store.groups else store.revision
 
     def _units(self) -> dict[str, tuple[ProbeResult, ...]]:
         units: dict[str, tuple[ProbeResult, ...]] = {
