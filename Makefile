@@ -40,7 +40,10 @@ test: venv system-packages lint
 unit: venv
 	$(BIN)/pytest -m 'not slow' $(PYTEST_ARGS)
 
+## bench: our exporter against blackbox_exporter and the openssl s_time floor (docs/performance.md)
 bench: venv system-packages
+	bash scripts/ensure-system-packages.sh bench
+	$(BIN)/pip install --quiet --disable-pip-version-check py-spy  # the Python side of the profile
 	$(BIN)/python -m bench
 
 clean:

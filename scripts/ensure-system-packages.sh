@@ -5,6 +5,8 @@
 #                                      promtool, prometheus (package prometheus)
 #   ensure-system-packages.sh venv     `$PYTHON -m venv` works (package python3-venv; PYTHON defaults
 #                                      to python3)
+#   ensure-system-packages.sh bench    what `make bench` compares against: blackbox_exporter (package
+#                                      prometheus-blackbox-exporter) and the openssl command
 #
 # Mosquitto lives in /usr/sbin, which a normal user's PATH usually lacks: sbin directories are
 # checked too. Idempotent and quiet when everything is present. As root with apt-get: installs what is
@@ -30,8 +32,14 @@ for group in "$@"; do
             )
             ;;
         venv) requirements+=("venv:python3-venv") ;;
+        bench)
+            requirements+=(
+                "prometheus-blackbox-exporter:prometheus-blackbox-exporter"
+                "openssl:openssl"
+            )
+            ;;
         *)
-            echo "usage: $0 [tools] [venv]" >&2
+            echo "usage: $0 [tools] [venv] [bench]" >&2
             exit 2
             ;;
     esac
