@@ -46,6 +46,8 @@ class ExporterFacts:
     tasks: int = 0
     #: the largest delay between a probe's scheduled start and its actual start, since startup
     max_schedule_lag: float = 0.0
+    #: how long the previous /metrics response took to render (the event loop is blocked meanwhile)
+    metrics_render_seconds: float = 0.0
 
 
 GAUGE: Final = "gauge"
@@ -562,7 +564,12 @@ def exporter_families(facts: ExporterFacts) -> list[Metric]:
         "(grows when --probe.concurrency is too small for the fleet).",
         value=facts.max_schedule_lag,
     )
-    return [build, brokers, reload_ok, reload_time, in_flight, tasks, lag]
+    render = GaugeMetricFamily(
+        "mqtt_cert_exporter_metrics_render_seconds",
+        "Time the previous /metrics response took to render, during which no probe step runs.",
+        value=facts.metrics_render_seconds,
+    )
+    return [build, brokers, reload_ok, reload_time, in_flight, tasks, lag, render]
 
 
 class ExporterCollector(Collector):

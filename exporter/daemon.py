@@ -110,6 +110,7 @@ class Daemon:
             probes_in_flight=self.scheduler.probes_in_flight if self.scheduler else 0,
             tasks=len(asyncio.all_tasks()),
             max_schedule_lag=self.scheduler.max_lag if self.scheduler else 0.0,
+            metrics_render_seconds=self.web_state.metrics_render_seconds,
         )
 
     async def reload(self) -> tuple[bool, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -28,6 +29,8 @@ INDEX = """<!doctype html>
 class WebState:
     def __init__(self) -> None:
         self.ready = False
+        #: seconds the previous /metrics response took to render (in the event loop)
+        self.metrics_render_seconds = 0.0
 
 
 def build_app(
@@ -42,7 +45,9 @@ def build_app(
     async def metrics(request: web.Request) -> web.Response:
         if broker_text is not None:
             # The text format (0.0.4) that every Prometheus accepts; the fleet's part is cached text.
+            started = time.perf_counter()
             body = broker_text(generate_latest(registry).decode()).encode()
+            state.metrics_render_seconds = time.perf_counter() - started
             return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         return web.Response(body=encoder(registry), headers={"Content-Type": content_type})

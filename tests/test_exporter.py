@@ -158,6 +158,12 @@ def test_exporter_metrics(metrics: Samples) -> None:
     assert value(metrics, "mqtt_broker_probe_interval_seconds", broker="good") == 2
 
 
+def test_the_cost_of_the_previous_scrape_is_exposed(exporter: ExporterProcess) -> None:
+    exporter.get("/metrics")
+    render = value(samples(exporter.get("/metrics")), "mqtt_cert_exporter_metrics_render_seconds")
+    assert 0 < render < 5
+
+
 def test_exposition_passes_promtool(exporter: ExporterProcess) -> None:
     text = exporter.get("/metrics")
     result = subprocess.run([promtool(), "check", "metrics"], input=text, capture_output=True, text=True)
