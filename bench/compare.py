@@ -1174,7 +1174,8 @@ def profile_lines(r: Results) -> list[str]:
             f"OpenSSL alone spends {_ms(openssl)} per probe, {openssl / r.bb_steady.cpu_per_probe:.0%} of "
             f"blackbox_exporter's whole steady-state probe ({_ms(r.bb_steady.cpu_per_probe)}) and about the",
             f"`openssl s_time` floor ({_ms(r.floor)}, which includes that process's own overhead): the handshake",
-            "of OpenSSL 3.0 costs what Go's crypto/tls costs for a whole probe. Everything above it is Python.",
+            "of OpenSSL 3.0 costs what Go's crypto/tls costs for a whole probe. The rest is the interpreter, the C",
+            "library (mostly for it) and the kernel.",
             "",
         ]
     if profile is None:
@@ -1187,6 +1188,10 @@ def profile_lines(r: Results) -> list[str]:
         "| share | where |",
         "|---|---|",
         *(f"| {share * 100:.0f}% | {what} |" for what, share in profile.categories),
+        "",
+        "The event loop (uvloop) is C: its work shows under the Python frame that called it, so",
+        "`Connection.write` below is uvloop's send on the socket, syscall and loopback delivery included, and",
+        "`connect` is its TCP connect.",
         "",
         "Top functions by own time:",
         "",
