@@ -111,7 +111,7 @@ def _load(der: bytes) -> x509.Certificate:
 def _parse_der(der: bytes) -> CertFacts:
     fingerprint = hashlib.sha256(der).hexdigest()
     try:
-        cert = x509.load_der_x509_certificate(der)
+        cert = _load(der)  # the object stays loaded for the verdict that follows a first sight
     except ValueError as exc:
         return _unparseable(fingerprint, f"not a DER certificate: {exc}")
     try:
