@@ -169,7 +169,7 @@ class Prober:
             broker,
             ip=state.ip,
             tls=state.tls,
-            chain_der=state.chain_der,
+            presented=state.presented,
             failure=failure,
             deadline=clock.deadline,
         )
@@ -260,7 +260,7 @@ class Prober:
             raise _Failed(Failure(Stage.TLS, Reason.CLIENT_CERTIFICATE_REQUIRED, str(exc))) from None
         except OSError as exc:
             raise _Failed(Failure(Stage.TLS, Reason.HANDSHAKE_FAILURE, f"TLS handshake: {exc}")) from None
-        presented = [chains.parse_der(der) for der in session.chain_der]
+        presented = tuple(chains.parse_der(der) for der in session.chain_der)
         verdict = await self._verdict(session.chain_der, presented, broker, clock, verify)
         state.tls = TlsFacts(
             version=session.version if verify is None else "",
@@ -269,7 +269,7 @@ class Prober:
             verdict=verdict,
             alpn_protocol=session.alpn_protocol if verify is None else "",
         )
-        state.chain_der = session.chain_der
+        state.presented = presented
         if verify is not None:
             return False
         try:
@@ -281,7 +281,7 @@ class Prober:
     async def _verdict(
         self,
         chain_der: tuple[bytes, ...],
-        presented: list[chains.Parsed],
+        presented: tuple[chains.Parsed, ...],
         broker: BrokerConfig,
         clock: _Clock,
         verify: tuple[int, str] | None,
@@ -358,8 +358,8 @@ class _State:
     address_label: str = ""
     websocket: WebSocketFacts | None = None
     roundtrip: RoundtripFacts | None = None
-    #: the chain as sent (DER), for what runs after the probe (revocation)
-    chain_der: tuple[bytes, ...] = ()
+    #: the chain as sent, parsed, for what runs after the probe (revocation)
+    presented: tuple[chains.Parsed, ...] = ()
 
 
 def _with_session_facts(tls: TlsFacts, session: TlsSession) -> TlsFacts:

@@ -73,7 +73,7 @@ class Lifecycle:
         *,
         ip: str,
         tls: TlsFacts | None,
-        chain_der: Sequence[bytes],
+        presented: Sequence[chains.Parsed],
         failure: Failure | None,
         deadline: float,
     ) -> AroundFacts:
@@ -81,7 +81,6 @@ class Lifecycle:
 
         Usually everything comes from caches and nothing is awaited (this runs after every probe).
         """
-        presented = tuple(chains.parse_der(der) for der in chain_der)
         candidates = _revocation_candidates(presented)
         crls = {url: hit for url in _urls(candidates) if (hit := self.crl.cached(url)) is not None}
         missing = [url for url in _urls(candidates) if url not in crls]
