@@ -449,15 +449,16 @@ class ScrapeCost:
     the previous scrape), repeated scrapes (median) while no result changed, and the very first scrape
     of the process (one-time costs: the intervals' text, first touch of a 20 MB buffer)."""
 
-    cold_wall: float  # seconds, as the scraper sees it; every result renewed since the previous scrape
-    cold_cpu: float  # exporter CPU seconds
+    first_wall: float  # seconds, as the scraper sees it
+    first_cpu: float  # exporter CPU seconds
     warm_wall: float
     warm_cpu: float
     bytes: int
     series: int
     probing: bool  # True when probes were due during the scrapes (then the figures are upper bounds)
-    first_wall: float = 0.0
-    first_cpu: float = 0.0
+    #: every result renewed since the previous scrape (set once the steady interval has passed)
+    cold_wall: float = 0.0
+    cold_cpu: float = 0.0
     #: the exporter's own account of the 'every result new' scrape (mqtt_cert_exporter_metrics_render_seconds):
     #: its rendering alone, without the probes that ran meanwhile or the transfer
     cold_render: float = 0.0
@@ -588,10 +589,7 @@ def run_exporter(
                 time.sleep(1.0)
             time.sleep(0.02)
         run.sweep_cpu = cpu_of(process.pid) - cpu0
-        cold_cpu = cpu_of(process.pid)
-        started = time.perf_counter()
-        body = _get(url)
-        cold = (time.perf_counter() - started, (cpu_of(process.pid) - cold_cpu).total)
+        body, first_wall, first_cpu = timed_get(url, process.pid)
         samples = parse_metrics(body.decode(), _RESULTS)
         finished = per_broker(samples, "mqtt_broker_probe_timestamp_seconds")
         total = per_broker(samples, "mqtt_broker_probe_duration_seconds", phase="total")
@@ -602,7 +600,9 @@ def run_exporter(
         run.sweep_wall = max(finished.values()) - min(starts.values())
         run.outcomes = _outcomes(samples, fleet)
         # 2. scrape cost: no probe is due before half an interval after each broker's first probe
-        run.scrape = measure_scrapes(url, process.pid, cold, quiet_until=min(starts.values()) + interval / 2)
+        run.scrape = measure_scrapes(
+            url, process.pid, (first_wall, first_cpu), quiet_until=min(starts.values()) + interval / 2
+        )
         # 3. one steady-state interval: every broker exactly once (its grid point), no first-probe extras
         window_start = max(starts.values()) + interval / 2 + 1.0
         time.sleep(max(0.0, window_start - time.time()))
@@ -611,15 +611,13 @@ def run_exporter(
         time.sleep(interval)
         cpu_b = cpu_of(process.pid)
         run.steady_rss = memory_mb(process.pid, "VmRSS")
-        started = time.perf_counter()
-        body = _get(url)  # every result was renewed since the previous scrape
-        renewed = (time.perf_counter() - started, (cpu_of(process.pid) - cpu_b).total)
-        if run.scrape is not None:
-            run.scrape = dataclasses.replace(run.scrape, cold_wall=renewed[0], cold_cpu=renewed[1])
+        body, cold_wall, cold_cpu = timed_get(url, process.pid)  # every result renewed since the last scrape
         after_samples = parse_metrics(body.decode(), _RESULTS)
         render = scalar(parse_metrics(_get(url).decode(), [RENDER_SECONDS]), RENDER_SECONDS)
         if run.scrape is not None:
-            run.scrape = dataclasses.replace(run.scrape, cold_render=render)
+            run.scrape = dataclasses.replace(
+                run.scrape, cold_wall=cold_wall, cold_cpu=cold_cpu, cold_render=render
+            )
         after = per_broker(after_samples, _RESULTS[0])
         run.steady_cpu = cpu_b - cpu_a
         run.steady_probes = len(fleet.brokers)
@@ -656,21 +654,27 @@ def _outcomes(samples: Samples, fleet: Fleet) -> dict[str, int]:
     return dict(sorted(seen.items()))
 
 
-def measure_scrapes(url: str, pid: int, cold: tuple[float, float], quiet_until: float) -> ScrapeCost:
+def timed_get(url: str, pid: int) -> tuple[bytes, float, float]:
+    """The body, the wall time the scraper waited for it, and the CPU seconds process ``pid`` spent."""
+    before = cpu_of(pid)
+    started = time.perf_counter()
+    body = _get(url)
+    return body, time.perf_counter() - started, (cpu_of(pid) - before).total
+
+
+def measure_scrapes(url: str, pid: int, first: tuple[float, float], quiet_until: float) -> ScrapeCost:
     walls: list[float] = []
     cpus: list[float] = []
     size = series = 0
     for _ in range(SCRAPES):
-        before = cpu_of(pid)
-        started = time.perf_counter()
-        body = _get(url)
-        walls.append(time.perf_counter() - started)
-        cpus.append((cpu_of(pid) - before).total)
+        body, wall, cpu = timed_get(url, pid)
+        walls.append(wall)
+        cpus.append(cpu)
         size = len(body)
         series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
     probing = time.time() > quiet_until
     warm_wall, warm_cpu = statistics.median(walls), statistics.median(cpus)
-    return ScrapeCost(cold[0], cold[1], warm_wall, warm_cpu, size, series, probing, cold[0], cold[1])
+    return ScrapeCost(first[0], first[1], warm_wall, warm_cpu, size, series, probing)
 
 
 # ------------------------------------------------------------------------------------------ profile
