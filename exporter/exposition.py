@@ -143,12 +143,7 @@ class BrokerExposition:
         self._synced = -1 if store.results or store.groups else store.revision
 
     def _units(self) -> dict[str, tuple[ProbeResult, ...]]:
-        units: dict[str, tuple[ProbeResult, ...]] = {
-            name: (result,) for name, result in self._store.results.items()
-        }
-        for name, group in self._store.groups.items():
-            units[name] = tuple(group)
-        return units
+        return {name: self._unit(name) for name in [*self._store.results, *self._store.groups]}
 
     def _unit(self, name: str) -> tuple[ProbeResult, ...]:
         if name in self._store.groups:
