@@ -35,7 +35,6 @@ from typing import Any
 
 from exporter import eventloop, logs
 from exporter.check import probe_all, use_colour
-from exporter.cli import add_logging_flags
 from exporter.config import Config, ConfigError, load_config
 from exporter.lab import Listener, Mosquitto, MosquittoError, Pki, make_password_file, mosquitto_binary
 from exporter.report import DEFAULT_WARN_DAYS, build_report, summary_line
@@ -180,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--warn-days", type=float, default=DEFAULT_WARN_DAYS, help="warning threshold of the printed reports"
     )
-    add_logging_flags(parser)
+    logs.add_logging_flags(parser)
     # The printed reports say what the exporter's per-broker warnings would; --log.level info shows them.
     parser.set_defaults(log_level="error")
     return parser

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
@@ -40,6 +41,14 @@ class LogfmtFormatter(logging.Formatter):
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         return json.dumps(_fields(record), default=str)
+
+
+def add_logging_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags every subcommand that logs takes; ``configure`` gets their values."""
+    parser.add_argument(
+        "--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"]
+    )
+    parser.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
 
 
 def configure(level: str = "info", fmt: str = "logfmt") -> None:
