@@ -14,10 +14,10 @@ With ``--config.file`` every configured broker is probed (concurrently), or only
 
 Output:
 
-* ``text`` (default): one report per broker (see ``exporter.report``); with several brokers a final line
+* ``text`` (default): one report per broker (``exporter.report.text``); with several brokers a final line
   counts them by status. Colour when stdout is a terminal and ``NO_COLOR`` is not set (``--color``
   overrides).
-* ``json``: for an address, one JSON object (the document described in ``exporter.report``); for
+* ``json``: for an address, one JSON object (the document described in docs/check.md); for
   ``--config.file``, always a JSON array of such objects (also when ``--broker`` selects one), in
   configuration order. Nothing else is written to stdout.
 

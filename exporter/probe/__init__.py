@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from exporter.config import BrokerConfig, ProxySettings
+from exporter.connack import PROTOCOL_5, connack_meaning
 from exporter.probe import chain as chains
 from exporter.probe import files
 from exporter.probe.addresses import family_name, literal_ip, select_addresses
@@ -30,14 +31,7 @@ from exporter.probe.aia import AiaFetcher
 from exporter.probe.connection import Connection, connect
 from exporter.probe.crl import CrlFetcher
 from exporter.probe.lifecycle import LEGACY_TLS_INTERVAL, Lifecycle
-from exporter.probe.mqtt import (
-    DISCONNECT,
-    PROTOCOL_5,
-    PacketError,
-    connack_meaning,
-    encode_connect,
-    read_connack,
-)
+from exporter.probe.mqtt import DISCONNECT, PacketError, encode_connect, read_connack
 from exporter.probe.proxy import ProxyError, ProxyFailure, dialogue, tunnel
 from exporter.probe.roundtrip import run_roundtrip
 from exporter.probe.tls import (
