@@ -57,7 +57,7 @@ def reference(store: ResultStore, now: float) -> str:
             return broker_families(store.latest(), store.failure_counts, store.intervals, now)
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(Reference())  # type: ignore[arg-type]
+    registry.register(Reference())
     return generate_latest(registry).decode()
 
 

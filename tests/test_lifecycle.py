@@ -247,7 +247,7 @@ async def test_renewed_in_place_serves_old_until_sighup(life: Life, caplog: pyte
     assert stale.served_file.leaf is not None
     assert stale.served_file.leaf.not_after == life.leaves["b"].cert.not_valid_after_utc.timestamp()
     warnings = [r for r in caplog.records if "serves an outdated certificate" in r.getMessage()]
-    assert len(warnings) == 1 and warnings[0].renewed_on == life.leaves[
+    assert len(warnings) == 1 and vars(warnings[0])["renewed_on"] == life.leaves[
         "b"
     ].cert.not_valid_before_utc.strftime("%Y-%m-%d")
     await probe(broker, prober)

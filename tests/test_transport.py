@@ -601,7 +601,7 @@ async def test_scheduler_publishes_every_address_and_counts_failures_per_address
     all_published = asyncio.Event()
 
     def on_result(result: ProbeResult, previous: ProbeResult | None) -> None:
-        seen.append((result.address_label, previous and previous.address_label))
+        seen.append((result.address_label, previous.address_label if previous else None))
         if len(seen) == 3:  # two addresses of one broker, one plain broker
             all_published.set()
 
