@@ -118,34 +118,22 @@ def _tls_summary(result: ProbeResult) -> str:
     return ", ".join(parts)
 
 
+_CHAIN_HEADER = ("#", "subject", "issuer", "not after", "key", "signature")
+_NOT_AFTER_COLUMN = 3
+
+
 def _chain_lines(report: Assessment, style: _Style) -> list[str]:
     tls = report.result.tls
     if tls is None:
         return []
     if not tls.chain:
         return [_line("chain", "no certificate received", style)]
-    header = ("#", "subject", "issuer", "not after", "key", "signature")
     #: the chain as sent, then the trust anchor that verified it (from the store, usually not sent)
     certs: list[tuple[str, CertFacts]] = [(str(position), cert) for position, cert in enumerate(tls.chain)]
     if tls.verdict.anchor is not None:
         certs.append(("anchor", tls.verdict.anchor))
-    rows: list[tuple[str, ...]] = []
-    for position_label, cert in certs:
-        if cert.parse_error:
-            rows.append((position_label, "(unparseable)", "", cert.parse_error, "", ""))
-            continue
-        left = days_left(cert, report.now)
-        rows.append(
-            (
-                position_label,
-                _clip(subject_name(cert)),
-                _clip(display_name(cert.issuer)),
-                f"{utc_date(cert.not_after)} ({relative_days(left)})",
-                cert.key,
-                cert.signature_algorithm,
-            )
-        )
-    widths = [max(len(row[column]) for row in (header, *rows)) for column in range(len(header))]
+    rows = [_chain_row(label, cert, report.now) for label, cert in certs]
+    widths = [max(len(row[column]) for row in (_CHAIN_HEADER, *rows)) for column in range(len(_CHAIN_HEADER))]
 
     def layout(row: Sequence[str], colour_of: dict[int, str]) -> str:
         cells = []
@@ -154,18 +142,35 @@ def _chain_lines(report: Assessment, style: _Style) -> list[str]:
             cells.append(style(padded, colour_of[column]) if column in colour_of else padded)
         return "  ".join(cells).rstrip()
 
-    lines = [_line("chain", layout(header, {}), style)]
+    lines = [_line("chain", layout(_CHAIN_HEADER, {}), style)]
     indent = " " * (2 + _LABEL_WIDTH)
     for row, (_, cert) in zip(rows, certs, strict=True):
-        colours: dict[int, str] = {}
-        if not cert.parse_error:
-            left = days_left(cert, report.now)
-            if left < 0:
-                colours[3] = "red"
-            elif left <= report.warn_days:
-                colours[3] = "yellow"
-        lines.append(indent + layout(row, colours))
+        colour = _expiry_colour(cert, report)
+        lines.append(indent + layout(row, {_NOT_AFTER_COLUMN: colour} if colour else {}))
     return lines
+
+
+def _chain_row(position_label: str, cert: CertFacts, now: float) -> tuple[str, ...]:
+    if cert.parse_error:
+        return (position_label, "(unparseable)", "", cert.parse_error, "", "")
+    return (
+        position_label,
+        _clip(subject_name(cert)),
+        _clip(display_name(cert.issuer)),
+        f"{utc_date(cert.not_after)} ({relative_days(days_left(cert, now))})",
+        cert.key,
+        cert.signature_algorithm,
+    )
+
+
+def _expiry_colour(cert: CertFacts, report: Assessment) -> str:
+    """Red once expired, yellow within the warning threshold, else none ("")."""
+    if cert.parse_error:
+        return ""
+    left = days_left(cert, report.now)
+    if left < 0:
+        return "red"
+    return "yellow" if left <= report.warn_days else ""
 
 
 def _trust_lines(report: Assessment, style: _Style) -> list[str]:
@@ -235,8 +240,9 @@ def _client_cert_lines(report: Assessment, style: _Style) -> list[str]:
         return [_line("client", f"our client certificate: unparseable ({cert.parse_error})", style)]
     left = days_left(cert, report.now)
     when = f"{utc_date(cert.not_after)} ({relative_days(left)})"
-    if left < 0 or left <= report.warn_days:
-        when = style(when, "red" if left < 0 else "yellow")
+    colour = _expiry_colour(cert, report)
+    if colour:
+        when = style(when, colour)
     where = f" ({report.broker.tls.cert_file})" if report.broker.tls.cert_file else ""
     verb = "expired" if left < 0 else "expires"
     return [_line("client", f"our client certificate {subject_name(cert)}{where} {verb} {when}", style)]
