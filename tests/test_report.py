@@ -25,8 +25,10 @@ from exporter.report import (
     RENEW_FIX,
     REVOKED_FIX,
     WRONG_FILE_FIX,
+    Assessment,
     Report,
     Status,
+    assess,
     build_report,
     display_name,
     expiring_soon,
@@ -301,6 +303,22 @@ def test_failure_outranks_warning(probed: Probed) -> None:
     broker = probed.brokers["expiring"]
     result = replace(probed.results["expiring"], failure=Failure(Stage.MQTT, Reason.TIMEOUT, "no CONNACK"))
     assert build_report(result, broker, warn_days=30, now=probed.now).status is Status.CRITICAL
+
+
+@pytest.mark.parametrize("scenario", ["good", "expiring", "expired", "password"])
+def test_assess_is_the_verdict_check_prints(probed: Probed, scenario: str) -> None:
+    """What a status page reuses: the same verdict, findings and fixes as `check`, without rendering."""
+    broker, result = probed.brokers[scenario], probed.results[scenario]
+    assessment = assess(result, broker, warn_days=30, now=probed.now)
+    report = probed.report(scenario)
+    assert isinstance(assessment, Assessment) and not isinstance(assessment, Report)
+    assert (assessment.status, assessment.failure, assessment.problems, assessment.warnings) == (
+        report.status,
+        report.failure,
+        report.problems,
+        report.warnings,
+    )
+    assert f"{report.status.name}: {assessment.headline}" in ANSI.sub("", report.text())
 
 
 def test_worst_status() -> None:
