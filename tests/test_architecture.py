@@ -19,6 +19,8 @@ MAX_LINES = 600
 #: An entry that is no longer over the limit fails the test, so the list cannot go stale.
 OVER_MAX_LINES: Mapping[str, str] = {
     "exporter.config": "issue 15 item 1: config/ as a package (branch arch-config)",
+    "exporter.collector": "issue 15 item 6, families that know what they are (branch arch-probe); 702 lines "
+    "after issue 12's metrics",
 }
 
 #: Import edges that close a known cycle, with who is removing them. Same rules as above: an entry
