@@ -100,7 +100,7 @@ def probe_timeout(module_timeout: float, scrape_timeout: str | None) -> float:
 
 def broker_for(target: Target, module: ModuleConfig, timeout: float) -> BrokerConfig:
     """What the prober needs: the module's settings aimed at the target; the name is the target."""
-    return BrokerConfig(name=str(target), target=target, timeout=timeout, tls=module.tls, mqtt=module.mqtt)
+    return module.broker_for(target, name=str(target), timeout=timeout)
 
 
 class _OneResult(Collector):

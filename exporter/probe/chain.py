@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import ipaddress
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
+from exporter.config.grammar import certificate_covers
 from exporter.results import CertFacts, Problem, TrustVerdict
 
 MAX_CHAIN_DEPTH = 10
@@ -331,34 +331,7 @@ def _issued_by(cert_der: bytes, issuer_der: bytes) -> bool:
 
 def hostname_matches(facts: CertFacts, server_name: str) -> bool:
     """RFC 6125 matching as OpenSSL does it for Python clients (no partial wildcards, CN fallback)."""
-    name = server_name.rstrip(".").lower()
-    try:
-        ip = ipaddress.ip_address(name.strip("[]"))
-    except ValueError:
-        ip = None
-    if ip is not None:
-        return any(_same_ip(ip, candidate) for candidate in facts.ip_addresses)
-    candidates = facts.dns_names or ((facts.common_name,) if facts.common_name else ())
-    return any(_dns_match(pattern.rstrip(".").lower(), name) for pattern in candidates)
-
-
-def _same_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, candidate: str) -> bool:
-    try:
-        return ipaddress.ip_address(candidate) == ip
-    except ValueError:
-        return False
-
-
-def _dns_match(pattern: str, name: str) -> bool:
-    if not pattern:
-        return False
-    if not pattern.startswith("*."):
-        return pattern == name
-    suffix = pattern[1:]  # ".example.com"
-    if suffix.count(".") < 2:  # "*.com" is never valid
-        return False
-    head, _, rest = name.partition(".")
-    return bool(head) and "." + rest == suffix
+    return certificate_covers(server_name, facts.dns_names, facts.ip_addresses, facts.common_name)
 
 
 def names_covered(facts: CertFacts) -> tuple[str, ...]:

@@ -9,10 +9,12 @@ This is also cheaper in CPU than asyncio's SSL transport.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ssl
 import weakref
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from exporter.config import TlsSettings, file_stamp
 from exporter.probe.connection import Connection
@@ -21,6 +23,10 @@ from exporter.probe.connection import Connection
 MAX_HANDSHAKE_BYTES = 1 << 20
 READ_CHUNK = 65536
 
+#: TlsSettings fields used per connection or by other checks, never by the context.
+_NOT_SHAPING_A_CONTEXT: dict[str, Any] = dict.fromkeys(
+    ("server_name", "intermediates_file", "served_cert_file")
+)
 _TLS_VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 
 # OpenSSL alerts that a server sends when it rejects (or did not get) our client certificate.
@@ -59,18 +65,11 @@ def client_context(settings: TlsSettings, *, verify: bool) -> ssl.SSLContext:
     """The context an OpenSSL-based MQTT client (paho, mosquitto_sub) would use with these settings.
 
     Cached: building a context and loading a CA store costs milliseconds, a probe must not pay that.
-    The key is what shapes a context -- the files, as they are on disk now (a renewed CA file is read
-    again), the version bounds and ALPN -- not per-broker settings such as ``server_name``, so a fleet
-    with one CA file shares one context.
+    The key is the settings themselves, with the files as they are on disk now (a renewed CA file is
+    read again), less the per-broker settings that never shape a context (so a fleet with one CA file
+    shares one context). A new ``tls.*`` setting is part of the key unless it is named here.
     """
-    shaping = TlsSettings(
-        ca_file=settings.ca_file,
-        cert_file=settings.cert_file,
-        key_file=settings.key_file,
-        min_version=settings.min_version,
-        max_version=settings.max_version,
-        alpn=settings.alpn,
-    )
+    shaping = dataclasses.replace(settings, **_NOT_SHAPING_A_CONTEXT)
     files = (settings.ca_file, settings.cert_file, settings.key_file)
     return _client_context(shaping, verify, tuple(file_stamp(path) if path else None for path in files))
 
