@@ -15,10 +15,14 @@ from exporter.config.files import file_stamp, read_password_file, tls_files_prob
 from exporter.config.grammar import parse_address, parse_duration, parse_proxy_url
 from exporter.config.loader import load_config, parse_config
 from exporter.config.model import (
+    DEFAULT_CHAIN_RETENTION,
+    DEFAULT_EXPIRY_CRITICAL,
+    DEFAULT_EXPIRY_WARNING,
     AddressSelection,
     BrokerConfig,
     Config,
     ConfigError,
+    ExpiryThreshold,
     IpProtocol,
     ModuleConfig,
     MqttProtocol,
@@ -35,10 +39,14 @@ from exporter.config.model import (
 )
 
 __all__ = [
+    "DEFAULT_CHAIN_RETENTION",
+    "DEFAULT_EXPIRY_CRITICAL",
+    "DEFAULT_EXPIRY_WARNING",
     "AddressSelection",
     "BrokerConfig",
     "Config",
     "ConfigError",
+    "ExpiryThreshold",
     "IpProtocol",
     "ModuleConfig",
     "MqttProtocol",

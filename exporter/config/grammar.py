@@ -34,6 +34,9 @@ _DURATION_UNITS: Mapping[str, Fraction] = {
     "s": Fraction(1),
     "m": Fraction(60),
     "h": Fraction(3600),
+    # Prometheus' units beyond Go's: certificate lifetimes and thresholds are counted in days
+    "d": Fraction(86400),
+    "w": Fraction(7 * 86400),
 }
 _DURATION_PART = re.compile(r"(?P<number>[0-9]*(?:\.[0-9]*)?)(?P<unit>[^0-9.]*)")
 _PLAIN_NUMBER = re.compile(r"[0-9]*\.?[0-9]*")
@@ -42,7 +45,7 @@ _MAX_NUMBER_LENGTH = 32
 
 
 def parse_duration(text: str) -> float:
-    """Parse a Go-style duration ("1h30m", "1.5s", "500ms") into seconds."""
+    """Parse a Go-style duration ("1h30m", "1.5s", "500ms", and Prometheus' "28d", "2w") into seconds."""
 
     def invalid(reason: str) -> ValueError:
         return ValueError(f"invalid duration {preview(text)}: {reason}")
@@ -70,7 +73,7 @@ def parse_duration(text: str) -> float:
         if len(number) > _MAX_NUMBER_LENGTH:
             raise invalid("number has too many digits")
         if unit not in _DURATION_UNITS:
-            raise invalid(f"unknown unit {preview(unit)}; use ns, us, ms, s, m or h")
+            raise invalid(f"unknown unit {preview(unit)}; use ns, us, ms, s, m, h, d or w")
         total += Fraction(Decimal(number)) * _DURATION_UNITS[unit]
         if total > _MAX_DURATION:
             raise invalid("too large")

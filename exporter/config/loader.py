@@ -420,6 +420,14 @@ class _Walker:
                     (timeout, f"{t} must not exceed interval {i}"),
                     (interval, f"{i} is shorter than timeout {t}"),
                 )
+        warning, critical = _get(layer, "expiry_warning"), _get(layer, "expiry_critical")
+        if values.starts_earlier(critical.value, warning.value):
+            w, c = warning.value, critical.value
+            self._conflict(
+                prefix,
+                (critical, f"{c} must not be longer than expiry_warning {w}"),
+                (warning, f"{w} is shorter than expiry_critical {c}"),
+            )
         low, high = layer.get("tls.min_version"), layer.get("tls.max_version")
         if (
             low is not None

@@ -110,6 +110,37 @@ class Target:
         return f"{self.scheme}://{base}{self.path}" if self.scheme != "mqtts" else base
 
 
+@dataclass(frozen=True, slots=True)
+class ExpiryThreshold:
+    """How long before a certificate expires an alert starts: a fixed time, or a share of its lifetime.
+
+    A share suits short-lived certificates: 33% of a 7-day certificate is about 2.3 days, of a 90-day
+    one about 30 days, so one rule file serves both fleets.
+    """
+
+    seconds: float | None = None
+    #: fraction of the certificate's lifetime (not_after - not_before), 0 < share < 1
+    share: float | None = None
+
+    def for_lifetime(self, lifetime: float | None) -> float | None:
+        """The threshold in seconds; None for a share when the lifetime is unknown."""
+        if self.share is None:
+            return self.seconds
+        return None if lifetime is None else self.share * lifetime
+
+    def __str__(self) -> str:
+        if self.share is not None:
+            return f"{self.share * 100:g}%"
+        seconds = self.seconds or 0.0
+        return f"{seconds / 86400:g}d" if seconds % 86400 == 0 else f"{seconds:g}s"
+
+
+DEFAULT_EXPIRY_WARNING = ExpiryThreshold(seconds=28 * 86400.0)
+DEFAULT_EXPIRY_CRITICAL = ExpiryThreshold(seconds=14 * 86400.0)
+#: How long the last chain seen stays exported while later probes receive none (the broker is down)
+DEFAULT_CHAIN_RETENTION = 7 * 86400.0
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProbeSettings:
     """What a probe of any broker needs: set in ``defaults``, per broker and per ``/probe`` module.
@@ -120,6 +151,8 @@ class ProbeSettings:
     timeout: float = 10.0
     tls: TlsSettings = field(default_factory=TlsSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
+    expiry_warning: ExpiryThreshold = DEFAULT_EXPIRY_WARNING
+    expiry_critical: ExpiryThreshold = DEFAULT_EXPIRY_CRITICAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +163,7 @@ class BrokerConfig(ProbeSettings):
     addresses: AddressSelection = "first"
     ip_protocol: IpProtocol = "any"
     proxy: ProxySettings | None = None
+    chain_retention: float = DEFAULT_CHAIN_RETENTION
 
     @property
     def address(self) -> str:

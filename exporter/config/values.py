@@ -14,6 +14,7 @@ from exporter.config.grammar import (
     preview,
 )
 from exporter.config.model import (
+    ExpiryThreshold,
     MqttProtocol,
     ProxySettings,
     RoundtripSettings,
@@ -76,6 +77,28 @@ def mqtt_string(value: object) -> str:
 
 def password(value: object) -> Secret:
     return Secret(_fits_mqtt(string(value)))
+
+
+def expiry_threshold(value: object) -> ExpiryThreshold:
+    """A duration (28d) or a share of the certificate's lifetime (33%)."""
+    if isinstance(value, str) and value.endswith("%"):
+        try:
+            percent = float(value[:-1])
+        except ValueError:
+            raise Invalid(f"invalid share {preview(value)}; expected a percentage like 33%") from None
+        if not 0 < percent < 100:
+            raise Invalid("a share of the certificate's lifetime must be between 0% and 100%")
+        return ExpiryThreshold(share=percent / 100)
+    return ExpiryThreshold(seconds=duration(value))
+
+
+def starts_earlier(critical: ExpiryThreshold, warning: ExpiryThreshold) -> bool:
+    """Whether the critical threshold would start before the warning one (comparable kinds only)."""
+    if critical.share is not None and warning.share is not None:
+        return critical.share > warning.share
+    if critical.seconds is not None and warning.seconds is not None:
+        return critical.seconds > warning.seconds
+    return False
 
 
 def _fits_mqtt(text: str) -> str:
