@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 import urllib.parse
 from collections.abc import Iterable, Mapping
 from decimal import Decimal
@@ -88,7 +89,13 @@ _PLAINTEXT_SCHEMES = frozenset({"mqtt", "tcp", "ws"})
 _DEFAULT_PORTS: Mapping[TargetScheme, int] = {"mqtts": 8883, "wss": 443}
 _DEFAULT_WSS_PATH = "/mqtt"
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
-_HOST = re.compile(r"[^\s/?#@\[\]:]+")
+#: A DNS name (letters, digits, '-', '_' and dots; 253 at most) or an IPv4 literal: nothing a resolver
+#: would cut short (a NUL) or read differently from the allow-list (/probe matches host:port).
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOST = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})*\.?")
+_IPV6_ZONE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+#: A WebSocket path: visible ASCII only (it goes into the HTTP request line).
+_WSS_PATH = re.compile(r"/[!-~]*")
 _PORT = re.compile(r"[0-9]{1,5}")
 
 
@@ -96,11 +103,11 @@ def parse_address(text: str) -> Target:
     """Parse "host", "host:port", "[v6]:port", "mqtts://host:port" or "wss://host:port/path"."""
     if not text:
         raise ValueError("empty address")
-    if any(c.isspace() for c in text):
-        raise ValueError("address must not contain whitespace")
     if has_control_characters(text):
         # A NUL ends the name at the resolver: "127.0.0.1\0.example.com" would connect to 127.0.0.1.
         raise ValueError("address must not contain control characters")
+    if any(c.isspace() for c in text):
+        raise ValueError("address must not contain whitespace")
 
     scheme: TargetScheme = "mqtts"
     rest = text
@@ -126,6 +133,8 @@ def parse_address(text: str) -> Target:
     path = slash + path
     if scheme == "wss":
         path = path or _DEFAULT_WSS_PATH
+        if not _WSS_PATH.fullmatch(path):
+            raise ValueError("a wss:// path must be printable ASCII (percent-encode the rest)")
     elif path in ("", "/"):
         path = ""
     else:
@@ -187,6 +196,7 @@ def _split_host_port(authority: str) -> tuple[str, str | None]:
         host, after = authority[1:end], authority[end + 1 :]
         if not _is_ipv6(host):
             raise ValueError("brackets are only for IPv6 addresses, e.g. [2001:db8::1]:8883")
+        _check_ipv6_zone(host)
         if not after:
             return host, None
         if not after.startswith(":"):
@@ -195,14 +205,38 @@ def _split_host_port(authority: str) -> tuple[str, str | None]:
     if authority.count(":") > 1:
         # A bare IPv6 address is accepted only without a port: "2001:db8::1" is the whole host.
         if _is_ipv6(authority):
+            _check_ipv6_zone(authority)
             return authority, None
         raise ValueError("IPv6 address must be bracketed when a port follows, e.g. [2001:db8::1]:8883")
     host, colon, port = authority.partition(":")
     if not host:
         raise ValueError("host must not be empty")
+    if not host.isascii():
+        raise ValueError(f"invalid host {preview(host)}: write international names in their xn-- form")
     if not _HOST.fullmatch(host):
-        raise ValueError(f"invalid host {preview(host)}")
+        raise ValueError(f"invalid host {preview(host)}: expected a DNS name or an IP address")
+    if _is_odd_ipv4(host):
+        raise ValueError(f"invalid host {preview(host)}: write IPv4 addresses as four decimal numbers")
     return host, port if colon else None
+
+
+def _is_odd_ipv4(host: str) -> bool:
+    """True for what resolvers read as IPv4 but is not dotted decimal (``127.1``, ``0x7f000001``)."""
+    try:
+        socket.inet_aton(host)
+    except OSError:
+        return False
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return True
+    return False
+
+
+def _check_ipv6_zone(host: str) -> None:
+    _, percent, zone = host.partition("%")
+    if percent and not _IPV6_ZONE.fullmatch(zone):
+        raise ValueError("an IPv6 zone is an interface name or number, e.g. [fe80::1%eth0]:8883")
 
 
 def _is_ipv6(text: str) -> bool:
@@ -220,11 +254,11 @@ def _parse_port(text: str) -> int:
 
 
 def has_control_characters(text: str) -> bool:
-    """C0 controls (NUL, CR, LF, ESC...) and DEL: never part of a host name, a path or a credential."""
+    """C0 controls (NUL, CR, LF, ESC...), DEL and C1 controls: never part of a host name or a path."""
     return _CONTROL_CHARACTER.search(text) is not None
 
 
-_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f]")
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 # --- names a certificate covers ----------------------------------------------------------------

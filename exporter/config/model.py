@@ -104,9 +104,14 @@ class Target:
     scheme: TargetScheme = "mqtts"
     path: str = ""
 
-    def __str__(self) -> str:
+    @property
+    def authority(self) -> str:
+        """``host:port`` or ``[v6]:port``: where the probe connects, without scheme or path."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        base = f"{host}:{self.port}"
+        return f"{host}:{self.port}"
+
+    def __str__(self) -> str:
+        base = self.authority
         return f"{self.scheme}://{base}{self.path}" if self.scheme != "mqtts" else base
 
 
