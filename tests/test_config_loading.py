@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hypothesis import given
+from hypothesis import strategies as st
 
 from exporter.config import (
     BrokerConfig,
@@ -116,6 +118,27 @@ def test_the_libyaml_loader_is_used_when_pyyaml_has_it() -> None:
     if not hasattr(yaml, "CSafeLoader"):
         pytest.skip("PyYAML was built without libyaml here")
     assert yaml_document._Loader is yaml.CSafeLoader
+
+
+class _NoAliasDumper(yaml.SafeDumper):
+    def ignore_aliases(self, data: object) -> bool:
+        return True
+
+
+_scalars = st.none() | st.booleans() | st.integers() | st.text(max_size=20)
+_documents = st.recursive(
+    _scalars,
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=30,
+)
+
+
+@given(_documents)
+def test_the_refusing_loader_reads_every_alias_free_document_as_pyyaml_does(document: object) -> None:
+    text = yaml.dump(document, Dumper=_NoAliasDumper)
+    assert yaml_document.load_document(text) == yaml.safe_load(text)
 
 
 # --- fields an MQTT CONNECT cannot carry ---------------------------------------------------------
