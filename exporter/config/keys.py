@@ -11,7 +11,6 @@ from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
-from exporter.config import values
 from exporter.config.files import read_password_file
 from exporter.config.model import (
     AddressSelection,
@@ -20,6 +19,22 @@ from exporter.config.model import (
     MqttSettings,
     Secret,
     TlsSettings,
+)
+from exporter.config.values import (
+    Invalid,
+    alpn,
+    choice_of,
+    duration,
+    expiry_threshold,
+    keepalive,
+    mqtt_string,
+    nonempty_string,
+    password,
+    protocol,
+    proxy_url,
+    roundtrip,
+    string,
+    tls_version,
 )
 
 
@@ -41,7 +56,7 @@ BROKERS = frozenset({Scope.DEFAULTS, Scope.BROKER, Scope.DISCOVER})
 class Key:
     #: as written in the config: "interval", "tls.ca_file", "mqtt.password_file"
     name: str
-    #: the YAML value (after ${ENV} expansion) -> the model's value; raises values.Invalid
+    #: the YAML value (after ${ENV} expansion) -> the model's value; raises Invalid
     validate: Callable[[object], Any]
     where: frozenset[Scope] = EVERYWHERE
     #: the model field it fills (default: the last part of the name); two keys may fill one field
@@ -65,42 +80,42 @@ class Key:
 
 def password_file(path: object) -> Secret:
     try:
-        return read_password_file(values.string(path))
+        return read_password_file(string(path))
     except ValueError as exc:
-        raise values.Invalid(str(exc)) from None
+        raise Invalid(str(exc)) from None
 
 
 KEYS: tuple[Key, ...] = (
-    Key("interval", values.duration, where=BROKERS),
-    Key("timeout", values.duration),
-    Key("addresses", values.choice_of("addresses", AddressSelection), where=BROKERS),
-    Key("ip_protocol", values.choice_of("ip_protocol", IpProtocol), where=BROKERS),
-    Key("proxy_url", values.proxy_url, where=BROKERS, fills="proxy"),
-    Key("expiry_warning", values.expiry_threshold),
-    Key("expiry_critical", values.expiry_threshold),
-    Key("chain_retention", values.duration, where=BROKERS),
-    Key("tls.ca_file", values.string, path=True),
-    Key("tls.server_name", values.nonempty_string),
-    Key("tls.cert_file", values.string, path=True),
-    Key("tls.key_file", values.string, path=True),
-    Key("tls.intermediates_file", values.string, path=True),
-    Key("tls.min_version", values.tls_version),
-    Key("tls.max_version", values.tls_version),
-    Key("tls.alpn", values.alpn),
+    Key("interval", duration, where=BROKERS),
+    Key("timeout", duration),
+    Key("addresses", choice_of("addresses", AddressSelection), where=BROKERS),
+    Key("ip_protocol", choice_of("ip_protocol", IpProtocol), where=BROKERS),
+    Key("proxy_url", proxy_url, where=BROKERS, fills="proxy"),
+    Key("expiry_warning", expiry_threshold),
+    Key("expiry_critical", expiry_threshold),
+    Key("chain_retention", duration, where=BROKERS),
+    Key("tls.ca_file", string, path=True),
+    Key("tls.server_name", nonempty_string),
+    Key("tls.cert_file", string, path=True),
+    Key("tls.key_file", string, path=True),
+    Key("tls.intermediates_file", string, path=True),
+    Key("tls.min_version", tls_version),
+    Key("tls.max_version", tls_version),
+    Key("tls.alpn", alpn),
     Key(
         "tls.served_cert_file",
-        values.string,
+        string,
         path=True,
         where=EVERYWHERE - {Scope.DISCOVER},
         refused={Scope.DISCOVER: "not allowed here: each listener's certfile is used"},
     ),
-    Key("mqtt.protocol", values.protocol),
-    Key("mqtt.client_id", values.mqtt_string),
-    Key("mqtt.username", values.mqtt_string),
-    Key("mqtt.password", values.password),
+    Key("mqtt.protocol", protocol),
+    Key("mqtt.client_id", mqtt_string),
+    Key("mqtt.username", mqtt_string),
+    Key("mqtt.password", password),
     Key("mqtt.password_file", password_file, path=True, fills="password"),
-    Key("mqtt.keepalive", values.keepalive),
-    Key("mqtt.roundtrip", values.roundtrip),
+    Key("mqtt.keepalive", keepalive),
+    Key("mqtt.roundtrip", roundtrip),
 )
 
 BY_NAME: Mapping[str, Key] = {key.name: key for key in KEYS}

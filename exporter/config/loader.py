@@ -11,7 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from exporter.config import discovery, values
+from exporter.config.discovery import discovered_brokers, server_name_for
+from exporter.config.discovery import load as load_mosquitto_conf
 from exporter.config.document import MAX_CONFIG_BYTES, load_document, too_big
 from exporter.config.files import certificate_names, readable_file_problem, tls_files_problem
 from exporter.config.grammar import format_seconds, parse_address
@@ -36,7 +37,15 @@ from exporter.config.model import (
     Target,
     TlsSettings,
 )
-from exporter.config.values import TLS_VERSION_ORDER, Invalid, kind
+from exporter.config.values import (
+    TLS_VERSION_ORDER,
+    Invalid,
+    address,
+    kind,
+    label_safe,
+    nonempty_string,
+    starts_earlier,
+)
 
 T = TypeVar("T")
 _Built = TypeVar("_Built", bound=ProbeSettings)
@@ -158,13 +167,13 @@ class _Walker:
             if not isinstance(item, dict):
                 self.error(path, f"expected a mapping with name and address, got {kind(item)}")
                 continue
-            name = self._required(item, path, "name", values.nonempty_string)
+            name = self._required(item, path, "name", nonempty_string)
             if name is not None:
                 if name in first_use:
                     self.error(f"{path}.name", f"duplicate name {name!r}, already used by {first_use[name]}")
                 else:
                     first_use[name] = path
-            target = self._required(item, path, "address", values.address)
+            target = self._required(item, path, "address", address)
             layer = defaults | self._layer(item, path, Scope.BROKER)
             self._check_consistency(layer, path, has_interval=True)
             if target is not None:
@@ -218,13 +227,13 @@ class _Walker:
         prefix = "mosquitto"
         if raw.get("name_prefix") is not None:
             with contextlib.suppress(_Reported):
-                prefix = self._check(raw["name_prefix"], "discover.name_prefix", values.label_safe)
+                prefix = self._check(raw["name_prefix"], "discover.name_prefix", label_safe)
         layer = defaults | self._layer(raw, "discover", Scope.DISCOVER)
         self._check_consistency(layer, "discover", has_interval=True)
         if conf_path is None:
             return ()
         try:
-            conf = discovery.load(conf_path)
+            conf = load_mosquitto_conf(conf_path)
         except OSError as exc:
             self.error("discover.mosquitto_conf", f"{conf_path}: {exc.strerror or exc}")
             return ()
@@ -232,7 +241,7 @@ class _Walker:
             self.error("discover.mosquitto_conf", problem)
         taken = {broker.name: index for index, broker in enumerate(brokers)}
         found: list[BrokerConfig] = []
-        for item in discovery.discovered_brokers(conf, prefix=prefix):
+        for item in discovered_brokers(conf, prefix=prefix):
             listener = item.listener
             if item.name in taken:
                 self.error(
@@ -251,7 +260,7 @@ class _Walker:
             own = {"tls.served_cert_file": _Setting(item.served_cert_file, None)}
             if "tls.server_name" not in layer:
                 leaf = certificate_names(item.served_cert_file)
-                name = discovery.server_name_for(leaf, target.host)
+                name = server_name_for(leaf, target.host)
                 if name is not None:
                     own["tls.server_name"] = _Setting(name, None)
             found.append(_build(BrokerConfig, Scope.BROKER, layer | own, name=item.name, target=target))
@@ -324,7 +333,7 @@ class _Walker:
             layer[key.slot] = _Setting(self._check(raw, path, validate), path)
 
     def _file(self, value: object) -> str:
-        path = os.path.normpath(os.path.join(self.base_dir, values.nonempty_string(value)))
+        path = os.path.normpath(os.path.join(self.base_dir, nonempty_string(value)))
         problem = readable_file_problem(path)
         if problem:
             raise Invalid(problem)
@@ -421,7 +430,7 @@ class _Walker:
                     (interval, f"{i} is shorter than timeout {t}"),
                 )
         warning, critical = _get(layer, "expiry_warning"), _get(layer, "expiry_critical")
-        if values.starts_earlier(critical.value, warning.value):
+        if starts_earlier(critical.value, warning.value):
             w, c = warning.value, critical.value
             self._conflict(
                 prefix,
