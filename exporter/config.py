@@ -808,7 +808,7 @@ class _Parser:
             self.error("discover", f"expected a mapping with mosquitto_conf, got {_kind(raw)}")
             return ()
         from exporter import discover
-        from exporter.probe.files import read_certificate_file
+        from exporter.certs.files import read_certificate_file
 
         conf_path = self._required(raw, "discover", "mosquitto_conf", self._file)
         prefix = "mosquitto"
@@ -1078,7 +1078,7 @@ def tls_files_problem(tls: Mapping[str, Any]) -> str | None:
     Builds the very context the probe will use (and caches it for the probe), so what the loader
     accepts is what a probe can load.
     """
-    from exporter.probe.tls import client_context  # here: exporter.probe imports this module
+    from exporter.probe.wire.tls import client_context  # here: exporter.probe imports this module
 
     ca_file, cert_file, key_file = tls.get("ca_file"), tls.get("cert_file"), tls.get("key_file")
     try:

@@ -29,7 +29,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from exporter.probe.chain import hostname_matches
+from exporter.certs.chain import hostname_matches
 from exporter.results import CertFacts
 
 DEFAULT_PORT = 1883

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exporter.collector import broker_families
-from exporter.probe.addresses import select_addresses
+from exporter.probe.wire.addresses import select_addresses
 from exporter.results import (
     CertFacts,
     Failure,

@@ -27,12 +27,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
+from exporter.certs.chain import facts_of
 from exporter.collector import broker_families, lifecycle_families
 from exporter.config import BrokerConfig, Target, TlsSettings
 from exporter.lab.mosquitto import Listener, Mosquitto
 from exporter.lab.pki import Issued, Pki
 from exporter.probe import Prober
-from exporter.probe.chain import facts_of
 from exporter.results import (
     Lint,
     ProbeResult,

@@ -17,12 +17,12 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from exporter.certs import files
+from exporter.certs.chain import Parsed, TrustStore, parse_der
+from exporter.certs.revocation import check, issuer_of, parse_crl
 from exporter.lab.pki import Issued, Pki
-from exporter.probe import crl as crl_module
-from exporter.probe import files
-from exporter.probe.chain import Parsed, TrustStore, parse_der
-from exporter.probe.crl import CrlFetcher
-from exporter.probe.revocation import check, issuer_of, parse_crl
+from exporter.probe.lifecycle import crl as crl_module
+from exporter.probe.lifecycle.crl import CrlFetcher
 from exporter.results import RevocationStatus
 
 UTC = dt.UTC

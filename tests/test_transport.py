@@ -45,7 +45,7 @@ from exporter.lab.mosquitto import Listener, Mosquitto
 from exporter.lab.pki import Issued
 from exporter.lab.ports import free_port
 from exporter.probe import Prober
-from exporter.probe import websocket as ws
+from exporter.probe.wire import websocket as ws
 from exporter.results import ProbeResult
 from exporter.scheduler import Scheduler
 from exporter.store import ResultStore

@@ -36,8 +36,8 @@ from aiomqtt import MqttError
 from aiomqtt.exceptions import MqttConnectError
 
 from exporter.config import BrokerConfig, ProxySettings
-from exporter.probe.proxy import ProxyError, dialogue, tunnel_blocking
-from exporter.probe.websocket import host_header
+from exporter.probe.wire.proxy import ProxyError, dialogue, tunnel_blocking
+from exporter.probe.wire.websocket import host_header
 from exporter.results import Failure, Reason, RoundtripFacts, Stage
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from exporter.config import ProxySettings
-from exporter.probe.connection import Connection
-from exporter.probe.http1 import HttpError, head_length, parse_response_head
+from exporter.probe.wire.connection import Connection
+from exporter.probe.wire.http1 import HttpError, head_length, parse_response_head
 
 
 class ProxyFailure(StrEnum):

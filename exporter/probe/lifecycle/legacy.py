@@ -14,8 +14,8 @@ import time
 import warnings
 from functools import lru_cache
 
-from exporter.probe.connection import connect
-from exporter.probe.tls import (
+from exporter.probe.wire.connection import connect
+from exporter.probe.wire.tls import (
     ClientCertificateRequired,
     TlsHandshakeFailure,
     TlsProtocolError,

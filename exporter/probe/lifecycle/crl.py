@@ -1,6 +1,6 @@
 """Fetch CRLs from CRL distribution points over HTTP: bounded in time and size, cached until the CRL's
 nextUpdate, one request in flight per URL however many brokers share it. The analysis is pure, in
-``exporter.probe.revocation``."""
+``exporter.certs.revocation``."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from exporter.probe.fetch import fetch_bounded
-from exporter.probe.revocation import Crl, parse_crl
+from exporter.certs.revocation import Crl, parse_crl
+from exporter.probe.lifecycle.fetch import fetch_bounded
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from exporter.config import TlsSettings, file_stamp
-from exporter.probe.connection import Connection
+from exporter.probe.wire.connection import Connection
 
 #: Never buffer more than this from a peer during the handshake (a hostile "chain" of megabytes).
 MAX_HANDSHAKE_BYTES = 1 << 20

@@ -1,7 +1,7 @@
 """MQTT over WebSockets (RFC 6455; MQTT 3.1.1 §6 and 5 §6): the HTTP upgrade and the frame codec. Pure.
 
 Bytes in, values out; randomness (the handshake key, frame masks) is passed in by the caller, so every
-function here is deterministic and tested directly. The I/O lives in ``exporter.probe.transport``.
+function here is deterministic and tested directly. The I/O lives in ``exporter.probe.wire.transport``.
 
 What a client must do and what we check of the server:
 
@@ -25,7 +25,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
-from exporter.probe.http1 import HttpResponse
+from exporter.probe.wire.http1 import HttpResponse
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SUBPROTOCOL = "mqtt"

@@ -5,7 +5,7 @@
 * CRL revocation of the presented chain (fetched over HTTP, cached until nextUpdate);
 * whether the broker still accepts TLS 1.0/1.1 (a second handshake, at most once per
   ``legacy_tls_interval`` per broker and address);
-* the lints (``exporter.probe.lints``).
+* the lints (``exporter.certs.lints``).
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from exporter.certs import chain as chains
+from exporter.certs import files, lints, revocation
+from exporter.certs.revocation import Crl
 from exporter.config import BrokerConfig
-from exporter.probe import chain as chains
-from exporter.probe import files, lints, revocation
-from exporter.probe.crl import CrlFetcher
-from exporter.probe.legacy import check_legacy_tls
-from exporter.probe.revocation import Crl
+from exporter.probe.lifecycle.crl import CrlFetcher
+from exporter.probe.lifecycle.legacy import check_legacy_tls
 from exporter.results import (
     CertFacts,
     Failure,

@@ -8,8 +8,8 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from exporter.probe.chain import Parsed, load_pem_bundle
-from exporter.probe.fetch import fetch_bounded
+from exporter.certs.chain import Parsed, load_pem_bundle
+from exporter.probe.lifecycle.fetch import fetch_bounded
 
 log = logging.getLogger(__name__)
 

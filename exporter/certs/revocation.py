@@ -1,5 +1,5 @@
 """Pure CRL analysis: parse a CRL and say whether one certificate of a chain is revoked. No I/O here;
-the fetching (HTTP, timeout, cache until nextUpdate) is in ``exporter.probe.crl``.
+the fetching (HTTP, timeout, cache until nextUpdate) is in ``exporter.probe.lifecycle.crl``.
 
 Supported: full CRLs issued and signed by the certificate's own issuer (what public and private CAs
 publish at a CRL distribution point). Not supported, reported as ``unknown`` with the reason: indirect
@@ -16,7 +16,7 @@ from functools import lru_cache
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
-from exporter.probe.chain import Parsed, TrustStore, is_issued_by
+from exporter.certs.chain import Parsed, TrustStore, is_issued_by
 from exporter.results import RevocationCheck, RevocationStatus
 
 
