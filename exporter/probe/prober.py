@@ -1,18 +1,22 @@
 """One probe of one broker: resolve, connect, TLS (verdict + chain), CONNECT/CONNACK, DISCONNECT.
 
 Every phase shares one deadline (the broker's ``timeout``), so a broker that accepts and then says
-nothing costs only its own timeout. The outcome is one immutable ``ProbeResult``.
+nothing costs only its own timeout. The outcome is one immutable ``ProbeResult``: it starts as a draft
+(broker, address, start time) and each phase returns a new one with its facts added (``replace``);
+the checks around the chain complete it (``Lifecycle.complete``). No mutable state is copied into it.
 
 Around that core: ``wss://`` brokers get the WebSocket upgrade between TLS and MQTT (the CONNACK then
-travels in frames, see ``transport``); ``proxy_url`` tunnels the TCP connect; ``mqtt.roundtrip`` adds
-a publish/receive round trip; ``addresses: all`` probes every address of the name concurrently, under
-the same deadline, one result each (``probe_group``).
+travels in frames, see ``wire.transport``); ``proxy_url`` tunnels the TCP connect; ``mqtt.roundtrip``
+adds a publish/receive round trip; ``addresses: all`` probes every address of the name concurrently,
+under the same deadline, one result each (``probe_group``).
+
+Exceptions become failures through the tables of ``exporter.probe.failures``, one per phase, shared by
+both connections.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import socket
 import ssl
@@ -20,43 +24,28 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from exporter.certs import chain as chains
 from exporter.certs import files
 from exporter.config import BrokerConfig, ProxySettings
+from exporter.probe import failures
+from exporter.probe.lifecycle import LEGACY_TLS_INTERVAL, Lifecycle
 from exporter.probe.lifecycle.aia import AiaFetcher
-from exporter.probe.lifecycle.checks import LEGACY_TLS_INTERVAL, Lifecycle
 from exporter.probe.lifecycle.crl import CrlFetcher
 from exporter.probe.roundtrip import run_roundtrip
 from exporter.probe.wire.addresses import family_name, literal_ip, select_addresses
 from exporter.probe.wire.connection import Connection, connect
-from exporter.probe.wire.mqtt import (
-    DISCONNECT,
-    PROTOCOL_5,
-    PacketError,
-    connack_meaning,
-    encode_connect,
-    read_connack,
-)
-from exporter.probe.wire.proxy import ProxyError, ProxyFailure, dialogue, tunnel
-from exporter.probe.wire.tls import (
-    ClientCertificateRequired,
-    TlsClosed,
-    TlsHandshakeFailure,
-    TlsProtocolError,
-    TlsSession,
-    client_context,
-)
+from exporter.probe.wire.mqtt import DISCONNECT, PROTOCOL_5, connack_meaning, encode_connect, read_connack
+from exporter.probe.wire.proxy import dialogue, tunnel
+from exporter.probe.wire.tls import TlsClosed, TlsSession, client_context
 from exporter.probe.wire.transport import Stream, WebSocketStream
-from exporter.probe.wire.websocket import UpgradeRejected, WebSocketProtocolError
 from exporter.results import (
     Failure,
     MqttFacts,
     Phase,
     ProbeResult,
     Reason,
-    RoundtripFacts,
     Stage,
     TlsFacts,
     TrustVerdict,
@@ -75,6 +64,8 @@ AIA_TIMEOUT = 3.0
 
 #: Resolves a host name to its addresses (IP strings); ``getaddrinfo`` unless a test injects another.
 Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
+#: The chain as sent, parsed: for what runs after the probe (revocation), never part of the result.
+Presented = tuple[chains.Parsed, ...]
 
 
 async def getaddrinfo_resolver(host: str, port: int) -> list[str]:
@@ -84,9 +75,12 @@ async def getaddrinfo_resolver(host: str, port: int) -> list[str]:
 
 
 class _Failed(Exception):
-    def __init__(self, failure: Failure) -> None:
+    """A phase failed; ``draft`` when the phase had added facts to the draft before it failed."""
+
+    def __init__(self, failure: Failure, draft: ProbeResult | None = None) -> None:
         super().__init__(failure.detail)
         self.failure = failure
+        self.draft = draft
 
 
 @dataclass
@@ -110,6 +104,23 @@ class _Clock:
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
 
+    def sorted_durations(self) -> tuple[tuple[Phase, float], ...]:
+        return tuple(sorted(self.durations, key=lambda item: _PHASE_ORDER[item[0]]))
+
+
+def _draft(broker: BrokerConfig, started: float, *, ip: str = "", address_label: str = "") -> ProbeResult:
+    """A result before any phase ran: what the probe adds to it comes phase by phase."""
+    return ProbeResult(
+        broker=broker.name,
+        address=broker.address,
+        ip=ip,
+        started=started,
+        finished=started,
+        durations=(),
+        failure=None,
+        address_label=address_label,
+    )
+
 
 class Prober:
     """Runs probes. Holds what is shared between probes (the AIA cache, the resolver)."""
@@ -130,11 +141,13 @@ class Prober:
 
     async def probe(self, broker: BrokerConfig) -> ProbeResult:
         """One probe at one address: the first of the name, as ``ip_protocol`` orders them."""
-        return await self._probe(broker, _Clock(time.monotonic() + broker.timeout), _State(), time.time())
+        clock = _Clock(time.monotonic() + broker.timeout)
+        return await self._probe(broker, clock, _draft(broker, time.time()))
 
     async def probe_group(self, broker: BrokerConfig) -> tuple[ProbeResult, ...]:
-        """What the scheduler runs: ``probe`` for most brokers; with ``addresses: all`` every address of
-        the name, concurrently under the one deadline, each result labelled with its address.
+        """What the scheduler runs: a broker's results. One for most brokers (``probe``); with
+        ``addresses: all`` one per address of the name, probed concurrently under the one deadline,
+        each labelled with its address.
 
         A name that does not resolve gives one unlabelled result (``resolve``/``dns_error``).
         """
@@ -146,78 +159,66 @@ class Prober:
             with clock.phase(Phase.RESOLVE):
                 ips = await self._resolve(broker, clock)
         except _Failed as failed:
-            return (await self._probe(broker, clock, _State(), started, failure=failed.failure),)
-        probes = [self._probe(broker, clock.fork(), _State(ip=ip, address_label=ip), started) for ip in ips]
+            return (
+                await self._complete(broker, clock, replace(_draft(broker, started), failure=failed.failure)),
+            )
+        probes = [
+            self._probe(broker, clock.fork(), _draft(broker, started, ip=ip, address_label=ip)) for ip in ips
+        ]
         return tuple(await asyncio.gather(*probes))
 
-    async def _probe(
-        self,
-        broker: BrokerConfig,
-        clock: _Clock,
-        state: _State,
-        started: float,
-        *,
-        failure: Failure | None = None,
-    ) -> ProbeResult:
-        if failure is None:
-            try:
-                failure = await self._run(broker, clock, state)
-            except _Failed as failed:
-                failure = failed.failure
-        clock.durations.append((Phase.TOTAL, time.monotonic() - clock.started))
-        around = await self.lifecycle.around(
-            broker,
-            ip=state.ip,
-            tls=state.tls,
-            presented=state.presented,
-            failure=failure,
-            deadline=clock.deadline,
-        )
-        return ProbeResult(
-            broker=broker.name,
-            address=broker.address,
-            ip=state.ip,
-            started=started,
-            finished=time.time(),
-            durations=tuple(sorted(clock.durations, key=lambda item: _PHASE_ORDER[item[0]])),
-            failure=failure,
-            tls=state.tls,
-            mqtt=state.mqtt,
-            secondary_failure=state.secondary_failure,
-            address_label=state.address_label,
-            websocket=state.websocket,
-            roundtrip=state.roundtrip,
-            served_file=around.served_file,
-            client_cert=around.client_cert,
-            revocation=around.revocation,
-            legacy_tls=around.legacy_tls,
-            lints=around.lints,
-        )
+    async def _probe(self, broker: BrokerConfig, clock: _Clock, draft: ProbeResult) -> ProbeResult:
+        draft, presented = await self._run(broker, clock, draft)
+        return await self._complete(broker, clock, draft, presented)
 
-    async def _run(self, broker: BrokerConfig, clock: _Clock, state: _State) -> Failure | None:
-        if not state.ip and not _proxy_resolves(broker):
-            with clock.phase(Phase.RESOLVE):
-                state.ip = (await self._resolve(broker, clock))[0]
-        with clock.phase(Phase.CONNECT):
-            connection = await _connect(
-                state.ip or broker.target.host, broker.target.port, clock, broker.proxy
-            )
-        session = _session(connection, broker, verify=True)
+    async def _complete(
+        self, broker: BrokerConfig, clock: _Clock, draft: ProbeResult, presented: Presented = ()
+    ) -> ProbeResult:
+        clock.durations.append((Phase.TOTAL, time.monotonic() - clock.started))
+        timed = replace(draft, durations=clock.sorted_durations())
+        result = await self.lifecycle.complete(broker, timed, presented, deadline=clock.deadline)
+        return replace(result, finished=time.time())
+
+    async def _run(
+        self, broker: BrokerConfig, clock: _Clock, draft: ProbeResult
+    ) -> tuple[ProbeResult, Presented]:
+        """The probe proper: the draft with every fact the phases found, and the failure that ended it."""
+        presented: Presented = ()
         try:
-            with clock.phase(Phase.TLS):
-                verified = await self._handshake(session, broker, clock, state)
-            if not verified:
+            if not draft.ip and not _proxy_resolves(broker):
+                with clock.phase(Phase.RESOLVE):
+                    draft = replace(draft, ip=(await self._resolve(broker, clock))[0])
+            with clock.phase(Phase.CONNECT):
+                connection = await _connect(
+                    draft.ip or broker.target.host, broker.target.port, clock, broker.proxy
+                )
+            session = _session(connection, broker, verify=True)
+            try:
+                with clock.phase(Phase.TLS):
+                    tls, presented, verified = await self._handshake(session, broker, clock)
+                    draft = replace(draft, tls=tls)
+                    if verified:
+                        await _client_certificate_verdict(session, clock)
+                if not verified:
+                    session.close()
+                    draft = await self._mqtt_over_unverified(broker, clock, draft)
+                    problems = ", ".join(tls.verdict.problems)
+                    failure = Failure(
+                        Stage.TRUST, Reason.UNTRUSTED, f"certificate chain not trusted: {problems}"
+                    )
+                    return replace(draft, failure=failure), presented
+                stream, draft = await _open_stream(session, broker, clock, draft)
+                with clock.phase(Phase.MQTT):
+                    draft = replace(draft, mqtt=await _exchange(stream, broker, clock))
+            finally:
                 session.close()
-                await self._mqtt_over_unverified(broker, clock, state)
-                assert state.tls is not None
-                problems = ", ".join(state.tls.verdict.problems)
-                return Failure(Stage.TRUST, Reason.UNTRUSTED, f"certificate chain not trusted: {problems}")
-            stream = await _open_stream(session, broker, clock, state)
-            with clock.phase(Phase.MQTT):
-                state.mqtt = await _exchange(stream, broker, clock)
-        finally:
-            session.close()
-        return _refusal(state.mqtt) or await _roundtrip(broker, clock, state, verified=True)
+            refused = _refusal(draft.mqtt)
+            if refused is not None:
+                return replace(draft, failure=refused), presented
+            draft = await _roundtrip(broker, clock, draft, verified=True)
+            return replace(draft, failure=draft.roundtrip.failure if draft.roundtrip else None), presented
+        except _Failed as failed:
+            return replace(failed.draft or draft, failure=failed.failure), presented
 
     async def _resolve(self, broker: BrokerConfig, clock: _Clock) -> list[str]:
         """The addresses to probe, best first (see ``select_addresses``); never empty."""
@@ -228,10 +229,8 @@ class Prober:
         try:
             async with asyncio.timeout(clock.remaining()):
                 candidates = await self.resolver(host, broker.target.port)
-        except TimeoutError:
-            raise _Failed(Failure(Stage.RESOLVE, Reason.DNS_ERROR, f"resolving {host} timed out")) from None
-        except (OSError, UnicodeError) as exc:  # socket.gaierror is an OSError
-            raise _Failed(Failure(Stage.RESOLVE, Reason.DNS_ERROR, f"cannot resolve {host}: {exc}")) from None
+        except failures.RESOLVE.catches as exc:
+            raise _Failed(failures.RESOLVE.failure(exc, host)) from None
         addresses = select_addresses(candidates, broker.ip_protocol)
         if not addresses:
             family = family_name(broker.ip_protocol)
@@ -239,9 +238,9 @@ class Prober:
         return addresses
 
     async def _handshake(
-        self, session: TlsSession, broker: BrokerConfig, clock: _Clock, state: _State
-    ) -> bool:
-        """True when the chain verified; False when it did not (state.tls then says why)."""
+        self, session: TlsSession, broker: BrokerConfig, clock: _Clock
+    ) -> tuple[TlsFacts, Presented, bool]:
+        """The TLS facts, the chain as presented, and whether the chain verified (else the facts say why)."""
         verify: tuple[int, str] | None = None
         try:
             async with asyncio.timeout(clock.remaining()):
@@ -250,38 +249,23 @@ class Prober:
                 except ssl.SSLCertVerificationError:
                     assert session.verify_error is not None
                     verify = (session.verify_error.code, session.verify_error.message)
-        except TimeoutError:
-            raise _Failed(Failure(Stage.TLS, Reason.TIMEOUT, "TLS handshake timed out")) from None
-        except TlsProtocolError as exc:
-            raise _Failed(Failure(Stage.TLS, Reason.PROTOCOL_ERROR, str(exc))) from None
-        except TlsHandshakeFailure as exc:
-            raise _Failed(Failure(Stage.TLS, Reason.HANDSHAKE_FAILURE, str(exc))) from None
-        except ClientCertificateRequired as exc:
-            raise _Failed(Failure(Stage.TLS, Reason.CLIENT_CERTIFICATE_REQUIRED, str(exc))) from None
-        except OSError as exc:
-            raise _Failed(Failure(Stage.TLS, Reason.HANDSHAKE_FAILURE, f"TLS handshake: {exc}")) from None
+        except failures.TLS_HANDSHAKE.catches as exc:
+            raise _Failed(failures.TLS_HANDSHAKE.failure(exc)) from None
         presented = tuple(chains.parse_der(der) for der in session.chain_der)
         verdict = await self._verdict(session.chain_der, presented, broker, clock, verify)
-        state.tls = TlsFacts(
+        tls = TlsFacts(
             version=session.version if verify is None else "",
             cipher=session.cipher if verify is None else "",
             chain=tuple(parsed.facts for parsed in presented),
             verdict=verdict,
             alpn_protocol=session.alpn_protocol if verify is None else "",
         )
-        state.presented = presented
-        if verify is not None:
-            return False
-        try:
-            await session.await_client_certificate_verdict(min(CLIENT_CERT_VERDICT_WAIT, clock.remaining()))
-        except ClientCertificateRequired as exc:
-            raise _Failed(Failure(Stage.TLS, Reason.CLIENT_CERTIFICATE_REQUIRED, str(exc))) from None
-        return True
+        return tls, presented, verify is None
 
     async def _verdict(
         self,
         chain_der: tuple[bytes, ...],
-        presented: tuple[chains.Parsed, ...],
+        presented: Presented,
         broker: BrokerConfig,
         clock: _Clock,
         verify: tuple[int, str] | None,
@@ -317,60 +301,52 @@ class Prober:
             self.verdicts.put(key, verdict, judged, now)
         return verdict
 
-    async def _mqtt_over_unverified(self, broker: BrokerConfig, clock: _Clock, state: _State) -> None:
-        """The chain is untrusted; does the broker still answer MQTT? (broker down vs certificate bad)"""
+    async def _mqtt_over_unverified(
+        self, broker: BrokerConfig, clock: _Clock, draft: ProbeResult
+    ) -> ProbeResult:
+        """The chain is untrusted; does the broker still answer MQTT? (broker down vs certificate bad)
+
+        The failures of this second connection go to ``secondary_failure``, mapped by the same tables.
+        """
         try:
             connection = await _connect(
-                state.ip or broker.target.host, broker.target.port, clock, broker.proxy
+                draft.ip or broker.target.host, broker.target.port, clock, broker.proxy
             )
             session = _session(connection, broker, verify=False)
             try:
                 try:
                     async with asyncio.timeout(clock.remaining()):
                         await session.handshake()
-                except TimeoutError:
-                    raise _Failed(Failure(Stage.TLS, Reason.TIMEOUT, "TLS handshake timed out")) from None
-                except (TlsProtocolError, TlsHandshakeFailure, ssl.SSLError, OSError) as exc:
-                    raise _Failed(Failure(Stage.TLS, Reason.HANDSHAKE_FAILURE, str(exc))) from None
-                except ClientCertificateRequired as exc:
-                    raise _Failed(Failure(Stage.TLS, Reason.CLIENT_CERTIFICATE_REQUIRED, str(exc))) from None
-                if state.tls is not None:
-                    state.tls = _with_session_facts(state.tls, session)
-                stream = await _open_stream(session, broker, clock, state)
+                except failures.TLS_HANDSHAKE.catches as exc:
+                    raise _Failed(failures.TLS_HANDSHAKE.failure(exc)) from None
+                if draft.tls is not None:
+                    # The failed verifying handshake cannot tell version and cipher; this one can.
+                    facts = replace(
+                        draft.tls,
+                        version=session.version,
+                        cipher=session.cipher,
+                        alpn_protocol=session.alpn_protocol,
+                    )
+                    draft = replace(draft, tls=facts)
+                stream, draft = await _open_stream(session, broker, clock, draft)
                 with clock.phase(Phase.MQTT):
-                    state.mqtt = await _exchange(stream, broker, clock, unverified=True)
+                    draft = replace(draft, mqtt=await _exchange(stream, broker, clock, unverified=True))
             finally:
                 session.close()
-            state.secondary_failure = _refusal(state.mqtt)
         except _Failed as failed:
-            state.secondary_failure = failed.failure
-        if state.secondary_failure is None:
-            # ACL or routing problems are worth knowing even while the certificate is bad.
-            await _roundtrip(broker, clock, state, verified=False)
+            return replace(failed.draft or draft, secondary_failure=failed.failure)
+        refused = _refusal(draft.mqtt)
+        if refused is not None:
+            return replace(draft, secondary_failure=refused)
+        # ACL or routing problems are worth knowing even while the certificate is bad.
+        return await _roundtrip(broker, clock, draft, verified=False)
 
 
-@dataclass
-class _State:
-    ip: str = ""
-    tls: TlsFacts | None = None
-    mqtt: MqttFacts | None = None
-    secondary_failure: Failure | None = None
-    address_label: str = ""
-    websocket: WebSocketFacts | None = None
-    roundtrip: RoundtripFacts | None = None
-    #: the chain as sent, parsed, for what runs after the probe (revocation)
-    presented: tuple[chains.Parsed, ...] = ()
-
-
-def _with_session_facts(tls: TlsFacts, session: TlsSession) -> TlsFacts:
-    """The failed verifying handshake cannot tell version and cipher; the unverified one can."""
-    return TlsFacts(
-        version=session.version,
-        cipher=session.cipher,
-        chain=tls.chain,
-        verdict=tls.verdict,
-        alpn_protocol=session.alpn_protocol,
-    )
+async def _client_certificate_verdict(session: TlsSession, clock: _Clock) -> None:
+    try:
+        await session.await_client_certificate_verdict(min(CLIENT_CERT_VERDICT_WAIT, clock.remaining()))
+    except failures.TLS_HANDSHAKE.catches as exc:
+        raise _Failed(failures.TLS_HANDSHAKE.failure(exc)) from None
 
 
 def _refusal(mqtt: MqttFacts | None) -> Failure | None:
@@ -389,63 +365,38 @@ def _proxy_resolves(broker: BrokerConfig) -> bool:
     return literal_ip(broker.target.host) is None
 
 
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 async def _connect(host: str, port: int, clock: _Clock, proxy: ProxySettings | None = None) -> Connection:
     """TCP to ``host`` (an IP, or a name the proxy resolves), directly or through ``proxy``."""
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    hop = where if proxy is None else f"proxy {proxy}"
+    where = _host_port(host, port)
     try:
         async with asyncio.timeout(clock.remaining()):
             connection = await connect(host, port) if proxy is None else await connect(proxy.host, proxy.port)
-    except TimeoutError:
-        raise _Failed(Failure(Stage.CONNECT, Reason.TIMEOUT, f"TCP connect to {hop} timed out")) from None
-    except socket.gaierror as exc:  # only a proxy is reached by name here
-        raise _Failed(Failure(Stage.CONNECT, Reason.PROXY_ERROR, f"cannot resolve {hop}: {exc}")) from None
-    except ConnectionRefusedError:
-        raise _Failed(Failure(Stage.CONNECT, Reason.REFUSED, f"connection to {hop} refused")) from None
-    except ConnectionResetError:
-        raise _Failed(Failure(Stage.CONNECT, Reason.RESET, f"connection to {hop} reset")) from None
-    except OSError as exc:
-        reason = Reason.TIMEOUT if exc.errno == errno.ETIMEDOUT else Reason.UNREACHABLE
-        raise _Failed(
-            Failure(Stage.CONNECT, reason, f"cannot connect to {hop}: {exc.strerror or exc}")
-        ) from None
-    if proxy is not None:
-        await _tunnel(connection, proxy, host, port, clock)
-    return connection
-
-
-_PROXY_REASONS = {
-    ProxyFailure.REFUSED: Reason.REFUSED,
-    ProxyFailure.UNREACHABLE: Reason.UNREACHABLE,
-    ProxyFailure.TIMEOUT: Reason.TIMEOUT,
-    ProxyFailure.PROXY_ERROR: Reason.PROXY_ERROR,
-}
-
-
-async def _tunnel(connection: Connection, proxy: ProxySettings, host: str, port: int, clock: _Clock) -> None:
-    """Ask the proxy for a tunnel to host:port (SOCKS5 or HTTP CONNECT)."""
-    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    failure: Failure | None = None
+    except failures.CONNECT.catches as exc:
+        raise _Failed(failures.CONNECT.failure(exc, where if proxy is None else f"proxy {proxy}")) from None
+    if proxy is None:
+        return connection
     try:
         async with asyncio.timeout(clock.remaining()):
             await tunnel(connection, dialogue(proxy, host, port))
-    except TimeoutError:
-        failure = Failure(
-            Stage.CONNECT, Reason.TIMEOUT, f"proxy {proxy} did not open a tunnel to {where} in time"
-        )
-    except ProxyError as exc:
-        failure = Failure(Stage.CONNECT, _PROXY_REASONS[exc.kind], f"proxy {proxy} -> {where}: {exc}")
-    except OSError as exc:
-        failure = Failure(Stage.CONNECT, Reason.PROXY_ERROR, f"proxy {proxy} -> {where}: {exc}")
-    if failure is not None:
+    except failures.TUNNEL.catches as exc:
         connection.close()
-        raise _Failed(failure)
+        raise _Failed(failures.TUNNEL.failure(exc, f"proxy {proxy} -> {where}")) from None
+    return connection
 
 
-async def _open_stream(session: TlsSession, broker: BrokerConfig, clock: _Clock, state: _State) -> Stream:
-    """mqtts: MQTT goes straight over TLS. wss: the HTTP upgrade first, then MQTT in binary frames."""
+async def _open_stream(
+    session: TlsSession, broker: BrokerConfig, clock: _Clock, draft: ProbeResult
+) -> tuple[Stream, ProbeResult]:
+    """mqtts: MQTT goes straight over TLS. wss: the HTTP upgrade first, then MQTT in binary frames.
+
+    The draft gains the upgrade's answer, also when the upgrade failed (``_Failed`` then carries it).
+    """
     if broker.target.scheme != "wss":
-        return session
+        return session, draft
     stream = WebSocketStream(session)
     failure: Failure | None = None
     with clock.phase(Phase.WEBSOCKET):
@@ -454,40 +405,30 @@ async def _open_stream(session: TlsSession, broker: BrokerConfig, clock: _Clock,
                 await stream.upgrade(
                     host=broker.server_name.strip("[]"), port=broker.target.port, path=broker.target.path
                 )
-        except TimeoutError:
-            failure = Failure(
-                Stage.WEBSOCKET, Reason.TIMEOUT, "no answer to the WebSocket upgrade before the deadline"
-            )
-        except UpgradeRejected as exc:
-            failure = Failure(Stage.WEBSOCKET, Reason.UPGRADE_REJECTED, f"{exc} (path {broker.target.path})")
-        except WebSocketProtocolError as exc:
-            failure = Failure(Stage.WEBSOCKET, Reason.PROTOCOL_ERROR, f"WebSocket upgrade: {exc}")
-        except ClientCertificateRequired as exc:
-            failure = Failure(Stage.TLS, Reason.CLIENT_CERTIFICATE_REQUIRED, str(exc))
-        except (EOFError, TlsClosed, OSError) as exc:
-            failure = Failure(
-                Stage.WEBSOCKET, Reason.CLOSED, f"connection closed during the WebSocket upgrade: {exc}"
-            )
+        except failures.WEBSOCKET_UPGRADE.catches as exc:
+            failure = failures.WEBSOCKET_UPGRADE.failure(exc, broker.target.path)
     if stream.response is not None:
-        state.websocket = WebSocketFacts(stream.response.status, stream.subprotocol)
+        draft = replace(draft, websocket=WebSocketFacts(stream.response.status, stream.subprotocol))
     if failure is not None:
-        raise _Failed(failure)
-    return stream
+        raise _Failed(failure, draft)
+    return stream, draft
 
 
-async def _roundtrip(broker: BrokerConfig, clock: _Clock, state: _State, *, verified: bool) -> Failure | None:
+async def _roundtrip(
+    broker: BrokerConfig, clock: _Clock, draft: ProbeResult, *, verified: bool
+) -> ProbeResult:
     """The optional publish/receive round trip, on a connection of its own (aiomqtt)."""
-    if broker.mqtt.roundtrip is None or state.mqtt is None or not state.mqtt.accepted:
-        return None
+    if broker.mqtt.roundtrip is None or draft.mqtt is None or not draft.mqtt.accepted:
+        return draft
     with clock.phase(Phase.ROUNDTRIP):
-        state.roundtrip = await run_roundtrip(
+        facts = await run_roundtrip(
             broker,
-            ip=state.ip or None,
+            ip=draft.ip or None,
             context=client_context(broker.tls, verify=verified),
             budget=clock.remaining(),
             unverified=not verified,
         )
-    return state.roundtrip.failure
+    return replace(draft, roundtrip=facts)
 
 
 def _session(connection: Connection, broker: BrokerConfig, *, verify: bool) -> TlsSession:
@@ -499,12 +440,7 @@ def _session(connection: Connection, broker: BrokerConfig, *, verify: bool) -> T
         connection.close()
         detail = f"cannot load the configured CA or client certificate files: {exc}"
         raise _Failed(Failure(Stage.TLS, Reason.HANDSHAKE_FAILURE, detail)) from None
-    return TlsSession(
-        connection,
-        context,
-        server_name,
-        sends_client_certificate=bool(broker.tls.cert_file),
-    )
+    return TlsSession(connection, context, server_name, sends_client_certificate=bool(broker.tls.cert_file))
 
 
 async def _exchange(
@@ -522,18 +458,8 @@ async def _exchange(
         async with asyncio.timeout(clock.remaining()):
             await stream.write(connect)
             connack = await read_connack(stream.read, settings.protocol)
-    except TimeoutError:
-        raise _Failed(Failure(Stage.MQTT, Reason.TIMEOUT, "no CONNACK before the deadline")) from None
-    except PacketError as exc:
-        raise _Failed(Failure(Stage.MQTT, Reason.PROTOCOL_ERROR, f"invalid CONNACK: {exc}")) from None
-    except ClientCertificateRequired as exc:
-        raise _Failed(Failure(Stage.TLS, Reason.CLIENT_CERTIFICATE_REQUIRED, str(exc))) from None
-    except WebSocketProtocolError as exc:
-        raise _Failed(Failure(Stage.WEBSOCKET, Reason.PROTOCOL_ERROR, f"WebSocket frames: {exc}")) from None
-    except (EOFError, TlsClosed, OSError) as exc:
-        raise _Failed(
-            Failure(Stage.MQTT, Reason.CLOSED, str(exc) or "connection closed before CONNACK")
-        ) from None
+    except failures.CONNACK.catches as exc:
+        raise _Failed(failures.CONNACK.failure(exc)) from None
     if connack.code == 0:
         try:
             await stream.write(DISCONNECT, flush=False)  # leaves with the close_notify
