@@ -22,8 +22,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.results import Lint, ProbeResult, RevocationStatus, same_leaf
-from exporter.store import FailureKey, ResultStore
+from exporter.results import CacheSize, Lint, ProbeResult, RevocationStatus, same_leaf
+from exporter.store import BrokerResults, FailureKey, ResultStore
 
 #: Certificate fields come from whoever runs the broker: bound what we put in a label value.
 MAX_LABEL_LENGTH = 256
@@ -48,6 +48,8 @@ class ExporterFacts:
     max_schedule_lag: float = 0.0
     #: how long the previous /metrics response took to render (the event loop is blocked meanwhile)
     metrics_render_seconds: float = 0.0
+    #: the caches brokers can grow (CRLs, AIA intermediates)
+    caches: tuple[CacheSize, ...] = ()
 
 
 GAUGE: Final = "gauge"
@@ -65,6 +67,9 @@ class Family:
     type: Literal["gauge", "counter"]
     documentation: str
     labels: tuple[str, ...]
+    #: the value counts from the moment of the scrape ("seconds until"): samples are built with now = 0
+    #: and the exposition shifts them at each scrape; every other family must not depend on ``now``
+    relative_to_now: bool = False
 
     @property
     def sample_name(self) -> str:
@@ -170,6 +175,7 @@ CERT_EXPIRES_IN: Final = Family(
     GAUGE,
     "Seconds until a presented certificate expires, as of the scrape; negative once expired.",
     B_POSITION,
+    relative_to_now=True,
 )
 CERT_INFO: Final = Family(
     "mqtt_broker_cert_info", GAUGE, "Identity of a presented certificate.", CERT_INFO_LABELS
@@ -225,6 +231,7 @@ ANCHOR_EXPIRES_IN: Final = Family(
     GAUGE,
     "Seconds until the trust anchor that completes the chain expires, as of the scrape.",
     B,
+    relative_to_now=True,
 )
 CLIENT_CERT_NOT_AFTER: Final = Family(
     "mqtt_cert_exporter_client_cert_not_after_timestamp_seconds",
@@ -237,6 +244,7 @@ CLIENT_CERT_EXPIRES_IN: Final = Family(
     GAUGE,
     "Seconds until the exporter's own client certificate (tls.cert_file) expires, as of the scrape.",
     B,
+    relative_to_now=True,
 )
 CERT_REVOKED: Final = Family(
     "mqtt_broker_cert_revoked",
@@ -289,20 +297,6 @@ ADDRESSES_SAME_LEAF: Final = Family(
     B,
 )
 
-LIFECYCLE_FAMILIES: Final = (
-    SERVED_CERT_MATCHES_FILE,
-    SERVED_CERT_FILE_READ,
-    SERVED_CERT_FILE_NOT_AFTER,
-    SERVED_CERT_FILE_NOT_BEFORE,
-    ANCHOR_NOT_AFTER,
-    ANCHOR_EXPIRES_IN,
-    CLIENT_CERT_NOT_AFTER,
-    CLIENT_CERT_EXPIRES_IN,
-    CERT_REVOKED,
-    CRL_FETCH_SUCCESS,
-    CERT_LINT,
-)
-TRANSPORT_FAMILIES: Final = (WEBSOCKET_UPGRADE_STATUS, ROUNDTRIP_SUCCESS, ROUNDTRIP_DURATION)
 #: Every broker family, in the order they are exposed.
 BROKER_FAMILIES: Final = (
     PROBE_SUCCESS,
@@ -322,8 +316,20 @@ BROKER_FAMILIES: Final = (
     CERT_INFO,
     CONNECT_SUCCESS,
     CONNACK_REASON_CODE,
-    *LIFECYCLE_FAMILIES,
-    *TRANSPORT_FAMILIES,
+    SERVED_CERT_MATCHES_FILE,
+    SERVED_CERT_FILE_READ,
+    SERVED_CERT_FILE_NOT_AFTER,
+    SERVED_CERT_FILE_NOT_BEFORE,
+    ANCHOR_NOT_AFTER,
+    ANCHOR_EXPIRES_IN,
+    CLIENT_CERT_NOT_AFTER,
+    CLIENT_CERT_EXPIRES_IN,
+    CERT_REVOKED,
+    CRL_FETCH_SUCCESS,
+    CERT_LINT,
+    WEBSOCKET_UPGRADE_STATUS,
+    ROUNDTRIP_SUCCESS,
+    ROUNDTRIP_DURATION,
     ADDRESSES_SAME_LEAF,
 )
 
@@ -331,51 +337,33 @@ Add = Callable[[Sample], None]
 
 
 def broker_samples(
-    results: Iterable[ProbeResult],
+    brokers: Iterable[BrokerResults],
     failure_counts: Mapping[FailureKey, int],
     intervals: Mapping[str, float],
     now: float,
 ) -> list[Sample]:
-    """Pure: the samples of the broker families (``BROKER_FAMILIES``) for these results as of ``now``,
-    in exposition order within each family.
+    """Pure: the samples of the broker families (``BROKER_FAMILIES``) for these brokers' results as of
+    ``now``, in exposition order within each family.
 
-    Results of ``addresses: all`` brokers (``address_label`` set) get an ``address`` label right after
-    ``broker``; every other series is exactly as if the feature did not exist (the contract for default
-    brokers does not change).
+    A result labelled with its address (``addresses: all``) gets an ``address`` label right after
+    ``broker``, and so do its failure counts; every other series is exactly as if the feature did not
+    exist (the contract for default brokers does not change).
     """
-    results = list(results)
     samples: list[Sample] = []
     add = samples.append
     for name, seconds in intervals.items():
         add((PROBE_INTERVAL, B, (name,), seconds))
-    for key, count in failure_counts.items():
-        if len(key) == 3:
-            add((PROBE_FAILURES, B_STAGE_REASON, (key[0], key[1].value, key[2].value), count))
-    for result in results:
-        if not result.address_label:
-            _result_samples(add, result, now)
-    groups: dict[str, list[ProbeResult]] = {}
-    for result in results:
-        if result.address_label:
-            groups.setdefault(result.broker, []).append(result)
+    for (name, address, stage, reason), count in failure_counts.items():
+        add(_labelled((PROBE_FAILURES, B_STAGE_REASON, (name, stage.value, reason.value), count), address))
+    for results in brokers:
+        for result in results:
             start = len(samples)
             _result_samples(add, result, now)
-            samples[start:] = _with_address(samples[start:], result.address_label)
-    for key, count in failure_counts.items():
-        if len(key) == 4:
-            name, stage, reason, address = key
-            add(
-                (
-                    PROBE_FAILURES,
-                    _address_labels(B_STAGE_REASON),
-                    (name, address, stage.value, reason.value),
-                    count,
-                )
-            )
-    for name, group in groups.items():
-        verdict = same_leaf(group)
+            if result.address_label:
+                samples[start:] = [_labelled(sample, result.address_label) for sample in samples[start:]]
+        verdict = same_leaf(result for result in results if result.address_label)
         if verdict is not None:
-            add((ADDRESSES_SAME_LEAF, B, (name,), 1.0 if verdict else 0.0))
+            add((ADDRESSES_SAME_LEAF, B, (results[0].broker,), 1.0 if verdict else 0.0))
     return samples
 
 
@@ -384,11 +372,12 @@ def _address_labels(labels: tuple[str, ...]) -> tuple[str, ...]:
     return (labels[0], "address", *labels[1:])
 
 
-def _with_address(samples: Iterable[Sample], address: str) -> list[Sample]:
-    return [
-        (family, _address_labels(labels), (values[0], address, *values[1:]), value)
-        for family, labels, values, value in samples
-    ]
+def _labelled(sample: Sample, address: str) -> Sample:
+    """The sample with the ``address`` label after ``broker``; unchanged when there is no address."""
+    if not address:
+        return sample
+    family, labels, values, value = sample
+    return (family, _address_labels(labels), (values[0], address, *values[1:]), value)
 
 
 def _result_samples(add: Add, result: ProbeResult, now: float) -> None:
@@ -507,69 +496,102 @@ def _metric(family: Family) -> Metric:
 
 
 def broker_families(
-    results: Iterable[ProbeResult],
+    brokers: Iterable[BrokerResults],
     failure_counts: Mapping[FailureKey, int],
     intervals: Mapping[str, float],
     now: float,
 ) -> list[Metric]:
     """Pure: ``broker_samples`` as prometheus_client metric families (``BROKER_FAMILIES``)."""
-    return metric_families(BROKER_FAMILIES, broker_samples(results, failure_counts, intervals, now))
+    return metric_families(BROKER_FAMILIES, broker_samples(brokers, failure_counts, intervals, now))
 
 
-def lifecycle_families(results: Iterable[ProbeResult], now: float) -> list[Metric]:
-    """Pure: the families around the chain (``LIFECYCLE_FAMILIES``), labelled by ``broker`` alone."""
-    samples: list[Sample] = []
-    for result in results:
-        _lifecycle_samples(samples.append, result, now)
-    return metric_families(LIFECYCLE_FAMILIES, samples)
+# --------------------------------------------------------------------------------------------------
+# The exporter itself
+
+BUILD_INFO: Final = Family(
+    "mqtt_cert_exporter_build_info",
+    GAUGE,
+    "Version of the exporter and of the Python running it.",
+    ("version", "python_version"),
+)
+BROKERS: Final = Family("mqtt_cert_exporter_brokers", GAUGE, "Brokers configured.", ())
+RELOAD_SUCCESSFUL: Final = Family(
+    "mqtt_cert_exporter_config_last_reload_successful",
+    GAUGE,
+    "1 if the last configuration (re)load succeeded, 0 if it was rejected.",
+    (),
+)
+RELOAD_TIMESTAMP: Final = Family(
+    "mqtt_cert_exporter_config_last_reload_success_timestamp_seconds",
+    GAUGE,
+    "Unix time of the last successful configuration (re)load.",
+    (),
+)
+PROBES_IN_FLIGHT: Final = Family(
+    "mqtt_cert_exporter_probes_in_flight", GAUGE, "Probes running right now.", ()
+)
+TASKS: Final = Family(
+    "mqtt_cert_exporter_asyncio_tasks", GAUGE, "asyncio tasks alive in the exporter (leak detector).", ()
+)
+SCHEDULE_LAG: Final = Family(
+    "mqtt_cert_exporter_schedule_lag_max_seconds",
+    GAUGE,
+    "Largest delay between a probe's scheduled start and its actual start since the exporter started "
+    "(grows when --probe.concurrency is too small for the fleet).",
+    (),
+)
+RENDER_SECONDS: Final = Family(
+    "mqtt_cert_exporter_metrics_render_seconds",
+    GAUGE,
+    "Time the previous /metrics response took to render, during which no probe step runs.",
+    (),
+)
+CACHE_ENTRIES: Final = Family(
+    "mqtt_cert_exporter_cache_entries",
+    GAUGE,
+    "Entries held by a cache that brokers can grow (crl, aia), bounded (docs/reliability.md).",
+    ("cache",),
+)
+CACHE_BYTES: Final = Family(
+    "mqtt_cert_exporter_cache_bytes",
+    GAUGE,
+    "Estimated memory held by a cache that brokers can grow (crl, aia), bounded (docs/reliability.md).",
+    ("cache",),
+)
+#: The exporter's own families, in the order they are exposed.
+EXPORTER_FAMILIES: Final = (
+    BUILD_INFO,
+    BROKERS,
+    RELOAD_SUCCESSFUL,
+    RELOAD_TIMESTAMP,
+    PROBES_IN_FLIGHT,
+    TASKS,
+    SCHEDULE_LAG,
+    RENDER_SECONDS,
+    CACHE_ENTRIES,
+    CACHE_BYTES,
+)
 
 
-def transport_families(results: Iterable[ProbeResult]) -> list[Metric]:
-    """Pure: how the broker was reached (``TRANSPORT_FAMILIES``), labelled by ``broker`` alone."""
-    samples: list[Sample] = []
-    for result in results:
-        _transport_samples(samples.append, result)
-    return metric_families(TRANSPORT_FAMILIES, samples)
+def exporter_samples(facts: ExporterFacts) -> list[Sample]:
+    """Pure: the samples of the exporter's own families (``EXPORTER_FAMILIES``)."""
+    samples: list[Sample] = [
+        (BUILD_INFO, BUILD_INFO.labels, (__version__, platform.python_version()), 1.0),
+        (BROKERS, (), (), facts.brokers),
+        (RELOAD_SUCCESSFUL, (), (), 1.0 if facts.last_reload_successful else 0.0),
+        (RELOAD_TIMESTAMP, (), (), facts.last_reload_success_timestamp),
+        (PROBES_IN_FLIGHT, (), (), facts.probes_in_flight),
+        (TASKS, (), (), facts.tasks),
+        (SCHEDULE_LAG, (), (), facts.max_schedule_lag),
+        (RENDER_SECONDS, (), (), facts.metrics_render_seconds),
+    ]
+    samples.extend((CACHE_ENTRIES, ("cache",), (cache.name,), cache.entries) for cache in facts.caches)
+    samples.extend((CACHE_BYTES, ("cache",), (cache.name,), cache.bytes) for cache in facts.caches)
+    return samples
 
 
 def exporter_families(facts: ExporterFacts) -> list[Metric]:
-    build = GaugeMetricFamily(
-        "mqtt_cert_exporter_build_info",
-        "Version of the exporter and of the Python running it.",
-        labels=["version", "python_version"],
-    )
-    build.add_metric([__version__, platform.python_version()], 1.0)
-    brokers = GaugeMetricFamily("mqtt_cert_exporter_brokers", "Brokers configured.", value=facts.brokers)
-    reload_ok = GaugeMetricFamily(
-        "mqtt_cert_exporter_config_last_reload_successful",
-        "1 if the last configuration (re)load succeeded, 0 if it was rejected.",
-        value=1.0 if facts.last_reload_successful else 0.0,
-    )
-    reload_time = GaugeMetricFamily(
-        "mqtt_cert_exporter_config_last_reload_success_timestamp_seconds",
-        "Unix time of the last successful configuration (re)load.",
-        value=facts.last_reload_success_timestamp,
-    )
-    in_flight = GaugeMetricFamily(
-        "mqtt_cert_exporter_probes_in_flight", "Probes running right now.", value=facts.probes_in_flight
-    )
-    tasks = GaugeMetricFamily(
-        "mqtt_cert_exporter_asyncio_tasks",
-        "asyncio tasks alive in the exporter (leak detector).",
-        value=facts.tasks,
-    )
-    lag = GaugeMetricFamily(
-        "mqtt_cert_exporter_schedule_lag_max_seconds",
-        "Largest delay between a probe's scheduled start and its actual start since the exporter started "
-        "(grows when --probe.concurrency is too small for the fleet).",
-        value=facts.max_schedule_lag,
-    )
-    render = GaugeMetricFamily(
-        "mqtt_cert_exporter_metrics_render_seconds",
-        "Time the previous /metrics response took to render, during which no probe step runs.",
-        value=facts.metrics_render_seconds,
-    )
-    return [build, brokers, reload_ok, reload_time, in_flight, tasks, lag, render]
+    return metric_families(EXPORTER_FAMILIES, exporter_samples(facts))
 
 
 class ExporterCollector(Collector):
@@ -593,7 +615,7 @@ class ExporterCollector(Collector):
         if not self._brokers:
             return  # the daemon renders them through exporter.exposition (cached per result)
         yield from broker_families(
-            self._store.latest(),
+            self._store.results.values(),
             dict(self._store.failure_counts),
             dict(self._store.intervals),
             self._clock(),

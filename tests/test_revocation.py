@@ -23,9 +23,9 @@ from exporter.certs.chain import Parsed, TrustStore, parse_der
 from exporter.certs.revocation import check, issuer_of, parse_crl
 from exporter.lab.pki import Issued, Pki
 from exporter.probe.lifecycle import crl as crl_module
-from exporter.probe.lifecycle.cache import BoundedCache, CacheSize
+from exporter.probe.lifecycle.cache import BoundedCache
 from exporter.probe.lifecycle.crl import CrlFetcher
-from exporter.results import RevocationStatus
+from exporter.results import CacheSize, RevocationStatus
 
 UTC = dt.UTC
 

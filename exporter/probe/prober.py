@@ -41,6 +41,7 @@ from exporter.probe.wire.proxy import dialogue, tunnel
 from exporter.probe.wire.tls import TlsClosed, TlsSession, client_context
 from exporter.probe.wire.transport import Stream, WebSocketStream
 from exporter.results import (
+    CacheSize,
     Failure,
     MqttFacts,
     Phase,
@@ -138,6 +139,10 @@ class Prober:
         self.resolver: Resolver = resolver or getaddrinfo_resolver
         #: around the chain (served file, client certificate, CRLs, legacy TLS, lints); never fails a probe
         self.lifecycle = Lifecycle(crl or CrlFetcher(), legacy_tls_interval)
+
+    def cache_sizes(self) -> tuple[CacheSize, ...]:
+        """The caches brokers can grow (by the URLs their certificates name), for the exporter's metrics."""
+        return (self.lifecycle.crl.size(), self.aia.size())
 
     async def probe(self, broker: BrokerConfig) -> ProbeResult:
         """One probe at one address: the first of the name, as ``ip_protocol`` orders them."""

@@ -10,8 +10,9 @@ import time
 from dataclasses import dataclass, field
 
 from exporter.certs.chain import Parsed, load_pem_bundle
-from exporter.probe.lifecycle.cache import BoundedCache, CacheSize
+from exporter.probe.lifecycle.cache import BoundedCache
 from exporter.probe.lifecycle.fetch import fetch_bounded
+from exporter.results import CacheSize
 
 log = logging.getLogger(__name__)
 

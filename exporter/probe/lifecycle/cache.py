@@ -7,20 +7,12 @@ A certificate chooses its CRL and caIssuers URLs: every new URL is a new entry, 
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Generic, TypeVar
+
+from exporter.results import CacheSize
 
 K = TypeVar("K")
 V = TypeVar("V")
-
-
-@dataclass(frozen=True, slots=True)
-class CacheSize:
-    """What a cache holds right now, for the exporter's own metrics."""
-
-    name: str
-    entries: int
-    bytes: int
 
 
 class BoundedCache(Generic[K, V]):

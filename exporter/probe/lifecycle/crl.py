@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from exporter.certs.revocation import Crl, parse_crl
-from exporter.probe.lifecycle.cache import BoundedCache, CacheSize
+from exporter.probe.lifecycle.cache import BoundedCache
 from exporter.probe.lifecycle.fetch import fetch_bounded
+from exporter.results import CacheSize
 
 log = logging.getLogger(__name__)
 
