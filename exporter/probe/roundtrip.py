@@ -5,18 +5,29 @@ disk). This is where a full MQTT client earns its place: aiomqtt (paho-mqtt unde
 SUBSCRIBE/PUBLISH/PUBACK dance. paho connects in a worker thread, so this runs only for brokers that
 ask for it, never on the handshake path.
 
-Two paho-mqtt 2.x hooks are used, both pinned by ``aiomqtt>=2.5,<3``:
+The client is built through aiomqtt's public constructor (TLS context, protocol, WebSocket path and
+headers, credentials, keepalive) and driven through its public API (``subscribe``, ``publish``,
+``messages``, ``__aenter__``/``__aexit__``). Four things have no public API in aiomqtt 2.5 / paho-mqtt
+2.2, so this module reaches paho's client (``aiomqtt.Client._client``) for exactly these, all in
+``_paho_hooks`` (pinned by ``aiomqtt>=2.5,<3``):
 
-* paho's host is the *server name* (SNI, hostname check and WebSocket ``Host``) while the socket goes
-  to the *address being probed* (possibly through ``proxy_url``): ``_create_socket_connection`` is
-  replaced by our connector. That also lets us shut every socket we opened, whatever paho's state when
-  the deadline hits.
-* ``on_publish`` is wrapped to see the PUBACK reason code (aiomqtt drops it): MQTT 5 brokers answer an
-  ACL-denied publish with 0x87.
-* Cleanup does not trust aiomqtt to wind down a connection it gave up on (a deadline hit while paho was
-  connecting, or an error from ``loop_read`` on a WebSocket): every socket is shut down, paho's socket is
-  closed through ``_sock_close`` (which unregisters aiomqtt's reader and ends its misc task), and a
-  connect that completes in the worker thread after we gave up is never registered with the loop.
+1. **Connecting to one address under another name.** paho uses the host given to ``connect`` both for
+   the TCP connect and as the server name (SNI, hostname check, WebSocket ``Host``); neither aiomqtt nor
+   paho takes a separate address or a socket factory. The probe must reach *the address being probed*
+   (``addresses: all``, ``ip_protocol``), possibly through ``proxy_url`` with the probe's own SOCKS5 /
+   HTTP CONNECT dialogues (aiomqtt's ``proxy=`` needs PySocks and cannot express ours): paho's private
+   ``_create_socket_connection`` is replaced by ``_Connector.connect``. Missing: a ``sock=`` or
+   ``socket_factory=`` argument to ``aiomqtt.Client``/``paho.Client.connect`` (or a ``server_hostname``).
+2. **The PUBACK reason code.** ``aiomqtt.Client.publish`` drops it; MQTT 5 brokers answer an ACL-denied
+   publish with 0x87. paho's public ``on_publish`` callback is wrapped. Missing: ``publish`` returning
+   (or raising on) the PUBACK reason code.
+3. **A connect timeout.** paho's public ``connect_timeout`` (TCP + TLS in paho's worker thread) is set;
+   aiomqtt's ``timeout`` does not reach it. Missing: an aiomqtt ``connect_timeout`` argument.
+4. **Abandoning a connection.** A deadline that cancels ``__aenter__`` leaves paho connecting in a
+   worker thread; the socket it opens later would be registered with the loop and leak. paho's public
+   ``on_socket_open`` is wrapped to close such a socket, every socket we opened is shut down, and
+   paho's private ``_sock_close`` unregisters aiomqtt's reader and ends its misc task. Missing: an
+   aiomqtt ``abort()`` (or cancellation of ``__aenter__`` that winds paho down).
 """
 
 from __future__ import annotations
@@ -29,6 +40,7 @@ import ssl
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import aiomqtt
@@ -125,35 +137,7 @@ async def run_roundtrip(
         timeout=budget + 1,  # our own deadline (below) fires first
         logger=_PAHO_LOG,
     )
-    paho = client._client
-    paho.connect_timeout = budget
-    paho._create_socket_connection = connector.connect  # type: ignore[method-assign]
-    refusals: list[int] = []
-    original_on_publish = paho.on_publish
-
-    def on_publish(*args: Any) -> None:
-        reason_code = args[3]
-        if getattr(reason_code, "is_failure", False):
-            refusals.append(int(reason_code.value))
-        if original_on_publish is not None:
-            original_on_publish(*args)
-
-    paho.on_publish = on_publish
-    original_on_socket_open = paho.on_socket_open
-
-    def on_socket_open(client: Any, userdata: Any, sock: Any) -> None:
-        if connector.abandoned:
-            # We gave up while paho's thread was still connecting: nobody will read this socket, and
-            # paho's client would only let it go when the garbage collector breaks the client's cycles.
-            # Close it now, and keep the event loop out of what paho does with it afterwards.
-            for hook in ("on_socket_close", "on_socket_register_write", "on_socket_unregister_write"):
-                setattr(client, hook, None)
-            with contextlib.suppress(OSError):
-                sock.close()
-        elif original_on_socket_open is not None:
-            original_on_socket_open(client, userdata, sock)
-
-    paho.on_socket_open = on_socket_open
+    refusals, abandon = _paho_hooks(client, connector, budget)
     token = f"mqtt-cert-exporter {uuid.uuid4().hex}".encode()
     step = "connecting"
     connected = False
@@ -202,11 +186,54 @@ async def run_roundtrip(
                     await client.__aexit__(None, None, None)
         connector.shutdown()
         await asyncio.sleep(0)  # let callbacks paho's thread already queued (socket registration) run
-        if paho.socket() is not None:
-            paho._sock_close()  # unregisters aiomqtt's reader, ends its misc task, closes the socket
+        abandon()
     if latency is None:
         return _failed(Reason.ERROR, "round trip: the message stream ended without our message", unverified)
     return RoundtripFacts(success=True, latency=latency, unverified_connection=unverified)
+
+
+def _paho_hooks(
+    client: aiomqtt.Client, connector: _Connector, budget: float
+) -> tuple[list[int], Callable[[], None]]:
+    """Everything aiomqtt has no public API for (see the module's docstring), in one place.
+
+    Returns the PUBACK refusals as they arrive, and what ends paho's connection for good.
+    """
+    paho = client._client  # aiomqtt's own paho client: reached only for 1.-4.
+    paho.connect_timeout = budget  # 3.
+    paho._create_socket_connection = connector.connect  # type: ignore[method-assign]  # 1.
+    refusals: list[int] = []
+    original_on_publish = paho.on_publish
+
+    def on_publish(*args: Any) -> None:  # 2.
+        reason_code = args[3]
+        if getattr(reason_code, "is_failure", False):
+            refusals.append(int(reason_code.value))
+        if original_on_publish is not None:
+            original_on_publish(*args)
+
+    paho.on_publish = on_publish
+    original_on_socket_open = paho.on_socket_open
+
+    def on_socket_open(client: Any, userdata: Any, sock: Any) -> None:  # 4.
+        if connector.abandoned:
+            # We gave up while paho's thread was still connecting: nobody will read this socket, and
+            # paho's client would only let it go when the garbage collector breaks the client's cycles.
+            # Close it now, and keep the event loop out of what paho does with it afterwards.
+            for hook in ("on_socket_close", "on_socket_register_write", "on_socket_unregister_write"):
+                setattr(client, hook, None)
+            with contextlib.suppress(OSError):
+                sock.close()
+        elif original_on_socket_open is not None:
+            original_on_socket_open(client, userdata, sock)
+
+    paho.on_socket_open = on_socket_open
+
+    def abandon() -> None:  # 4.
+        if paho.socket() is not None:
+            paho._sock_close()  # unregisters aiomqtt's reader, ends its misc task, closes the socket
+
+    return refusals, abandon
 
 
 def _code(value: object) -> int:
