@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, replace
 from exporter.certs import chain as chains
 from exporter.certs import files
 from exporter.config import BrokerConfig, ProxySettings
-from exporter.probe import failures
+from exporter.probe.failures import CONNACK, CONNECT, RESOLVE, TLS_HANDSHAKE, TUNNEL, WEBSOCKET_UPGRADE
 from exporter.probe.lifecycle import LEGACY_TLS_INTERVAL, Lifecycle
 from exporter.probe.lifecycle.aia import AiaFetcher
 from exporter.probe.lifecycle.crl import CrlFetcher
@@ -234,8 +234,8 @@ class Prober:
         try:
             async with asyncio.timeout(clock.remaining()):
                 candidates = await self.resolver(host, broker.target.port)
-        except failures.RESOLVE.catches as exc:
-            raise _Failed(failures.RESOLVE.failure(exc, host)) from None
+        except RESOLVE.catches as exc:
+            raise _Failed(RESOLVE.failure(exc, host)) from None
         addresses = select_addresses(candidates, broker.ip_protocol)
         if not addresses:
             family = family_name(broker.ip_protocol)
@@ -254,8 +254,8 @@ class Prober:
                 except ssl.SSLCertVerificationError:
                     assert session.verify_error is not None
                     verify = (session.verify_error.code, session.verify_error.message)
-        except failures.TLS_HANDSHAKE.catches as exc:
-            raise _Failed(failures.TLS_HANDSHAKE.failure(exc)) from None
+        except TLS_HANDSHAKE.catches as exc:
+            raise _Failed(TLS_HANDSHAKE.failure(exc)) from None
         presented = tuple(chains.parse_der(der) for der in session.chain_der)
         verdict = await self._verdict(session.chain_der, presented, broker, clock, verify)
         tls = TlsFacts(
@@ -322,8 +322,8 @@ class Prober:
                 try:
                     async with asyncio.timeout(clock.remaining()):
                         await session.handshake()
-                except failures.TLS_HANDSHAKE.catches as exc:
-                    raise _Failed(failures.TLS_HANDSHAKE.failure(exc)) from None
+                except TLS_HANDSHAKE.catches as exc:
+                    raise _Failed(TLS_HANDSHAKE.failure(exc)) from None
                 if draft.tls is not None:
                     # The failed verifying handshake cannot tell version and cipher; this one can.
                     facts = replace(
@@ -350,8 +350,8 @@ class Prober:
 async def _client_certificate_verdict(session: TlsSession, clock: _Clock) -> None:
     try:
         await session.await_client_certificate_verdict(min(CLIENT_CERT_VERDICT_WAIT, clock.remaining()))
-    except failures.TLS_HANDSHAKE.catches as exc:
-        raise _Failed(failures.TLS_HANDSHAKE.failure(exc)) from None
+    except TLS_HANDSHAKE.catches as exc:
+        raise _Failed(TLS_HANDSHAKE.failure(exc)) from None
 
 
 def _refusal(mqtt: MqttFacts | None) -> Failure | None:
@@ -380,16 +380,16 @@ async def _connect(host: str, port: int, clock: _Clock, proxy: ProxySettings | N
     try:
         async with asyncio.timeout(clock.remaining()):
             connection = await connect(host, port) if proxy is None else await connect(proxy.host, proxy.port)
-    except failures.CONNECT.catches as exc:
-        raise _Failed(failures.CONNECT.failure(exc, where if proxy is None else f"proxy {proxy}")) from None
+    except CONNECT.catches as exc:
+        raise _Failed(CONNECT.failure(exc, where if proxy is None else f"proxy {proxy}")) from None
     if proxy is None:
         return connection
     try:
         async with asyncio.timeout(clock.remaining()):
             await tunnel(connection, dialogue(proxy, host, port))
-    except failures.TUNNEL.catches as exc:
+    except TUNNEL.catches as exc:
         connection.close()
-        raise _Failed(failures.TUNNEL.failure(exc, f"proxy {proxy} -> {where}")) from None
+        raise _Failed(TUNNEL.failure(exc, f"proxy {proxy} -> {where}")) from None
     return connection
 
 
@@ -410,8 +410,8 @@ async def _open_stream(
                 await stream.upgrade(
                     host=broker.server_name.strip("[]"), port=broker.target.port, path=broker.target.path
                 )
-        except failures.WEBSOCKET_UPGRADE.catches as exc:
-            failure = failures.WEBSOCKET_UPGRADE.failure(exc, broker.target.path)
+        except WEBSOCKET_UPGRADE.catches as exc:
+            failure = WEBSOCKET_UPGRADE.failure(exc, broker.target.path)
     if stream.response is not None:
         draft = replace(draft, websocket=WebSocketFacts(stream.response.status, stream.subprotocol))
     if failure is not None:
@@ -463,8 +463,8 @@ async def _exchange(
         async with asyncio.timeout(clock.remaining()):
             await stream.write(connect)
             connack = await read_connack(stream.read, settings.protocol)
-    except failures.CONNACK.catches as exc:
-        raise _Failed(failures.CONNACK.failure(exc)) from None
+    except CONNACK.catches as exc:
+        raise _Failed(CONNACK.failure(exc)) from None
     if connack.code == 0:
         try:
             await stream.write(DISCONNECT, flush=False)  # leaves with the close_notify
