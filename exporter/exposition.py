@@ -3,10 +3,10 @@
 `collector.broker_samples` stays the one definition of which series exist; this module only decides
 *when* to format them, and formats those plain samples itself (escaped and numbered exactly as
 prometheus_client does). A broker's text is formatted when its result is published and reused by every scrape until then.
-The few values relative to the scrape time (families with ``relative_to_now``, the
-``*_expires_in_seconds``) are kept as absolute timestamps and turned into "seconds from now" at each
-scrape. Rendering 10,000 brokers through
-prometheus_client on every scrape took about 3 s here; with this cache a scrape costs a join.
+The few values relative to the scrape time (families with a ``now_slope``: ``*_expires_in_seconds``,
+the chain's age) are kept as absolute timestamps and shifted by the scrape's time at each scrape.
+Rendering 10,000 brokers through prometheus_client on every scrape took about 3 s here; with this
+cache a scrape costs a join.
 """
 
 from __future__ import annotations
@@ -16,7 +16,14 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from exporter.collector import BROKER_FAMILIES, PROBE_INTERVAL, Family, Sample, broker_samples
+from exporter.collector import (
+    BROKER_FAMILIES,
+    PROBE_INTERVAL,
+    Family,
+    Sample,
+    broker_samples,
+    configured_samples,
+)
 from exporter.results import ProbeResult
 from exporter.store import ResultStore
 
@@ -128,6 +135,8 @@ class BrokerExposition:
         self._formatted: dict[str, tuple[tuple[ProbeResult, ...], tuple[Family, ...]]] = {}
         self._intervals_of: object = None
         self._interval_lines = ""
+        self._configured_of: object = None
+        self._configured: Lines = {}
         #: the store's revision this text reflects (an empty store is reflected by no text at all);
         #: -1: look at every broker at the next scrape
         self._synced = -1 if store.results else store.revision
@@ -136,7 +145,9 @@ class BrokerExposition:
         formatted = self._formatted.get(name)
         if formatted is not None and _same(formatted[0], results):
             return
-        lines, relative = _format(broker_samples([results], {}, {}, now=0.0))
+        brokers = self._store.brokers
+        configured = {name: brokers[name]} if name in brokers else {}
+        lines, relative = _format(broker_samples([results], {}, {}, now=0.0, brokers=configured))
         present = (*lines, *relative)
         if formatted is not None and formatted[1] != present:
             for family in formatted[1]:
@@ -193,15 +204,20 @@ class BrokerExposition:
             self._intervals_of = self._store.intervals
             intervals, _ = _format(broker_samples([], {}, self._store.intervals, now=now))
             self._interval_lines = "".join(intervals.get(PROBE_INTERVAL, ()))
+        if self._configured_of is not self._store.brokers:
+            self._configured_of = self._store.brokers
+            self._configured, _ = _format(configured_samples(self._store.brokers.values()))
         parts = [head]
         for family in BROKER_FAMILIES:
             parts.append(_HEADERS[family])
             parts.extend(counters.get(family, ()))
+            parts.extend(self._configured.get(family, ()))
             if family is PROBE_INTERVAL:
                 parts.append(self._interval_lines)
             if family.relative_to_now:
                 relative = self._relative[family].values()
-                parts.extend([f"{series}{at - now!r}\n" for values in relative for series, at in values])
+                shift = family.now_slope * now
+                parts.extend([f"{series}{at + shift!r}\n" for values in relative for series, at in values])
             else:
                 parts.extend(self._static[family].values())
         return "".join(parts)

@@ -5,14 +5,18 @@ results are one value: a tuple of immutable ProbeResults, one for most brokers, 
 name for ``addresses: all`` (each labelled with its address). A publish replaces that value whole, so a
 scrape always sees whole results, never a half-finished probe, and an address that left the DNS answer
 leaves the store with it.
+
+A result that received no certificate keeps the last chain seen at its address (``retained``) for the
+broker's ``chain_retention``: a certificate problem must not look fixed because the broker went down.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from exporter.results import ProbeResult, Reason, Stage
+from exporter.config import DEFAULT_CHAIN_RETENTION, BrokerConfig
+from exporter.results import ProbeResult, Reason, Stage, chain_seen
 
 #: A broker's results: one, or one per address (``addresses: all``).
 BrokerResults = tuple[ProbeResult, ...]
@@ -27,6 +31,8 @@ class ResultStore:
     failure_counts: dict[FailureKey, int] = field(default_factory=dict)
     #: broker name -> probe interval in seconds (for staleness alerts)
     intervals: dict[str, float] = field(default_factory=dict)
+    #: broker name -> its configuration (what /metrics says about a broker before any probe)
+    brokers: dict[str, BrokerConfig] = field(default_factory=dict)
     #: bumped by every change of the results (publish, forget, configure): readers that kept up with
     #: every change need not look at every broker again
     revision: int = 0
@@ -34,9 +40,9 @@ class ResultStore:
     def publish(self, results: Sequence[ProbeResult]) -> list[tuple[ProbeResult, ProbeResult | None]]:
         """Replace a broker's results (never none); returns (result, the one it replaces at the same
         address) pairs."""
-        published = tuple(results)
-        name = published[0].broker
+        name = results[0].broker
         before = {result.address_label: result for result in self.results.get(name, ())}
+        published = tuple(self._retain(result, before.get(result.address_label)) for result in results)
         self.results[name] = published
         self.revision += 1
         addresses = {result.address_label for result in published}
@@ -49,10 +55,25 @@ class ResultStore:
                 self.failure_counts[key] = self.failure_counts.get(key, 0) + 1
         return [(result, before.get(result.address_label)) for result in published]
 
-    def configure(self, intervals: Mapping[str, float]) -> None:
+    def _retain(self, result: ProbeResult, previous: ProbeResult | None) -> ProbeResult:
+        """Keep the last chain seen on a result that received none, for the broker's chain_retention.
+
+        An expired or untrusted certificate must not look fixed because its broker also went down.
+        """
+        if previous is None or (result.tls is not None and result.tls.chain):
+            return result
+        seen = chain_seen(previous)
+        broker = self.brokers.get(result.broker)
+        retention = DEFAULT_CHAIN_RETENTION if broker is None else broker.chain_retention
+        if seen is None or result.finished - seen.seen > retention:
+            return result
+        return replace(result, retained=seen)
+
+    def configure(self, brokers: Mapping[str, BrokerConfig]) -> None:
         """Adopt the configured brokers: removed brokers' results and counters vanish."""
-        self.intervals = dict(intervals)
-        keep = set(intervals)
+        self.brokers = dict(brokers)
+        self.intervals = {name: broker.interval for name, broker in brokers.items()}
+        keep = set(brokers)
         self.forget(name for name in self.results if name not in keep)
         for key in [key for key in self.failure_counts if key[0] not in keep]:
             del self.failure_counts[key]

@@ -26,7 +26,7 @@ from exporter.results import (
     same_leaf,
 )
 from exporter.store import FailureKey, ResultStore
-from tests.conftest import cert_facts
+from tests.conftest import cert_facts, configured
 
 
 @pytest.mark.parametrize(
@@ -116,7 +116,7 @@ def test_a_brokers_results_replace_whole_and_count_per_address() -> None:
     assert store.failure_counts == {("b", "", Stage.RESOLVE, Reason.DNS_ERROR): 1}
     store.publish([result("plain")])
     assert set(store.results) == {"b", "plain"}
-    store.configure({"plain": 60.0})
+    store.configure(configured({"plain": 60.0}))
     assert list(store.results) == ["plain"] and not store.failure_counts
 
 
