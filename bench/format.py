@@ -24,9 +24,10 @@ from prometheus_client.core import Metric
 from prometheus_client.utils import floatToGoString
 
 from exporter import exposition
-from exporter.collector import BROKER_FAMILIES, Family, broker_families, broker_samples
+from exporter.collector import broker_families, broker_samples
 from exporter.config import BrokerConfig, Target
 from exporter.exposition import BrokerExposition
+from exporter.families import BROKER_FAMILIES, Family
 from exporter.results import (
     CertFacts,
     Failure,

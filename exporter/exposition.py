@@ -16,14 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from exporter.collector import (
-    BROKER_FAMILIES,
-    PROBE_INTERVAL,
-    Family,
-    Sample,
-    broker_samples,
-    configured_samples,
-)
+from exporter.collector import broker_samples, configured_samples
+from exporter.families import BROKER_FAMILIES, PROBE_INTERVAL, Family, Sample
 from exporter.results import ProbeResult
 from exporter.store import ResultStore
 

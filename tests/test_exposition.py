@@ -15,9 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
 from exporter import exposition
-from exporter.collector import BROKER_FAMILIES, broker_families, broker_samples
+from exporter.collector import broker_families, broker_samples
 from exporter.config import DEFAULT_CHAIN_RETENTION
 from exporter.exposition import BrokerExposition, number
+from exporter.families import BROKER_FAMILIES
 from exporter.probe import Prober
 from exporter.results import (
     Failure,
