@@ -93,7 +93,7 @@ class Failure:
 
 @dataclass(frozen=True, slots=True)
 class CertFacts:
-    """What we know about one certificate, parsed once per distinct DER (see probe.chain)."""
+    """What we know about one certificate, parsed once per distinct DER (see certs.chain)."""
 
     fingerprint_sha256: str
     subject: str

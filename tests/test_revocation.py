@@ -21,7 +21,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from exporter.certs import files
 from exporter.certs.chain import Parsed, TrustStore, parse_der
 from exporter.certs.revocation import check, issuer_of, parse_crl
+from exporter.collector import ExporterFacts, exporter_families
 from exporter.lab.pki import Issued, Pki
+from exporter.probe import Prober
 from exporter.probe.lifecycle import crl as crl_module
 from exporter.probe.lifecycle.cache import BoundedCache
 from exporter.probe.lifecycle.crl import CrlFetcher
@@ -351,3 +353,24 @@ def test_rewritten_in_place_is_seen_at_once(
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     second = files.read_certificate_file(str(path)).certificates[0]
     assert first == parsed(revoked) and second == parsed(kept)
+
+
+async def test_the_cache_sizes_are_exported(server: SlowServer) -> None:
+    """``mqtt_cert_exporter_cache_entries`` / ``_bytes`` show what the prober's caches hold."""
+    fetcher = CrlFetcher()
+    await fetcher.fetch(f"{server.url}/c.crl", 5)
+    await fetcher.fetch(f"{server.url}/missing.crl", 5)
+    prober = Prober(crl=fetcher)
+    rendered = {
+        (sample.name, sample.labels["cache"]): sample.value
+        for family in exporter_families(ExporterFacts(brokers=1, caches=prober.cache_sizes()))
+        for sample in family.samples
+        if sample.name.startswith("mqtt_cert_exporter_cache_")
+    }
+    crl_bytes = crl_module.MEMORY_PER_BODY_BYTE * len(server.bodies["/c.crl"]) + crl_module.FAILURE_BYTES
+    assert rendered == {
+        ("mqtt_cert_exporter_cache_entries", "crl"): 2,
+        ("mqtt_cert_exporter_cache_bytes", "crl"): crl_bytes,
+        ("mqtt_cert_exporter_cache_entries", "aia"): 0,
+        ("mqtt_cert_exporter_cache_bytes", "aia"): 0,
+    }
