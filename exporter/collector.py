@@ -89,8 +89,10 @@ from exporter.families import (
 from exporter.results import (
     CacheSize,
     ProbeResult,
+    RevocationFacts,
     RevocationStatus,
     SeenChain,
+    ServedFileFacts,
     chain_seen,
     same_leaf,
 )
@@ -236,17 +238,8 @@ def _probe_samples(add: Add, result: ProbeResult, now: float) -> None:
                 1.0,
             )
         )
-    tls = result.tls
-    if tls is not None:
-        if tls.version:
-            add((TLS_VERSION, B_VERSION, (name, tls.version), 1.0))
-        if tls.cipher:
-            add((TLS_CIPHER, B_CIPHER, (name, tls.cipher), 1.0))
-        if tls.alpn_protocol:
-            add((TLS_ALPN, B_PROTOCOL, (name, tls.alpn_protocol), 1.0))
-        if not tls.chain and result.retained is None:
-            for item in tls.verdict.problems:
-                add((TLS_TRUST_PROBLEM, B_PROBLEM, (name, item.value), 1.0))
+    if result.tls is not None:
+        _session_samples(add, result)
     seen = chain_seen(result)
     if seen is not None:
         _chain_samples(add, name, seen, now)
@@ -254,6 +247,21 @@ def _probe_samples(add: Add, result: ProbeResult, now: float) -> None:
     if mqtt is not None and mqtt.connack_code is not None:
         add((CONNECT_SUCCESS, B, broker, 1.0 if mqtt.connack_code == 0 else 0.0))
         add((CONNACK_REASON_CODE, B, broker, float(mqtt.connack_code)))
+
+
+def _session_samples(add: Add, result: ProbeResult) -> None:
+    """What this probe's TLS session negotiated (a chain has series of its own: ``_chain_samples``)."""
+    name, tls = result.broker, result.tls
+    assert tls is not None
+    if tls.version:
+        add((TLS_VERSION, B_VERSION, (name, tls.version), 1.0))
+    if tls.cipher:
+        add((TLS_CIPHER, B_CIPHER, (name, tls.cipher), 1.0))
+    if tls.alpn_protocol:
+        add((TLS_ALPN, B_PROTOCOL, (name, tls.alpn_protocol), 1.0))
+    if not tls.chain and result.retained is None:
+        for item in tls.verdict.problems:
+            add((TLS_TRUST_PROBLEM, B_PROBLEM, (name, item.value), 1.0))
 
 
 def _chain_samples(add: Add, name: str, seen: SeenChain, now: float) -> None:
@@ -289,12 +297,7 @@ def _lifecycle_samples(add: Add, result: ProbeResult, now: float) -> None:
     broker = (name,)
     served = result.served_file
     if served is not None:
-        add((SERVED_CERT_FILE_READ, B, broker, 0.0 if served.leaf is None else 1.0))
-        if served.matches is not None:
-            add((SERVED_CERT_MATCHES_FILE, B, broker, 1.0 if served.matches else 0.0))
-        if served.leaf is not None and not served.leaf.parse_error:
-            add((SERVED_CERT_FILE_NOT_AFTER, B, broker, served.leaf.not_after))
-            add((SERVED_CERT_FILE_NOT_BEFORE, B, broker, served.leaf.not_before))
+        _served_file_samples(add, broker, served)
     client = result.client_cert
     if client is not None and not client.parse_error:
         add((CLIENT_CERT_NOT_AFTER, B, broker, client.not_after))
@@ -306,16 +309,28 @@ def _lifecycle_samples(add: Add, result: ProbeResult, now: float) -> None:
         if anchor is not None and not anchor.parse_error:
             add((ANCHOR_NOT_AFTER, B, broker, anchor.not_after))
             add((ANCHOR_EXPIRES_IN, B, broker, anchor.not_after - now))
-        revocation = seen.revocation
-        if revocation is not None:
-            for check in revocation.checks:
-                if check.status is not RevocationStatus.UNKNOWN:
-                    value = 1.0 if check.status is RevocationStatus.REVOKED else 0.0
-                    add((CERT_REVOKED, B_POSITION, (name, str(check.position)), value))
-            if revocation.fetch_success is not None:
-                add((CRL_FETCH_SUCCESS, B, broker, 1.0 if revocation.fetch_success else 0.0))
+        if seen.revocation is not None:
+            _revocation_samples(add, name, seen.revocation)
     for finding in lints:
         add((CERT_LINT, B_LINT, (name, finding.lint.value), 1.0))
+
+
+def _served_file_samples(add: Add, broker: tuple[str], served: ServedFileFacts) -> None:
+    add((SERVED_CERT_FILE_READ, B, broker, 0.0 if served.leaf is None else 1.0))
+    if served.matches is not None:
+        add((SERVED_CERT_MATCHES_FILE, B, broker, 1.0 if served.matches else 0.0))
+    if served.leaf is not None and not served.leaf.parse_error:
+        add((SERVED_CERT_FILE_NOT_AFTER, B, broker, served.leaf.not_after))
+        add((SERVED_CERT_FILE_NOT_BEFORE, B, broker, served.leaf.not_before))
+
+
+def _revocation_samples(add: Add, name: str, revocation: RevocationFacts) -> None:
+    for check in revocation.checks:
+        if check.status is not RevocationStatus.UNKNOWN:
+            value = 1.0 if check.status is RevocationStatus.REVOKED else 0.0
+            add((CERT_REVOKED, B_POSITION, (name, str(check.position)), value))
+    if revocation.fetch_success is not None:
+        add((CRL_FETCH_SUCCESS, B, (name,), 1.0 if revocation.fetch_success else 0.0))
 
 
 def _transport_samples(add: Add, result: ProbeResult) -> None:

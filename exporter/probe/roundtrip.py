@@ -41,13 +41,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiomqtt
 from aiomqtt import MqttError
 from aiomqtt.exceptions import MqttConnectError
 
-from exporter.config import BrokerConfig, ProxySettings
+from exporter.config import BrokerConfig, ProxySettings, RoundtripSettings
 from exporter.probe.wire.proxy import ProxyError, dialogue, tunnel_blocking
 from exporter.probe.wire.websocket import host_header
 from exporter.results import Failure, Reason, RoundtripFacts, Stage
@@ -118,11 +119,55 @@ async def run_roundtrip(
     if settings.timeout is not None:
         budget = min(budget, settings.timeout)
     budget = max(budget, 0.001)
+    connector = _Connector(ip or broker.target.host, broker.target.port, broker.proxy, budget)
+    client = _client(broker, context, budget)
+    refusals, abandon = _paho_hooks(client, connector, budget)
+    progress = _Progress()
+    try:
+        async with asyncio.timeout(budget):
+            latency = await _exchange(client, settings, refusals, progress)
+    except TimeoutError:
+        return _failed(
+            Reason.TIMEOUT, f"round trip: no answer {progress.step} within {budget:g}s", unverified
+        )
+    except _Denied as exc:
+        return _failed(Reason.DENIED, str(exc), unverified)
+    except MqttConnectError as exc:
+        code = _code(exc.rc)
+        reason = Reason.DENIED if code in _NOT_AUTHORIZED else Reason.ERROR
+        return _failed(reason, f"round trip: the broker refused the connection: {exc}", unverified)
+    except MqttError as exc:
+        cause = exc.__cause__ or exc.__context__
+        detail = f"{exc}" + (f" ({cause})" if cause is not None and str(cause) not in str(exc) else "")
+        return _failed(Reason.ERROR, f"round trip, {progress.step}: {detail}", unverified)
+    except (OSError, ValueError) as exc:  # paho raising outside aiomqtt's wrapping
+        return _failed(Reason.ERROR, f"round trip, {progress.step}: {exc}", unverified)
+    finally:
+        if progress.connected:
+            with contextlib.suppress(MqttError, TimeoutError, OSError):
+                async with asyncio.timeout(DISCONNECT_WAIT):
+                    await client.__aexit__(None, None, None)
+        connector.shutdown()
+        await asyncio.sleep(0)  # let callbacks paho's thread already queued (socket registration) run
+        abandon()
+    if latency is None:
+        return _failed(Reason.ERROR, "round trip: the message stream ended without our message", unverified)
+    return RoundtripFacts(success=True, latency=latency, unverified_connection=unverified)
+
+
+@dataclass
+class _Progress:
+    """How far the round trip got, for the failure's detail and the clean-up."""
+
+    step: str = "connecting"
+    connected: bool = False
+
+
+def _client(broker: BrokerConfig, context: ssl.SSLContext, budget: float) -> aiomqtt.Client:
     server_name = broker.server_name.strip("[]")
     port = broker.target.port
-    connector = _Connector(ip or broker.target.host, port, broker.proxy, budget)
     wss = broker.target.scheme == "wss"
-    client = aiomqtt.Client(
+    return aiomqtt.Client(
         server_name,
         port,
         username=broker.mqtt.username,
@@ -134,62 +179,33 @@ async def run_roundtrip(
         websocket_headers={"Host": host_header(server_name, port)} if wss else None,
         tls_context=context,
         keepalive=max(broker.mqtt.keepalive, 1),
-        timeout=budget + 1,  # our own deadline (below) fires first
+        timeout=budget + 1,  # the caller's own deadline fires first
         logger=_PAHO_LOG,
     )
-    refusals, abandon = _paho_hooks(client, connector, budget)
+
+
+async def _exchange(
+    client: aiomqtt.Client, settings: RoundtripSettings, refusals: list[int], progress: _Progress
+) -> float | None:
+    """Connect, subscribe, publish a unique token: the seconds until it came back (None: it did not)."""
+    await client.__aenter__()
+    progress.connected = True
+    progress.step = "waiting for SUBACK"
+    granted = await client.subscribe(settings.topic, qos=settings.qos)
+    failed = [_code(code) for code in granted if _code(code) >= 0x80]
+    if failed:
+        raise _Denied(f"the broker refused the subscription to {settings.topic!r}: SUBACK 0x{failed[0]:02x}")
+    progress.step = "waiting for PUBACK" if settings.qos else "publishing"
     token = f"mqtt-cert-exporter {uuid.uuid4().hex}".encode()
-    step = "connecting"
-    connected = False
-    latency: float | None = None
-    try:
-        async with asyncio.timeout(budget):
-            await client.__aenter__()
-            connected = True
-            step = "waiting for SUBACK"
-            granted = await client.subscribe(settings.topic, qos=settings.qos)
-            failed = [_code(code) for code in granted if _code(code) >= 0x80]
-            if failed:
-                raise _Denied(
-                    f"the broker refused the subscription to {settings.topic!r}: SUBACK 0x{failed[0]:02x}"
-                )
-            step = "waiting for PUBACK" if settings.qos else "publishing"
-            sent = time.monotonic()
-            await client.publish(settings.topic, token, qos=settings.qos)
-            if refusals:
-                raise _Denied(
-                    f"the broker refused our publish to {settings.topic!r}: PUBACK 0x{refusals[0]:02x}"
-                )
-            step = "waiting for our message to come back"
-            async for message in client.messages:
-                if message.payload == token:
-                    latency = time.monotonic() - sent
-                    break
-    except TimeoutError:
-        return _failed(Reason.TIMEOUT, f"round trip: no answer {step} within {budget:g}s", unverified)
-    except _Denied as exc:
-        return _failed(Reason.DENIED, str(exc), unverified)
-    except MqttConnectError as exc:
-        code = _code(exc.rc)
-        reason = Reason.DENIED if code in _NOT_AUTHORIZED else Reason.ERROR
-        return _failed(reason, f"round trip: the broker refused the connection: {exc}", unverified)
-    except MqttError as exc:
-        cause = exc.__cause__ or exc.__context__
-        detail = f"{exc}" + (f" ({cause})" if cause is not None and str(cause) not in str(exc) else "")
-        return _failed(Reason.ERROR, f"round trip, {step}: {detail}", unverified)
-    except (OSError, ValueError) as exc:  # paho raising outside aiomqtt's wrapping
-        return _failed(Reason.ERROR, f"round trip, {step}: {exc}", unverified)
-    finally:
-        if connected:
-            with contextlib.suppress(MqttError, TimeoutError, OSError):
-                async with asyncio.timeout(DISCONNECT_WAIT):
-                    await client.__aexit__(None, None, None)
-        connector.shutdown()
-        await asyncio.sleep(0)  # let callbacks paho's thread already queued (socket registration) run
-        abandon()
-    if latency is None:
-        return _failed(Reason.ERROR, "round trip: the message stream ended without our message", unverified)
-    return RoundtripFacts(success=True, latency=latency, unverified_connection=unverified)
+    sent = time.monotonic()
+    await client.publish(settings.topic, token, qos=settings.qos)
+    if refusals:
+        raise _Denied(f"the broker refused our publish to {settings.topic!r}: PUBACK 0x{refusals[0]:02x}")
+    progress.step = "waiting for our message to come back"
+    async for message in client.messages:
+        if message.payload == token:
+            return time.monotonic() - sent
+    return None
 
 
 def _paho_hooks(
