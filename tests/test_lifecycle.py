@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from exporter.certs.chain import facts_of
+from exporter.certs.parse import facts_of
 from exporter.collector import broker_families
 from exporter.config import BrokerConfig, Target, TlsSettings
 from exporter.lab.mosquitto import Listener, Mosquitto

@@ -11,7 +11,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from exporter.certs import lints
-from exporter.certs.chain import facts_of
+from exporter.certs.parse import facts_of
 from exporter.lab.pki import Issued, Pki
 from exporter.results import CertFacts, LegacyTlsFacts, Lint
 from tests.conftest import cert_facts

@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from exporter.certs import files
-from exporter.certs.chain import Parsed, TrustStore, parse_der
+from exporter.certs.parse import Parsed, TrustStore, parse_der
 from exporter.certs.revocation import check, issuer_of, parse_crl
 from exporter.collector import ExporterFacts, exporter_families
 from exporter.lab.pki import Issued, Pki

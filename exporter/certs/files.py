@@ -7,7 +7,7 @@ import ssl
 from dataclasses import dataclass
 from functools import lru_cache
 
-from exporter.certs.chain import Parsed, TrustStore, load_pem_bundle
+from exporter.certs.parse import Parsed, TrustStore, load_pem_bundle
 from exporter.config import file_stamp
 
 

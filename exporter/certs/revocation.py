@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
-from exporter.certs.chain import Parsed, TrustStore, is_issued_by
+from exporter.certs.chain import is_issued_by
+from exporter.certs.parse import Parsed, TrustStore
 from exporter.results import RevocationCheck, RevocationStatus
 
 

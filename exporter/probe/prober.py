@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 
 from exporter.certs import chain as chains
 from exporter.certs import files
+from exporter.certs.parse import Parsed, parse_der
 from exporter.config import BrokerConfig, ProxySettings
 from exporter.probe.failures import CONNACK, CONNECT, RESOLVE, TLS_HANDSHAKE, TUNNEL, WEBSOCKET_UPGRADE
 from exporter.probe.lifecycle import LEGACY_TLS_INTERVAL, Lifecycle
@@ -66,7 +67,7 @@ AIA_TIMEOUT = 3.0
 #: Resolves a host name to its addresses (IP strings); ``getaddrinfo`` unless a test injects another.
 Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 #: The chain as sent, parsed: for what runs after the probe (revocation), never part of the result.
-Presented = tuple[chains.Parsed, ...]
+Presented = tuple[Parsed, ...]
 
 
 async def getaddrinfo_resolver(host: str, port: int) -> list[str]:
@@ -256,7 +257,7 @@ class Prober:
                     verify = (session.verify_error.code, session.verify_error.message)
         except TLS_HANDSHAKE.catches as exc:
             raise _Failed(TLS_HANDSHAKE.failure(exc)) from None
-        presented = tuple(chains.parse_der(der) for der in session.chain_der)
+        presented = tuple(parse_der(der) for der in session.chain_der)
         verdict = await self._verdict(session.chain_der, presented, broker, clock, verify)
         tls = TlsFacts(
             version=session.version if verify is None else "",

@@ -9,7 +9,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from exporter.certs.chain import Parsed, load_pem_bundle
+from exporter.certs.parse import Parsed, load_pem_bundle
 from exporter.probe.lifecycle.cache import BoundedCache
 from exporter.probe.lifecycle.fetch import fetch_bounded
 from exporter.results import CacheSize

@@ -17,8 +17,8 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from exporter.certs import chain as chains
 from exporter.certs import files, lints, revocation
+from exporter.certs.parse import Parsed
 from exporter.certs.revocation import Crl
 from exporter.config import BrokerConfig
 from exporter.probe.lifecycle.crl import CrlFetcher
@@ -60,7 +60,7 @@ class Lifecycle:
         self,
         broker: BrokerConfig,
         result: ProbeResult,
-        presented: Sequence[chains.Parsed],
+        presented: Sequence[Parsed],
         *,
         deadline: float,
     ) -> ProbeResult:
@@ -203,7 +203,7 @@ def _legacy_key(broker: BrokerConfig, ip: str) -> tuple[str, str, int, str]:
     return (broker.name, ip, broker.target.port, broker.server_name)
 
 
-def _revocation_candidates(presented: Sequence[chains.Parsed]) -> list[tuple[int, chains.Parsed]]:
+def _revocation_candidates(presented: Sequence[Parsed]) -> list[tuple[int, Parsed]]:
     """The certificates whose revocation can be checked: parsed, with a CRL URL, not self-issued."""
     return [
         (position, cert)
@@ -212,14 +212,14 @@ def _revocation_candidates(presented: Sequence[chains.Parsed]) -> list[tuple[int
     ]
 
 
-def _urls(candidates: Sequence[tuple[int, chains.Parsed]]) -> list[str]:
+def _urls(candidates: Sequence[tuple[int, Parsed]]) -> list[str]:
     return list(dict.fromkeys(url for _, cert in candidates for url in cert.facts.crl_urls))
 
 
 def _revocation(
     broker: BrokerConfig,
-    presented: Sequence[chains.Parsed],
-    candidates: Sequence[tuple[int, chains.Parsed]],
+    presented: Sequence[Parsed],
+    candidates: Sequence[tuple[int, Parsed]],
     crls: Mapping[str, tuple[Crl | None, str]],
 ) -> RevocationFacts:
     if not candidates:
