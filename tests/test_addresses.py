@@ -165,3 +165,22 @@ def test_grouped_results_get_the_address_label_after_broker() -> None:
     labels = {"broker": "b", "address": "2001:db8::1", "stage": "connect", "reason": "refused"}
     assert ("mqtt_broker_probe_failures_total", labels, 2) in samples
     assert ("mqtt_broker_probe_interval_seconds", {"broker": "b"}, 60.0) in samples
+
+
+def test_each_address_keeps_its_own_last_chain() -> None:
+    """Chain retention follows the address: an address that went down shows the leaf it last served,
+    not another address's."""
+    store = ResultStore()
+    store.configure(configured({"b": 60.0}))
+    store.publish([result(address="10.0.0.1", leaf="aa"), result(address="10.0.0.2", leaf="bb")])
+    down = result(address="10.0.0.2", leaf=None, failure=REFUSED)
+    store.publish([result(address="10.0.0.1", leaf="aa"), down])
+    first, second = store.results["b"]
+    assert first.retained is None  # it received its own chain
+    assert second.retained is not None and second.retained.tls.chain[0].fingerprint_sha256 == "bb"
+    shown = {
+        labels["address"]: labels["fingerprint_sha256"]
+        for name, labels, _ in rendered(list(store.results["b"]))
+        if name == "mqtt_broker_cert_info"
+    }
+    assert shown == {"10.0.0.1": "aa", "10.0.0.2": "bb"}
