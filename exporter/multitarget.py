@@ -112,7 +112,7 @@ class _OneResult(Collector):
     def collect(self) -> Iterator[Metric]:
         # No failure counter (a registry that lives for one request cannot count) and no interval
         # (Prometheus's scrape interval is the schedule): those families render without samples.
-        yield from broker_families([self._result], {}, {}, self._now, self._brokers)
+        yield from broker_families([(self._result,)], {}, {}, self._now, self._brokers)
 
 
 def registry_for(

@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 from exporter.config import TlsSettings, file_stamp
-from exporter.probe.connection import Connection
+from exporter.probe.wire.connection import Connection
 
 #: Never buffer more than this from a peer during the handshake (a hostile "chain" of megabytes).
 MAX_HANDSHAKE_BYTES = 1 << 20
@@ -110,7 +110,7 @@ def _client_context(
 def _install_message_hook(context: ssl.SSLContext) -> None:
     """Set the hook straight into the C slot when possible: ssl.py's ``_msg_callback`` property wraps
     every call to turn ints into enums, which cost ~5% of a probe's CPU here (profiled)."""
-    hook = _note_certificate_request
+    hook = note_certificate_request
     hook.user_function = hook  # type: ignore[attr-defined]  # what ssl.py's getter reads back
     try:
         ssl._ssl._SSLContext._msg_callback.__set__(context, hook)  # type: ignore[attr-defined]
@@ -118,7 +118,7 @@ def _install_message_hook(context: ssl.SSLContext) -> None:
         context._msg_callback = hook  # type: ignore[attr-defined]
 
 
-def _note_certificate_request(
+def note_certificate_request(
     conn: object, direction: str, version: object, content_type: object, msg_type: object, data: bytes
 ) -> None:
     if direction == "read" and msg_type == _CERTIFICATE_REQUEST:
@@ -162,7 +162,7 @@ class TlsSession:
         self._sslobj = context.wrap_bio(self._incoming, self._outgoing, server_hostname=server_hostname)
         # A weak reference: a cycle would keep every finished session -- and OpenSSL's buffers and
         # parsed chain under it -- alive until the garbage collector's next full pass.
-        self._sslobj._probe_session = weakref.ref(self)  # type: ignore[attr-defined]  # see _note_certificate_request
+        self._sslobj._probe_session = weakref.ref(self)  # type: ignore[attr-defined]  # see note_certificate_request
         self._received = 0
         self._sent_client_certificate = sends_client_certificate
         self.certificate_requested = False
