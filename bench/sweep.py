@@ -63,11 +63,23 @@ def main() -> None:
         try:
             tls = TlsSettings(ca_file=str(root.cert_path), server_name="localhost")
             brokers = [
-                BrokerConfig(f"b{i}", Target("127.0.0.1", mosquitto.port(f"b{i}")), 3600, args.timeout, tls)
+                BrokerConfig(
+                    name=f"b{i}",
+                    target=Target("127.0.0.1", mosquitto.port(f"b{i}")),
+                    interval=3600,
+                    timeout=args.timeout,
+                    tls=tls,
+                )
                 for i in range(live)
             ]
             brokers += [
-                BrokerConfig(f"hole{i}", Target("127.0.0.1", hole.port), 3600, args.timeout, tls)
+                BrokerConfig(
+                    name=f"hole{i}",
+                    target=Target("127.0.0.1", hole.port),
+                    interval=3600,
+                    timeout=args.timeout,
+                    tls=tls,
+                )
                 for i, hole in enumerate(holes)
             ]
             cpu = time.process_time()
@@ -77,8 +89,10 @@ def main() -> None:
             mosquitto.stop()
             for hole in holes:
                 hole.close()
-    ok = sum(1 for r in store.results.values() if r.success)
-    timeouts = sum(1 for r in store.results.values() if r.failure and r.failure.reason.value == "timeout")
+    ok = sum(1 for (r, *_) in store.results.values() if r.success)
+    timeouts = sum(
+        1 for (r, *_) in store.results.values() if r.failure and r.failure.reason.value == "timeout"
+    )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         f"brokers {args.brokers} (black holes {args.black_holes}), timeout {args.timeout}s, concurrency {args.concurrency}"

@@ -27,7 +27,7 @@ from exporter.lab.hostile import BlackHole, HostileServer, after_tls, garbage, r
 from exporter.lab.mosquitto import Listener, Mosquitto, make_password_file, mosquitto_binary
 from exporter.lab.pki import Issued, Pki
 from exporter.lab.process import start_exporter_process
-from exporter.probe.mqtt import encode_varint
+from exporter.probe.wire.mqtt import encode_varint
 from exporter.results import CertFacts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,7 +105,7 @@ def _serve_directory(directory: Path) -> tuple[http.server.ThreadingHTTPServer, 
     return server, server.server_address[1]
 
 
-def build_lab(directory: Path) -> Lab:
+def build_lab(directory: Path) -> Lab:  # noqa: PLR0915 - one statement per lab scenario
     if mosquitto_binary() is None:
         pytest.fail(
             "mosquitto is not installed: run `bash scripts/ensure-system-packages.sh` (make test does)"

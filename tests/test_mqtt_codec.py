@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exporter.connack import connack_meaning
-from exporter.probe.mqtt import (
+from exporter.probe.wire.mqtt import (
     IncompletePacket,
     PacketError,
     decode_varint,

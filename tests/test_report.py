@@ -16,7 +16,7 @@ from dataclasses import replace
 import pytest
 
 from exporter.check import probe_all
-from exporter.config import BrokerConfig, MqttSettings, Target
+from exporter.config import BrokerConfig, MqttProtocol, MqttSettings, Target
 from exporter.report import (
     ANCHOR_FIX,
     CLIENT_CERT_FIX,
@@ -259,7 +259,7 @@ def test_resolver_failure_hint() -> None:
         ("3.1.1", 4, "--password-file"),
     ],
 )
-def test_refused_connack_hints(protocol: str, code: int, fragment: str) -> None:
+def test_refused_connack_hints(protocol: MqttProtocol, code: int, fragment: str) -> None:
     broker = BrokerConfig("b", Target("localhost", 8883), mqtt=MqttSettings(protocol=protocol, username="u"))
     failure = Failure(Stage.MQTT, Reason.REFUSED, f"CONNACK refused the connection: {code}")
     result = replace(_result(broker, failure, tls=_tls([_cert()])), mqtt=MqttFacts(protocol, code))

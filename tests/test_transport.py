@@ -35,17 +35,19 @@ from exporter.collector import ExporterCollector, ExporterFacts
 from exporter.config import (
     BrokerConfig,
     MqttSettings,
+    ProxyScheme,
     ProxySettings,
     RoundtripSettings,
     Secret,
     Target,
+    TargetScheme,
     TlsSettings,
 )
 from exporter.lab.mosquitto import Listener, Mosquitto
 from exporter.lab.pki import Issued
 from exporter.lab.ports import free_port
 from exporter.probe import Prober
-from exporter.probe import websocket as ws
+from exporter.probe.wire import websocket as ws
 from exporter.results import ProbeResult
 from exporter.scheduler import Scheduler
 from exporter.store import ResultStore
@@ -99,7 +101,8 @@ class Transport:
         return TlsSettings(ca_file=self.ca, server_name="localhost")
 
     def broker(self, listener: str, *, wss: bool = False, **changes: Any) -> BrokerConfig:
-        scheme, path = ("wss", "/mqtt") if wss else ("mqtts", "")
+        scheme: TargetScheme = "wss" if wss else "mqtts"
+        path = "/mqtt" if wss else ""
         broker = BrokerConfig(
             name=listener,
             target=Target("127.0.0.1", self.mosquitto.port(listener), scheme=scheme, path=path),
@@ -235,11 +238,8 @@ def exposition(results: Sequence[ProbeResult], grouped: bool = False) -> str:
     by_broker: dict[str, list[ProbeResult]] = {}
     for result in results:
         by_broker.setdefault(result.broker, []).append(result)
-    for name, group in by_broker.items():
-        if grouped:
-            store.publish_group(name, group)
-        else:
-            store.publish(group[0])
+    for group in by_broker.values():
+        store.publish(group if grouped else group[:1])
     store.intervals = dict.fromkeys(by_broker, 60.0)
     return render(store)
 
@@ -326,7 +326,7 @@ async def https_app(transport: Transport) -> AsyncIterator[int]:
     )
     await site.start()
     try:
-        yield site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        yield site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001 - the port aiohttp bound
     finally:
         await runner.cleanup()
 
@@ -613,7 +613,7 @@ async def test_scheduler_publishes_every_address_and_counts_failures_per_address
         await asyncio.wait_for(all_published.wait(), 15)
     finally:
         await scheduler.stop()
-    ok, dead = store.groups["partial"]
+    ok, dead = store.results["partial"]
     assert (ok.address_label, ok.success) == ("127.0.0.1", True)
     assert (dead.address_label, failure_of(dead)) == ("127.0.0.3", ("connect", "refused"))
     assert sorted(seen) == [("", None), ("127.0.0.1", None), ("127.0.0.3", None)]
@@ -637,8 +637,8 @@ async def test_scheduler_publishes_every_address_and_counts_failures_per_address
 
     # An address that leaves the name leaves the store, with its counters.
     later = dataclasses.replace(ok, finished=ok.finished + 60)
-    store.publish_group("partial", [later])
-    assert not any(len(key) == 4 and key[-1] == "127.0.0.3" for key in store.failure_counts)
+    store.publish([later])
+    assert not any(key[1] == "127.0.0.3" for key in store.failure_counts)
     assert "127.0.0.3" not in render(store)
 
 
@@ -879,14 +879,14 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 def through(
-    broker: BrokerConfig, url_scheme: str, port: int, user: str | None = None, pw: str | None = None
+    broker: BrokerConfig, url_scheme: ProxyScheme, port: int, user: str | None = None, pw: str | None = None
 ) -> BrokerConfig:
     proxy = ProxySettings(url_scheme, "127.0.0.1", port, user, Secret(pw) if pw is not None else None)
     return dataclasses.replace(broker, proxy=proxy)
 
 
 @pytest.mark.parametrize(("kind", "scheme"), [("socks5", "socks5"), ("socks5", "socks5h"), ("http", "http")])
-async def test_probe_through_a_proxy(lab: Lab, kind: str, scheme: str) -> None:
+async def test_probe_through_a_proxy(lab: Lab, kind: ProxyScheme, scheme: ProxyScheme) -> None:
     proxy = LoopbackProxy(kind)
     broker = lab.broker("good")
     async with serving(proxy, None) as port:
@@ -897,7 +897,9 @@ async def test_probe_through_a_proxy(lab: Lab, kind: str, scheme: str) -> None:
 
 
 @pytest.mark.parametrize(("kind", "scheme"), [("socks5", "socks5h"), ("http", "http")])
-async def test_the_proxy_resolves_the_name(transport: Transport, kind: str, scheme: str) -> None:
+async def test_the_proxy_resolves_the_name(
+    transport: Transport, kind: ProxyScheme, scheme: ProxyScheme
+) -> None:
     proxy = LoopbackProxy(kind)
     broker = dataclasses.replace(
         transport.broker("t8_acl"),
@@ -912,7 +914,7 @@ async def test_the_proxy_resolves_the_name(transport: Transport, kind: str, sche
 
 
 @pytest.mark.parametrize("kind", ["socks5", "http"])
-async def test_proxy_credentials(lab: Lab, kind: str) -> None:
+async def test_proxy_credentials(lab: Lab, kind: ProxyScheme) -> None:
     proxy = LoopbackProxy(kind, username="monitor", password="pr0xy-pw")
     async with serving(proxy, None) as port:
         good = await Prober().probe(through(lab.broker("good"), kind, port, "monitor", "pr0xy-pw"))
@@ -940,7 +942,7 @@ async def test_proxy_down(lab: Lab) -> None:
 
 
 @pytest.mark.parametrize("kind", ["socks5", "http"])
-async def test_roundtrip_and_wss_through_a_proxy(transport: Transport, kind: str) -> None:
+async def test_roundtrip_and_wss_through_a_proxy(transport: Transport, kind: ProxyScheme) -> None:
     proxy = LoopbackProxy(kind, username="monitor", password="pw")
     async with serving(proxy, None) as port:
         mqtts = with_roundtrip(
