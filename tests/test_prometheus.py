@@ -164,8 +164,8 @@ def test_dashboard_covers_the_issue() -> None:
         "Brokers",
         "Probe success",
         "Untrusted",
-        "Expiring within 7 days",
-        "Expiring within 28 days",
+        "Expiry critical",  # by each broker's own thresholds, as the alerts (issue 12)
+        "Expiry warning",
         "Expired",
         "Brokers by days left",
         "Probe duration by phase (average over brokers)",
