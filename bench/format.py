@@ -25,6 +25,7 @@ from prometheus_client.utils import floatToGoString
 
 from exporter import exposition
 from exporter.collector import Family, broker_families, broker_samples
+from exporter.config import BrokerConfig, Target
 from exporter.exposition import RELATIVE_TO_NOW, BrokerExposition
 from exporter.results import (
     CertFacts,
@@ -248,7 +249,8 @@ def compare(repeat: int) -> None:
 
 def fleet(brokers: int) -> None:
     store = ResultStore()
-    store.configure({f"broker-{i:05d}": 60.0 for i in range(brokers)})
+    names = [f"broker-{i:05d}" for i in range(brokers)]
+    store.configure({name: BrokerConfig(name, Target(f"{name}.example", 8883)) for name in names})
     view = BrokerExposition(store, clock=lambda: NOW + 10.0)
     results = [
         (refused, untrusted)[i % 10](name) if i % 10 < 2 else healthy(name)

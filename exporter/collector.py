@@ -22,7 +22,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.results import Lint, ProbeResult, RevocationStatus, same_leaf
+from exporter.config import BrokerConfig
+from exporter.results import Lint, ProbeResult, RevocationStatus, SeenChain, chain_seen, same_leaf
 from exporter.store import FailureKey, ResultStore
 
 #: Certificate fields come from whoever runs the broker: bound what we put in a label value.
@@ -76,6 +77,7 @@ class Family:
 Sample = tuple[Family, tuple[str, ...], tuple[str, ...], float]
 
 B: Final = ("broker",)
+B_INFO: Final = ("broker", "target", "server_name", "transport")
 B_PHASE: Final = ("broker", "phase")
 B_STAGE_REASON: Final = ("broker", "stage", "reason")
 B_VERSION: Final = ("broker", "version")
@@ -114,6 +116,35 @@ PROBE_TIMESTAMP: Final = Family(
 )
 PROBE_INTERVAL: Final = Family(
     "mqtt_broker_probe_interval_seconds", GAUGE, "Configured probe interval of the broker.", B
+)
+BROKER_INFO: Final = Family(
+    "mqtt_broker_info",
+    GAUGE,
+    "1 for every configured broker: the address it is probed at (target, as configured), the name checked "
+    "and sent as SNI (server_name) and the transport (tls or wss).",
+    B_INFO,
+)
+EXPIRY_WARNING_THRESHOLD: Final = Family(
+    "mqtt_broker_cert_expiry_warning_threshold_seconds",
+    GAUGE,
+    "The broker's expiry_warning: a certificate expiring within this many seconds is a warning "
+    "(a share of the leaf's lifetime is shown once a leaf is known).",
+    B,
+)
+EXPIRY_CRITICAL_THRESHOLD: Final = Family(
+    "mqtt_broker_cert_expiry_critical_threshold_seconds",
+    GAUGE,
+    "The broker's expiry_critical: a certificate expiring within this many seconds is critical "
+    "(a share of the leaf's lifetime is shown once a leaf is known).",
+    B,
+)
+CHAIN_AGE: Final = Family(
+    "mqtt_broker_cert_chain_age_seconds",
+    GAUGE,
+    "Seconds since the probe that received the chain the certificate series describe: about 0 when the "
+    "latest probe received it; larger while the broker is unreachable and the last chain seen is kept "
+    "(for at most chain_retention).",
+    B,
 )
 PROBE_FAILURE: Final = Family(
     "mqtt_broker_probe_failure",
@@ -305,6 +336,9 @@ LIFECYCLE_FAMILIES: Final = (
 TRANSPORT_FAMILIES: Final = (WEBSOCKET_UPGRADE_STATUS, ROUNDTRIP_SUCCESS, ROUNDTRIP_DURATION)
 #: Every broker family, in the order they are exposed.
 BROKER_FAMILIES: Final = (
+    BROKER_INFO,
+    EXPIRY_WARNING_THRESHOLD,
+    EXPIRY_CRITICAL_THRESHOLD,
     PROBE_SUCCESS,
     PROBE_DURATION,
     PROBE_TIMESTAMP,
@@ -320,6 +354,7 @@ BROKER_FAMILIES: Final = (
     CERT_NOT_BEFORE,
     CERT_EXPIRES_IN,
     CERT_INFO,
+    CHAIN_AGE,
     CONNECT_SUCCESS,
     CONNACK_REASON_CODE,
     *LIFECYCLE_FAMILIES,
@@ -330,20 +365,57 @@ BROKER_FAMILIES: Final = (
 Add = Callable[[Sample], None]
 
 
+def configured_samples(brokers: Iterable[BrokerConfig]) -> list[Sample]:
+    """Pure: what the configuration alone says of each broker (present before its first probe)."""
+    samples: list[Sample] = []
+    for broker in brokers:
+        target = broker.target
+        transport = "wss" if target.scheme == "wss" else "tls"
+        samples.append((BROKER_INFO, B_INFO, (broker.name, str(target), broker.server_name, transport), 1.0))
+        _threshold_samples(samples.append, broker, None)
+    return samples
+
+
+def _threshold_samples(add: Add, broker: BrokerConfig, lifetime: float | None) -> None:
+    """Thresholds of a fixed duration without a lifetime; those that are a share of it with one."""
+    name = (broker.name,)
+    for family, threshold in (
+        (EXPIRY_WARNING_THRESHOLD, broker.expiry_warning),
+        (EXPIRY_CRITICAL_THRESHOLD, broker.expiry_critical),
+    ):
+        if (threshold.share is None) == (lifetime is None):
+            seconds = threshold.for_lifetime(lifetime)
+            if seconds is not None:
+                add((family, B, name, seconds))
+
+
+def _leaf_lifetime(results: Iterable[ProbeResult]) -> float | None:
+    """The shortest lifetime of the leaves these results show (one per address of a broker)."""
+    lifetimes = [
+        seen.tls.chain[0].not_after - seen.tls.chain[0].not_before
+        for seen in map(chain_seen, results)
+        if seen is not None and not seen.tls.chain[0].parse_error
+    ]
+    return min(lifetimes, default=None)
+
+
 def broker_samples(
     results: Iterable[ProbeResult],
     failure_counts: Mapping[FailureKey, int],
     intervals: Mapping[str, float],
     now: float,
+    brokers: Mapping[str, BrokerConfig] | None = None,
 ) -> list[Sample]:
     """Pure: the samples of the broker families (``BROKER_FAMILIES``) for these results as of ``now``,
-    in exposition order within each family.
+    in exposition order within each family. ``brokers`` (the configuration of these results' brokers)
+    gives the thresholds that are a share of the leaf's lifetime.
 
     Results of ``addresses: all`` brokers (``address_label`` set) get an ``address`` label right after
     ``broker``; every other series is exactly as if the feature did not exist (the contract for default
     brokers does not change).
     """
     results = list(results)
+    brokers = brokers or {}
     samples: list[Sample] = []
     add = samples.append
     for name, seconds in intervals.items():
@@ -354,6 +426,10 @@ def broker_samples(
     for result in results:
         if not result.address_label:
             _result_samples(add, result, now)
+            broker = brokers.get(result.broker)
+            lifetime = _leaf_lifetime([result])
+            if broker is not None and lifetime is not None:
+                _threshold_samples(add, broker, lifetime)
     groups: dict[str, list[ProbeResult]] = {}
     for result in results:
         if result.address_label:
@@ -376,6 +452,10 @@ def broker_samples(
         verdict = same_leaf(group)
         if verdict is not None:
             add((ADDRESSES_SAME_LEAF, B, (name,), 1.0 if verdict else 0.0))
+        broker = brokers.get(name)
+        lifetime = _leaf_lifetime(group)
+        if broker is not None and lifetime is not None:
+            _threshold_samples(add, broker, lifetime)
     return samples
 
 
@@ -421,32 +501,44 @@ def _probe_samples(add: Add, result: ProbeResult, now: float) -> None:
             add((TLS_CIPHER, B_CIPHER, (name, tls.cipher), 1.0))
         if tls.alpn_protocol:
             add((TLS_ALPN, B_PROTOCOL, (name, tls.alpn_protocol), 1.0))
-        if tls.chain:
-            add((TLS_TRUSTED, B, broker, 1.0 if tls.verdict.trusted else 0.0))
-        for item in tls.verdict.problems:
-            add((TLS_TRUST_PROBLEM, B_PROBLEM, (name, item.value), 1.0))
-        for position, cert in enumerate(tls.chain):
-            labels = (name, str(position))
-            if not cert.parse_error:
-                add((CERT_NOT_AFTER, B_POSITION, labels, cert.not_after))
-                add((CERT_NOT_BEFORE, B_POSITION, labels, cert.not_before))
-                add((CERT_EXPIRES_IN, B_POSITION, labels, cert.not_after - now))
-            identity = (
-                *labels,
-                bounded(cert.subject),
-                bounded(cert.issuer),
-                bounded(cert.serial),
-                cert.fingerprint_sha256,
-                bounded(",".join(cert.dns_names)),
-                bounded(",".join(cert.ip_addresses)),
-                cert.key,
-                cert.signature_algorithm,
-            )
-            add((CERT_INFO, CERT_INFO_LABELS, identity, 1.0))
+        if not tls.chain and result.retained is None:
+            for item in tls.verdict.problems:
+                add((TLS_TRUST_PROBLEM, B_PROBLEM, (name, item.value), 1.0))
+    seen = chain_seen(result)
+    if seen is not None:
+        _chain_samples(add, name, seen, now)
     mqtt = result.mqtt
     if mqtt is not None and mqtt.connack_code is not None:
         add((CONNECT_SUCCESS, B, broker, 1.0 if mqtt.connack_code == 0 else 0.0))
         add((CONNACK_REASON_CODE, B, broker, float(mqtt.connack_code)))
+
+
+def _chain_samples(add: Add, name: str, seen: SeenChain, now: float) -> None:
+    """The series of the chain a result shows: received by this probe, or retained from an earlier one."""
+    tls = seen.tls
+    broker = (name,)
+    add((TLS_TRUSTED, B, broker, 1.0 if tls.verdict.trusted else 0.0))
+    for item in tls.verdict.problems:
+        add((TLS_TRUST_PROBLEM, B_PROBLEM, (name, item.value), 1.0))
+    for position, cert in enumerate(tls.chain):
+        labels = (name, str(position))
+        if not cert.parse_error:
+            add((CERT_NOT_AFTER, B_POSITION, labels, cert.not_after))
+            add((CERT_NOT_BEFORE, B_POSITION, labels, cert.not_before))
+            add((CERT_EXPIRES_IN, B_POSITION, labels, cert.not_after - now))
+        identity = (
+            *labels,
+            bounded(cert.subject),
+            bounded(cert.issuer),
+            bounded(cert.serial),
+            cert.fingerprint_sha256,
+            bounded(",".join(cert.dns_names)),
+            bounded(",".join(cert.ip_addresses)),
+            cert.key,
+            cert.signature_algorithm,
+        )
+        add((CERT_INFO, CERT_INFO_LABELS, identity, 1.0))
+    add((CHAIN_AGE, B, broker, now - seen.seen))
 
 
 def _lifecycle_samples(add: Add, result: ProbeResult, now: float) -> None:
@@ -460,22 +552,26 @@ def _lifecycle_samples(add: Add, result: ProbeResult, now: float) -> None:
         if served.leaf is not None and not served.leaf.parse_error:
             add((SERVED_CERT_FILE_NOT_AFTER, B, broker, served.leaf.not_after))
             add((SERVED_CERT_FILE_NOT_BEFORE, B, broker, served.leaf.not_before))
-    anchor = result.tls.verdict.anchor if result.tls is not None else None
-    if anchor is not None and not anchor.parse_error:
-        add((ANCHOR_NOT_AFTER, B, broker, anchor.not_after))
-        add((ANCHOR_EXPIRES_IN, B, broker, anchor.not_after - now))
     client = result.client_cert
     if client is not None and not client.parse_error:
         add((CLIENT_CERT_NOT_AFTER, B, broker, client.not_after))
         add((CLIENT_CERT_EXPIRES_IN, B, broker, client.not_after - now))
-    if result.revocation is not None:
-        for check in result.revocation.checks:
-            if check.status is not RevocationStatus.UNKNOWN:
-                value = 1.0 if check.status is RevocationStatus.REVOKED else 0.0
-                add((CERT_REVOKED, B_POSITION, (name, str(check.position)), value))
-        if result.revocation.fetch_success is not None:
-            add((CRL_FETCH_SUCCESS, B, broker, 1.0 if result.revocation.fetch_success else 0.0))
-    for finding in result.lints:
+    seen = chain_seen(result)
+    lints = result.lints if seen is None else seen.lints
+    if seen is not None:
+        anchor = seen.tls.verdict.anchor
+        if anchor is not None and not anchor.parse_error:
+            add((ANCHOR_NOT_AFTER, B, broker, anchor.not_after))
+            add((ANCHOR_EXPIRES_IN, B, broker, anchor.not_after - now))
+        revocation = seen.revocation
+        if revocation is not None:
+            for check in revocation.checks:
+                if check.status is not RevocationStatus.UNKNOWN:
+                    value = 1.0 if check.status is RevocationStatus.REVOKED else 0.0
+                    add((CERT_REVOKED, B_POSITION, (name, str(check.position)), value))
+            if revocation.fetch_success is not None:
+                add((CRL_FETCH_SUCCESS, B, broker, 1.0 if revocation.fetch_success else 0.0))
+    for finding in lints:
         add((CERT_LINT, B_LINT, (name, finding.lint.value), 1.0))
 
 
@@ -511,9 +607,14 @@ def broker_families(
     failure_counts: Mapping[FailureKey, int],
     intervals: Mapping[str, float],
     now: float,
+    brokers: Mapping[str, BrokerConfig] | None = None,
 ) -> list[Metric]:
-    """Pure: ``broker_samples`` as prometheus_client metric families (``BROKER_FAMILIES``)."""
-    return metric_families(BROKER_FAMILIES, broker_samples(results, failure_counts, intervals, now))
+    """Pure: ``configured_samples`` of ``brokers`` and ``broker_samples`` as prometheus_client metric
+    families (``BROKER_FAMILIES``)."""
+    brokers = brokers or {}
+    samples = configured_samples(brokers.values())
+    samples += broker_samples(results, failure_counts, intervals, now, brokers)
+    return metric_families(BROKER_FAMILIES, samples)
 
 
 def lifecycle_families(results: Iterable[ProbeResult], now: float) -> list[Metric]:
@@ -597,4 +698,5 @@ class ExporterCollector(Collector):
             dict(self._store.failure_counts),
             dict(self._store.intervals),
             self._clock(),
+            dict(self._store.brokers),
         )

@@ -114,6 +114,37 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
+class ExpiryThreshold:
+    """How long before a certificate expires an alert starts: a fixed time, or a share of its lifetime.
+
+    A share suits short-lived certificates: 33% of a 7-day certificate is about 2.3 days, of a 90-day
+    one about 30 days, so one rule file serves both fleets.
+    """
+
+    seconds: float | None = None
+    #: fraction of the certificate's lifetime (not_after - not_before), 0 < share < 1
+    share: float | None = None
+
+    def for_lifetime(self, lifetime: float | None) -> float | None:
+        """The threshold in seconds; None for a share when the lifetime is unknown."""
+        if self.share is None:
+            return self.seconds
+        return None if lifetime is None else self.share * lifetime
+
+    def __str__(self) -> str:
+        if self.share is not None:
+            return f"{self.share * 100:g}%"
+        seconds = self.seconds or 0.0
+        return f"{seconds / 86400:g}d" if seconds % 86400 == 0 else f"{seconds:g}s"
+
+
+DEFAULT_EXPIRY_WARNING = ExpiryThreshold(seconds=28 * 86400.0)
+DEFAULT_EXPIRY_CRITICAL = ExpiryThreshold(seconds=14 * 86400.0)
+#: How long the last chain seen stays exported while later probes receive none (the broker is down)
+DEFAULT_CHAIN_RETENTION = 7 * 86400.0
+
+
+@dataclass(frozen=True, slots=True)
 class BrokerConfig:
     name: str
     target: Target
@@ -121,6 +152,9 @@ class BrokerConfig:
     timeout: float = 10.0
     tls: TlsSettings = field(default_factory=TlsSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
+    expiry_warning: ExpiryThreshold = DEFAULT_EXPIRY_WARNING
+    expiry_critical: ExpiryThreshold = DEFAULT_EXPIRY_CRITICAL
+    chain_retention: float = DEFAULT_CHAIN_RETENTION
     #: "first": probe one address of the name (the default); "all": every A/AAAA record, each labelled
     addresses: str = "first"
     #: "any" (IPv4 preferred, IPv6 as fallback), "ip4" or "ip6"
@@ -143,6 +177,8 @@ class ModuleConfig:
     timeout: float = 10.0
     tls: TlsSettings = field(default_factory=TlsSettings)
     mqtt: MqttSettings = field(default_factory=MqttSettings)
+    expiry_warning: ExpiryThreshold = DEFAULT_EXPIRY_WARNING
+    expiry_critical: ExpiryThreshold = DEFAULT_EXPIRY_CRITICAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +216,9 @@ _DURATION_UNITS: Mapping[str, Fraction] = {
     "s": Fraction(1),
     "m": Fraction(60),
     "h": Fraction(3600),
+    # Prometheus' units beyond Go's: certificate lifetimes and thresholds are counted in days
+    "d": Fraction(86400),
+    "w": Fraction(7 * 86400),
 }
 _DURATION_PART = re.compile(r"(?P<number>[0-9]*(?:\.[0-9]*)?)(?P<unit>[^0-9.]*)")
 _PLAIN_NUMBER = re.compile(r"[0-9]*\.?[0-9]*")
@@ -188,7 +227,7 @@ _MAX_NUMBER_LENGTH = 32
 
 
 def parse_duration(text: str) -> float:
-    """Parse a Go-style duration ("1h30m", "1.5s", "500ms") into seconds."""
+    """Parse a Go-style duration ("1h30m", "1.5s", "500ms", and Prometheus' "28d", "2w") into seconds."""
 
     def invalid(reason: str) -> ValueError:
         return ValueError(f"invalid duration {_preview(text)}: {reason}")
@@ -216,7 +255,7 @@ def parse_duration(text: str) -> float:
         if len(number) > _MAX_NUMBER_LENGTH:
             raise invalid("number has too many digits")
         if unit not in _DURATION_UNITS:
-            raise invalid(f"unknown unit {_preview(unit)}; use ns, us, ms, s, m or h")
+            raise invalid(f"unknown unit {_preview(unit)}; use ns, us, ms, s, m, h, d or w")
         total += Fraction(Decimal(number)) * _DURATION_UNITS[unit]
         if total > _MAX_DURATION:
             raise invalid("too large")
@@ -444,10 +483,17 @@ _BUILTIN_INTERVAL = _Setting(BrokerConfig.__dataclass_fields__["interval"].defau
 _BUILTIN_TIMEOUT = _Setting(BrokerConfig.__dataclass_fields__["timeout"].default, None)
 _BUILTIN_ADDRESSES = _Setting(BrokerConfig.__dataclass_fields__["addresses"].default, None)
 _BUILTIN_IP_PROTOCOL = _Setting(BrokerConfig.__dataclass_fields__["ip_protocol"].default, None)
+_BUILTIN_EXPIRY_WARNING = _Setting(DEFAULT_EXPIRY_WARNING, None)
+_BUILTIN_EXPIRY_CRITICAL = _Setting(DEFAULT_EXPIRY_CRITICAL, None)
+_BUILTIN_CHAIN_RETENTION = _Setting(DEFAULT_CHAIN_RETENTION, None)
 _TOP_LEVEL_KEYS = frozenset({"defaults", "brokers", "modules", "discover"})
-_DEFAULTS_KEYS = frozenset({"interval", "timeout", "tls", "mqtt", "addresses", "ip_protocol", "proxy_url"})
+_THRESHOLD_KEYS = frozenset({"expiry_warning", "expiry_critical"})
+_DEFAULTS_KEYS = frozenset(
+    {"interval", "timeout", "tls", "mqtt", "addresses", "ip_protocol", "proxy_url", "chain_retention"}
+    | _THRESHOLD_KEYS
+)
 _BROKER_KEYS = _DEFAULTS_KEYS | {"name", "address"}
-_MODULE_KEYS = frozenset({"timeout", "tls", "mqtt"})
+_MODULE_KEYS = frozenset({"timeout", "tls", "mqtt"} | _THRESHOLD_KEYS)
 #: Config keys that fill the same setting; setting both in one section is an error.
 _ALIASES: Mapping[str, str] = {"password_file": "password"}
 
@@ -478,6 +524,9 @@ class _Parser:
             "addresses": _addresses,
             "ip_protocol": _ip_protocol,
             "proxy_url": _proxy_url,
+            "expiry_warning": _expiry_threshold,
+            "expiry_critical": _expiry_threshold,
+            "chain_retention": _duration,
         }
         self._mqtt_fields: Mapping[str, _Validator] = {
             "protocol": _protocol,
@@ -557,6 +606,9 @@ class _Parser:
                         addresses=layer.top.get("addresses", _BUILTIN_ADDRESSES).value,
                         ip_protocol=layer.top.get("ip_protocol", _BUILTIN_IP_PROTOCOL).value,
                         proxy=layer.top.get("proxy_url", _Setting(None, None)).value,
+                        expiry_warning=layer.top.get("expiry_warning", _BUILTIN_EXPIRY_WARNING).value,
+                        expiry_critical=layer.top.get("expiry_critical", _BUILTIN_EXPIRY_CRITICAL).value,
+                        chain_retention=layer.top.get("chain_retention", _BUILTIN_CHAIN_RETENTION).value,
                     )
                 )
         return tuple(brokers)
@@ -582,6 +634,8 @@ class _Parser:
                 timeout=layer.top.get("timeout", _BUILTIN_TIMEOUT).value,
                 tls=TlsSettings(**_values(layer.tls)),
                 mqtt=MqttSettings(**_values(layer.mqtt)),
+                expiry_warning=layer.top.get("expiry_warning", _BUILTIN_EXPIRY_WARNING).value,
+                expiry_critical=layer.top.get("expiry_critical", _BUILTIN_EXPIRY_CRITICAL).value,
             )
             modules.append((name, module))
         return tuple(modules)
@@ -717,6 +771,15 @@ class _Parser:
                     (timeout, f"{t} must not exceed interval {i}"),
                     (interval, f"{i} is shorter than timeout {t}"),
                 )
+        warning = layer.top.get("expiry_warning", _BUILTIN_EXPIRY_WARNING)
+        critical = layer.top.get("expiry_critical", _BUILTIN_EXPIRY_CRITICAL)
+        if _earlier(critical.value, warning.value):
+            w, c = warning.value, critical.value
+            self._conflict(
+                prefix,
+                (critical, f"{c} must not be longer than expiry_warning {w}"),
+                (warning, f"{w} is shorter than expiry_critical {c}"),
+            )
         low, high = layer.tls.get("min_version"), layer.tls.get("max_version")
         if (
             low is not None
@@ -866,6 +929,9 @@ class _Parser:
                     addresses=layer.top.get("addresses", _BUILTIN_ADDRESSES).value,
                     ip_protocol=layer.top.get("ip_protocol", _BUILTIN_IP_PROTOCOL).value,
                     proxy=layer.top.get("proxy_url", _Setting(None, None)).value,
+                    expiry_warning=layer.top.get("expiry_warning", _BUILTIN_EXPIRY_WARNING).value,
+                    expiry_critical=layer.top.get("expiry_critical", _BUILTIN_EXPIRY_CRITICAL).value,
+                    chain_retention=layer.top.get("chain_retention", _BUILTIN_CHAIN_RETENTION).value,
                 )
             )
         return tuple(found)
@@ -935,6 +1001,27 @@ def _address(value: object) -> Target:
         return parse_address(_string(value))
     except ValueError as exc:
         raise _Invalid(str(exc)) from None
+
+
+def _earlier(critical: ExpiryThreshold, warning: ExpiryThreshold) -> bool:
+    """Whether the critical threshold would start before the warning one (comparable kinds only)."""
+    if critical.share is not None and warning.share is not None:
+        return critical.share > warning.share
+    if critical.seconds is not None and warning.seconds is not None:
+        return critical.seconds > warning.seconds
+    return False
+
+
+def _expiry_threshold(value: object) -> ExpiryThreshold:
+    if isinstance(value, str) and value.endswith("%"):
+        try:
+            percent = float(value[:-1])
+        except ValueError:
+            raise _Invalid(f"invalid share {_preview(value)}; expected a percentage like 33%") from None
+        if not 0 < percent < 100:
+            raise _Invalid("a share of the certificate's lifetime must be between 0% and 100%")
+        return ExpiryThreshold(share=percent / 100)
+    return ExpiryThreshold(seconds=_duration(value))
 
 
 def _duration(value: object) -> float:

@@ -15,19 +15,26 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from exporter.collector import BROKER_FAMILIES, PROBE_INTERVAL, Family, Sample, broker_samples
+from exporter.collector import (
+    BROKER_FAMILIES,
+    PROBE_INTERVAL,
+    Family,
+    Sample,
+    broker_samples,
+    configured_samples,
+)
 from exporter.results import ProbeResult
 from exporter.store import ResultStore
 
-#: Families whose value is ``timestamp - now``: rendered with now = 0 (the timestamp) and shifted at
-#: scrape time. Every other broker family must not depend on ``now``.
-RELATIVE_TO_NOW = frozenset(
-    {
-        "mqtt_broker_cert_expires_in_seconds",
-        "mqtt_broker_cert_anchor_expires_in_seconds",
-        "mqtt_cert_exporter_client_cert_expires_in_seconds",
-    }
-)
+#: Families whose value moves with the clock: rendered with now = 0 and shifted at scrape time by
+#: ``slope * now`` (-1: ``timestamp - now``, seconds until; +1: ``now - timestamp``, an age). Every
+#: other broker family must not depend on ``now``.
+RELATIVE_TO_NOW: Final = {
+    "mqtt_broker_cert_expires_in_seconds": -1,
+    "mqtt_broker_cert_anchor_expires_in_seconds": -1,
+    "mqtt_cert_exporter_client_cert_expires_in_seconds": -1,
+    "mqtt_broker_cert_chain_age_seconds": 1,
+}
 
 
 def _escape(value: str) -> str:
@@ -114,7 +121,9 @@ def _header(family: Family) -> str:
     return f"# HELP {name} {doc}\n# TYPE {name} {family.type}\n"
 
 
-_RELATIVE: Final = frozenset(family for family in BROKER_FAMILIES if family.name in RELATIVE_TO_NOW)
+_RELATIVE: Final = {
+    family: RELATIVE_TO_NOW[family.name] for family in BROKER_FAMILIES if family.name in RELATIVE_TO_NOW
+}
 _HEADERS: Final = {family: _header(family) for family in BROKER_FAMILIES}
 
 
@@ -138,6 +147,8 @@ class BrokerExposition:
         self._formatted: dict[str, tuple[tuple[ProbeResult, ...], tuple[Family, ...]]] = {}
         self._intervals_of: object = None
         self._interval_lines = ""
+        self._configured_of: object = None
+        self._configured: Lines = {}
         #: the store's revision this text reflects (an empty store is reflected by no text at all);
         #: -1: look at every broker at the next scrape
         self._synced = -1 if store.results or store.groups else store.revision
@@ -155,7 +166,9 @@ class BrokerExposition:
         formatted = self._formatted.get(name)
         if formatted is not None and _same(formatted[0], results):
             return
-        lines, relative = _format(broker_samples(results, {}, {}, now=0.0))
+        brokers = self._store.brokers
+        configured = {name: brokers[name]} if name in brokers else {}
+        lines, relative = _format(broker_samples(results, {}, {}, now=0.0, brokers=configured))
         present = (*lines, *relative)
         if formatted is not None and formatted[1] != present:
             for family in formatted[1]:
@@ -212,15 +225,20 @@ class BrokerExposition:
             self._intervals_of = self._store.intervals
             intervals, _ = _format(broker_samples([], {}, self._store.intervals, now=now))
             self._interval_lines = "".join(intervals.get(PROBE_INTERVAL, ()))
+        if self._configured_of is not self._store.brokers:
+            self._configured_of = self._store.brokers
+            self._configured, _ = _format(configured_samples(self._store.brokers.values()))
         parts = [head]
         for family in BROKER_FAMILIES:
             parts.append(_HEADERS[family])
             parts.extend(counters.get(family, ()))
+            parts.extend(self._configured.get(family, ()))
             if family is PROBE_INTERVAL:
                 parts.append(self._interval_lines)
             if family in _RELATIVE:
                 relative = self._relative[family].values()
-                parts.extend([f"{series}{at - now!r}\n" for values in relative for series, at in values])
+                shift = _RELATIVE[family] * now
+                parts.extend([f"{series}{at + shift!r}\n" for values in relative for series, at in values])
             else:
                 parts.extend(self._static[family].values())
         return "".join(parts)

@@ -100,24 +100,35 @@ def probe_timeout(module_timeout: float, scrape_timeout: str | None) -> float:
 
 def broker_for(target: Target, module: ModuleConfig, timeout: float) -> BrokerConfig:
     """What the prober needs: the module's settings aimed at the target; the name is the target."""
-    return BrokerConfig(name=str(target), target=target, timeout=timeout, tls=module.tls, mqtt=module.mqtt)
+    return BrokerConfig(
+        name=str(target),
+        target=target,
+        timeout=timeout,
+        tls=module.tls,
+        mqtt=module.mqtt,
+        expiry_warning=module.expiry_warning,
+        expiry_critical=module.expiry_critical,
+    )
 
 
 class _OneResult(Collector):
-    def __init__(self, result: ProbeResult, now: float) -> None:
+    def __init__(self, result: ProbeResult, now: float, broker: BrokerConfig | None) -> None:
         self._result = result
         self._now = now
+        self._brokers = {} if broker is None else {broker.name: broker}
 
     def collect(self) -> Iterator[Metric]:
         # No failure counter (a registry that lives for one request cannot count) and no interval
         # (Prometheus's scrape interval is the schedule): those families render without samples.
-        yield from broker_families([self._result], {}, {}, self._now)
+        yield from broker_families([self._result], {}, {}, self._now, self._brokers)
 
 
-def registry_for(result: ProbeResult, now: float | None = None) -> CollectorRegistry:
-    """A fresh registry holding the metrics of this one result."""
+def registry_for(
+    result: ProbeResult, now: float | None = None, broker: BrokerConfig | None = None
+) -> CollectorRegistry:
+    """A fresh registry holding the metrics of this one result (and of ``broker``, its settings)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_OneResult(result, time.time() if now is None else now))
+    registry.register(_OneResult(result, time.time() if now is None else now, broker))
     return registry
 
 
@@ -248,7 +259,7 @@ def probe_handler(
                 else "",
             },
         )
-        registry = registry_for(result)
+        registry = registry_for(result, broker=broker_for(target, module, timeout))
         if request.query.get("debug", "").lower() in ("1", "true", "yes"):
             return web.Response(text=debug_text(result, name, timeout, registry))
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))

@@ -214,6 +214,9 @@ class ProbeResult:
     legacy_tls: LegacyTlsFacts | None = None
     #: Warnings that never fail the probe (see ``Lint``), in ``Lint`` declaration order.
     lints: tuple[LintFinding, ...] = ()
+    #: The last chain an earlier probe received, kept by the store while this probe received none (the
+    #: broker is down) for at most ``chain_retention``: a certificate problem stays visible.
+    retained: SeenChain | None = None
 
     @property
     def success(self) -> bool:
@@ -224,6 +227,24 @@ class ProbeResult:
             if name is phase:
                 return seconds
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class SeenChain:
+    """The chain-derived facts of one probe that received a certificate, and when it received it."""
+
+    #: Unix time the probe that received the chain finished
+    seen: float
+    tls: TlsFacts
+    revocation: RevocationFacts | None = None
+    lints: tuple[LintFinding, ...] = ()
+
+
+def chain_seen(result: ProbeResult) -> SeenChain | None:
+    """The chain a result shows: its own when it received one, else the one retained from before."""
+    if result.tls is not None and result.tls.chain:
+        return SeenChain(result.finished, result.tls, result.revocation, result.lints)
+    return result.retained
 
 
 # --------------------------------------------------------------------------------------------------

@@ -96,7 +96,7 @@ class Scheduler:
                 added += 1
             task = asyncio.create_task(self._run(broker), name=f"probe:{name}")
             self._jobs[name] = _Job(broker, task)
-        self._store.configure({name: broker.interval for name, broker in wanted.items()})
+        self._store.configure(wanted)
         return added, len(removed), changed
 
     async def stop(self) -> None:

@@ -318,6 +318,16 @@ def start_exporter(
     return ExporterProcess(process, url, log_path)
 
 
+def configured(intervals: dict[str, float]) -> dict[str, BrokerConfig]:
+    """Brokers with these names and intervals, for a ResultStore that needs a configuration."""
+    return {
+        name: BrokerConfig(
+            name, Target(f"{name}.example", 8883), interval=seconds, timeout=min(seconds, 10.0)
+        )
+        for name, seconds in intervals.items()
+    }
+
+
 def wait_for(predicate: Any, timeout: float = 15, interval: float = 0.1) -> Any:
     deadline = time.monotonic() + timeout
     while True:

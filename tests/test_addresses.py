@@ -26,7 +26,7 @@ from exporter.results import (
     same_leaf,
 )
 from exporter.store import FailureKey, ResultStore
-from tests.conftest import cert_facts
+from tests.conftest import cert_facts, configured
 
 
 @pytest.mark.parametrize(
@@ -120,7 +120,7 @@ def test_store_groups_replace_whole_and_count_per_address() -> None:
     assert store.failure_counts == {("b", Stage.RESOLVE, Reason.DNS_ERROR): 1}
     store.publish(result("plain"))
     assert {r.broker for r in store.latest()} == {"b", "plain"}
-    store.configure({"plain": 60.0})
+    store.configure(configured({"plain": 60.0}))
     assert [r.broker for r in store.latest()] == ["plain"] and not store.failure_counts
 
 

@@ -66,6 +66,8 @@ def only_broker(config: Config) -> BrokerConfig:
         ("1m0.5s", 60.5),
         ("0.1s0.2s", 0.3),  # summed exactly, not as floats
         ("2h45m30s100ms", 9930.1),
+        ("28d", 28 * 86400.0),  # Prometheus' units: certificate thresholds are counted in days
+        ("2w", 14 * 86400.0),
     ],
 )
 def test_parse_duration_valid(text: str, seconds: float) -> None:
@@ -80,7 +82,7 @@ def test_parse_duration_valid(text: str, seconds: float) -> None:
         ("60", "add a unit, e.g. 60s"),
         ("1.5", "add a unit, e.g. 60s"),
         ("1h30", "missing unit after 30"),
-        ("1d", "unknown unit 'd'"),
+        ("1y", "unknown unit 'y'"),
         ("5S", "unknown unit 'S'"),
         ("1h 30m", "unknown unit 'h '"),
         ("10 s", "unknown unit ' s'"),
@@ -1247,3 +1249,60 @@ def test_any_document_gives_a_config_or_a_config_error(document: dict[str, objec
         parse_config(yaml.safe_dump(document), base_dir="/nonexistent", env={})
     except ConfigError as exc:
         assert exc.errors and all(": " in error for error in exc.errors)
+
+
+# --------------------------------------------------------------------------------------------------
+# Alerting settings: expiry thresholds (a duration or a share of the leaf's lifetime), chain retention
+
+
+def test_expiry_thresholds_and_chain_retention_layer_from_defaults_to_brokers_and_modules(
+    tmp_path: Path,
+) -> None:
+    config = parse(
+        """
+defaults:
+  expiry_warning: 30d
+  expiry_critical: 10d
+  chain_retention: 2d
+brokers:
+  - {name: ninety-day, address: a.example:8883}
+  - {name: seven-day, address: b.example:8883, expiry_warning: 40%, expiry_critical: 20%, chain_retention: 1h}
+modules:
+  short: {expiry_warning: 50%}
+""",
+        tmp_path,
+    )
+    ninety, seven = config.brokers
+    assert (ninety.expiry_warning.seconds, ninety.expiry_critical.seconds) == (30 * 86400, 10 * 86400)
+    assert ninety.chain_retention == 2 * 86400
+    assert (seven.expiry_warning.share, seven.expiry_critical.share) == (0.4, 0.2)
+    assert seven.expiry_warning.for_lifetime(7 * 86400) == pytest.approx(0.4 * 7 * 86400)
+    assert seven.expiry_warning.for_lifetime(None) is None
+    assert seven.chain_retention == 3600
+    module = config.module("short")
+    assert module is not None
+    assert module.expiry_warning.share == 0.5 and module.expiry_critical.seconds == 10 * 86400
+
+
+def test_builtin_thresholds_are_28_and_14_days_and_retention_7_days(tmp_path: Path) -> None:
+    (broker,) = parse("brokers: [{name: a, address: a.example:8883}]", tmp_path).brokers
+    assert broker.expiry_warning.seconds == 28 * 86400 and broker.expiry_critical.seconds == 14 * 86400
+    assert broker.chain_retention == 7 * 86400
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("expiry_warning: 120%", "brokers[0].expiry_warning: a share of the certificate's lifetime must be"),
+        ("expiry_warning: abc%", "brokers[0].expiry_warning: invalid share 'abc%'"),
+        ("expiry_warning: 28", "brokers[0].expiry_warning: expected a duration like 10s, got a number"),
+        (
+            "expiry_critical: 30d",
+            "brokers[0].expiry_critical: 30d must not be longer than expiry_warning 28d (the default)",
+        ),
+        ("chain_retention: 0s", "brokers[0].chain_retention: must be greater than 0"),
+    ],
+)
+def test_bad_alerting_settings_are_named_with_their_path(tmp_path: Path, line: str, message: str) -> None:
+    found = errors(f"brokers:\n  - name: a\n    address: a.example:8883\n    {line}\n", tmp_path)
+    assert any(error.startswith(message) for error in found), found

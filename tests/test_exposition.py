@@ -16,6 +16,7 @@ from prometheus_client.utils import floatToGoString
 
 from exporter import exposition
 from exporter.collector import BROKER_FAMILIES, broker_families, broker_samples
+from exporter.config import DEFAULT_CHAIN_RETENTION
 from exporter.exposition import RELATIVE_TO_NOW, BrokerExposition, number
 from exporter.probe import Prober
 from exporter.results import (
@@ -38,7 +39,7 @@ from exporter.results import (
     WebSocketFacts,
 )
 from exporter.store import ResultStore
-from tests.conftest import Lab, cert_facts
+from tests.conftest import Lab, cert_facts, configured
 
 Sample = tuple[str, tuple[tuple[str, str], ...], float]
 
@@ -54,7 +55,7 @@ def samples(text: str) -> list[Sample]:
 def reference(store: ResultStore, now: float) -> str:
     class Reference:
         def collect(self) -> list[Metric]:
-            return broker_families(store.latest(), store.failure_counts, store.intervals, now)
+            return broker_families(store.latest(), store.failure_counts, store.intervals, now, store.brokers)
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Reference())  # type: ignore[arg-type]
@@ -63,7 +64,7 @@ def reference(store: ResultStore, now: float) -> str:
 
 async def probed_store(lab: Lab, *scenarios: str) -> ResultStore:
     store = ResultStore()
-    store.configure({name: 60.0 for name in scenarios})
+    store.configure(configured({name: 60.0 for name in scenarios}))
     prober = Prober()
     for name in scenarios:
         store.publish(await prober.probe(lab.broker(name)))
@@ -90,7 +91,7 @@ async def test_new_results_counters_and_removals_show_up(lab: Lab) -> None:
     assert 'mqtt_broker_probe_failures_total{broker="closed",stage="connect",reason="refused"} 2.0' in second
     timestamp = ("mqtt_broker_probe_timestamp_seconds", (("broker", "closed"),), round(replaced.finished, 6))
     assert timestamp in samples(second)
-    store.configure({"good": 60.0})
+    store.configure(configured({"good": 60.0}))
     third = exposition.render()
     assert 'broker="closed"' not in third and 'broker="good"' in third
     assert samples(third) == samples(reference(store, 5.0))
@@ -144,7 +145,7 @@ def refused(broker: str, **changes: Any) -> ProbeResult:
 
 def fleet() -> ResultStore:
     store = ResultStore()
-    store.configure({"full": 60.0, HOSTILE: 30.0, "refused": 15.0, "group": 60.0})
+    store.configure(configured({"full": 60.0, HOSTILE: 30.0, "refused": 15.0, "group": 60.0}))
     store.publish(full_result("full"))
     store.publish(full_result(HOSTILE, finished=float("nan")))
     store.publish(refused("refused"))
@@ -212,7 +213,7 @@ def test_broker_text_is_byte_for_byte_what_prometheus_client_samples_give(name: 
     assert {family.name: "".join(texts) for family, texts in lines.items()} == old_style(
         broker_families(results, {}, {}, now=0.0)
     )
-    assert {family.name for family in relative} <= RELATIVE_TO_NOW
+    assert {family.name for family in relative} <= set(RELATIVE_TO_NOW)
 
 
 def test_samples_carry_the_labels_of_their_family() -> None:
@@ -227,7 +228,8 @@ def test_a_broker_losing_families_loses_their_text() -> None:
     store = fleet()
     exposition = BrokerExposition(store, clock=lambda: 1e9)
     exposition.render()
-    store.publish(refused("full"))
+    past_retention = 1_700_000_000.25 + DEFAULT_CHAIN_RETENTION + 1
+    store.publish(dataclasses.replace(refused("full"), finished=past_retention))
     exposition.prepare("full")
     store.publish_group("group", [refused("group", address_label="::1")])
     exposition.prepare("group")
@@ -235,6 +237,24 @@ def test_a_broker_losing_families_loses_their_text() -> None:
     assert 'mqtt_broker_cert_info{broker="full"' not in text
     assert 'mqtt_broker_cert_expires_in_seconds{broker="full"' not in text
     assert exact(text) == exact(reference(store, 1e9))
+
+
+def test_a_broker_gone_down_keeps_its_last_chain_for_the_retention_with_its_age() -> None:
+    store = fleet()
+    exposition = BrokerExposition(store, clock=lambda: 1_700_000_600.0)
+    exposition.render()
+    store.publish(dataclasses.replace(refused("full"), started=1_700_000_299.0, finished=1_700_000_300.0))
+    exposition.prepare("full")
+    text = exposition.render()
+    found = samples(text)
+    assert ("mqtt_broker_cert_chain_age_seconds", (("broker", "full"),), 599.75) in found
+    assert ("mqtt_broker_tls_trust_problem", (("broker", "full"), ("problem", "expired")), 1.0) in found
+    expires = ("mqtt_broker_cert_expires_in_seconds", (("broker", "full"), ("position", "0")), 99_999_400.0)
+    assert expires in found
+    # what the latest probe says is its own: it failed, and negotiated no TLS
+    assert ("mqtt_broker_probe_success", (("broker", "full"),), 0.0) in found
+    assert 'mqtt_broker_tls_version_info{broker="full"' not in text
+    assert exact(text) == exact(reference(store, 1_700_000_600.0))
 
 
 @given(st.one_of(st.floats(), st.integers(min_value=-(10**17), max_value=10**17)))
