@@ -861,12 +861,17 @@ def test_expiry_and_trust_alerts_are_active_for_the_right_brokers(stack: Stack) 
         for alert in stack.prometheus.api("/api/v1/alerts")["alerts"]
     }
     trust = texts[("MqttBrokerCertificateUntrusted", "unknown_ca")]
-    assert trust["summary"] == "MQTT broker unknown_ca: certificate not trusted (unknown_ca)"
+    unknown_ca_target = stack.probed["unknown_ca"]  # the configured address: where the broker is
+    assert (
+        trust["summary"]
+        == f"MQTT broker unknown_ca ({unknown_ca_target}): certificate not trusted (unknown_ca)"
+    )
     assert "its certificate O=mqtt-cert-exporter lab,CN=unknown-ca (issued by" in trust["description"]
     assert "Fix: the chain does not lead to a CA the clients trust" in trust["description"]
     critical = texts[("MqttBrokerCertificateExpiryCritical", "expiring")]
     assert re.fullmatch(
-        r"MQTT broker expiring: certificate O=mqtt-cert-exporter lab,CN=expiring expires in 9d 23h \d+m \d+s",
+        r"MQTT broker expiring \(127\.0\.0\.1:\d+\): certificate O=mqtt-cert-exporter lab,CN=expiring "
+        r"expires in 9d 23h \d+m \d+s",
         critical["summary"],
     ), critical["summary"]
 
@@ -882,7 +887,8 @@ def test_rules_evaluate_without_errors(stack: Stack) -> None:
         assert rule["health"] == "ok", f"{rule['name']}: {rule.get('lastError')}"
     names = {rule["name"] for rule in evaluated()}
     assert recorded() <= names
-    (warning,) = stack.prometheus.query("mqtt_cert_exporter:cert_expiry_warning_threshold_seconds")
+    # the thresholds the rules compare with are the exporter's, per broker (defaults 28 and 14 days)
+    (warning,) = stack.prometheus.query('mqtt_broker_cert_expiry_warning_threshold_seconds{broker="good"}')
     assert float(warning["value"][1]) == 28 * 86400
 
 
