@@ -26,7 +26,7 @@ from exporter.config import BrokerConfig, MqttSettings, Secret, Target, TlsSetti
 from exporter.lab.hostile import BlackHole, HostileServer, after_tls, garbage, reset_on_accept, silent
 from exporter.lab.mosquitto import Listener, Mosquitto, make_password_file, mosquitto_binary
 from exporter.lab.pki import Issued, Pki
-from exporter.lab.process import start_exporter_process
+from exporter.lab.process import start_exporter_process, stop_process
 from exporter.probe.mqtt import encode_varint
 from exporter.results import CertFacts
 
@@ -298,14 +298,7 @@ class ExporterProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process)
 
 
 def start_exporter(
