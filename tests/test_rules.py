@@ -304,6 +304,21 @@ def test_a_site_renders_the_rules_with_its_own_runbook_base_url(tmp_path: Path) 
         assert urls == [f"{base}/{alert['alert']}.md" for alert in alerts()]
     checked = run(promtool(), "check", "rules", str(tmp_path / "alerts.yml"))
     assert checked.returncode == 0, checked.stdout + checked.stderr
+    old_prometheus = run(
+        "python3", str(RENDERER), "--without-keep-firing-for", "--format=rules", "--output=-"
+    )
+    assert old_prometheus.returncode == 0, old_prometheus.stderr
+    assert yaml.safe_load(old_prometheus.stdout) == {
+        "groups": [
+            {
+                **group,
+                "rules": [
+                    {k: v for k, v in rule.items() if k != "keep_firing_for"} for rule in group["rules"]
+                ],
+            }
+            for group in load(ALERTS)["groups"]
+        ]
+    }
     refused = run("python3", str(RENDERER), "--runbook-base-url=wiki/mqtt", "--output=-")
     assert (
         refused.returncode == 2 and "--runbook-base-url: 'wiki/mqtt' is not an http(s) URL" in refused.stderr

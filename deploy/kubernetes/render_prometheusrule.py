@@ -12,6 +12,9 @@ repository's by default. A site that keeps its own copy of the runbooks renders 
     python3 deploy/kubernetes/render_prometheusrule.py --runbook-base-url=https://wiki.example.com/mqtt \
         --output=- > prometheusrule.yaml          # or --format=rules for a plain Prometheus rule file
 
+Prometheus before 2.42 (and Thanos Ruler before 0.34) refuses a rule file with ``keep_firing_for``:
+``--without-keep-firing-for`` renders one it loads, at the price docs/alerting.md describes.
+
 tests/test_rules.py fails when the two disagree.
 """
 
@@ -53,6 +56,13 @@ def with_runbook_base_url(rules: str, base_url: str) -> str:
     return rules.replace(prefix, f"runbook_url: {base_url.rstrip('/')}/")
 
 
+def without_keep_firing_for(rules: str) -> str:
+    """The rule file text without its keep_firing_for lines, for Prometheus before 2.42."""
+    return "".join(
+        line for line in rules.splitlines(keepends=True) if not line.lstrip().startswith("keep_firing_for:")
+    )
+
+
 def render(rules: str, runbook_base_url: str = RUNBOOK_BASE_URL) -> str:
     """The PrometheusRule text for the text of a Prometheus rule file (from its `groups:` line on)."""
     rules = with_runbook_base_url(rules, runbook_base_url)
@@ -80,10 +90,17 @@ def main(argv: list[str]) -> int:
         help="a Prometheus Operator PrometheusRule, or a plain Prometheus rule file",
     )
     parser.add_argument(
+        "--without-keep-firing-for",
+        action="store_true",
+        help="for Prometheus < 2.42: drop keep_firing_for (scrape gaps then resolve alerts)",
+    )
+    parser.add_argument(
         "--output", help="file to write, - for stdout (default: deploy/kubernetes/prometheusrule.yaml)"
     )
     args = parser.parse_args(argv)
     source = SOURCE.read_text(encoding="utf-8")
+    if args.without_keep_firing_for:
+        source = without_keep_firing_for(source)
     try:
         if args.format == "rules":
             wanted = with_runbook_base_url(source, args.runbook_base_url)
