@@ -897,7 +897,9 @@ def test_rules_evaluate_without_errors(stack: Stack) -> None:
     names = {rule["name"] for rule in evaluated()}
     assert recorded() <= names
     # the thresholds the rules compare with are the exporter's, per broker (defaults 28 and 14 days)
-    (warning,) = stack.prometheus.query('mqtt_broker_cert_expiry_warning_threshold_seconds{broker="good"}')
+    (warning,) = wait_for(
+        lambda: stack.prometheus.query('mqtt_broker_cert_expiry_warning_threshold_seconds{broker="good"}')
+    )
     assert float(warning["value"][1]) == 28 * 86400
 
 
