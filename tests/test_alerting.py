@@ -309,6 +309,7 @@ def exporter_config(brokers: Brokers, names: list[str], interval: str) -> str:
     ]
     for name in names:
         lines += [f"  - name: {name}", f"    address: '{brokers.addresses[name]}'"]
+    lines += ["modules:", "  lab:", "    timeout: 1s", "    tls:", f"      ca_file: '{brokers.ca_file}'"]
     return "\n".join(lines) + "\n"
 
 
@@ -356,7 +357,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         own = ["good", "expiring", "expired", "unknown_ca"]
         (workdir / "scheduled.yaml").write_text(exporter_config(brokers, own, "1s"))
-        scheduled = start_exporter(workdir / "scheduled.yaml", workdir)
+        scheduled = start_exporter(
+            workdir / "scheduled.yaml", workdir, r"--probe.allowed-target=127\.0\.0\.1:[0-9]+"
+        )
         started.append(scheduled)
         (workdir / "fleet.yaml").write_text(exporter_config(brokers, brokers.fleet, "2s"))
         fleet = start_exporter(workdir / "fleet.yaml", workdir)
@@ -384,7 +387,19 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                         {
                             "job_name": "mqtt-cert-exporter",
                             "static_configs": [{"targets": [instance(scheduled), instance(fleet)]}],
-                        }
+                        },
+                        # the expired broker is watched in both modes, as the compose demo does
+                        {
+                            "job_name": "mqtt-probe",
+                            "metrics_path": "/probe",
+                            "params": {"module": ["lab"]},
+                            "static_configs": [{"targets": [brokers.addresses["expired"]]}],
+                            "relabel_configs": [
+                                {"source_labels": ["__address__"], "target_label": "__param_target"},
+                                {"source_labels": ["__param_target"], "target_label": "instance"},
+                                {"target_label": "__address__", "replacement": instance(scheduled)},
+                            ],
+                        },
                     ],
                 },
                 sort_keys=False,
@@ -454,6 +469,26 @@ def test_the_alerting_path_end_to_end(stack: Stack) -> None:
     assert {alert["labels"]["broker"] for alert in notification["alerts"]} == set(stack.brokers.fleet)
     assert {alert["labels"]["position"] for alert in notification["alerts"]} == {"1"}
 
+    # The expired broker, watched in both modes (broker=<name> in one job, broker=<target> in the
+    # other), is one group: both copies share the certificate, so they never page apart.
+    def groups_of(alertname: str, target: str) -> dict[str, set[str]]:
+        groups: dict[str, set[str]] = {}
+        for notification in stack.webhook.received():
+            for alert in notification["alerts"]:
+                if alert["labels"]["alertname"] == alertname and alert["labels"]["target"] == target:
+                    groups.setdefault(notification["groupKey"], set()).add(alert["labels"]["job"])
+        return groups
+
+    wait_for(
+        lambda: (
+            set().union(*groups_of("MqttBrokerCertificateExpired", addresses["expired"]).values())
+            == {"mqtt-cert-exporter", "mqtt-probe"}
+        ),
+        timeout=20,
+        interval=0.5,
+    )
+    assert len(groups_of("MqttBrokerCertificateExpired", addresses["expired"])) == 1
+
     def never_the_good_broker() -> None:
         for notification in stack.webhook.received():
             for alert in notification["alerts"]:
@@ -491,6 +526,15 @@ def test_the_alerting_path_end_to_end(stack: Stack) -> None:
     assert down["annotations"]["runbook_url"].endswith("/docs/runbooks/MqttBrokerDown.md")
     assert "Fix: check that the broker runs" in down["annotations"]["description"]
     assert not {"stage", "reason"} & set(down["labels"]), "the cause is no label: it may change"
+    wait_for(
+        lambda: (
+            set().union(*groups_of("MqttBrokerDown", addresses["expired"]).values())
+            == {"mqtt-cert-exporter", "mqtt-probe"}
+        ),
+        timeout=20,
+        interval=0.5,
+    )
+    assert len(groups_of("MqttBrokerDown", addresses["expired"])) == 1, "both modes, one page"
 
     def liveness() -> list[dict[str, Any]]:
         return stack.notified("MqttCertExporterDown")
