@@ -1,6 +1,7 @@
 """The alerting path end to end, as an on-call engineer meets it: real Mosquitto brokers, two exporter
-processes, Debian's Prometheus with the shipped prometheus/alerts.yml, Debian's Alertmanager with the
-shipped deploy/compose/alertmanager.yml, and a webhook receiver (aiohttp, in this test) that records every
+processes (shards of one job; the first also answers /probe for one broker, watched in both modes),
+Debian's Prometheus with the shipped prometheus/alerts.yml, Debian's Alertmanager with the shipped
+deploy/compose/alertmanager.yml, and a webhook receiver (aiohttp, in this test) that records every
 notification.
 
 Time is scaled: every duration of the shipped files is divided by ``FACTOR`` (60), nothing else changes:
