@@ -77,8 +77,10 @@ def main() -> None:
             mosquitto.stop()
             for hole in holes:
                 hole.close()
-    ok = sum(1 for r in store.results.values() if r.success)
-    timeouts = sum(1 for r in store.results.values() if r.failure and r.failure.reason.value == "timeout")
+    ok = sum(1 for (r, *_) in store.results.values() if r.success)
+    timeouts = sum(
+        1 for (r, *_) in store.results.values() if r.failure and r.failure.reason.value == "timeout"
+    )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         f"brokers {args.brokers} (black holes {args.black_holes}), timeout {args.timeout}s, concurrency {args.concurrency}"

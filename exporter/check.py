@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import NoReturn, TextIO
 
 from exporter import eventloop
+from exporter.certs import files
 from exporter.config import (
     BrokerConfig,
     ConfigError,
@@ -58,7 +59,7 @@ from exporter.config import (
     parse_duration,
     read_password_file,
 )
-from exporter.probe import Prober, files
+from exporter.probe import Prober
 from exporter.report import DEFAULT_WARN_DAYS, Report, Status, build_report, summary_line, worst
 from exporter.results import ProbeResult
 from exporter.scheduler import DEFAULT_CONCURRENCY

@@ -111,6 +111,7 @@ class Daemon:
             tasks=len(asyncio.all_tasks()),
             max_schedule_lag=self.scheduler.max_lag if self.scheduler else 0.0,
             metrics_render_seconds=self.web_state.metrics_render_seconds,
+            caches=self.prober.cache_sizes(),
         )
 
     async def reload(self) -> tuple[bool, str]:

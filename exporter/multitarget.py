@@ -100,15 +100,7 @@ def probe_timeout(module_timeout: float, scrape_timeout: str | None) -> float:
 
 def broker_for(target: Target, module: ModuleConfig, timeout: float) -> BrokerConfig:
     """What the prober needs: the module's settings aimed at the target; the name is the target."""
-    return BrokerConfig(
-        name=str(target),
-        target=target,
-        timeout=timeout,
-        tls=module.tls,
-        mqtt=module.mqtt,
-        expiry_warning=module.expiry_warning,
-        expiry_critical=module.expiry_critical,
-    )
+    return module.broker_for(target, name=str(target), timeout=timeout)
 
 
 class _OneResult(Collector):
@@ -120,7 +112,7 @@ class _OneResult(Collector):
     def collect(self) -> Iterator[Metric]:
         # No failure counter (a registry that lives for one request cannot count) and no interval
         # (Prometheus's scrape interval is the schedule): those families render without samples.
-        yield from broker_families([self._result], {}, {}, self._now, self._brokers)
+        yield from broker_families([(self._result,)], {}, {}, self._now, self._brokers)
 
 
 def registry_for(

@@ -76,7 +76,7 @@ from enum import IntEnum
 from typing import Any
 
 from exporter.config import BrokerConfig
-from exporter.probe.mqtt import PROTOCOL_5, connack_meaning
+from exporter.probe.wire.mqtt import PROTOCOL_5, connack_meaning
 from exporter.results import (
     CertFacts,
     Failure,

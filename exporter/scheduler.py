@@ -130,10 +130,7 @@ class Scheduler:
                 self.probes_in_flight -= 1
         if self._jobs.get(broker.name, None) is None or self._jobs[broker.name].broker != broker:
             return started  # removed or replaced while probing
-        if broker.addresses == "all":
-            published = self._store.publish_group(broker.name, results)
-        else:
-            published = [(results[0], self._store.publish(results[0]))]
+        published = self._store.publish(results)
         if self._on_result is not None:
             for result, previous in published:
                 self._on_result(result, previous)

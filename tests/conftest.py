@@ -27,7 +27,7 @@ from exporter.lab.hostile import BlackHole, HostileServer, after_tls, garbage, r
 from exporter.lab.mosquitto import Listener, Mosquitto, make_password_file, mosquitto_binary
 from exporter.lab.pki import Issued, Pki
 from exporter.lab.process import start_exporter_process, stop_process
-from exporter.probe.mqtt import encode_varint
+from exporter.probe.wire.mqtt import encode_varint
 from exporter.results import CertFacts
 
 ROOT = Path(__file__).resolve().parent.parent

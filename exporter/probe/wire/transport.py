@@ -2,7 +2,7 @@
 
 Both are a ``Stream``: ``read()`` returns some bytes (b"" once the peer closed) and ``write()`` sends
 some. The CONNECT/CONNACK exchange is written once against that. ``WebSocketStream`` is the thin I/O
-around the pure codec of ``exporter.probe.websocket``.
+around the pure codec of ``exporter.probe.wire.websocket``.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from collections.abc import Callable
 from typing import Protocol
 
 from exporter import __version__
-from exporter.probe import websocket as ws
-from exporter.probe.http1 import HttpError, HttpResponse, head_length, parse_response_head
-from exporter.probe.tls import TlsClosed
+from exporter.probe.wire import websocket as ws
+from exporter.probe.wire.http1 import HttpError, HttpResponse, head_length, parse_response_head
+from exporter.probe.wire.tls import TlsClosed
 
 
 class Stream(Protocol):

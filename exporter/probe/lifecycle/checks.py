@@ -5,7 +5,7 @@
 * CRL revocation of the presented chain (fetched over HTTP, cached until nextUpdate);
 * whether the broker still accepts TLS 1.0/1.1 (a second handshake, at most once per
   ``legacy_tls_interval`` per broker and address);
-* the lints (``exporter.probe.lints``).
+* the lints (``exporter.certs.lints``).
 """
 
 from __future__ import annotations
@@ -15,26 +15,24 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+from exporter.certs import files, lints, revocation
+from exporter.certs.parse import Parsed
+from exporter.certs.revocation import Crl
 from exporter.config import BrokerConfig
-from exporter.probe import chain as chains
-from exporter.probe import files, lints, revocation
-from exporter.probe.crl import CrlFetcher
-from exporter.probe.legacy import check_legacy_tls
-from exporter.probe.revocation import Crl
+from exporter.probe.lifecycle.crl import CrlFetcher
+from exporter.probe.lifecycle.legacy import check_legacy_tls
 from exporter.results import (
     CertFacts,
-    Failure,
     LegacyTlsFacts,
-    LintFinding,
+    ProbeResult,
     Reason,
     RevocationCheck,
     RevocationFacts,
     RevocationStatus,
     ServedFileFacts,
     Stage,
-    TlsFacts,
 )
 
 log = logging.getLogger("exporter.probe")
@@ -45,15 +43,6 @@ LEGACY_TLS_INTERVAL = 3600.0
 LEGACY_TLS_RETRY = 300.0
 LEGACY_TLS_TIMEOUT = 3.0
 _MAX_LEGACY_ENTRIES = 100_000
-
-
-@dataclass(frozen=True, slots=True)
-class AroundFacts:
-    served_file: ServedFileFacts | None = None
-    client_cert: CertFacts | None = None
-    revocation: RevocationFacts | None = None
-    legacy_tls: LegacyTlsFacts | None = None
-    lints: tuple[LintFinding, ...] = ()
 
 
 @dataclass
@@ -67,20 +56,21 @@ class Lifecycle:
     #: broker -> the served-file state last logged (log once per change, not every probe)
     _served_logged: dict[str, tuple[object, ...]] = field(default_factory=dict)
 
-    async def around(
+    async def complete(
         self,
         broker: BrokerConfig,
+        result: ProbeResult,
+        presented: Sequence[Parsed],
         *,
-        ip: str,
-        tls: TlsFacts | None,
-        presented: Sequence[chains.Parsed],
-        failure: Failure | None,
         deadline: float,
-    ) -> AroundFacts:
-        """Everything here shares the probe's deadline (monotonic): a broker costs at most its timeout.
+    ) -> ProbeResult:
+        """``result`` (the probe proper) with the facts around its chain added; ``presented`` is its chain
+        as parsed. Everything here shares the probe's deadline (monotonic): a broker costs at most its
+        timeout.
 
         Usually everything comes from caches and nothing is awaited (this runs after every probe).
         """
+        ip, tls, failure = result.ip, result.tls, result.failure
         candidates = _revocation_candidates(presented)
         crls = {url: hit for url in _urls(candidates) if (hit := self.crl.cached(url)) is not None}
         missing = [url for url in _urls(candidates) if url not in crls]
@@ -104,7 +94,8 @@ class Lifecycle:
         elif legacy_due:
             legacy = await self._legacy_check(broker, ip, deadline)
         chain = tls.chain if tls is not None else ()
-        return AroundFacts(
+        return replace(
+            result,
             served_file=self._served_file(broker, chain),
             client_cert=_client_cert(broker),
             revocation=_revocation(broker, presented, candidates, crls) if presented else None,
@@ -212,7 +203,7 @@ def _legacy_key(broker: BrokerConfig, ip: str) -> tuple[str, str, int, str]:
     return (broker.name, ip, broker.target.port, broker.server_name)
 
 
-def _revocation_candidates(presented: Sequence[chains.Parsed]) -> list[tuple[int, chains.Parsed]]:
+def _revocation_candidates(presented: Sequence[Parsed]) -> list[tuple[int, Parsed]]:
     """The certificates whose revocation can be checked: parsed, with a CRL URL, not self-issued."""
     return [
         (position, cert)
@@ -221,14 +212,14 @@ def _revocation_candidates(presented: Sequence[chains.Parsed]) -> list[tuple[int
     ]
 
 
-def _urls(candidates: Sequence[tuple[int, chains.Parsed]]) -> list[str]:
+def _urls(candidates: Sequence[tuple[int, Parsed]]) -> list[str]:
     return list(dict.fromkeys(url for _, cert in candidates for url in cert.facts.crl_urls))
 
 
 def _revocation(
     broker: BrokerConfig,
-    presented: Sequence[chains.Parsed],
-    candidates: Sequence[tuple[int, chains.Parsed]],
+    presented: Sequence[Parsed],
+    candidates: Sequence[tuple[int, Parsed]],
     crls: Mapping[str, tuple[Crl | None, str]],
 ) -> RevocationFacts:
     if not candidates:

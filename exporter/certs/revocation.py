@@ -1,5 +1,5 @@
 """Pure CRL analysis: parse a CRL and say whether one certificate of a chain is revoked. No I/O here;
-the fetching (HTTP, timeout, cache until nextUpdate) is in ``exporter.probe.crl``.
+the fetching (HTTP, timeout, cache until nextUpdate) is in ``exporter.probe.lifecycle.crl``.
 
 Supported: full CRLs issued and signed by the certificate's own issuer (what public and private CAs
 publish at a CRL distribution point). Not supported, reported as ``unknown`` with the reason: indirect
@@ -9,14 +9,15 @@ CRLs (issued by another CA) and delta CRLs.
 from __future__ import annotations
 
 import datetime as dt
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
-from exporter.probe.chain import Parsed, TrustStore, is_issued_by
+from exporter.certs.chain import is_issued_by
+from exporter.certs.parse import Parsed, TrustStore
 from exporter.results import RevocationCheck, RevocationStatus
 
 
@@ -69,9 +70,24 @@ def parse_crl(data: bytes) -> Crl:
     )
 
 
-@lru_cache(maxsize=4096)
+#: whether a CRL's signature verifies, per issuer; kept as long as the CRL itself (a cache of CRLs by
+#: identity would keep CRLs alive after the fetcher's bounded cache let them go)
+_SIGNATURES: weakref.WeakKeyDictionary[Crl, dict[x509.Certificate, bool]] = weakref.WeakKeyDictionary()
+
+
 def signed_by(crl: Crl, issuer: x509.Certificate) -> bool:
     """True when the CRL's signature verifies with the issuer's public key."""
+    known = _SIGNATURES.setdefault(crl, {})
+    verdict = known.get(issuer)
+    if verdict is None:
+        verdict = _verify_signature(crl, issuer)
+        if len(known) >= 8:  # a CRL has one issuer; candidates beyond a few are not worth keeping
+            known.clear()
+        known[issuer] = verdict
+    return verdict
+
+
+def _verify_signature(crl: Crl, issuer: x509.Certificate) -> bool:
     try:
         return crl.crl.is_signature_valid(issuer.public_key())  # type: ignore[arg-type]
     except (TypeError, ValueError, InvalidSignature, UnsupportedAlgorithm):

@@ -28,9 +28,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from exporter.probe.chain import hostname_matches
-from exporter.results import CertFacts
+from exporter.config.grammar import certificate_covers
 
 DEFAULT_PORT = 1883
 WSS_PATH = "/mqtt"
@@ -338,11 +338,26 @@ def discovered_brokers(conf: MosquittoConf, *, prefix: str = "mosquitto") -> tup
     return tuple(brokers)
 
 
-def server_name_for(leaf: CertFacts | None, host: str) -> str | None:
+class CertificateNames(Protocol):
+    """What a certificate says it covers (``exporter.results.CertFacts`` is one)."""
+
+    @property
+    def dns_names(self) -> tuple[str, ...]: ...
+    @property
+    def ip_addresses(self) -> tuple[str, ...]: ...
+    @property
+    def common_name(self) -> str: ...
+    @property
+    def parse_error(self) -> str: ...
+
+
+def server_name_for(leaf: CertificateNames | None, host: str) -> str | None:
     """The name to check when probing a local listener at ``host``: the certificate file's first DNS
     name, when the certificate does not already cover ``host`` (a broker's certificate names its public
     host, not localhost). None: keep the default (``host``)."""
-    if leaf is None or leaf.parse_error or hostname_matches(leaf, host):
+    if leaf is None or leaf.parse_error:
+        return None
+    if certificate_covers(host, leaf.dns_names, leaf.ip_addresses, leaf.common_name):
         return None
     return next((name for name in leaf.dns_names if not name.startswith("*")), None)
 

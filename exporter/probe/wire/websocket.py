@@ -1,7 +1,7 @@
 """MQTT over WebSockets (RFC 6455; MQTT 3.1.1 §6 and 5 §6): the HTTP upgrade and the frame codec. Pure.
 
 Bytes in, values out; randomness (the handshake key, frame masks) is passed in by the caller, so every
-function here is deterministic and tested directly. The I/O lives in ``exporter.probe.transport``.
+function here is deterministic and tested directly. The I/O lives in ``exporter.probe.wire.transport``.
 
 What a client must do and what we check of the server:
 
@@ -25,7 +25,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
-from exporter.probe.http1 import HttpResponse
+from exporter.probe.wire.http1 import HttpResponse
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SUBPROTOCOL = "mqtt"
@@ -177,27 +177,48 @@ def parse_frame(buffer: bytes, *, max_payload: int = MAX_FRAME_PAYLOAD) -> tuple
         return None
     first, second = buffer[0], buffer[1]
     fin, opcode = bool(first & 0x80), first & 0x0F
+    _check_head(first, second)
+    length_and_offset = _payload_length(buffer, second & 0x7F)
+    if length_and_offset is None:
+        return None
+    length, offset = length_and_offset
+    _check_length(opcode, fin, length, max_payload)
+    end = offset + length
+    if len(buffer) < end:
+        return None
+    return Frame(fin=fin, opcode=opcode, payload=bytes(buffer[offset:end])), end
+
+
+def _check_head(first: int, second: int) -> None:
+    opcode = first & 0x0F
     if first & 0x70:
         raise WebSocketProtocolError(f"reserved bits set in a frame (0x{first:02x}): no extension was agreed")
     if opcode not in _DATA_OPCODES and opcode not in _CONTROL_OPCODES:
         raise WebSocketProtocolError(f"unknown frame opcode 0x{opcode:x}")
     if second & 0x80:
         raise WebSocketProtocolError("the server masked a frame (only clients mask)")
-    length, offset = second & 0x7F, 2
-    if length == 126:
+
+
+def _payload_length(buffer: bytes, short: int) -> tuple[int, int] | None:
+    """(payload length, where the payload starts); None while the extended length is incomplete."""
+    if short == 126:
         if len(buffer) < 4:
             return None
         (length,) = struct.unpack_from("!H", buffer, 2)
-        offset = 4
         if length < 126:
             raise WebSocketProtocolError("frame length not minimally encoded")
-    elif length == 127:
+        return length, 4
+    if short == 127:
         if len(buffer) < 10:
             return None
         (length,) = struct.unpack_from("!Q", buffer, 2)
-        offset = 10
         if length >> 63 or length < 1 << 16:
             raise WebSocketProtocolError("invalid 64-bit frame length")
+        return length, 10
+    return short, 2
+
+
+def _check_length(opcode: int, fin: bool, length: int, max_payload: int) -> None:
     if opcode in _CONTROL_OPCODES:
         if not fin:
             raise WebSocketProtocolError("fragmented control frame")
@@ -205,10 +226,6 @@ def parse_frame(buffer: bytes, *, max_payload: int = MAX_FRAME_PAYLOAD) -> tuple
             raise WebSocketProtocolError(f"control frame of {length} bytes (at most 125)")
     if length > max_payload:
         raise WebSocketProtocolError(f"frame of {length} bytes, more than the {max_payload} a probe accepts")
-    end = offset + length
-    if len(buffer) < end:
-        return None
-    return Frame(fin=fin, opcode=opcode, payload=bytes(buffer[offset:end])), end
 
 
 def close_payload(code: int, reason: str = "") -> bytes:

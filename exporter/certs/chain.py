@@ -9,19 +9,14 @@ list every problem that applies. No I/O here: the trust store and extra intermed
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import ipaddress
-import warnings
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
-from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-from cryptography.utils import CryptographyDeprecationWarning
-from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
+from exporter.certs.parse import Parsed, TrustStore, load_certificate
+from exporter.config.grammar import certificate_covers
 from exporter.results import CertFacts, Problem, TrustVerdict
 
 MAX_CHAIN_DEPTH = 10
@@ -66,246 +61,6 @@ _DIRECT_PROBLEMS = {
 
 
 # --------------------------------------------------------------------------------------------------
-# Parsing: once per distinct certificate (a fleet serves few distinct chains; probes repeat them).
-
-
-@dataclass(frozen=True, slots=True)
-class Parsed:
-    """One certificate: its facts, kept for as long as it is served, and its DER.
-
-    cryptography's object is loaded on demand and not kept with it (``cert``): once its extensions and
-    names were read it holds ~8.5 KB, and a fleet serves one distinct leaf per broker.
-    """
-
-    facts: CertFacts
-    der: bytes = field(repr=False)
-
-    @property
-    def ok(self) -> bool:
-        """Whether the certificate parsed (else ``facts.parse_error`` says why)."""
-        return not self.facts.parse_error
-
-    @property
-    def cert(self) -> x509.Certificate | None:
-        return _load(self.der) if self.ok else None
-
-
-@lru_cache(maxsize=65536)
-def parse_der(der: bytes) -> Parsed:
-    """Parse one DER certificate. Never raises: a malformed certificate yields facts with parse_error."""
-    with warnings.catch_warnings():
-        # e.g. negative serial numbers, which real trust stores still contain
-        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-        return Parsed(_parse_der(der), der)
-
-
-@lru_cache(maxsize=1024)
-def _load(der: bytes) -> x509.Certificate:
-    """cryptography's object for a certificate that parsed; the recently used ones stay loaded (anchors
-    and intermediates are asked for again and again, a leaf only when its chain is analysed)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-        return x509.load_der_x509_certificate(der)
-
-
-def _parse_der(der: bytes) -> CertFacts:
-    fingerprint = hashlib.sha256(der).hexdigest()
-    try:
-        cert = _load(der)  # the object stays loaded for the verdict that follows a first sight
-    except ValueError as exc:
-        return _unparseable(fingerprint, f"not a DER certificate: {exc}")
-    try:
-        return _facts(cert, fingerprint)
-    except (ValueError, TypeError, UnsupportedAlgorithm, x509.DuplicateExtension) as exc:
-        return _unparseable(fingerprint, f"malformed certificate: {exc}")
-
-
-def facts_of(der: bytes) -> CertFacts:
-    return parse_der(der).facts
-
-
-def _unparseable(fingerprint: str, error: str) -> CertFacts:
-    return CertFacts(
-        fingerprint_sha256=fingerprint,
-        subject="",
-        issuer="",
-        serial="",
-        not_before=0.0,
-        not_after=0.0,
-        dns_names=(),
-        ip_addresses=(),
-        common_name="",
-        key="unknown",
-        key_bits=0,
-        signature_algorithm="unknown",
-        signature_hash="",
-        is_ca=False,
-        self_issued=False,
-        parse_error=error,
-    )
-
-
-def _facts(cert: x509.Certificate, fingerprint: str) -> CertFacts:
-    dns_names: tuple[str, ...] = ()
-    ips: tuple[str, ...] = ()
-    try:
-        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        dns_names = tuple(str(name) for name in san.get_values_for_type(x509.DNSName))
-        ips = tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
-    except x509.ExtensionNotFound:
-        pass
-    is_ca = False
-    try:
-        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except x509.ExtensionNotFound:
-        pass
-    urls: tuple[str, ...] = ()
-    try:
-        aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
-        urls = tuple(
-            str(desc.access_location.value)
-            for desc in aia
-            if desc.access_method == AuthorityInformationAccessOID.CA_ISSUERS
-            and isinstance(desc.access_location, x509.UniformResourceIdentifier)
-        )
-    except x509.ExtensionNotFound:
-        pass
-    crl_urls = _crl_urls(cert)
-    key, bits = describe_key(cert)
-    try:
-        hash_algorithm = cert.signature_hash_algorithm
-        signature_hash = hash_algorithm.name.lower() if hash_algorithm else ""
-    except UnsupportedAlgorithm:
-        signature_hash = "unknown"
-    serial = cert.serial_number
-    common_names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return CertFacts(
-        fingerprint_sha256=fingerprint,
-        subject=cert.subject.rfc4514_string(),
-        issuer=cert.issuer.rfc4514_string(),
-        serial=format(serial, "x") if serial >= 0 else "-" + format(-serial, "x"),
-        not_before=cert.not_valid_before_utc.timestamp(),
-        not_after=cert.not_valid_after_utc.timestamp(),
-        dns_names=dns_names,
-        ip_addresses=ips,
-        common_name=str(common_names[0].value) if common_names else "",
-        key=key,
-        key_bits=bits,
-        signature_algorithm=_signature_algorithm_name(cert),
-        signature_hash=signature_hash,
-        is_ca=is_ca,
-        self_issued=cert.subject == cert.issuer,
-        ca_issuers_urls=urls,
-        crl_urls=crl_urls,
-    )
-
-
-def _crl_urls(cert: x509.Certificate) -> tuple[str, ...]:
-    """HTTP(S) URLs of the CRL distribution points (full names; relative names and LDAP are skipped)."""
-    try:
-        points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
-    except x509.ExtensionNotFound:
-        return ()
-    return tuple(
-        str(name.value)
-        for point in points
-        for name in point.full_name or ()
-        if isinstance(name, x509.UniformResourceIdentifier)
-        and str(name.value).lower().startswith(("http://", "https://"))
-    )
-
-
-_CURVE_NAMES = {"secp256r1": "P256", "secp384r1": "P384", "secp521r1": "P521", "secp224r1": "P224"}
-
-
-def describe_key(cert: x509.Certificate) -> tuple[str, int]:
-    """("EC-P256", 256), ("RSA-2048", 2048), ("Ed25519", 256)..."""
-    try:
-        key = cert.public_key()
-    except (ValueError, UnsupportedAlgorithm):
-        return "unknown", 0
-    if isinstance(key, rsa.RSAPublicKey):
-        return f"RSA-{key.key_size}", key.key_size
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        curve = _CURVE_NAMES.get(key.curve.name, key.curve.name)
-        return f"EC-{curve}", key.curve.key_size
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        return "Ed25519", 256
-    if isinstance(key, ed448.Ed448PublicKey):
-        return "Ed448", 456
-    if isinstance(key, dsa.DSAPublicKey):
-        return f"DSA-{key.key_size}", key.key_size
-    return type(key).__name__, 0
-
-
-def _signature_algorithm_name(cert: x509.Certificate) -> str:
-    oid = cert.signature_algorithm_oid
-    return getattr(oid, "_name", None) or oid.dotted_string
-
-
-# --------------------------------------------------------------------------------------------------
-# Trust store
-
-
-@dataclass(frozen=True, eq=False)
-class TrustStore:
-    """Trust anchors by subject, for diagnosis (OpenSSL remains the judge of trust)."""
-
-    description: str
-    anchors: tuple[Parsed, ...]
-    _fingerprints: frozenset[str] = field(init=False, repr=False)
-    _by_subject: dict[str, tuple[Parsed, ...]] = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        by_subject: dict[str, list[Parsed]] = {}
-        for anchor in self.anchors:
-            if anchor.ok:
-                by_subject.setdefault(anchor.facts.subject, []).append(anchor)
-        object.__setattr__(self, "_fingerprints", frozenset(a.facts.fingerprint_sha256 for a in self.anchors))
-        object.__setattr__(self, "_by_subject", {name: tuple(found) for name, found in by_subject.items()})
-
-    @classmethod
-    def from_pem(cls, data: bytes, description: str) -> TrustStore:
-        return cls(description, tuple(load_pem_bundle(data)))
-
-    def fingerprints(self) -> frozenset[str]:
-        return self._fingerprints
-
-    def issuers_of(self, cert: Parsed) -> tuple[Parsed, ...]:
-        """The anchors named as the certificate's issuer (whether they signed it is for is_issued_by)."""
-        return self._by_subject.get(cert.facts.issuer, ())
-
-
-def load_pem_bundle(data: bytes) -> list[Parsed]:
-    """Every certificate in a PEM bundle; DER if it is not PEM at all; PKCS#7 (AIA .p7c) too."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-        return _load_bundle(data)
-
-
-def _load_bundle(data: bytes) -> list[Parsed]:
-    from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
-
-    if b"-----BEGIN" in data:
-        try:
-            certs = x509.load_pem_x509_certificates(data)
-        except ValueError:
-            try:
-                certs = pkcs7.load_pem_pkcs7_certificates(data)
-            except ValueError:
-                return []
-    else:
-        try:
-            return [parse_der(x509.load_der_x509_certificate(data).public_bytes(Encoding.DER))]
-        except ValueError:
-            try:
-                certs = pkcs7.load_der_pkcs7_certificates(data)
-            except ValueError:
-                return []
-    return [parse_der(cert.public_bytes(Encoding.DER)) for cert in certs]
-
-
-# --------------------------------------------------------------------------------------------------
 # Checks
 
 
@@ -319,7 +74,7 @@ def is_issued_by(cert: Parsed, issuer: Parsed) -> bool:
 @lru_cache(maxsize=65536)
 def _issued_by(cert_der: bytes, issuer_der: bytes) -> bool:
     """Keyed on the DER (the bytes ``Parsed`` holds anyway), so the answer outlives the objects."""
-    cert, issuer = _load(cert_der), _load(issuer_der)
+    cert, issuer = load_certificate(cert_der), load_certificate(issuer_der)
     if cert.issuer != issuer.subject:
         return False
     try:
@@ -331,34 +86,7 @@ def _issued_by(cert_der: bytes, issuer_der: bytes) -> bool:
 
 def hostname_matches(facts: CertFacts, server_name: str) -> bool:
     """RFC 6125 matching as OpenSSL does it for Python clients (no partial wildcards, CN fallback)."""
-    name = server_name.rstrip(".").lower()
-    try:
-        ip = ipaddress.ip_address(name.strip("[]"))
-    except ValueError:
-        ip = None
-    if ip is not None:
-        return any(_same_ip(ip, candidate) for candidate in facts.ip_addresses)
-    candidates = facts.dns_names or ((facts.common_name,) if facts.common_name else ())
-    return any(_dns_match(pattern.rstrip(".").lower(), name) for pattern in candidates)
-
-
-def _same_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, candidate: str) -> bool:
-    try:
-        return ipaddress.ip_address(candidate) == ip
-    except ValueError:
-        return False
-
-
-def _dns_match(pattern: str, name: str) -> bool:
-    if not pattern:
-        return False
-    if not pattern.startswith("*."):
-        return pattern == name
-    suffix = pattern[1:]  # ".example.com"
-    if suffix.count(".") < 2:  # "*.com" is never valid
-        return False
-    head, _, rest = name.partition(".")
-    return bool(head) and "." + rest == suffix
+    return certificate_covers(server_name, facts.dns_names, facts.ip_addresses, facts.common_name)
 
 
 def names_covered(facts: CertFacts) -> tuple[str, ...]:
@@ -474,19 +202,7 @@ def classify(
     if path.anchor is not None and path.anchor not in presented:
         checked.append((-1, path.anchor))
     for position, parsed in checked:
-        facts = parsed.facts
-        if not parsed.ok:
-            add(Problem.INVALID, f"{_label(position, facts)}: {facts.parse_error}")
-            continue
-        label = _label(position, facts) if position >= 0 else f"trust anchor ({facts.subject})"
-        if facts.not_after < now:
-            add(Problem.EXPIRED, f"{label} expired on {_when(facts.not_after)}")
-        if facts.not_before > now:
-            add(Problem.NOT_YET_VALID, f"{label} is not valid before {_when(facts.not_before)}")
-        if facts.key_bits and _weak_key(facts):
-            add(Problem.WEAK_KEY, f"{label} has a {facts.key} key, too small for OpenSSL's default level")
-        if facts.signature_hash in WEAK_HASHES and not facts.self_issued:
-            add(Problem.WEAK_SIGNATURE, f"{label} is signed with {facts.signature_hash.upper()}")
+        _check_certificate(position, parsed, now, add)
 
     leaf = presented[0].facts
     if presented[0].ok and not hostname_matches(leaf, server_name):
@@ -514,6 +230,25 @@ def classify(
         anchor=anchor_facts,
         completed_with=completed,
     )
+
+
+def _check_certificate(
+    position: int, parsed: Parsed, now: float, add: Callable[[Problem, str], None]
+) -> None:
+    """What is wrong with one certificate on its own: parse errors, dates, key size, signature hash."""
+    facts = parsed.facts
+    if not parsed.ok:
+        add(Problem.INVALID, f"{_label(position, facts)}: {facts.parse_error}")
+        return
+    label = _label(position, facts) if position >= 0 else f"trust anchor ({facts.subject})"
+    if facts.not_after < now:
+        add(Problem.EXPIRED, f"{label} expired on {_when(facts.not_after)}")
+    if facts.not_before > now:
+        add(Problem.NOT_YET_VALID, f"{label} is not valid before {_when(facts.not_before)}")
+    if facts.key_bits and _weak_key(facts):
+        add(Problem.WEAK_KEY, f"{label} has a {facts.key} key, too small for OpenSSL's default level")
+    if facts.signature_hash in WEAK_HASHES and not facts.self_issued:
+        add(Problem.WEAK_SIGNATURE, f"{label} is signed with {facts.signature_hash.upper()}")
 
 
 def _weak_key(facts: CertFacts) -> bool:

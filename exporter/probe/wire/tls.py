@@ -9,18 +9,24 @@ This is also cheaper in CPU than asyncio's SSL transport.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ssl
 import weakref
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 from exporter.config import TlsSettings, file_stamp
-from exporter.probe.connection import Connection
+from exporter.probe.wire.connection import Connection
 
 #: Never buffer more than this from a peer during the handshake (a hostile "chain" of megabytes).
 MAX_HANDSHAKE_BYTES = 1 << 20
 READ_CHUNK = 65536
 
+#: TlsSettings fields used per connection or by other checks, never by the context.
+_NOT_SHAPING_A_CONTEXT: dict[str, Any] = dict.fromkeys(
+    ("server_name", "intermediates_file", "served_cert_file")
+)
 _TLS_VERSIONS = {"TLSv1.2": ssl.TLSVersion.TLSv1_2, "TLSv1.3": ssl.TLSVersion.TLSv1_3}
 
 # OpenSSL alerts that a server sends when it rejects (or did not get) our client certificate.
@@ -59,18 +65,11 @@ def client_context(settings: TlsSettings, *, verify: bool) -> ssl.SSLContext:
     """The context an OpenSSL-based MQTT client (paho, mosquitto_sub) would use with these settings.
 
     Cached: building a context and loading a CA store costs milliseconds, a probe must not pay that.
-    The key is what shapes a context -- the files, as they are on disk now (a renewed CA file is read
-    again), the version bounds and ALPN -- not per-broker settings such as ``server_name``, so a fleet
-    with one CA file shares one context.
+    The key is the settings themselves, with the files as they are on disk now (a renewed CA file is
+    read again), less the per-broker settings that never shape a context (so a fleet with one CA file
+    shares one context). A new ``tls.*`` setting is part of the key unless it is named here.
     """
-    shaping = TlsSettings(
-        ca_file=settings.ca_file,
-        cert_file=settings.cert_file,
-        key_file=settings.key_file,
-        min_version=settings.min_version,
-        max_version=settings.max_version,
-        alpn=settings.alpn,
-    )
+    shaping = dataclasses.replace(settings, **_NOT_SHAPING_A_CONTEXT)
     files = (settings.ca_file, settings.cert_file, settings.key_file)
     return _client_context(shaping, verify, tuple(file_stamp(path) if path else None for path in files))
 
@@ -111,7 +110,7 @@ def _client_context(
 def _install_message_hook(context: ssl.SSLContext) -> None:
     """Set the hook straight into the C slot when possible: ssl.py's ``_msg_callback`` property wraps
     every call to turn ints into enums, which cost ~5% of a probe's CPU here (profiled)."""
-    hook = _note_certificate_request
+    hook = note_certificate_request
     hook.user_function = hook  # type: ignore[attr-defined]  # what ssl.py's getter reads back
     try:
         ssl._ssl._SSLContext._msg_callback.__set__(context, hook)  # type: ignore[attr-defined]
@@ -119,7 +118,7 @@ def _install_message_hook(context: ssl.SSLContext) -> None:
         context._msg_callback = hook  # type: ignore[attr-defined]
 
 
-def _note_certificate_request(
+def note_certificate_request(
     conn: object, direction: str, version: object, content_type: object, msg_type: object, data: bytes
 ) -> None:
     if direction == "read" and msg_type == _CERTIFICATE_REQUEST:
@@ -163,7 +162,7 @@ class TlsSession:
         self._sslobj = context.wrap_bio(self._incoming, self._outgoing, server_hostname=server_hostname)
         # A weak reference: a cycle would keep every finished session -- and OpenSSL's buffers and
         # parsed chain under it -- alive until the garbage collector's next full pass.
-        self._sslobj._probe_session = weakref.ref(self)  # type: ignore[attr-defined]  # see _note_certificate_request
+        self._sslobj._probe_session = weakref.ref(self)  # type: ignore[attr-defined]  # see note_certificate_request
         self._received = 0
         self._sent_client_certificate = sends_client_certificate
         self.certificate_requested = False

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from exporter.config import ProxySettings
-from exporter.probe.connection import Connection
-from exporter.probe.http1 import HttpError, head_length, parse_response_head
+from exporter.probe.wire.connection import Connection
+from exporter.probe.wire.http1 import HttpError, head_length, parse_response_head
 
 
 class ProxyFailure(StrEnum):
@@ -101,18 +101,7 @@ def socks5(host: str, port: int, username: str | None = None, password: str | No
     if method == _NO_ACCEPTABLE:
         what = "our user name and password" if username is not None else "connections without credentials"
         raise ProxyError(ProxyFailure.PROXY_ERROR, f"the SOCKS5 proxy does not accept {what}")
-    if method == _USER_PASSWORD:
-        if username is None:
-            raise ProxyError(
-                ProxyFailure.PROXY_ERROR, "the SOCKS5 proxy chose an authentication we did not offer"
-            )
-        user, secret = username.encode(), (password or "").encode()
-        yield Send(bytes([0x01, len(user)]) + user + bytes([len(secret)]) + secret)
-        _, status = yield ReadExactly(2)
-        if status != 0:
-            raise ProxyError(ProxyFailure.PROXY_ERROR, "the SOCKS5 proxy rejected our user name or password")
-    elif method != _NO_AUTH:
-        raise ProxyError(ProxyFailure.PROXY_ERROR, f"the SOCKS5 proxy chose unknown method 0x{method:02x}")
+    yield from _socks5_authenticate(method, username, password)
     yield Send(bytes([SOCKS_VERSION, _CONNECT, 0x00]) + _socks_address(host) + struct.pack("!H", port))
     version, reply, _, kind = yield ReadExactly(4)
     if version != SOCKS_VERSION:
@@ -120,6 +109,28 @@ def socks5(host: str, port: int, username: str | None = None, password: str | No
     if reply != 0:
         failure, text = SOCKS_REPLIES.get(reply, (ProxyFailure.PROXY_ERROR, f"unknown reply 0x{reply:02x}"))
         raise ProxyError(failure, f"the SOCKS5 proxy could not connect: {text}")
+    yield from _socks5_bound_address(kind)
+
+
+def _socks5_authenticate(method: int, username: str | None, password: str | None) -> Dialogue:
+    """The sub-negotiation of the method the proxy chose (RFC 1929 user/password, or none)."""
+    if method == _NO_AUTH:
+        return
+    if method != _USER_PASSWORD:
+        raise ProxyError(ProxyFailure.PROXY_ERROR, f"the SOCKS5 proxy chose unknown method 0x{method:02x}")
+    if username is None:
+        raise ProxyError(
+            ProxyFailure.PROXY_ERROR, "the SOCKS5 proxy chose an authentication we did not offer"
+        )
+    user, secret = username.encode(), (password or "").encode()
+    yield Send(bytes([0x01, len(user)]) + user + bytes([len(secret)]) + secret)
+    _, status = yield ReadExactly(2)
+    if status != 0:
+        raise ProxyError(ProxyFailure.PROXY_ERROR, "the SOCKS5 proxy rejected our user name or password")
+
+
+def _socks5_bound_address(kind: int) -> Dialogue:
+    """Read past the address the proxy bound (we have no use for it)."""
     if kind == _IPV4:
         yield ReadExactly(4 + 2)
     elif kind == _IPV6:

@@ -14,13 +14,13 @@ import time
 import warnings
 from functools import lru_cache
 
-from exporter.probe.connection import connect
-from exporter.probe.tls import (
+from exporter.probe.wire.connection import connect
+from exporter.probe.wire.tls import (
     ClientCertificateRequired,
     TlsHandshakeFailure,
     TlsProtocolError,
     TlsSession,
-    _note_certificate_request,
+    note_certificate_request,
 )
 from exporter.results import LegacyTlsFacts
 
@@ -41,7 +41,7 @@ def legacy_context(cert_file: str | None, key_file: str | None) -> ssl.SSLContex
         context.maximum_version = ssl.TLSVersion.TLSv1_1
     if cert_file:
         context.load_cert_chain(cert_file, key_file)
-    context._msg_callback = _note_certificate_request  # type: ignore[attr-defined]
+    context._msg_callback = note_certificate_request  # type: ignore[attr-defined]
     return context
 
 

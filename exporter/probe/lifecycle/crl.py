@@ -1,6 +1,6 @@
 """Fetch CRLs from CRL distribution points over HTTP: bounded in time and size, cached until the CRL's
-nextUpdate, one request in flight per URL however many brokers share it. The analysis is pure, in
-``exporter.probe.revocation``."""
+nextUpdate in a cache bounded by entries and bytes, one request in flight per URL however many brokers
+share it. The analysis is pure, in ``exporter.certs.revocation``."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from exporter.probe.fetch import fetch_bounded
-from exporter.probe.revocation import Crl, parse_crl
+from exporter.certs.revocation import Crl, parse_crl
+from exporter.probe.lifecycle.cache import BoundedCache
+from exporter.probe.lifecycle.fetch import fetch_bounded
+from exporter.results import CacheSize
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +28,17 @@ MIN_TTL = 60.0
 MAX_TTL = 24 * 3600.0
 DEFAULT_TTL = 3600.0
 FAILURE_TTL = 300.0
+#: The cache's bounds (docs/reliability.md). Bytes are the memory a parsed CRL holds, estimated as
+#: ``MEMORY_PER_BODY_BYTE`` times its body (measured: 3.3 for a 736 KB CRL of 16,000 entries), so the
+#: largest CRL accepted still fits alone.
+MAX_ENTRIES = 1000
+MEMORY_PER_BODY_BYTE = 4
+MAX_BYTES = MEMORY_PER_BODY_BYTE * MAX_BODY
+#: what a cached failure (its URL and error) is counted as
+FAILURE_BYTES = 512
+
+#: a CRL, or None and why there is none
+Answer = tuple[Crl | None, str]
 
 
 @dataclass
@@ -34,29 +47,32 @@ class CrlFetcher:
     #: bound of one download; a probe may stop waiting sooner (``fetch(wait=...)``) and the download
     #: then goes on in the background, for the next probe to find in the cache
     download_timeout: float = 10.0
-    #: url -> (monotonic expiry, the CRL or None, the error when None)
-    _cache: dict[str, tuple[float, Crl | None, str]] = field(default_factory=dict)
+    max_body: int = MAX_BODY
+    #: url -> the answer, until it expires (monotonic)
+    cache: BoundedCache[str, Answer] = field(
+        default_factory=lambda: BoundedCache("crl", max_entries=MAX_ENTRIES, max_bytes=MAX_BYTES)
+    )
     _inflight: dict[str, asyncio.Task[Crl]] = field(default_factory=dict)
 
-    def cached(self, url: str) -> tuple[Crl | None, str] | None:
+    def cached(self, url: str) -> Answer | None:
         """The cached answer for ``url`` while it is fresh (a CRL, or None and the error); else None."""
         if not self.enabled:
             return None, "CRL checks are disabled"
-        hit = self._cache.get(url)
-        if hit is None or hit[0] <= time.monotonic():
-            return None
-        return hit[1], hit[2]
+        return self.cache.get(url, time.monotonic())
 
-    async def fetch(self, url: str, wait: float) -> tuple[Crl | None, str]:
+    def size(self) -> CacheSize:
+        return self.cache.size()
+
+    async def fetch(self, url: str, wait: float) -> Answer:
         """The CRL at ``url`` (from the cache while it is fresh), or None and why not; waits at most
         ``wait`` seconds for a download."""
         if not self.enabled:
             return None, "CRL checks are disabled"
         if not url.lower().startswith(("http://", "https://")):
             return None, f"unsupported CRL URL {url}"
-        cached = self._cache.get(url)
-        if cached and cached[0] > time.monotonic():
-            return cached[1], cached[2]
+        cached = self.cache.get(url, time.monotonic())
+        if cached is not None:
+            return cached
         task = self._inflight.get(url)
         if task is None:
             task = asyncio.create_task(self._download(url, self.download_timeout))
@@ -73,19 +89,20 @@ class CrlFetcher:
             return self._failed(url, f"{url} answered HTTP {exc.status}")
         except (aiohttp.ClientError, OSError) as exc:
             return self._failed(url, f"cannot fetch {url}: {exc or type(exc).__name__}")
-        except ValueError as exc:
+        except ValueError as exc:  # TooLarge included
             return self._failed(url, f"{url} did not return a CRL: {exc}")
         return crl, ""
 
     def _failed(self, url: str, error: str) -> tuple[None, str]:
         log.debug("CRL fetch failed", extra={"url": url, "error": error})
-        self._cache[url] = (time.monotonic() + FAILURE_TTL, None, error)
+        self.cache.put(url, (None, error), size=FAILURE_BYTES, expires=time.monotonic() + FAILURE_TTL)
         return None, error
 
     async def _download(self, url: str, timeout: float) -> Crl:
-        body = await fetch_bounded(url, timeout, MAX_BODY)
+        body = await fetch_bounded(url, timeout, self.max_body)
         crl = await asyncio.to_thread(parse_crl, body) if len(body) > PARSE_IN_THREAD else parse_crl(body)
-        self._cache[url] = (time.monotonic() + ttl(crl, time.time()), crl, "")
+        expires = time.monotonic() + ttl(crl, time.time())
+        self.cache.put(url, (crl, ""), size=MEMORY_PER_BODY_BYTE * len(body), expires=expires)
         return crl
 
 
