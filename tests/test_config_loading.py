@@ -29,7 +29,7 @@ from exporter.config import (
 from exporter.config import document as yaml_document
 from exporter.config.keys import DEFAULTS, KEYS, Scope
 from exporter.lab.pki import Pki
-from exporter.probe import tls as probe_tls
+from exporter.probe.wire import tls as probe_tls
 
 
 def errors(text: str, base_dir: Path) -> list[str]:
