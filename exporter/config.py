@@ -7,6 +7,7 @@ import datetime
 import ipaddress
 import os
 import re
+import socket
 import ssl
 import stat
 import urllib.parse
@@ -107,9 +108,14 @@ class Target:
     scheme: str = "mqtts"
     path: str = ""
 
-    def __str__(self) -> str:
+    @property
+    def authority(self) -> str:
+        """``host:port`` or ``[v6]:port``: where the probe connects, without scheme or path."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        base = f"{host}:{self.port}"
+        return f"{host}:{self.port}"
+
+    def __str__(self) -> str:
+        base = self.authority
         return f"{self.scheme}://{base}{self.path}" if self.scheme != "mqtts" else base
 
 
@@ -235,7 +241,13 @@ _PLAINTEXT_SCHEMES = frozenset({"mqtt", "tcp", "ws"})
 _DEFAULT_PORTS: Mapping[str, int] = {"mqtts": 8883, "wss": 443}
 _DEFAULT_WSS_PATH = "/mqtt"
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
-_HOST = re.compile(r"[^\s/?#@\[\]:]+")
+#: A DNS name (letters, digits, '-', '_' and dots; 253 at most) or an IPv4 literal: nothing a resolver
+#: would cut short (a NUL) or read differently from the allow-list (/probe matches host:port).
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+_HOST = re.compile(rf"(?=.{{1,253}}\Z){_LABEL}(?:\.{_LABEL})*\.?")
+_IPV6_ZONE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+#: A WebSocket path: visible ASCII only (it goes into the HTTP request line).
+_WSS_PATH = re.compile(r"/[!-~]*")
 _PORT = re.compile(r"[0-9]{1,5}")
 
 
@@ -243,6 +255,8 @@ def parse_address(text: str) -> Target:
     """Parse "host", "host:port", "[v6]:port", "mqtts://host:port" or "wss://host:port/path"."""
     if not text:
         raise ValueError("empty address")
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text):
+        raise ValueError("address must not contain control characters")
     if any(c.isspace() for c in text):
         raise ValueError("address must not contain whitespace")
 
@@ -269,6 +283,8 @@ def parse_address(text: str) -> Target:
     path = slash + path
     if scheme == "wss":
         path = path or _DEFAULT_WSS_PATH
+        if not _WSS_PATH.fullmatch(path):
+            raise ValueError("a wss:// path must be printable ASCII (percent-encode the rest)")
     elif path in ("", "/"):
         path = ""
     else:
@@ -328,6 +344,7 @@ def _split_host_port(authority: str) -> tuple[str, str | None]:
         host, after = authority[1:end], authority[end + 1 :]
         if not _is_ipv6(host):
             raise ValueError("brackets are only for IPv6 addresses, e.g. [2001:db8::1]:8883")
+        _check_ipv6_zone(host)
         if not after:
             return host, None
         if not after.startswith(":"):
@@ -336,14 +353,38 @@ def _split_host_port(authority: str) -> tuple[str, str | None]:
     if authority.count(":") > 1:
         # A bare IPv6 address is accepted only without a port: "2001:db8::1" is the whole host.
         if _is_ipv6(authority):
+            _check_ipv6_zone(authority)
             return authority, None
         raise ValueError("IPv6 address must be bracketed when a port follows, e.g. [2001:db8::1]:8883")
     host, colon, port = authority.partition(":")
     if not host:
         raise ValueError("host must not be empty")
+    if not host.isascii():
+        raise ValueError(f"invalid host {_preview(host)}: write international names in their xn-- form")
     if not _HOST.fullmatch(host):
-        raise ValueError(f"invalid host {_preview(host)}")
+        raise ValueError(f"invalid host {_preview(host)}: expected a DNS name or an IP address")
+    if _is_odd_ipv4(host):
+        raise ValueError(f"invalid host {_preview(host)}: write IPv4 addresses as four decimal numbers")
     return host, port if colon else None
+
+
+def _is_odd_ipv4(host: str) -> bool:
+    """True for what resolvers read as IPv4 but is not dotted decimal (``127.1``, ``0x7f000001``)."""
+    try:
+        socket.inet_aton(host)
+    except OSError:
+        return False
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return True
+    return False
+
+
+def _check_ipv6_zone(host: str) -> None:
+    _, percent, zone = host.partition("%")
+    if percent and not _IPV6_ZONE.fullmatch(zone):
+        raise ValueError("an IPv6 zone is an interface name or number, e.g. [fe80::1%eth0]:8883")
 
 
 def _is_ipv6(text: str) -> bool:

@@ -48,8 +48,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class AllowList:
     """Regular expressions a target must fully match (like Prometheus relabel regexes: anchored).
 
-    They are matched against the target as probed: ``host:port``, ``[v6]:port`` or
-    ``wss://host:port/path`` (the port filled in when the request left it out). Empty: /probe is off.
+    They are matched against where the probe connects, ``host:port`` or ``[v6]:port`` (the port filled
+    in when the request left it out), never against a longer string: a ``wss://`` path cannot make a
+    suffix pattern match. The target was validated as a host name or IP literal before. Empty: off.
     """
 
     def __init__(self, patterns: Iterable[str] = ()) -> None:
@@ -200,10 +201,10 @@ def probe_handler(
         except ValueError as exc:
             # Not echoed: the text may carry credentials (user:password@host), which parse_address refuses.
             raise _Refusal(400, f"invalid parameter 'target': {exc}") from None
-        if not allow_list.allows(str(target)):
+        if not allow_list.allows(target.authority):
             raise _Refusal(
                 403,
-                f"target {str(target)!r} is not allowed: it matches none of the exporter's "
+                f"target {target.authority!r} is not allowed: it matches none of the exporter's "
                 "--probe.allowed-target patterns",
             )
         name = request.query.get("module", "") or DEFAULT_MODULE
