@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import time
 from dataclasses import dataclass
@@ -11,7 +10,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
-from exporter import eventloop, memory, shard
+from exporter import eventloop, logs, memory, shard
 from exporter.collector import ExporterCollector, ExporterFacts
 from exporter.config import BrokerConfig, Config, ConfigError, load_config
 from exporter.exposition import BrokerExposition
@@ -23,7 +22,7 @@ from exporter.store import ResultStore
 from exporter.web import WebState, build_app, parse_listen_address
 from exporter.webconfig import WebConfig
 
-log = logging.getLogger("exporter")
+log = logs.get_logger("exporter")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,6 @@ scan a network. Nothing here keeps state between requests except the prober's AI
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import re
 import time
@@ -26,12 +25,13 @@ from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.registry import Collector
 
+from exporter import logs
 from exporter.collector import broker_families
 from exporter.config import BrokerConfig, Config, ModuleConfig, Target, parse_address
 from exporter.probe import Prober
 from exporter.results import ProbeResult
 
-log = logging.getLogger("exporter.multitarget")
+log = logs.get_logger("exporter.multitarget")
 
 #: The module used when the request names none, built in when the config does not define it.
 DEFAULT_MODULE = "default"

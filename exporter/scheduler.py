@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from exporter import logs
 from exporter.config import BrokerConfig
 from exporter.probe import Prober
 from exporter.results import ProbeResult
 from exporter.store import ResultStore
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 DEFAULT_CONCURRENCY = 128
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import logging
 import socket
 import ssl
 import time
@@ -22,6 +21,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from exporter import logs
 from exporter.config import BrokerConfig, ProxySettings
 from exporter.probe import chain as chains
 from exporter.probe import files
@@ -63,7 +63,7 @@ from exporter.results import (
     WebSocketFacts,
 )
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 #: Under TLS 1.3 a server's verdict on our client certificate follows the handshake: wait this long
 #: for it (only when the server asked for a certificate).

@@ -4,14 +4,14 @@ from an unknown CA). Bounded in time and size, cached, and only used when a chai
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from dataclasses import dataclass, field
 
+from exporter import logs
 from exporter.probe.chain import Parsed, load_pem_bundle
 from exporter.probe.fetch import fetch_bounded
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 MAX_BODY = 64 * 1024
 SUCCESS_TTL = 24 * 3600.0

@@ -5,16 +5,16 @@ nextUpdate, one request in flight per URL however many brokers share it. The ana
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from dataclasses import dataclass, field
 
 import aiohttp
 
+from exporter import logs
 from exporter.probe.fetch import fetch_bounded
 from exporter.probe.revocation import Crl, parse_crl
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 #: Public CAs shard their CRLs into files of a few MB at most; anything larger is refused.
 MAX_BODY = 16 * 1024 * 1024

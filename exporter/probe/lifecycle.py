@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from exporter import logs
 from exporter.config import BrokerConfig
 from exporter.probe import chain as chains
 from exporter.probe import files, lints, revocation
@@ -37,7 +37,7 @@ from exporter.results import (
     TlsFacts,
 )
 
-log = logging.getLogger("exporter.probe")
+log = logs.get_logger("exporter.probe")
 
 #: The TLS 1.0/1.1 check runs at most this often per broker and address.
 LEGACY_TLS_INTERVAL = 3600.0
