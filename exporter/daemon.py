@@ -203,4 +203,5 @@ class Daemon:
         trimming.cancel()
         await self.scheduler.stop()
         await runner.cleanup()
+        web_config.auth.close()
         return 0
