@@ -13,7 +13,10 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from exporter import logs
+
 T = TypeVar("T")
+log = logs.get_logger("exporter")
 
 
 class Coalesced:
@@ -40,7 +43,10 @@ class Coalesced:
         async with self._lock:
             self._queued = False
             self.runs += 1
-            await self._job()
+            try:
+                await self._job()
+            except Exception:  # a bug in the job must not end the process or block later runs
+                log.exception("a coalesced job failed")
 
     async def idle(self) -> None:
         """Wait until every requested run has finished."""
