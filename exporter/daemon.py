@@ -20,6 +20,7 @@ from exporter.multitarget import probe_handler
 from exporter.probe import Prober
 from exporter.results import ProbeResult
 from exporter.scheduler import Scheduler
+from exporter.selfmetrics import TroubleCollector
 from exporter.store import ResultStore
 from exporter.web import WebState, build_app
 from exporter.webconfig import WebConfig
@@ -91,6 +92,8 @@ class Daemon:
         GCCollector(registry=self.registry)
         self.registry.register(ExporterCollector(self.store, self._facts, brokers=False))
         self.exposition = BrokerExposition(self.store)
+        self.connections = webserver.ConnectionGuard(self.options.max_connections)
+        self.registry.register(TroubleCollector(self.connections))
         self._stopping = asyncio.Event()
         #: the bound /metrics URLs, set before `listening` is
         self.urls: list[str] = []
@@ -99,7 +102,6 @@ class Daemon:
         #: SIGHUP: at most one reload running and one queued, however many signals arrive
         self.sighup = Coalesced(self.reload)
         self._reloading = asyncio.Lock()
-        self.connections = webserver.ConnectionGuard(self.options.max_connections)
 
     @property
     def brokers(self) -> tuple[BrokerConfig, ...]:

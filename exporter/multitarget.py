@@ -29,6 +29,7 @@ from exporter import logs
 from exporter.collector import broker_families
 from exporter.config import BrokerConfig, Config, ModuleConfig, Target, parse_address
 from exporter.probe import Prober
+from exporter.probe.connection import DescriptorsExhausted
 from exporter.results import ProbeResult
 
 log = logs.get_logger("exporter.multitarget")
@@ -225,19 +226,23 @@ def probe_handler(
         except _Refusal as refusal:
             return _refuse(refusal.status, refusal.message)
         deadline = time.monotonic() + timeout
-        if slots is None:
-            result = await prober.probe(broker_for(target, module, timeout))
-        else:
-            try:
-                async with asyncio.timeout(timeout):
-                    await slots.acquire()
-            except TimeoutError:
-                return _refuse(503, f"too many probes in flight: no slot free within {timeout:g}s")
-            try:
-                left = max(0.0, deadline - time.monotonic())
-                result = await prober.probe(broker_for(target, module, left))
-            finally:
-                slots.release()
+        try:
+            if slots is None:
+                result = await prober.probe(broker_for(target, module, timeout))
+            else:
+                try:
+                    async with asyncio.timeout(timeout):
+                        await slots.acquire()
+                except TimeoutError:
+                    return _refuse(503, f"too many probes in flight: no slot free within {timeout:g}s")
+                try:
+                    left = max(0.0, deadline - time.monotonic())
+                    result = await prober.probe(broker_for(target, module, left))
+                finally:
+                    slots.release()
+        except DescriptorsExhausted as exc:  # the exporter's problem: no verdict on the target
+            log.error("probe refused", extra={"target": target.authority, "error": str(exc)})
+            return _refuse(503, str(exc))
         log.debug(
             "probed",
             extra={

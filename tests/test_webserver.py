@@ -331,3 +331,65 @@ def test_systemd_socket_without_sockets_is_a_clear_error(tmp_path: Path) -> None
     assert run.returncode == 1
     assert b"--web.systemd-socket: no sockets passed (LISTEN_PID/LISTEN_FDS unset)" in run.stderr
     assert b"Traceback" not in run.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# fd exhaustion is the exporter's problem, not the broker's (issue 18.13)
+
+#: A low open-file limit and a connection cap above it: held HTTP connections take every descriptor.
+STARVED_WRAPPER = """
+import os, resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
+os.execv(sys.executable, [sys.executable, "-m", "exporter", *sys.argv[1:]])
+"""
+
+
+def scrape_when_possible(url: str) -> str | None:
+    """The metrics text, or None while the exporter cannot take a connection yet (it is closing the
+    held ones: libuv resets connections it cannot accept)."""
+    try:
+        status, _, body = fetch(url)
+    except OSError:
+        return None
+    return body.decode() if status == 200 else None
+
+
+def test_running_out_of_descriptors_is_reported_as_the_exporters_own_problem(
+    lab: Lab, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(lab.config_yaml("good", interval="1s"))
+    log = tmp_path / "exporter.log"
+    process = start_wrapped(
+        STARVED_WRAPPER,
+        log,
+        f"--config.file={config}",
+        "--web.listen-address=127.0.0.1:0",
+        "--web.max-connections=1000",
+    )
+    held: list[socket.socket] = []
+    try:
+        url = wait_for(lambda: re.search(r"url=(http://\S+)/metrics", log.read_text()))[1]
+        wait_for(lambda: probe_success(fetch(url + "/metrics")[2].decode(), "good") == 1)
+        host, port = url.split("//")[1].split(":")
+        for _ in range(80):
+            held.append(socket.create_connection((host, int(port)), timeout=10))
+        wait_for(lambda: "the exporter is out of file descriptors" in log.read_text(), timeout=30)
+        for sock in held:
+            sock.close()
+        held.clear()
+        text = wait_for(lambda: scrape_when_possible(url + "/metrics"))
+        assert probe_success(text, "good") == 1  # the broker keeps its result
+        exhausted = [
+            sample.value
+            for family in parse_text(text)
+            for sample in family.samples
+            if sample.name == "mqtt_cert_exporter_fd_exhaustion_total"
+        ]
+        assert exhausted and exhausted[0] >= 1
+        assert "unreachable" not in log.read_text()
+    finally:
+        for sock in held:
+            sock.close()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
