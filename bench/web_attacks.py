@@ -37,13 +37,22 @@ os.execv(sys.executable, [sys.executable, "-m", "exporter", *sys.argv[1:]])
 
 
 @contextmanager
-def exporter(workdir: Path, config_text: str, *flags: str) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
+def exporter(
+    workdir: Path, config_text: str, *flags: str
+) -> Iterator[tuple[subprocess.Popen[bytes], str, Path]]:
     config = workdir / "config.yaml"
     config.write_text(config_text)
     log = workdir / f"exporter-{time.monotonic_ns()}.log"
     with open(log, "wb") as output:
         process = subprocess.Popen(
-            [sys.executable, "-c", WRAPPER, f"--config.file={config}", "--web.listen-address=127.0.0.1:0", *flags],
+            [
+                sys.executable,
+                "-c",
+                WRAPPER,
+                f"--config.file={config}",
+                "--web.listen-address=127.0.0.1:0",
+                *flags,
+            ],
             stdout=output,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
@@ -65,7 +74,9 @@ def exporter(workdir: Path, config_text: str, *flags: str) -> Iterator[tuple[sub
 def timed_get(url: str, headers: dict[str, str] | None = None, timeout: float = 2.0) -> tuple[int, float]:
     started = time.perf_counter()
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as answer:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers or {}), timeout=timeout
+        ) as answer:
             answer.read()
             status = answer.status
     except urllib.error.HTTPError as error:
@@ -124,7 +135,9 @@ def bcrypt_guesses(workdir: Path) -> str:
     password = b"scrape-me-please"
     users = {"prometheus": bcrypt.hashpw(password, bcrypt.gensalt(rounds=10)).decode()}
     web = workdir / "web.yml"
-    web.write_text("basic_auth_users:\n" + "".join(f"  {user}: '{hashed}'\n" for user, hashed in users.items()))
+    web.write_text(
+        "basic_auth_users:\n" + "".join(f"  {user}: '{hashed}'\n" for user, hashed in users.items())
+    )
     token = "Basic " + base64.b64encode(b"prometheus:" + password).decode()
     with exporter(workdir, "brokers: []\n", f"--web.config.file={web}") as (_, url, _log):
         timed_get(url + "/metrics", {"Authorization": token})  # warm the cache
@@ -139,7 +152,9 @@ def bcrypt_guesses(workdir: Path) -> str:
         guesser = threading.Thread(target=guess)
         guesser.start()
         time.sleep(1)
-        scrapes = [timed_get(url + "/metrics", {"Authorization": token})[1] for _ in range(50) if not time.sleep(0.1)]
+        scrapes = [
+            timed_get(url + "/metrics", {"Authorization": token})[1] for _ in range(50) if not time.sleep(0.1)
+        ]
         stop.set()
         guesser.join()
         time.sleep(5)  # let the queued guesses drain
@@ -201,7 +216,11 @@ def sighups(workdir: Path) -> str:
 def nul_targets(workdir: Path) -> str:
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
-    with exporter(workdir, "brokers: []\n", r"--probe.allowed-target=.*\.example\.com:[0-9]+") as (process, url, _):
+    with exporter(workdir, "brokers: []\n", r"--probe.allowed-target=.*\.example\.com:[0-9]+") as (
+        process,
+        url,
+        _,
+    ):
         before = fds(process)
         statuses = [timed_get(f"{url}/probe?target=127.0.0.1%00.example.com:{port}")[0] for _ in range(200)]
         wss = timed_get(f"{url}/probe?target=wss://127.0.0.1:{port}/x.example.com:1")[0]

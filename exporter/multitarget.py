@@ -31,6 +31,7 @@ from exporter.config import BrokerConfig, Config, ModuleConfig, Target, parse_ad
 from exporter.probe import Prober
 from exporter.probe.connection import DescriptorsExhausted
 from exporter.results import ProbeResult
+from exporter.web import compressed
 
 log = logs.get_logger("exporter.multitarget")
 
@@ -258,6 +259,8 @@ def probe_handler(
         if request.query.get("debug", "").lower() in ("1", "true", "yes"):
             return web.Response(text=debug_text(result, name, timeout, registry))
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        return web.Response(body=encoder(registry), headers={"Content-Type": content_type})
+        return compressed(
+            request, web.Response(body=encoder(registry), headers={"Content-Type": content_type})
+        )
 
     return handle

@@ -255,14 +255,20 @@ async def listen(
     """Serve ``factory``'s protocol on each address (``[host]:port``) and each passed socket."""
     loop = asyncio.get_running_loop()
     listeners = Listeners()
+    # The guard sees a TLS connection once its handshake is done: the handshake gets its own deadline.
+    handshake = HEADER_TIMEOUT if ssl_context else None
     try:
         for address in addresses:
             host, port = parse_listen_address(address)
-            listeners.servers.append(
-                await loop.create_server(factory, host, port, ssl=ssl_context, reuse_address=True)
+            server = await loop.create_server(
+                factory, host, port, reuse_address=True, ssl=ssl_context, ssl_handshake_timeout=handshake
             )
+            listeners.servers.append(server)
         for sock in sockets:
-            listeners.servers.append(await loop.create_server(factory, sock=sock, ssl=ssl_context))
+            server = await loop.create_server(
+                factory, sock=sock, ssl=ssl_context, ssl_handshake_timeout=handshake
+            )
+            listeners.servers.append(server)
     except BaseException:
         await listeners.close()
         raise

@@ -18,10 +18,14 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
 from exporter import openmetrics, webserver
+from exporter.config import Config, ModuleConfig
+from exporter.multitarget import probe_handler
+from exporter.probe import Prober
 from exporter.web import accepts_gzip
 from tests.conftest import PASSWORD, ROOT, ExporterProcess, Lab, start_exporter, wait_for
 
@@ -72,6 +76,21 @@ def test_metrics_are_gzipped_when_the_client_accepts_it(exporter: ExporterProces
     _, plain_headers, plain = fetch(exporter.url + "/metrics", **{"Accept-Encoding": "identity"})
     assert "Content-Encoding" not in plain_headers
     assert len(body) < len(plain) / 3
+
+
+async def test_probe_answers_are_gzipped_too() -> None:
+    config = Config(modules=(("fast", ModuleConfig(timeout=1.0)),))
+    app = web.Application()
+    app.router.add_get("/probe", probe_handler(lambda: config, Prober(), [r"127\.0\.0\.1:[0-9]+"]))
+    closed = socket.create_server(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there: the probe fails at connect, the answer is still metrics
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        params = {"target": f"127.0.0.1:{port}", "module": "fast"}
+        async with client.get("/probe", params=params, headers={"Accept-Encoding": "gzip"}) as response:
+            assert response.status == 200
+            assert response.headers["Content-Encoding"] == "gzip"
+            assert "mqtt_broker_probe_success" in await response.text()  # aiohttp decompresses
 
 
 @pytest.mark.parametrize(
