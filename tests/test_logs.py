@@ -112,14 +112,16 @@ def test_a_huge_value_is_cut() -> None:
 
 def test_warn_is_both_the_flag_value_and_the_printed_level() -> None:
     stream = io.StringIO()
-    logs.configure("warn")
     root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    logs.configure("warn")
     root.handlers[0].setStream(stream)  # type: ignore[attr-defined]
     try:
         logs.get_logger("exporter.test").warning("careful")
         logs.get_logger("exporter.test").info("not shown")
     finally:
-        logs.configure("info")
+        root.handlers[:] = handlers
+        root.setLevel(level)
     assert "level=warn logger=exporter.test msg=careful" in stream.getvalue()
     assert "not shown" not in stream.getvalue()
 
