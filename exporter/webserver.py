@@ -146,8 +146,11 @@ class ConnectionGuard:
     def _close(self, connection: _GuardedProtocol) -> None:
         connection.state.stop_timer()
         self._open.pop(connection._inner, None)
-        if connection.state.transport is not None:
-            connection.state.transport.close()
+        transport = connection.state.transport
+        if isinstance(transport, asyncio.Transport):
+            transport.abort()  # at once: a graceful TLS close would keep the descriptor for its timeout
+        elif transport is not None:
+            transport.close()
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
