@@ -12,7 +12,7 @@ from exporter import __version__, eventloop, logs
 from exporter.config import ConfigError, load_config
 from exporter.scheduler import DEFAULT_CONCURRENCY
 from exporter.web import parse_listen_address
-from exporter.webserver import DEFAULT_MAX_CONNECTIONS, default_max_connections, systemd_sockets
+from exporter.webserver import DEFAULT_MAX_CONNECTIONS, ListenError, default_max_connections, systemd_sockets
 
 SUBCOMMANDS = ("serve", "check", "demo")
 
@@ -191,7 +191,11 @@ def serve(argv: Sequence[str]) -> int:
         telemetry_path=args.telemetry_path,
         max_connections=args.max_connections or default_max_connections(),
     )
-    return eventloop.run(Daemon(options, config).run())
+    try:
+        return eventloop.run(Daemon(options, config).run())
+    except ListenError as exc:
+        print(f"--web.listen-address: {exc.strerror}", file=sys.stderr)
+        return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -233,6 +233,10 @@ def systemd_sockets(environ: Mapping[str, str] | None = None, pid: int | None = 
     return sockets
 
 
+class ListenError(OSError):
+    """A listen address that cannot be bound (in use, not an address of this host): names it."""
+
+
 @dataclass
 class Listeners:
     """The listening servers and the URLs they answer on."""
@@ -263,9 +267,12 @@ async def listen(
     try:
         for address in addresses:
             host, port = parse_listen_address(address)
-            server = await loop.create_server(
-                factory, host, port, reuse_address=True, ssl=ssl_context, ssl_handshake_timeout=handshake
-            )
+            try:
+                server = await loop.create_server(
+                    factory, host, port, reuse_address=True, ssl=ssl_context, ssl_handshake_timeout=handshake
+                )
+            except OSError as exc:
+                raise ListenError(exc.errno, f"cannot listen on {address}: {exc.strerror or exc}") from None
             listeners.servers.append(server)
         for sock in sockets:
             server = await loop.create_server(

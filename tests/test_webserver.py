@@ -336,6 +336,29 @@ def test_systemd_socket_activation(lab: Lab, tmp_path: Path) -> None:
         assert process.wait(30) == 0
 
 
+def test_an_address_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("brokers: []\n")
+    taken = socket.create_server(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    with taken:
+        run = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "exporter",
+                f"--config.file={config}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            capture_output=True,
+            cwd=ROOT,
+            timeout=30,
+        )
+    assert run.returncode == 1
+    assert f"--web.listen-address: cannot listen on 127.0.0.1:{port}: ".encode() in run.stderr
+    assert b"Traceback" not in run.stderr
+
+
 def test_systemd_socket_without_sockets_is_a_clear_error(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("brokers: []\n")
