@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import http.server
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -252,10 +253,12 @@ def build_lab(directory: Path) -> Lab:
     black_hole = BlackHole()
     lab.servers.append(black_hole)
     add("black_hole", black_hole.address)
-    closed = BlackHole()  # take a port, then free it: nothing listens there
-    closed_address = closed.address
-    closed.close()
-    add("closed", closed_address)
+    # Bound but never listening: connects are refused, and no other listener can take the port
+    # (a port merely freed was sometimes reused by a test's exporter, which then "answered" it).
+    closed = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    closed.bind(("127.0.0.1", 0))
+    lab.servers.append(closed)
+    add("closed", f"127.0.0.1:{closed.getsockname()[1]}")
     return lab
 
 
