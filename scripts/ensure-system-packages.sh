@@ -2,7 +2,9 @@
 # Make sure the system commands the lab, tests, demo and benchmark need are installed (Debian/Ubuntu).
 #
 #   ensure-system-packages.sh          mosquitto, mosquitto_passwd (package mosquitto),
-#                                      promtool, prometheus (package prometheus)
+#                                      promtool, prometheus (package prometheus),
+#                                      prometheus-alertmanager, amtool (package prometheus-alertmanager:
+#                                      tests/test_alerting.py runs the shipped route end to end)
 #   ensure-system-packages.sh venv     `$PYTHON -m venv` works (package python3-venv; PYTHON defaults
 #                                      to python3)
 #   ensure-system-packages.sh bench    what `make bench` compares against: blackbox_exporter (package
@@ -29,6 +31,8 @@ for group in "$@"; do
                 "mosquitto_passwd:mosquitto"
                 "promtool:prometheus"
                 "prometheus:prometheus"
+                "prometheus-alertmanager:prometheus-alertmanager"
+                "amtool:prometheus-alertmanager"
             )
             ;;
         venv) requirements+=("venv:python3-venv") ;;

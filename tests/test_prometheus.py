@@ -23,7 +23,7 @@ import tomllib
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from exporter.lab.mosquitto import mosquitto_binary
 from exporter.lab.pki import Pki
 from exporter.lab.ports import free_port, wait_for_port
 from exporter.probe import Prober
-from tests.conftest import ROOT, ExporterProcess, Lab, promtool, start_exporter, wait_for
+from tests.conftest import ROOT, ExporterProcess, Lab, promtool, start_exporter, stop_process, wait_for
 from tests.test_rules import ALERTS, contract_metrics, in_contract, metric_names, recorded
 
 DASHBOARD = ROOT / "grafana" / "dashboards" / "mqtt-cert-exporter.json"
@@ -164,8 +164,8 @@ def test_dashboard_covers_the_issue() -> None:
         "Brokers",
         "Probe success",
         "Untrusted",
-        "Expiring within 7 days",
-        "Expiring within 28 days",
+        "Expiry critical",  # by each broker's own thresholds, as the alerts (issue 12)
+        "Expiry warning",
         "Expired",
         "Brokers by days left",
         "Probe duration by phase (average over brokers)",
@@ -626,11 +626,19 @@ LOOPBACK = r"127\.0\.0\.1:[0-9]+"
 
 
 @dataclass
-class PrometheusProcess:
+class DaemonProcess:
+    """A server of the Prometheus ecosystem, started by a test on an ephemeral loopback port."""
+
     process: subprocess.Popen[bytes]
     url: str
     log_path: Path
 
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+@dataclass
+class PrometheusProcess(DaemonProcess):
     def api(self, path: str, **params: str) -> Any:
         query = urllib.parse.urlencode(params)
         with urllib.request.urlopen(f"{self.url}{path}?{query}", timeout=10) as response:
@@ -644,50 +652,51 @@ class PrometheusProcess:
         result: list[dict[str, Any]] = data["result"] if data["resultType"] == "vector" else [data]
         return result
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
-
-def start_prometheus(config: Path, workdir: Path) -> PrometheusProcess:
-    binary = shutil.which("prometheus")
+def start_daemon(
+    commands: tuple[str, ...], package: str, arguments: Callable[[int], list[str]], workdir: Path
+) -> DaemonProcess:
+    """Start the first of ``commands`` found with ``arguments(port)``; return it once /-/ready answers."""
+    binary = next(filter(None, map(shutil.which, commands)), None)
     if binary is None:
         pytest.fail(
-            "prometheus is not installed: run `bash scripts/ensure-system-packages.sh` (make test does)"
+            f"{commands[0]} is not installed (Debian package {package}): run "
+            "`bash scripts/ensure-system-packages.sh` (make test does)"
         )
-    for _attempt in range(3):  # the port from free_port() may be taken before Prometheus binds it
+    name = Path(binary).name
+    for _attempt in range(3):  # the port from free_port() may be taken before the daemon binds it
         port = free_port()
-        log_path = workdir / f"prometheus-{port}.log"
+        log_path = workdir / f"{name}-{port}.log"
         with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                [
-                    binary,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={workdir / f'tsdb-{port}'}",
-                    f"--web.listen-address=127.0.0.1:{port}",
-                    "--log.level=warn",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        prometheus = PrometheusProcess(process, f"http://127.0.0.1:{port}", log_path)
+            process = subprocess.Popen([binary, *arguments(port)], stdout=log, stderr=subprocess.STDOUT)
+        daemon = DaemonProcess(process, f"http://127.0.0.1:{port}", log_path)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and process.poll() is None:
             try:
-                with urllib.request.urlopen(prometheus.url + "/-/ready", timeout=1) as response:
+                with urllib.request.urlopen(daemon.url + "/-/ready", timeout=1) as response:
                     if response.status == 200:
-                        return prometheus
+                        return daemon
             except (urllib.error.URLError, OSError):
                 time.sleep(0.1)
-        prometheus.stop()
+        daemon.stop()
         if "address already in use" not in log_path.read_text(errors="replace"):
             break
-    raise RuntimeError(f"prometheus did not start:\n{log_path.read_text(errors='replace')}")
+    raise RuntimeError(f"{name} did not start:\n{log_path.read_text(errors='replace')}")
+
+
+def start_prometheus(config: Path, workdir: Path) -> PrometheusProcess:
+    daemon = start_daemon(
+        ("prometheus",),
+        "prometheus",
+        lambda port: [
+            f"--config.file={config}",
+            f"--storage.tsdb.path={workdir / f'tsdb-{port}'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        workdir,
+    )
+    return PrometheusProcess(daemon.process, daemon.url, daemon.log_path)
 
 
 @dataclass
@@ -861,12 +870,17 @@ def test_expiry_and_trust_alerts_are_active_for_the_right_brokers(stack: Stack) 
         for alert in stack.prometheus.api("/api/v1/alerts")["alerts"]
     }
     trust = texts[("MqttBrokerCertificateUntrusted", "unknown_ca")]
-    assert trust["summary"] == "MQTT broker unknown_ca: certificate not trusted (unknown_ca)"
+    unknown_ca_target = stack.probed["unknown_ca"]  # the configured address: where the broker is
+    assert (
+        trust["summary"]
+        == f"MQTT broker unknown_ca ({unknown_ca_target}): certificate not trusted (unknown_ca)"
+    )
     assert "its certificate O=mqtt-cert-exporter lab,CN=unknown-ca (issued by" in trust["description"]
     assert "Fix: the chain does not lead to a CA the clients trust" in trust["description"]
     critical = texts[("MqttBrokerCertificateExpiryCritical", "expiring")]
     assert re.fullmatch(
-        r"MQTT broker expiring: certificate O=mqtt-cert-exporter lab,CN=expiring expires in 9d 23h \d+m \d+s",
+        r"MQTT broker expiring \(127\.0\.0\.1:\d+\): certificate O=mqtt-cert-exporter lab,CN=expiring "
+        r"expires in 9d 23h \d+m \d+s",
         critical["summary"],
     ), critical["summary"]
 
@@ -882,7 +896,10 @@ def test_rules_evaluate_without_errors(stack: Stack) -> None:
         assert rule["health"] == "ok", f"{rule['name']}: {rule.get('lastError')}"
     names = {rule["name"] for rule in evaluated()}
     assert recorded() <= names
-    (warning,) = stack.prometheus.query("mqtt_cert_exporter:cert_expiry_warning_threshold_seconds")
+    # the thresholds the rules compare with are the exporter's, per broker (defaults 28 and 14 days)
+    (warning,) = wait_for(
+        lambda: stack.prometheus.query('mqtt_broker_cert_expiry_warning_threshold_seconds{broker="good"}')
+    )
     assert float(warning["value"][1]) == 28 * 86400
 
 

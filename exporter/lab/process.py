@@ -51,3 +51,15 @@ def start_exporter_process(
     process.kill()
     process.wait()
     raise RuntimeError(f"exporter did not start:\n{log_path.read_text(errors='replace')}")
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, SIGKILL after 10 s; the exit code. Idempotent."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode

@@ -17,7 +17,6 @@ both connections.
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 import ssl
 import time
@@ -26,6 +25,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
+from exporter import logs
 from exporter.certs import chain as chains
 from exporter.certs import files
 from exporter.certs.parse import Parsed, parse_der
@@ -55,7 +55,7 @@ from exporter.results import (
     WebSocketFacts,
 )
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 #: Under TLS 1.3 a server's verdict on our client certificate follows the handshake: wait this long
 #: for it (only when the server asked for a certificate).

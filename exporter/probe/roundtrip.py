@@ -48,12 +48,13 @@ import aiomqtt
 from aiomqtt import MqttError
 from aiomqtt.exceptions import MqttConnectError
 
+from exporter import logs
 from exporter.config import BrokerConfig, ProxySettings, RoundtripSettings
 from exporter.probe.wire.proxy import ProxyError, dialogue, tunnel_blocking
 from exporter.probe.wire.websocket import host_header
 from exporter.results import Failure, Reason, RoundtripFacts, Stage
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 _PAHO_LOG = logging.getLogger("exporter.probe.roundtrip.paho")
 
 #: CONNACK codes that mean "you may not" (3.1.1: 4 bad credentials, 5 not authorized; 5: 0x86, 0x87).

@@ -5,16 +5,16 @@ used when a chain did not verify."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from dataclasses import dataclass, field
 
+from exporter import logs
 from exporter.certs.parse import Parsed, load_pem_bundle
 from exporter.probe.lifecycle.cache import BoundedCache
 from exporter.probe.lifecycle.fetch import fetch_bounded
 from exporter.results import CacheSize
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 MAX_BODY = 64 * 1024
 SUCCESS_TTL = 24 * 3600.0

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from exporter import logs
 from exporter.certs import files, lints, revocation
 from exporter.certs.parse import Parsed
 from exporter.certs.revocation import Crl
@@ -35,7 +35,7 @@ from exporter.results import (
     Stage,
 )
 
-log = logging.getLogger("exporter.probe")
+log = logs.get_logger("exporter.probe")
 
 #: The TLS 1.0/1.1 check runs at most this often per broker and address.
 LEGACY_TLS_INTERVAL = 3600.0

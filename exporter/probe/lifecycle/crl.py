@@ -5,18 +5,18 @@ share it. The analysis is pure, in ``exporter.certs.revocation``."""
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from dataclasses import dataclass, field
 
 import aiohttp
 
+from exporter import logs
 from exporter.certs.revocation import Crl, parse_crl
 from exporter.probe.lifecycle.cache import BoundedCache
 from exporter.probe.lifecycle.fetch import fetch_bounded
 from exporter.results import CacheSize
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 #: Public CAs shard their CRLs into files of a few MB at most; anything larger is refused.
 MAX_BODY = 16 * 1024 * 1024

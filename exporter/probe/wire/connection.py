@@ -8,6 +8,7 @@ and wakes the one waiting reader: less work per read on every probe (docs/perfor
 from __future__ import annotations
 
 import asyncio
+import errno
 from typing import cast
 
 
@@ -94,11 +95,35 @@ class Connection(asyncio.Protocol):
             self._transport.close()
 
 
+#: errno values that say the exporter, not the network, ran out of something.
+_OWN_LIMITS = frozenset({errno.EMFILE, errno.ENFILE})
+
+
+class DescriptorsExhausted(Exception):
+    """The exporter ran out of file descriptors: its own problem, never a broker's (issue 18.13)."""
+
+
+class _Tally:
+    def __init__(self) -> None:
+        self.count = 0
+
+
+#: connects refused by the exporter's own fd limit since start (mqtt_cert_exporter_fd_exhaustion_total)
+FD_EXHAUSTION = _Tally()
+
+
 async def connect(host: str, port: int) -> Connection:
-    """TCP to ``host`` (an IP or a name). Raises OSError as ``asyncio.open_connection`` does.
+    """TCP to ``host`` (an IP or a name). Raises OSError as ``asyncio.open_connection`` does, and
+    DescriptorsExhausted (not an OSError) when the exporter is out of file descriptors.
 
     Both asyncio and uvloop turn Nagle off on TCP transports (TLS 1.3's CONNECT would otherwise wait
     for a delayed ACK).
     """
-    _, connection = await asyncio.get_running_loop().create_connection(Connection, host, port)
+    try:
+        _, connection = await asyncio.get_running_loop().create_connection(Connection, host, port)
+    except OSError as exc:
+        if exc.errno not in _OWN_LIMITS:
+            raise
+        FD_EXHAUSTION.count += 1
+        raise DescriptorsExhausted(f"the exporter is out of file descriptors: {exc.strerror}") from None
     return connection
