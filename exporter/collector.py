@@ -12,7 +12,6 @@ as text directly; ``broker_families`` turns them into prometheus_client families
 from __future__ import annotations
 
 import functools
-import platform
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from typing import Final, Literal
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter import __version__
+from exporter.buildinfo import build_info
 from exporter.results import Lint, ProbeResult, RevocationStatus, same_leaf
 from exporter.store import FailureKey, ResultStore
 
@@ -533,12 +532,15 @@ def transport_families(results: Iterable[ProbeResult]) -> list[Metric]:
 
 
 def exporter_families(facts: ExporterFacts) -> list[Metric]:
+    info = build_info()
     build = GaugeMetricFamily(
         "mqtt_cert_exporter_build_info",
-        "Version of the exporter and of the Python running it.",
-        labels=["version", "python_version"],
+        "Version and git revision of the exporter, and the Python and OpenSSL running it.",
+        labels=["version", "revision", "branch", "python_version", "openssl_version"],
     )
-    build.add_metric([__version__, platform.python_version()], 1.0)
+    build.add_metric(
+        [info.version, info.revision, info.branch, info.python_version, info.openssl_version], 1.0
+    )
     brokers = GaugeMetricFamily("mqtt_cert_exporter_brokers", "Brokers configured.", value=facts.brokers)
     reload_ok = GaugeMetricFamily(
         "mqtt_cert_exporter_config_last_reload_successful",

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
-from exporter import eventloop, memory, shard
+from exporter import configfile, eventloop, memory, shard
 from exporter.collector import ExporterCollector, ExporterFacts
 from exporter.config import BrokerConfig, Config, ConfigError, load_config
 from exporter.exposition import BrokerExposition
@@ -115,6 +115,13 @@ class Daemon:
 
     async def reload(self) -> tuple[bool, str]:
         """Re-read the config file; a config that fails validation is rejected whole."""
+        replaced = configfile.replaced_since_mounted(self.options.config_file)
+        if replaced is not None:
+            self.reload_ok = False
+            log.error(
+                "configuration not reloaded", extra={"file": self.options.config_file, "error": replaced}
+            )
+            return False, f"configuration not reloaded: {replaced}"
         try:
             config = load_config(self.options.config_file)
         except ConfigError as exc:
