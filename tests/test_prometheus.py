@@ -301,7 +301,8 @@ def test_compose_parses_and_every_file_it_mounts_exists() -> None:
     for name, service in services.items():
         assert service.get("image"), name
         if "build" in service:
-            assert (ROOT / service["build"] / "Dockerfile").is_file()
+            assert (ROOT / service["build"]["context"] / "Dockerfile").is_file()
+            assert "BASE_IMAGE" in service["build"]["args"], "the Dockerfile's base has no default"
         for volume in service.get("volumes", []):
             source = volume.split(":")[0]
             if source.startswith("."):
@@ -463,9 +464,15 @@ def test_kubernetes_objects_refer_to_each_other() -> None:
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     service_ports = {port["name"]: port["port"] for port in service["spec"]["ports"]}
     assert {endpoint["port"] for endpoint in monitor["spec"]["endpoints"]} <= set(service_ports)
-    # Health probes and the hardened pod.
-    assert container["livenessProbe"]["httpGet"]["path"] == "/-/healthy"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/-/ready"
+    # Health probes: the package's healthcheck command, which works behind basic auth and TLS.
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    liveness, readiness = (
+        container["livenessProbe"]["exec"]["command"],
+        container["readinessProbe"]["exec"]["command"],
+    )
+    assert liveness == ["mqtt-cert-exporter-healthcheck"] and liveness[0] in scripts
+    assert readiness == ["mqtt-cert-exporter-healthcheck", "--path=/-/ready"]
+    # The hardened pod.
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
@@ -490,6 +497,46 @@ def test_kubernetes_objects_refer_to_each_other() -> None:
         assert any(re.fullmatch(pattern, target) for pattern in patterns), target
     configured = load_yaml_text(kinds["ConfigMap"]["data"]["config.yaml"])
     assert probe["module"] in configured["modules"]
+
+
+def test_kubernetes_secret_is_required_while_the_config_reads_it() -> None:
+    kinds = manifests()
+    pod = kinds["Deployment"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    config = kinds["ConfigMap"]["data"]["config.yaml"]
+    for volume in pod["volumes"]:
+        if "secret" not in volume:
+            continue
+        (mount,) = [mount for mount in container["volumeMounts"] if mount["name"] == volume["name"]]
+        if mount["mountPath"] + "/" in config:
+            assert volume["secret"].get("optional") is False, (
+                f"the config reads files from {mount['mountPath']}: an optional Secret would start the pod "
+                "and crash-loop it; a required one keeps it pending with a clear event"
+            )
+
+
+def test_kubernetes_instance_label_survives_rollouts() -> None:
+    (endpoint,) = manifests()["ServiceMonitor"]["spec"]["endpoints"]
+    relabelings = endpoint["relabelings"]
+    (instance,) = [rule for rule in relabelings if rule.get("targetLabel") == "instance"]
+    # Neither source changes when a rollout replaces the pod (its IP and name do).
+    assert instance["sourceLabels"] == ["__meta_kubernetes_namespace", "__meta_kubernetes_service_name"]
+    assert {"action": "labeldrop", "regex": "pod"} in relabelings
+    assert manifests()["Deployment"]["spec"]["replicas"] == 1
+
+
+def test_kubernetes_memory_request_covers_the_measured_rss() -> None:
+    (container,) = manifests()["Deployment"]["spec"]["template"]["spec"]["containers"]
+    resources = container["resources"]
+
+    def mebibytes(quantity: str) -> int:
+        assert quantity.endswith("Mi"), quantity
+        return int(quantity.removesuffix("Mi"))
+
+    # docs/deployment.md "Sizing": 74 MB RSS at 1,000 brokers, ~23 MB for a running probe command;
+    # 227 MB peak at 10,000 brokers.
+    assert mebibytes(resources["requests"]["memory"]) * 1.048576 >= 74 + 23
+    assert mebibytes(resources["limits"]["memory"]) * 1.048576 >= 227 + 23
 
 
 def load_yaml_text(text: str) -> Any:
