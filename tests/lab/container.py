@@ -129,7 +129,13 @@ def base_image() -> str:
     return tag
 
 
+#: On the images this test builds, so that their superseded versions can be pruned (and nothing else).
+TEST_LABEL = "org.mqtt-cert-exporter.test=1"
+
+
 def build_image(tag: str, base: str, build_args: Sequence[str] = ()) -> None:
-    """The project's Dockerfile, unchanged, with the legacy builder (BuildKit would fetch a frontend)."""
+    """The project's Dockerfile, unchanged, with the legacy builder (BuildKit would fetch a frontend).
+    The previous build of ``tag``, untagged now, is removed: a machine keeps one test image."""
     args = [f"--build-arg=BASE_IMAGE={base}", *(f"--build-arg={arg}" for arg in build_args)]
-    docker("build", "--network=host", *args, "-t", tag, str(ROOT), timeout=900)
+    docker("build", "--network=host", f"--label={TEST_LABEL}", *args, "-t", tag, str(ROOT), timeout=900)
+    docker("image", "prune", "--force", f"--filter=label={TEST_LABEL}", check=False)
