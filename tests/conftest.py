@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import http.server
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -252,10 +253,12 @@ def build_lab(directory: Path) -> Lab:
     black_hole = BlackHole()
     lab.servers.append(black_hole)
     add("black_hole", black_hole.address)
-    closed = BlackHole()  # take a port, then free it: nothing listens there
-    closed_address = closed.address
-    closed.close()
-    add("closed", closed_address)
+    # Bound, never listening: a connection is refused, and no other process (another test's free_port,
+    # a broker on port 0) can take the port for the whole session, as a freed port soon could.
+    closed = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    closed.bind(("127.0.0.1", 0))
+    lab.servers.append(closed)
+    add("closed", f"127.0.0.1:{closed.getsockname()[1]}")
     return lab
 
 
