@@ -70,6 +70,9 @@ def test_plain_exporter_is_healthy_and_ready(lab: Lab, tmp_path: Path) -> None:
     try:
         assert healthcheck(process).returncode == 0
         assert healthcheck(process, "--path=/-/ready").returncode == 0
+        port = urllib.parse.urlsplit(process.url).port
+        subcommand = [sys.executable, "-m", "exporter", "healthcheck", f"--web.listen-address=:{port}"]
+        assert subprocess.run(subcommand, capture_output=True, timeout=30).returncode == 0
     finally:
         process.stop()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import json
+import re
 import subprocess
 import sys
 import tomllib
@@ -98,3 +99,23 @@ def test_replaced_config_file_is_named_with_the_fix(tmp_path: Path) -> None:
     assert message is not None
     assert message.startswith("/etc/mqtt-cert-exporter/config.yaml was deleted or replaced")
     assert "Mount the directory" in message
+
+
+def test_lock_pins_every_runtime_dependency_with_hashes() -> None:
+    """requirements.lock (what the image installs with --require-hashes) is current with pyproject.toml:
+    `make lock` refreshes it."""
+    pinned: dict[str, list[str]] = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        if found := re.match(r"([a-z0-9][a-z0-9._-]*)==\S+", line, re.I):
+            hashes = pinned.setdefault(canonical(found[1]), [])
+        elif found := re.search(r"--hash=sha256:[0-9a-f]{64}", line):
+            hashes.append(found[0])
+    for requirement in PYPROJECT["project"]["dependencies"]:
+        name = canonical(re.split(r"[<>=;\s\[]", requirement, maxsplit=1)[0])
+        assert name in pinned, f"{name} is a dependency but not in requirements.lock: run make lock"
+    assert "setuptools" in pinned, "the image builds the package with the locked setuptools"
+    assert all(pinned.values()), "every pinned package carries its hashes"
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
