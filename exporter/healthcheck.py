@@ -1,11 +1,12 @@
 """`mqtt-cert-exporter healthcheck`: is the exporter in this container (or on this host) healthy?
 
 Made for Docker's HEALTHCHECK and Kubernetes exec probes, which cannot know the exporter's
-credentials: it asks ``/-/healthy`` (or ``--path=/-/ready``) over loopback, which the exporter answers without
-basic auth to loopback peers only (exporter.webconfig). It speaks TLS when the exporter does (found out by trying,
-without verifying the certificate: the peer is this machine's own loopback) and falls back to plain
-HTTP. When the exporter requires client certificates (``client_auth_type: RequireAndVerifyClientCert``),
-give it one with ``--tls.cert-file`` and ``--tls.key-file``.
+credentials: it asks ``/-/healthy`` (or ``--path=/-/ready``) over loopback, which the exporter
+answers without basic auth to loopback peers only (exporter.webconfig); an exporter bound to one
+non-loopback address is asked there and still wants the password. It speaks TLS when the exporter
+does (found out by trying, without verifying the certificate: the peer is this machine itself) and
+falls back to plain HTTP. When the exporter requires client certificates
+(``client_auth_type: RequireAndVerifyClientCert``), give it one: ``--tls.cert-file``/``--tls.key-file``.
 
 Exit status 0 healthy, 1 not (the reason on stderr). Standard library only: it starts in a few tens of
 milliseconds, cheap enough for a probe every few seconds.
