@@ -38,7 +38,7 @@ lint: venv
 ## check skip, saying why)
 test: venv system-packages lint
 	bash scripts/ensure-system-packages.sh container kubectl || echo "make test: no container engine or kubectl: those tests skip" >&2
-	$(BIN)/pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
 unit: venv
 	$(BIN)/pytest -m 'not slow' $(PYTEST_ARGS)
