@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
-from exporter import eventloop, logs, memory, shard, webserver
+from exporter import configfile, eventloop, logs, memory, shard, webserver
 from exporter.coalesce import Coalesced, in_daemon_thread
 from exporter.collector import ExporterCollector, ExporterFacts
 from exporter.config import BrokerConfig, Config, ConfigError, load_config
@@ -137,6 +137,13 @@ class Daemon:
             return await self._reload()
 
     async def _reload(self) -> tuple[bool, str]:
+        replaced = configfile.replaced_since_mounted(self.options.config_file)
+        if replaced is not None:
+            self.reload_ok = False
+            log.error(
+                "configuration not reloaded", extra={"file": self.options.config_file, "error": replaced}
+            )
+            return False, f"configuration not reloaded: {replaced}"
         try:
             config = await in_daemon_thread(lambda: load_config(self.options.config_file))
         except ConfigError as exc:
