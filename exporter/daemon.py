@@ -19,6 +19,7 @@ from exporter.multitarget import probe_handler
 from exporter.probe import Prober
 from exporter.results import ProbeResult
 from exporter.scheduler import Scheduler
+from exporter.status.routes import StatusSource, latest_results, status_routes
 from exporter.store import ResultStore
 from exporter.web import WebState, build_app, parse_listen_address
 from exporter.webconfig import WebConfig
@@ -166,6 +167,14 @@ class Daemon:
             middlewares=[web_config.middleware()],
             broker_text=self.exposition.render,
             probe=probe,
+            pages=status_routes(
+                StatusSource(
+                    brokers=lambda: self.brokers,
+                    results=lambda: latest_results(self.store),
+                    modules=lambda: [name for name, _ in self.config.modules],
+                    probe_patterns=self.options.allowed_targets,
+                )
+            ),
         )
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()

@@ -41,7 +41,10 @@ def build_app(
     middlewares: Sequence[Any] = (),
     probe: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None,
     broker_text: Callable[[str], str] | None = None,
+    pages: Sequence[web.RouteDef] = (),
 ) -> web.Application:
+    """``pages``: more routes (the status pages); when given, they own ``/`` instead of the small index."""
+
     async def metrics(request: web.Request) -> web.Response:
         if broker_text is not None:
             # The text format (0.0.4) that every Prometheus accepts; the fleet's part is cached text.
@@ -70,7 +73,9 @@ def build_app(
         return web.Response(status=200 if ok else 500, text=message + "\n")
 
     app = web.Application(middlewares=list(middlewares))
-    app.router.add_get("/", index)
+    if not pages:
+        app.router.add_get("/", index)
+    app.router.add_routes(pages)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)

@@ -7,6 +7,8 @@
 #                                      to python3)
 #   ensure-system-packages.sh bench    what `make bench` compares against: blackbox_exporter (package
 #                                      prometheus-blackbox-exporter) and the openssl command
+#   ensure-system-packages.sh browser  the status page's real-browser test: headless chromium (package
+#                                      chromium)
 #
 # Mosquitto lives in /usr/sbin, which a normal user's PATH usually lacks: sbin directories are
 # checked too. Idempotent and quiet when everything is present. As root with apt-get: installs what is
@@ -38,8 +40,9 @@ for group in "$@"; do
                 "openssl:openssl"
             )
             ;;
+        browser) requirements+=("chromium:chromium") ;;
         *)
-            echo "usage: $0 [tools] [venv] [bench]" >&2
+            echo "usage: $0 [tools] [venv] [bench] [browser]" >&2
             exit 2
             ;;
     esac

@@ -1,0 +1,162 @@
+"""The status pages' HTTP face: ``/``, ``/broker/<name>``, ``/api/v1/brokers[/<name>]``.
+
+Everything is rendered per request from the latest results (a page never triggers a probe), behind the
+same ``--web.config.file`` middleware as every other endpoint (``exporter.web`` adds these routes to its
+application).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from exporter.config import BrokerConfig
+from exporter.multitarget import DEFAULT_MODULE
+from exporter.report import DEFAULT_WARN_DAYS, iso8601
+from exporter.results import ProbeResult
+from exporter.status.broker_page import broker_page
+from exporter.status.fleet import QueryError, Row, assess_fleet, fleet_document, parse_query, select
+from exporter.status.fleet_page import ProbeHelp, fleet_page
+from exporter.status.html import SECURITY_HEADERS, Links, el, page
+from exporter.store import ResultStore
+
+log = logging.getLogger("exporter.status")
+
+#: Query parameters the pages carry from link to link (anything else is ignored).
+PAGE_PARAMETERS = ("q", "status", "page", "per_page")
+API_PARAMETERS = ("q", "status", "offset", "limit")
+#: Longest broker name looked up and echoed; longer ones are cut.
+MAX_NAME_LENGTH = 1000
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def latest_results(store: ResultStore) -> list[ProbeResult]:
+    """The one place the status pages read the store: every broker's latest results."""
+    return store.latest()
+
+
+@dataclass(frozen=True)
+class StatusSource:
+    """What the pages need from the running exporter, read at each request (reloads apply)."""
+
+    #: the brokers this process probes (all, or its --shard's)
+    brokers: Callable[[], Sequence[BrokerConfig]]
+    results: Callable[[], Iterable[ProbeResult]]
+    #: names of the configured modules (multi-target mode)
+    modules: Callable[[], Sequence[str]] = tuple
+    #: --probe.allowed-target patterns; empty: /probe is off
+    probe_patterns: tuple[str, ...] = ()
+    warn_days: float = DEFAULT_WARN_DAYS
+    clock: Callable[[], float] = field(default=time.time)
+
+    def probe_help(self) -> ProbeHelp:
+        modules = (DEFAULT_MODULE, *(name for name in self.modules() if name != DEFAULT_MODULE))
+        return ProbeHelp(bool(self.probe_patterns), self.probe_patterns, modules)
+
+
+def _params(request: web.Request, names: Sequence[str]) -> dict[str, str]:
+    return {name: request.query[name] for name in names if name in request.query}
+
+
+def _html(text: str, status: int = 200) -> web.Response:
+    return web.Response(text=text, status=status, content_type="text/html", headers=SECURITY_HEADERS)
+
+
+def _json(document: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        text=json.dumps(document, indent=1) + "\n",
+        status=status,
+        content_type="application/json",
+        headers=SECURITY_HEADERS,
+    )
+
+
+def _error_page(status: int, message: str, links: Links) -> web.Response:
+    return _html(page("mqtt-cert-exporter", el("p", message), links), status)
+
+
+def _guarded(handler: Handler) -> Handler:
+    """A bug in a page must not answer a stranger with a stack trace: log it, say where to look."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except Exception:
+            log.exception("status page failed", extra={"path": request.path})
+            return web.Response(
+                status=503, text="the status page could not be rendered: see the exporter's log\n"
+            )
+
+    return guarded
+
+
+def _broker_name(request: web.Request) -> str:
+    return request.match_info["name"][:MAX_NAME_LENGTH]
+
+
+def status_routes(source: StatusSource) -> list[web.RouteDef]:
+    def rows_of(brokers: Sequence[BrokerConfig], now: float) -> list[Row]:
+        return assess_fleet(brokers, source.results(), now=now, warn_days=source.warn_days)
+
+    async def index(request: web.Request) -> web.StreamResponse:
+        params = _params(request, PAGE_PARAMETERS)
+        help_ = source.probe_help()
+        try:
+            query = parse_query(params, paged=True)
+        except QueryError as exc:
+            return _error_page(400, str(exc), Links(probe=help_.enabled))
+        now = source.clock()
+        view = select(rows_of(source.brokers(), now), query)
+        return _html(fleet_page(view, params, warn_days=source.warn_days, now=now, probe=help_))
+
+    def one(name: str) -> BrokerConfig | None:
+        return next((broker for broker in source.brokers() if broker.name == name), None)
+
+    async def broker(request: web.Request) -> web.StreamResponse:
+        name = _broker_name(request)
+        probe = source.probe_help().enabled
+        found = one(name)
+        now = source.clock()
+        if found is None:
+            return _html(broker_page(name, [], now=now, probe=probe), 404)
+        rows = assess_fleet([found], _of(source.results(), name), now=now, warn_days=source.warn_days)
+        return _html(broker_page(name, rows, now=now, probe=probe))
+
+    async def api_brokers(request: web.Request) -> web.StreamResponse:
+        try:
+            query = parse_query(_params(request, API_PARAMETERS), paged=False)
+        except QueryError as exc:
+            return _json({"error": str(exc)}, 400)
+        now = source.clock()
+        view = select(rows_of(source.brokers(), now), query)
+        return _json(fleet_document(view, now=now, warn_days=source.warn_days))
+
+    async def api_broker(request: web.Request) -> web.StreamResponse:
+        name = _broker_name(request)
+        found = one(name)
+        if found is None:
+            return _json({"error": "no broker of that name is configured"}, 404)
+        now = source.clock()
+        rows = assess_fleet([found], _of(source.results(), name), now=now, warn_days=source.warn_days)
+        reports = [row.report.document() for row in rows if row.report is not None]
+        return _json({"schema_version": 1, "broker": name, "generated_at": iso8601(now), "reports": reports})
+
+    return [
+        web.get("/", _guarded(index)),
+        web.get("/broker/{name:.+}", _guarded(broker)),
+        web.get("/api/v1/brokers", _guarded(api_brokers)),
+        web.get("/api/v1/brokers/{name:.+}", _guarded(api_broker)),
+    ]
+
+
+def _of(results: Iterable[ProbeResult], name: str) -> list[ProbeResult]:
+    return [result for result in results if result.broker == name]
