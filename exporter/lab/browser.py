@@ -77,7 +77,9 @@ def run_chromium(url: str, *extra: str, timeout: float = 60) -> str:
         except subprocess.TimeoutExpired:
             raise BrowserError(f"chromium did not finish within {timeout:g}s loading {url}") from None
     if done.returncode != 0:
-        raise BrowserError(f"chromium exited with {done.returncode}: {done.stderr.decode(errors='replace')[-2000:]}")
+        raise BrowserError(
+            f"chromium exited with {done.returncode}: {done.stderr.decode(errors='replace')[-2000:]}"
+        )
     return done.stdout.decode(errors="replace")
 
 

@@ -248,7 +248,7 @@ def report_html(row: Row, now: float) -> Html:
             el("span", "stale: ", class_="kind critical"),
             "this result is older than three probe intervals",
         )
-        if row.stale
+        if row.stale(now)
         else None
     )
     return el(

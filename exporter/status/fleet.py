@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from exporter.config import BrokerConfig
@@ -54,8 +55,10 @@ def findings(report: Report) -> tuple[Item, ...]:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Row:
+    """One result as the page shows it. What only shown rows need is worked out when first asked for."""
+
     broker: BrokerConfig
     #: None until the broker's first probe finished
     result: ProbeResult | None
@@ -64,10 +67,6 @@ class Row:
     #: days left of the earliest-expiring certificate of the presented chain (None: no certificate)
     days_left: float | None
     expiring_position: int | None
-    items: tuple[Item, ...]
-    #: seconds since the result (None when pending)
-    age: float | None
-    stale: bool
 
     @property
     def name(self) -> str:
@@ -82,14 +81,15 @@ class Row:
         failure = self.result.failure if self.result else None
         return f"{failure.stage.value}/{failure.reason.value}" if failure else ""
 
-    @property
+    @cached_property
+    def items(self) -> tuple[Item, ...]:
+        return findings(self.report) if self.report is not None else ()
+
+    @cached_property
     def problems(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(item.finding.kind for item in self.items))
 
-    def sort_key(self) -> tuple[int, float, str, str]:
-        days = self.days_left if self.days_left is not None else float("inf")
-        return (STATUS_ORDER.index(self.status), days, self.name, self.address_label)
-
+    @cached_property
     def haystack(self) -> str:
         """What the text filter looks in (lower case)."""
         parts = [
@@ -103,6 +103,22 @@ class Row:
         if self.result is not None:
             parts.append(self.result.ip)
         return " ".join(parts).lower()
+
+    def age(self, now: float) -> float | None:
+        """Seconds since the result (None when pending)."""
+        return None if self.result is None else now - self.result.finished
+
+    def stale(self, now: float) -> bool:
+        """Older than ``STALE_INTERVALS`` probe intervals (and the timeout): the scheduler missed it."""
+        age = self.age(now)
+        return age is not None and age > STALE_INTERVALS * self.broker.interval + self.broker.timeout
+
+    def sort_key(self) -> tuple[int, float, str, str]:
+        days = self.days_left if self.days_left is not None else float("inf")
+        return (_RANK[self.status], days, self.name, self.address_label)
+
+
+_RANK = {status: rank for rank, status in enumerate(STATUS_ORDER)}
 
 
 def _earliest(result: ProbeResult, now: float) -> tuple[float | None, int | None]:
@@ -118,42 +134,65 @@ def _earliest(result: ProbeResult, now: float) -> tuple[float | None, int | None
 def assess(broker: BrokerConfig, result: ProbeResult, *, now: float, warn_days: float) -> Row:
     report = build_report(result, broker, warn_days=warn_days, now=now)
     left, position = _earliest(result, now)
-    age = now - result.finished
-    return Row(
-        broker=broker,
-        result=result,
-        report=report,
-        status=report.status.label,
-        days_left=left,
-        expiring_position=position,
-        items=findings(report),
-        age=age,
-        stale=age > STALE_INTERVALS * broker.interval + broker.timeout,
-    )
+    return Row(broker, result, report, report.status.label, left, position)
 
 
 def pending(broker: BrokerConfig) -> Row:
-    return Row(broker, None, None, PENDING, None, None, (), None, False)
+    return Row(broker, None, None, PENDING, None, None)
+
+
+class Assessor:
+    """Assesses the fleet, reusing the assessment of a result it has seen for ``reuse_seconds``.
+
+    A result is immutable, but its verdict depends on the time (a certificate enters the warning
+    threshold, expires): reused assessments are at most ``reuse_seconds`` old, so a page of a large
+    fleet costs the assessment of the results that changed since the previous page, not of all of them.
+    Holds only the assessments of the latest call's results (bounded by the fleet).
+    """
+
+    def __init__(self, *, warn_days: float, reuse_seconds: float = 60.0) -> None:
+        self.warn_days = warn_days
+        self.reuse_seconds = reuse_seconds
+        self._seen: dict[int, tuple[ProbeResult, BrokerConfig, float, Row]] = {}
+
+    def rows(
+        self, brokers: Iterable[BrokerConfig], results: Iterable[ProbeResult], *, now: float
+    ) -> list[Row]:
+        """One row per result (one per address for ``addresses: all``), a pending row per broker
+        without one. Results of brokers no longer configured (a reload raced the request) are left out."""
+        by_name: dict[str, list[ProbeResult]] = {}
+        for result in results:
+            by_name.setdefault(result.broker, []).append(result)
+        seen, kept = self._seen, {}
+        rows = []
+        for broker in brokers:
+            found = by_name.get(broker.name)
+            if not found:
+                rows.append(pending(broker))
+                continue
+            for result in found:
+                entry = seen.get(id(result))
+                if (
+                    entry
+                    and entry[0] is result
+                    and entry[1] is broker
+                    and 0 <= now - entry[2] < self.reuse_seconds
+                ):
+                    kept[id(result)] = entry
+                    rows.append(entry[3])
+                    continue
+                row = assess(broker, result, now=now, warn_days=self.warn_days)
+                kept[id(result)] = (result, broker, now, row)
+                rows.append(row)
+        self._seen = kept
+        return rows
 
 
 def assess_fleet(
     brokers: Iterable[BrokerConfig], results: Iterable[ProbeResult], *, now: float, warn_days: float
 ) -> list[Row]:
-    """One row per result (one per address for ``addresses: all``), a pending row per broker without one.
-
-    Results of brokers no longer configured (a reload raced the request) are left out.
-    """
-    by_name: dict[str, list[ProbeResult]] = {}
-    for result in results:
-        by_name.setdefault(result.broker, []).append(result)
-    rows = []
-    for broker in brokers:
-        found = by_name.get(broker.name)
-        if not found:
-            rows.append(pending(broker))
-            continue
-        rows += [assess(broker, result, now=now, warn_days=warn_days) for result in found]
-    return rows
+    """Every row, assessed now (nothing reused)."""
+    return Assessor(warn_days=warn_days).rows(brokers, results, now=now)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -228,7 +267,7 @@ def select(rows: Sequence[Row], query: Query) -> View:
     chosen = [
         row
         for row in rows
-        if (not query.statuses or row.status in query.statuses) and (not needle or needle in row.haystack())
+        if (not query.statuses or row.status in query.statuses) and (not needle or needle in row.haystack)
     ]
     chosen.sort(key=Row.sort_key)
     end = None if query.limit is None else query.offset + query.limit
@@ -246,6 +285,7 @@ def _optional_time(timestamp: float | None) -> str | None:
 def row_document(row: Row, *, now: float) -> dict[str, Any]:
     result = row.result
     failure = result.failure if result else None
+    age = row.age(now)
     expires = None
     if result is not None and result.tls is not None and row.expiring_position is not None:
         expires = iso8601(result.tls.chain[row.expiring_position].not_after)
@@ -274,8 +314,8 @@ def row_document(row: Row, *, now: float) -> dict[str, Any]:
             else None
         ),
         "checked_at": _optional_time(result.finished if result else None),
-        "age_seconds": round(row.age, 3) if row.age is not None else None,
-        "stale": row.stale,
+        "age_seconds": round(age, 3) if age is not None else None,
+        "stale": row.stale(now),
     }
 
 

@@ -76,7 +76,7 @@ def _expiry_cell(row: Row, warn_days: float) -> Html:
         "td",
         days_bar(row.days_left, warn_days),
         " ",
-        days_text(row.days_left),
+        days_text(row.days_left) if row.days_left >= 0 else f"{-row.days_left:.1f} days ago",
         " ",
         el("small", which),
         data_label="Expiry",
@@ -95,16 +95,17 @@ def _problems_cell(row: Row) -> Html:
     return el("td", kinds(row.items), failed, fixes(row.items), data_label="Problems")
 
 
-def _age_cell(row: Row) -> Html:
-    if row.result is None or row.age is None:
+def _age_cell(row: Row, now: float) -> Html:
+    seconds = row.age(now)
+    if row.result is None or seconds is None:
         return el("td", "-", data_label="Last probe")
-    stale = el("span", " stale", class_="kind critical") if row.stale else None
+    stale = el("span", " stale", class_="kind critical") if row.stale(now) else None
     return el(
-        "td", el("span", age(row.age), title=date_time(row.result.finished)), stale, data_label="Last probe"
+        "td", el("span", age(seconds), title=date_time(row.result.finished)), stale, data_label="Last probe"
     )
 
 
-def row_html(row: Row, warn_days: float) -> Html:
+def row_html(row: Row, warn_days: float, now: float) -> Html:
     address = row.broker.address
     if row.address_label:
         address += f" ({row.address_label})"
@@ -122,7 +123,7 @@ def row_html(row: Row, warn_days: float) -> Html:
         ),
         _expiry_cell(row, warn_days),
         _problems_cell(row),
-        _age_cell(row),
+        _age_cell(row, now),
         class_=row.status,
     )
 
@@ -192,12 +193,12 @@ def pager(view: View, params: Mapping[str, str]) -> Html:
     )
 
 
-def fleet_table(view: View, warn_days: float) -> Html:
+def fleet_table(view: View, warn_days: float, now: float) -> Html:
     head = el(
         "thead",
         el("tr", *(el("th", title) for title in ("Status", "Broker", "Expiry", "Problems", "Last probe"))),
     )
-    body = el("tbody", *(row_html(row, warn_days) for row in view.rows))
+    body = el("tbody", *(row_html(row, warn_days, now) for row in view.rows))
     return el("table", head, body, class_="fleet")
 
 
@@ -217,7 +218,7 @@ def probe_section(help_: ProbeHelp) -> Html:
             id="probe",
         )
     examples = [
-        el("li", el("code", f"probe?{urlencode({'target': 'mqtt.example.com:8883', 'module': module})}"))
+        el("li", el("code", f"probe?target=mqtt.example.com:8883&module={quote(module, safe='')}"))
         for module in help_.modules
     ]
     scrape = (
@@ -273,7 +274,7 @@ def fleet_page(
         return page("mqtt-cert-exporter", join([intro, probe_section(probe)]), links)
     parts = [summary(view, params, warn_days, now), filter_form(params)]
     if view.rows:
-        parts += [fleet_table(view, warn_days), pager(view, params)]
+        parts += [fleet_table(view, warn_days, now), pager(view, params)]
     else:
         parts.append(el("p", "No broker matches this filter.", class_="muted"))
     if probe.enabled:

@@ -21,7 +21,7 @@ from exporter.multitarget import DEFAULT_MODULE
 from exporter.report import DEFAULT_WARN_DAYS, iso8601
 from exporter.results import ProbeResult
 from exporter.status.broker_page import broker_page
-from exporter.status.fleet import QueryError, Row, assess_fleet, fleet_document, parse_query, select
+from exporter.status.fleet import Assessor, QueryError, Row, assess_fleet, fleet_document, parse_query, select
 from exporter.status.fleet_page import ProbeHelp, fleet_page
 from exporter.status.html import SECURITY_HEADERS, Links, el, page
 from exporter.store import ResultStore
@@ -104,8 +104,10 @@ def _broker_name(request: web.Request) -> str:
 
 
 def status_routes(source: StatusSource) -> list[web.RouteDef]:
+    assessor = Assessor(warn_days=source.warn_days)
+
     def rows_of(brokers: Sequence[BrokerConfig], now: float) -> list[Row]:
-        return assess_fleet(brokers, source.results(), now=now, warn_days=source.warn_days)
+        return assessor.rows(brokers, source.results(), now=now)
 
     async def index(request: web.Request) -> web.StreamResponse:
         params = _params(request, PAGE_PARAMETERS)
