@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -228,11 +229,33 @@ async def test_a_failing_page_answers_503_not_500_and_logs(caplog: pytest.LogCap
             response = await client.get("/")
             assert response.status == 503 and "exporter's log" in await response.text()
         assert "status page failed" in caplog.text
-    ok = StatusSource(brokers=lambda: [broker("plant")], results=lambda: [trusted("plant", 60)])
+    ok = StatusSource(
+        brokers=lambda: [broker("line/7 ?#"), broker("new")], results=lambda: [trusted("line/7 ?#", 60)]
+    )
     app = build_app(CollectorRegistry(), WebState(), pages=status_routes(ok))
     async with TestClient(TestServer(app)) as client:
-        response = await client.get("/api/v1/brokers/plant")
+        page = await (await client.get("/")).text()
+        assert 'href="broker/line%2F7%20%3F%23"' in page  # a name is one path segment, whatever it holds
+        response = await client.get("/api/v1/brokers/line%2F7%20%3F%23")
         assert response.status == 200
         document = json.loads(await response.text())
         assert document["reports"][0]["status"] == "ok"
-        assert (await client.get("/broker/plant")).headers["X-Content-Type-Options"] == "nosniff"
+        detail = await client.get("/broker/line%2F7%20%3F%23")
+        assert detail.status == 200 and detail.headers["X-Content-Type-Options"] == "nosniff"
+        assert "CN=line/7 ?#" in read(await detail.text()).text
+        pending = read(await (await client.get("/broker/new")).text()).text
+        assert "Not probed yet: waiting for the first probe." in pending
+
+
+def test_addresses_all_gets_a_row_and_a_section_per_address() -> None:
+    config = BrokerConfig(name="cluster", target=Target("cluster.example.com", 8883), addresses="all")
+    old = cert_facts(subject="CN=old", common_name="old", not_after=NOW + 3 * DAY)
+    first = replace(trusted("cluster", 60), ip="10.0.0.7", address_label="10.0.0.7")
+    second = replace(first, ip="10.0.0.8", address_label="10.0.0.8", tls=replace(first.tls, chain=(old,)))
+    rows = assess_fleet([config], [first, second], now=NOW, warn_days=30)
+    view = select(rows, parse_query({}, paged=True))
+    page = read(fleet_page(view, {}, warn_days=30, now=NOW, probe=ProbeHelp(False)))
+    assert page.rows[1].startswith("WARNING cluster cluster.example.com:8883 (10.0.0.8) ")
+    assert page.rows[2].startswith("OK cluster cluster.example.com:8883 (10.0.0.7) ")
+    detail = read(broker_page("cluster", rows, now=NOW, probe=False)).text
+    assert "OK address 10.0.0.7" in detail and "WARNING address 10.0.0.8" in detail

@@ -13,7 +13,7 @@ from exporter.probe.mqtt import connack_meaning
 from exporter.report import Report, days_left, display_name
 from exporter.results import CertFacts, ProbeResult, RevocationStatus
 from exporter.status.fleet import Row
-from exporter.status.fleet_page import REFRESH_SECONDS, badge
+from exporter.status.fleet_page import REFRESH_SECONDS, badge, finding_list
 from exporter.status.html import Html, Links, age, date_time, days_bar, days_text, el, join, page, void
 
 #: The broker page lives one level below ``/``.
@@ -29,20 +29,7 @@ def facts(*pairs: tuple[str, Html | str | None]) -> Html:
 def findings_html(row: Row) -> Html:
     if not row.items:
         return el("p", "Nothing wrong: trusted chain, MQTT connection accepted.", class_="muted")
-    return el(
-        "ul",
-        *(
-            el(
-                "li",
-                el("span", item.finding.kind, class_=f"kind {item.severity}"),
-                ": ",
-                item.finding.cause,
-                el("div", el("b", "fix: "), item.finding.fix, class_="fix"),
-            )
-            for item in row.items
-        ),
-        class_="findings",
-    )
+    return finding_list(row.items)
 
 
 def _store(report: Report) -> str:

@@ -52,20 +52,28 @@ def kinds(items: Sequence[Item]) -> Html:
     return join((el("span", kind, class_=f"kind {severity}") for kind, severity in seen), ", ")
 
 
+def finding_list(items: Sequence[Item]) -> Html:
+    """Each finding: its name, its cause and its fix, as `check` words them."""
+    return el(
+        "ul",
+        *(
+            el(
+                "li",
+                el("span", item.finding.kind, class_=f"kind {item.severity}"),
+                ": ",
+                item.finding.cause,
+                el("div", el("b", "fix: "), item.finding.fix, class_="fix"),
+            )
+            for item in items
+        ),
+        class_="findings",
+    )
+
+
 def fixes(items: Sequence[Item]) -> Html:
-    """Each finding's cause and fix, folded away (the row stays one line until opened)."""
-    entries = [
-        el(
-            "li",
-            el("span", item.finding.kind, class_=f"kind {item.severity}"),
-            ": ",
-            item.finding.cause,
-            el("div", el("b", "fix: "), item.finding.fix, class_="fix"),
-        )
-        for item in items
-    ]
+    """The finding list folded away (the row stays short until opened)."""
     noun = "cause and fix" if len(items) == 1 else "causes and fixes"
-    return el("details", el("summary", noun), el("ul", *entries))
+    return el("details", el("summary", noun), finding_list(items))
 
 
 def _expiry_cell(row: Row, warn_days: float) -> Html:
