@@ -11,22 +11,26 @@ and ``BrokerExposition.render()`` (a /metrics scrape) for scale. Timings belong 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import itertools
-import json
 import statistics
 import time
 from collections.abc import Callable
 
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import CollectorRegistry
+
 from bench.format import BUILDERS, NOW
-from exporter import memory
+from exporter import eventloop, memory
 from exporter.config import BrokerConfig, Target
 from exporter.exposition import BrokerExposition
 from exporter.report import DEFAULT_WARN_DAYS
 from exporter.status.broker_page import broker_page
 from exporter.status.fleet import Assessor, assess_fleet, fleet_document, parse_query, select
 from exporter.status.fleet_page import ProbeHelp, fleet_page
-from exporter.status.routes import latest_results
+from exporter.status.routes import StatusSource, json_text, latest_results, status_routes
 from exporter.store import ResultStore
+from exporter.web import WebState, build_app
 
 
 def timed(action: Callable[[], object], repeat: int) -> float:
@@ -37,6 +41,33 @@ def timed(action: Callable[[], object], repeat: int) -> float:
         action()
         durations.append(time.perf_counter() - started)
     return statistics.median(durations)
+
+
+async def loop_lag_during_get(brokers: list[BrokerConfig], store: ResultStore) -> tuple[float, float]:
+    """GET / of a fresh app (nothing assessed yet) while a ticker measures how late the loop wakes it."""
+    source = StatusSource(
+        brokers=lambda: brokers, results=lambda: latest_results(store), clock=lambda: NOW + 5
+    )
+    app = build_app(CollectorRegistry(), WebState(), pages=status_routes(source))
+    worst = 0.0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal worst
+        while not done.is_set():
+            before = time.perf_counter()
+            await asyncio.sleep(0.005)
+            worst = max(worst, time.perf_counter() - before - 0.005)
+
+    async with TestClient(TestServer(app)) as client:
+        ticking = asyncio.create_task(ticker())
+        started = time.perf_counter()
+        response = await client.get("/")
+        await response.read()
+        took = time.perf_counter() - started
+        done.set()
+        await ticking
+    return worst, took
 
 
 def main() -> None:
@@ -78,7 +109,7 @@ def main() -> None:
     def api() -> str:
         rows = assessor.rows(brokers, latest_results(store), now=now)
         view = select(rows, parse_query({}, paged=False))
-        return json.dumps(fleet_document(view, now=now, warn_days=DEFAULT_WARN_DAYS), indent=1)
+        return json_text(fleet_document(view, now=now, warn_days=DEFAULT_WARN_DAYS))
 
     def one() -> str:
         name = brokers[len(brokers) // 2].name
@@ -110,11 +141,16 @@ def main() -> None:
         "/ nothing changed since the previous page": len(page({}, reuse=True).encode()),
         "/api/v1/brokers, all brokers (warm)": len(api().encode()),
     }
+    lag, took = eventloop.run(loop_lag_during_get(brokers, store))
     scrape = measured["/metrics (BrokerExposition.render)"]
     print(f"{args.brokers} brokers, median of {args.repeat} runs each")
     for name, seconds in measured.items():
         size = f", {sizes[name] / 1024:.0f} KiB" if name in sizes else ""
         print(f"  {name:50s} {seconds * 1000:8.1f} ms  ({seconds / scrape:5.1f} x a scrape{size})")
+    print(
+        f"  GET / through the daemon's handler (cold) took {took * 1000:.0f} ms; the event loop's longest "
+        f"stall meanwhile: {lag * 1000:.0f} ms (rendering runs in a worker thread)"
+    )
 
 
 if __name__ == "__main__":
