@@ -32,7 +32,7 @@ log = logging.getLogger("exporter.status")
 #: Query parameters the pages carry from link to link (anything else is ignored).
 PAGE_PARAMETERS = ("q", "status", "page", "per_page")
 API_PARAMETERS = ("q", "status", "offset", "limit")
-#: Longest broker name looked up and echoed; longer ones are cut.
+#: Longest unknown broker name echoed on its 404 page; longer ones are cut.
 MAX_NAME_LENGTH = 300
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -71,7 +71,7 @@ def _html(text: str, status: int = 200) -> web.Response:
 
 
 def json_text(document: Any) -> str:
-    """Compact: with ``indent`` json uses its pure-Python encoder, 3x slower on a 10,000-broker answer."""
+    """Compact: with ``indent`` json uses its pure-Python encoder, 2.5x slower on a 10,000-broker answer."""
     return json.dumps(document, separators=(",", ":")) + "\n"
 
 
@@ -106,7 +106,7 @@ def _guarded(handler: Handler) -> Handler:
 
 
 def _broker_name(request: web.Request) -> str:
-    return request.match_info["name"][:MAX_NAME_LENGTH]
+    return request.match_info["name"]
 
 
 def status_routes(source: StatusSource) -> list[web.RouteDef]:
@@ -145,7 +145,7 @@ def status_routes(source: StatusSource) -> list[web.RouteDef]:
         found = one(name)
         now = source.clock()
         if found is None:
-            return _html(broker_page(name, [], now=now, probe=probe), 404)
+            return _html(broker_page(name[:MAX_NAME_LENGTH], [], now=now, probe=probe), 404)
         rows = assess_fleet([found], _of(source.results(), name), now=now, warn_days=source.warn_days)
         return _html(broker_page(name, rows, now=now, probe=probe))
 
