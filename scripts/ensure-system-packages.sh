@@ -14,6 +14,8 @@
 #                                      debootstrap (the local base image, scripts/build-base-image.sh)
 #   ensure-system-packages.sh kubectl  `kubectl kustomize` for deploy/kubernetes (package
 #                                      kubernetes-client), when no kubectl is installed
+#   ensure-system-packages.sh browser  the status page's real-browser test: headless chromium (package
+#                                      chromium)
 #
 # Mosquitto lives in /usr/sbin, which a normal user's PATH usually lacks: sbin directories are
 # checked too. Idempotent and quiet when everything is present. As root with apt-get: installs what is
@@ -55,8 +57,9 @@ for group in "$@"; do
             )
             ;;
         kubectl) requirements+=("kubectl:kubernetes-client") ;;
+        browser) requirements+=("chromium:chromium") ;;
         *)
-            echo "usage: $0 [tools] [venv] [bench] [container] [kubectl]" >&2
+            echo "usage: $0 [tools] [venv] [bench] [container] [kubectl] [browser]" >&2
             exit 2
             ;;
     esac
