@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
+from exporter import logs
 from exporter.config import BrokerConfig
 from exporter.multitarget import DEFAULT_MODULE
 from exporter.report import DEFAULT_WARN_DAYS, iso8601
@@ -27,7 +27,7 @@ from exporter.status.fleet_page import ProbeHelp, fleet_page
 from exporter.status.html import SECURITY_HEADERS, Links, el, page
 from exporter.store import ResultStore
 
-log = logging.getLogger("exporter.status")
+log = logs.get_logger("exporter.status")
 
 #: Query parameters the pages carry from link to link (anything else is ignored).
 PAGE_PARAMETERS = ("q", "status", "page", "per_page")
