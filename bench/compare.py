@@ -54,12 +54,12 @@ from pathlib import Path
 
 import aiohttp
 
-from exporter.lab.hostile import BlackHole
 from exporter.lab.mosquitto import Listener, Mosquitto, mosquitto_binary
 from exporter.lab.pki import Issued, Pki
 from exporter.lab.ports import free_port, wait_for_port
-from exporter.lab.process import start_exporter_process, stop_process
 from exporter.scheduler import grid_offset
+from tests.lab.hostile import BlackHole
+from tests.lab.process import start_exporter_process, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "performance.md"

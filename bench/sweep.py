@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 
 from exporter.config import BrokerConfig, Target, TlsSettings
-from exporter.lab.hostile import BlackHole
 from exporter.lab.mosquitto import Listener, Mosquitto
 from exporter.lab.pki import Pki
 from exporter.probe import Prober
 from exporter.scheduler import Scheduler
 from exporter.store import ResultStore
+from tests.lab.hostile import BlackHole
 
 
 async def sweep(brokers: list[BrokerConfig], concurrency: int) -> tuple[float, ResultStore]:

@@ -8,13 +8,14 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from exporter import __version__, eventloop, logs
+from exporter import eventloop, logs
+from exporter.buildinfo import build_info, version_text
 from exporter.config import ConfigError, load_config
 from exporter.scheduler import DEFAULT_CONCURRENCY
 from exporter.web import parse_listen_address
 from exporter.webserver import DEFAULT_MAX_CONNECTIONS, ListenError, default_max_connections, systemd_sockets
 
-SUBCOMMANDS = ("serve", "check", "demo")
+SUBCOMMANDS = ("serve", "check", "demo", "healthcheck")
 
 
 def _positive_int(text: str) -> int:
@@ -66,8 +67,9 @@ def _shard(text: str) -> tuple[int, int]:
 def serve_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mqtt-cert-exporter",
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # --version is several lines
         description="Prometheus exporter that probes MQTT brokers over TLS. "
-        "Subcommands: serve (default), check, demo.",
+        "Subcommands: serve (default), check, demo, healthcheck.",
     )
     parser.add_argument("--config.file", dest="config_file", default="config.yaml", help="YAML configuration")
     parser.add_argument(
@@ -136,7 +138,7 @@ def serve_parser() -> argparse.ArgumentParser:
         "--config.check", dest="config_check", action="store_true", help="validate the configuration and exit"
     )
     logs.add_logging_flags(parser)
-    parser.add_argument("--version", action="version", version=f"mqtt-cert-exporter {__version__}")
+    parser.add_argument("--version", action="version", version=version_text(build_info()))
     return parser
 
 
@@ -200,6 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from exporter.check import main as check_main
 
         return check_main(arguments)
+    if command == "healthcheck":
+        from exporter.healthcheck import main as healthcheck_main
+
+        return healthcheck_main(arguments)
     if command == "demo":
         from exporter.demo import main as demo_main
 

@@ -12,7 +12,6 @@ as text directly; ``broker_families`` turns them into prometheus_client families
 from __future__ import annotations
 
 import functools
-import platform
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter import __version__
+from exporter.buildinfo import build_info
 from exporter.config import BrokerConfig
 from exporter.families import (
     ADDRESSES_SAME_LEAF,
@@ -379,10 +378,15 @@ def broker_families(
 # The exporter itself
 
 
+def _build_labels() -> tuple[str, ...]:
+    info = build_info()
+    return (info.version, info.revision, info.branch, info.python_version, info.openssl_version)
+
+
 def exporter_samples(facts: ExporterFacts) -> list[Sample]:
     """Pure: the samples of the exporter's own families (``EXPORTER_FAMILIES``)."""
     samples: list[Sample] = [
-        (BUILD_INFO, BUILD_INFO.labels, (__version__, platform.python_version()), 1.0),
+        (BUILD_INFO, BUILD_INFO.labels, _build_labels(), 1.0),
         (BROKERS, (), (), facts.brokers),
         (RELOAD_SUCCESSFUL, (), (), 1.0 if facts.last_reload_successful else 0.0),
         (RELOAD_TIMESTAMP, (), (), facts.last_reload_success_timestamp),

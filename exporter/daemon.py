@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
-from exporter import eventloop, logs, memory, shard, webserver
+from exporter import configfile, eventloop, logs, memory, shard, webserver
 from exporter.coalesce import Coalesced, in_daemon_thread
 from exporter.collector import ExporterCollector, ExporterFacts
 from exporter.config import BrokerConfig, Config, ConfigError, load_config
@@ -21,6 +21,7 @@ from exporter.probe import Prober
 from exporter.results import ProbeResult
 from exporter.scheduler import Scheduler
 from exporter.selfmetrics import TroubleCollector
+from exporter.status.routes import StatusSource, latest_results, status_routes
 from exporter.store import ResultStore
 from exporter.web import WebState, build_app
 from exporter.webconfig import WebConfig
@@ -137,6 +138,13 @@ class Daemon:
             return await self._reload()
 
     async def _reload(self) -> tuple[bool, str]:
+        replaced = configfile.replaced_since_mounted(self.options.config_file)
+        if replaced is not None:
+            self.reload_ok = False
+            log.error(
+                "configuration not reloaded", extra={"file": self.options.config_file, "error": replaced}
+            )
+            return False, f"configuration not reloaded: {replaced}"
         try:
             config = await in_daemon_thread(lambda: load_config(self.options.config_file))
         except ConfigError as exc:
@@ -189,6 +197,14 @@ class Daemon:
             broker_text=self.exposition.render,
             probe=probe,
             telemetry_path=self.options.telemetry_path,
+            pages=status_routes(
+                StatusSource(
+                    brokers=lambda: self.brokers,
+                    results=lambda: latest_results(self.store),
+                    modules=lambda: [name for name, _ in self.config.modules],
+                    probe_patterns=self.options.allowed_targets,
+                )
+            ),
         )
         webserver.quiet_bad_requests()
         runner = web.AppRunner(

@@ -3,14 +3,15 @@
 It makes a throw-away CA and certificates in a temporary directory, starts one local Mosquitto with a
 loopback listener per demo broker (good, expiring in 10 days, expired, untrusted CA, wrong hostname,
 missing intermediate, password auth), writes the matching config.yaml next to them, runs the exporter
-on it (serve mode, in this process) and prints the URL of /metrics, the `check` report of every demo
-broker and how to stop.
+on it (serve mode, in this process) and prints, first, the URL of the status page (``/``), then the
+`check` report of every demo broker, the URL of /metrics and how to stop.
 
 Ctrl-C or SIGTERM stops the exporter and Mosquitto and removes the temporary directory. Lines a script
 (or the tests) can rely on, each at the start of a line of stdout::
 
     temporary directory: /tmp/mqtt-cert-exporter-demo-XXXX
     mosquitto pid: 12345
+    status page: http://127.0.0.1:9883/
     metrics: http://127.0.0.1:9883/metrics
 """
 
@@ -327,6 +328,9 @@ async def _serve(
         )
         return 1
     url = _shown_url(found.result())
+    status_url = url.removesuffix("metrics")
+    _say(f"status page: {status_url}   <- open it in a browser")
+    _say()
 
     checking = asyncio.create_task(probe_all(config.brokers))
     running: set[asyncio.Future[Any]] = {serving, checking}
@@ -342,6 +346,7 @@ async def _serve(
             _say(report.text(colour=colour))
         _say(summary_line(reports, colour=colour))
         _say()
+        _say(f"status page: {status_url}")
         _say(f"metrics: {url}")
         _say(f"  see it:      curl -s {url} | grep -E '^mqtt_broker_(probe_success|tls_trust_problem)'")
         _say(f"  check again: {_own_command()} check --config.file {config_path}")

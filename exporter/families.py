@@ -338,8 +338,8 @@ BROKER_FAMILIES: Final = (
 BUILD_INFO: Final = Family(
     "mqtt_cert_exporter_build_info",
     GAUGE,
-    "Version of the exporter and of the Python running it.",
-    ("version", "python_version"),
+    "Version and git revision of the exporter, and the Python and OpenSSL running it.",
+    ("version", "revision", "branch", "python_version", "openssl_version"),
 )
 BROKERS: Final = Family("mqtt_cert_exporter_brokers", GAUGE, "Brokers configured.", ())
 RELOAD_SUCCESSFUL: Final = Family(

@@ -17,6 +17,7 @@ errors name their path. How the users are checked: exporter.basicauth.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
@@ -64,7 +65,9 @@ class WebConfig:
         async def authenticate(
             request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
         ) -> web.StreamResponse:
-            allowed = await self.auth.allows(request.headers.get("Authorization"))
+            allowed = _loopback_health_check(request) or await self.auth.allows(
+                request.headers.get("Authorization")
+            )
             if allowed:
                 return await handler(request)
             if allowed is None:
@@ -78,6 +81,26 @@ class WebConfig:
             )
 
         return authenticate
+
+
+#: Answered without basic auth to loopback peers: `mqtt-cert-exporter healthcheck` (Docker HEALTHCHECK,
+#: Kubernetes exec probes) runs next to the exporter and cannot know a password, only its hash.
+HEALTH_PATHS = frozenset({"/-/healthy", "/-/ready"})
+
+
+def is_loopback(remote: str | None) -> bool:
+    """Pure: whether a peer address (``request.remote``) is loopback, IPv4-mapped IPv6 included."""
+    try:
+        address = ipaddress.ip_address(remote or "")
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def _loopback_health_check(request: web.Request) -> bool:
+    return request.method in ("GET", "HEAD") and request.path in HEALTH_PATHS and is_loopback(request.remote)
 
 
 def load_web_config(path: str) -> WebConfig:

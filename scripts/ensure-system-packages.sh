@@ -9,6 +9,13 @@
 #                                      to python3)
 #   ensure-system-packages.sh bench    what `make bench` compares against: blackbox_exporter (package
 #                                      prometheus-blackbox-exporter) and the openssl command
+#   ensure-system-packages.sh container  what tests/test_image.py builds and runs the image with:
+#                                      dockerd and Debian's docker client (package docker.io),
+#                                      debootstrap (the local base image, scripts/build-base-image.sh)
+#   ensure-system-packages.sh kubectl  `kubectl kustomize` for deploy/kubernetes (package
+#                                      kubernetes-client), when no kubectl is installed
+#   ensure-system-packages.sh browser  the status page's real-browser test: headless chromium (package
+#                                      chromium)
 #
 # Mosquitto lives in /usr/sbin, which a normal user's PATH usually lacks: sbin directories are
 # checked too. Idempotent and quiet when everything is present. As root with apt-get: installs what is
@@ -42,8 +49,17 @@ for group in "$@"; do
                 "openssl:openssl"
             )
             ;;
+        container)
+            requirements+=(
+                "dockerd:docker.io"
+                "/usr/bin/docker:docker.io"
+                "debootstrap:debootstrap"
+            )
+            ;;
+        kubectl) requirements+=("kubectl:kubernetes-client") ;;
+        browser) requirements+=("chromium:chromium") ;;
         *)
-            echo "usage: $0 [tools] [venv] [bench]" >&2
+            echo "usage: $0 [tools] [venv] [bench] [container] [kubectl] [browser]" >&2
             exit 2
             ;;
     esac
@@ -60,6 +76,7 @@ have_command() {
 
 satisfied() {
     case $1 in
+        /*) [[ -x $1 ]] ;;  # this very file: another `docker` may come first on PATH
         venv) "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 ;;
         *) have_command "$1" ;;
     esac

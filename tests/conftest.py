@@ -24,12 +24,12 @@ import pytest
 
 from exporter import eventloop
 from exporter.config import BrokerConfig, MqttSettings, Secret, Target, TlsSettings
-from exporter.lab.hostile import BlackHole, HostileServer, after_tls, garbage, reset_on_accept, silent
 from exporter.lab.mosquitto import Listener, Mosquitto, make_password_file, mosquitto_binary
 from exporter.lab.pki import Issued, Pki
-from exporter.lab.process import start_exporter_process, stop_process
 from exporter.probe.wire.mqtt import encode_varint
 from exporter.results import CertFacts
+from tests.lab.hostile import BlackHole, HostileServer, after_tls, garbage, reset_on_accept, silent
+from tests.lab.process import start_exporter_process, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "s3cret-Pa55word-never-logged"

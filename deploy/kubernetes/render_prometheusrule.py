@@ -38,6 +38,7 @@ metadata:
   name: mqtt-cert-exporter
   labels:
     app.kubernetes.io/name: mqtt-cert-exporter
+    app.kubernetes.io/part-of: mqtt-cert-exporter
     app.kubernetes.io/component: alerting-rules
     # The Prometheus resource's ruleSelector must match; kube-prometheus-stack selects
     # `release: <its Helm release name>` by default.
