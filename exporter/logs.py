@@ -16,6 +16,8 @@ import time
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
+from exporter.printable import cut, escape_controls
+
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 #: The record attribute that carries the extra fields whose names LogRecord reserves.
 _RESERVED_FIELDS = "_reserved_fields"
@@ -25,7 +27,6 @@ _LEADING = ("ts", "level", "logger", "msg")
 MAX_VALUE_CHARS = 4096
 #: go-kit's level names (what Prometheus exporters print and --log.level takes).
 _LEVEL_NAMES = {"WARNING": "warn", "CRITICAL": "error"}
-_NAMED_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 class FieldLogger(logging.LoggerAdapter[logging.Logger]):
@@ -60,23 +61,8 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
     return fields
 
 
-def _printable(char: str) -> str:
-    """``char`` itself, or an escape for what a terminal would act on (controls, bidi overrides...)."""
-    if char.isprintable():
-        return char
-    code = ord(char)
-    if char in _NAMED_ESCAPES:
-        return _NAMED_ESCAPES[char]
-    if code < 0x100:
-        return f"\\x{code:02x}"
-    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
-
-
 def _cut(value: object) -> str:
-    text = str(value)
-    if len(text) > MAX_VALUE_CHARS:
-        return text[:MAX_VALUE_CHARS] + f"...({len(text) - MAX_VALUE_CHARS} more characters)"
-    return text
+    return cut(str(value), MAX_VALUE_CHARS)
 
 
 def _logfmt_value(value: object) -> str:
@@ -84,7 +70,7 @@ def _logfmt_value(value: object) -> str:
     if text and text.isprintable() and not any(c in text for c in ' ="\\'):
         return text
     quoted = text.replace("\\", "\\\\").replace('"', '\\"')
-    return '"' + (quoted if quoted.isprintable() else "".join(map(_printable, quoted))) + '"'
+    return '"' + escape_controls(quoted) + '"'
 
 
 class LogfmtFormatter(logging.Formatter):

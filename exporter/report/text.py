@@ -1,10 +1,18 @@
-"""The text report of one broker, as `check` and `demo` print it (docs/check.md, "Text output"). Pure."""
+"""The text report of one broker, as `check` and `demo` print it (docs/check.md, "Text output"). Pure.
+
+Certificates choose their names: every line is escaped (controls, bidi overrides, line separators) and
+cut at ``MAX_LINE_CHARS`` on its way out, so one certificate cannot split the report, steer the terminal
+or make an unbounded line (issue 18.11). The JSON document has the names whole, escaped by json.dumps.
+"""
 
 from __future__ import annotations
 
+import re
+import secrets
 from collections.abc import Mapping, Sequence
 
 from exporter.connack import connack_meaning
+from exporter.printable import cut, escape_controls
 from exporter.report.assessment import Assessment, Status, days_left
 from exporter.report.fixes import Finding
 from exporter.report.wording import (
@@ -21,9 +29,13 @@ from exporter.results import CertFacts, LegacyTlsFacts, ProbeResult, RevocationS
 
 #: Longest subject/issuer shown in the chain table; the JSON document always has them whole.
 MAX_NAME_WIDTH = 40
+#: Longest line of the report once escaped (a finding listing 40 SANs fits); the JSON has it whole.
+MAX_LINE_CHARS = 1024
 
 
 def _clip(text: str, width: int = MAX_NAME_WIDTH) -> str:
+    """Escaped before it is measured, so the chain table's columns stay aligned."""
+    text = escape_controls(text)
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
@@ -31,16 +43,29 @@ _ANSI_CODES: Mapping[str, str] = {"bold": "1", "red": "31", "green": "32", "yell
 
 
 class _Style:
-    """ANSI styling that is a no-op unless colour was asked for."""
+    """ANSI styling that is a no-op unless colour was asked for.
+
+    Styles are written as markers with a per-report random token and become escape sequences only in
+    ``finish``, after the line was escaped: a certificate cannot forge a marker it cannot guess.
+    """
 
     def __init__(self, colour: bool) -> None:
         self.colour = colour
+        self._token = secrets.token_hex(8)
+        self._marker = re.compile(rf"<{self._token}:([0-9;]+)>")
 
     def __call__(self, text: str, *styles: str) -> str:
         if not self.colour or not styles or not text:
             return text
         codes = ";".join(_ANSI_CODES[style] for style in styles)
-        return f"\x1b[{codes}m{text}\x1b[0m"
+        return f"<{self._token}:{codes}>{text}<{self._token}:0>"
+
+    def finish(self, line: str) -> str:
+        """One line of output: escaped, cut, then styled."""
+        safe = escape_controls(line)
+        if len(safe) > MAX_LINE_CHARS:
+            safe = cut(safe, MAX_LINE_CHARS) + (f"<{self._token}:0>" if self.colour else "")
+        return self._marker.sub(lambda match: f"\x1b[{match[1]}m", safe) if self.colour else safe
 
     def status(self, status: Status) -> str:
         colours = {
@@ -99,7 +124,7 @@ def render_text(report: Assessment, *, colour: bool = False) -> str:
     for finding in [*served, *(finding for _, finding in report.warnings), *others]:
         lines += _finding_lines(style(finding.kind, "yellow"), finding, style)
     lines += _lint_lines(report, style)
-    return "\n".join(lines) + "\n"
+    return "\n".join(map(style.finish, lines)) + "\n"
 
 
 def _finding_lines(label: str, finding: Finding, style: _Style) -> list[str]:
@@ -152,7 +177,7 @@ def _chain_lines(report: Assessment, style: _Style) -> list[str]:
 
 def _chain_row(position_label: str, cert: CertFacts, now: float) -> tuple[str, ...]:
     if cert.parse_error:
-        return (position_label, "(unparseable)", "", cert.parse_error, "", "")
+        return (position_label, "(unparseable)", "", escape_controls(cert.parse_error), "", "")
     return (
         position_label,
         _clip(subject_name(cert)),
@@ -301,4 +326,4 @@ def summary_line(reports: Sequence[Assessment], *, colour: bool = False) -> str:
     counts = {status: sum(1 for report in reports if report.status is status) for status in Status}
     parts = [f"{count} {style.status(status)}" for status, count in counts.items() if count]
     noun = "broker" if len(reports) == 1 else "brokers"
-    return f"{len(reports)} {noun}: {', '.join(parts)}"
+    return style.finish(f"{len(reports)} {noun}: {', '.join(parts)}")
