@@ -376,13 +376,13 @@ RENDER_SECONDS: Final = Family(
 CACHE_ENTRIES: Final = Family(
     "mqtt_cert_exporter_cache_entries",
     GAUGE,
-    "Entries held by a cache that brokers can grow (crl, aia), bounded (docs/reliability.md).",
+    "Entries held by a cache that brokers can grow (crl, aia, certificates, signatures, verdicts), bounded (docs/reliability.md).",
     ("cache",),
 )
 CACHE_BYTES: Final = Family(
     "mqtt_cert_exporter_cache_bytes",
     GAUGE,
-    "Estimated memory held by a cache that brokers can grow (crl, aia), bounded (docs/reliability.md).",
+    "Estimated memory held by a cache that brokers can grow (crl, aia, certificates, signatures, verdicts), bounded (docs/reliability.md).",
     ("cache",),
 )
 #: The exporter's own families, in the order they are exposed.

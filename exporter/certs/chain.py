@@ -9,15 +9,16 @@ list every problem that applies. No I/O here: the trust store and extra intermed
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
+from exporter.cache import BoundedCache
 from exporter.certs.parse import Parsed, TrustStore, load_certificate
 from exporter.config.grammar import certificate_covers
-from exporter.results import CertFacts, Problem, TrustVerdict
+from exporter.results import CacheSize, CertFacts, Problem, TrustVerdict
 
 MAX_CHAIN_DEPTH = 10
 #: Minimum sizes at OpenSSL security level 2 (Debian's default): what clients will refuse below.
@@ -68,12 +69,26 @@ def is_issued_by(cert: Parsed, issuer: Parsed) -> bool:
     """Whether ``issuer`` signed ``cert`` (names and signature)."""
     if not (cert.ok and issuer.ok) or cert.facts.issuer != issuer.facts.subject:
         return False
-    return _issued_by(cert.der, issuer.der)
+    key = (cert.der, issuer.der)
+    known = SIGNATURES.get(key, 0.0)
+    if known is None:
+        known = _issued_by(cert.der, issuer.der)
+        SIGNATURES.put(key, known, size=len(cert.der) + len(issuer.der) + 256, expires=math.inf)
+    return known
 
 
-@lru_cache(maxsize=65536)
+#: Signature checks by the DER of both certificates (the bytes ``Parsed`` holds anyway), so the answer
+#: outlives the objects. Every rotated leaf adds one: bounded by bytes (each entry holds both DERs).
+SIGNATURES: BoundedCache[tuple[bytes, bytes], bool] = BoundedCache(
+    "signatures", max_entries=65536, max_bytes=16 << 20
+)
+
+
+def signature_cache_size() -> CacheSize:
+    return SIGNATURES.size()
+
+
 def _issued_by(cert_der: bytes, issuer_der: bytes) -> bool:
-    """Keyed on the DER (the bytes ``Parsed`` holds anyway), so the answer outlives the objects."""
     cert, issuer = load_certificate(cert_der), load_certificate(issuer_der)
     if cert.issuer != issuer.subject:
         return False
@@ -303,18 +318,19 @@ class VerdictCache:
     the server name, the trust store and the configured intermediates. A broker serves the same chain
     for months; its verdict only changes when a date of a certificate involved passes (checked here),
     or after ``ttl`` (what an AIA download found may change).
+
+    A broker that rotates its certificate on every connection adds a verdict per probe (issue 18.13):
+    bounded by entries and by bytes, estimated as the DER in the key plus ``VERDICT_BYTES``.
     """
 
-    def __init__(self, *, ttl: float = 3600.0, size: int = 65536) -> None:
+    def __init__(self, *, ttl: float = 3600.0, size: int = 65536, max_bytes: int = 16 << 20) -> None:
         self._ttl = ttl
-        self._size = size
-        self._verdicts: dict[VerdictKey, tuple[TrustVerdict, float]] = {}
+        self._verdicts: BoundedCache[VerdictKey, TrustVerdict] = BoundedCache(
+            "verdicts", max_entries=size, max_bytes=max_bytes
+        )
 
     def get(self, key: VerdictKey, now: float) -> TrustVerdict | None:
-        found = self._verdicts.get(key)
-        if found is None or now >= found[1]:
-            return None
-        return found[0]
+        return self._verdicts.get(key, now)
 
     def put(
         self, key: VerdictKey, verdict: TrustVerdict, certificates: Iterable[CertFacts], now: float
@@ -326,7 +342,17 @@ class VerdictCache:
             for date in (facts.not_before, facts.not_after):
                 if now < date < until:
                     until = date
-        self._verdicts.pop(key, None)
-        if len(self._verdicts) >= self._size:
-            del self._verdicts[next(iter(self._verdicts))]  # the oldest goes first
-        self._verdicts[key] = (verdict, until)
+        self._verdicts.put(key, verdict, size=_held_bytes(key) + VERDICT_BYTES, expires=until)
+
+    def size(self) -> CacheSize:
+        return self._verdicts.size()
+
+
+#: A verdict's own objects (problems, messages; its certificates' facts are shared with the parsed cache).
+VERDICT_BYTES = 1024
+
+
+def _held_bytes(key: VerdictKey) -> int:
+    """The bytes a key holds: the chain's DER (top level or in a tuple)."""
+    parts = [part for item in key for part in (item if isinstance(item, tuple) else (item,))]
+    return sum(len(part) for part in parts if isinstance(part, bytes))

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field, replace
 from exporter import logs
 from exporter.certs import chain as chains
 from exporter.certs import files
-from exporter.certs.parse import Parsed, parse_der
+from exporter.certs.parse import Parsed, parse_der, parsed_cache_size
 from exporter.config import BrokerConfig, ProxySettings
 from exporter.connack import PROTOCOL_5, connack_meaning
 from exporter.probe.failures import CONNACK, CONNECT, RESOLVE, TLS_HANDSHAKE, TUNNEL, WEBSOCKET_UPGRADE
@@ -144,7 +144,13 @@ class Prober:
 
     def cache_sizes(self) -> tuple[CacheSize, ...]:
         """The caches brokers can grow (by the URLs their certificates name), for the exporter's metrics."""
-        return (self.lifecycle.crl.size(), self.aia.size())
+        return (
+            self.lifecycle.crl.size(),
+            self.aia.size(),
+            parsed_cache_size(),
+            chains.signature_cache_size(),
+            self.verdicts.size(),
+        )
 
     async def probe(self, broker: BrokerConfig) -> ProbeResult:
         """One probe at one address: the first of the name, as ``ip_protocol`` orders them."""

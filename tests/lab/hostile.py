@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import socket
 import ssl
 import struct
@@ -14,6 +15,8 @@ import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from exporter.lab.pki import Issued, Pki
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -86,6 +89,8 @@ class HostileServer:
     handler: Handler
     cert: Path | None = None
     key: Path | None = None
+    #: instead of cert and key (e.g. ``rotating_certificates``)
+    context: ssl.SSLContext | None = None
     host: str = "127.0.0.1"
     port: int = 0
     _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
@@ -101,7 +106,7 @@ class HostileServer:
         self._loop = asyncio.new_event_loop()
 
         async def serve() -> None:
-            context = None
+            context = self.context
             if self.cert is not None:
                 context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
                 context.load_cert_chain(self.cert, self.key)
@@ -200,3 +205,26 @@ async def reset_mid_handshake(reader: asyncio.StreamReader, writer: asyncio.Stre
     sock = writer.get_extra_info("socket")
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     writer.transport.abort()
+
+
+def rotating_certificates(pki: Pki, issuer: Issued, chain_file: Path) -> ssl.SSLContext:
+    """A server context that presents a new leaf (issued by ``issuer``, sent with ``chain_file``) on
+    every connection that names a server (SNI): a broker rotating its certificate as fast as it can.
+    The leaves are made on the server's thread as clients connect, written under ``pki``'s directory."""
+    count = itertools.count()
+
+    def fresh(ssl_object: ssl.SSLObject, server_name: str | None, _: ssl.SSLContext) -> None:
+        leaf = pki.leaf(f"rotating-{next(count)}", issuer, dns_names=(server_name or "localhost",))
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        bundle = leaf.cert_path.with_suffix(".chain.pem")
+        bundle.write_bytes(leaf.cert_path.read_bytes() + chain_file.read_bytes())
+        context.load_cert_chain(bundle, leaf.key_path)
+        ssl_object.context = context
+        for path in (bundle, leaf.cert_path, leaf.key_path):
+            path.unlink()
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    first = pki.leaf("rotating-first", issuer)
+    context.load_cert_chain(first.cert_path, first.key_path)
+    context.sni_callback = fresh
+    return context

@@ -9,8 +9,8 @@ import time
 from dataclasses import dataclass, field
 
 from exporter import logs
+from exporter.cache import BoundedCache
 from exporter.certs.parse import Parsed, load_pem_bundle
-from exporter.probe.lifecycle.cache import BoundedCache
 from exporter.probe.lifecycle.fetch import fetch_bounded
 from exporter.results import CacheSize
 

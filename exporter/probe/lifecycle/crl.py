@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from exporter import logs
+from exporter.cache import BoundedCache
 from exporter.certs.revocation import Crl, parse_crl
-from exporter.probe.lifecycle.cache import BoundedCache
 from exporter.probe.lifecycle.fetch import fetch_bounded
 from exporter.results import CacheSize
 

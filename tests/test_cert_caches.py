@@ -1,0 +1,85 @@
+"""Issue 18.13: a broker that rotates its certificate on every connection adds a parsed certificate,
+signature checks and a chain verdict per probe. Those caches are bounded by entries and bytes, and their
+sizes are exported. Real probes against a TLS server that presents a new lab leaf on every connection."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from exporter.cache import BoundedCache
+from exporter.certs import chain, parse
+from exporter.collector import ExporterFacts, exporter_families
+from exporter.config import BrokerConfig, Target, TlsSettings
+from exporter.lab.pki import Pki
+from exporter.probe import Prober
+from tests.conftest import Lab
+from tests.lab.hostile import HostileServer, after_tls, rotating_certificates
+
+PROBES = 12
+#: small enough that a dozen probes overflow each cache
+SMALL = 8_000
+
+
+@pytest.fixture(scope="module")
+def rotating(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerConfig]:
+    pki = Pki(tmp_path_factory.mktemp("rotating"))
+    context = rotating_certificates(pki, lab.intermediate, lab.intermediate.cert_path)
+    server = HostileServer(after_tls(lambda _: b"\x20\x02\x00\x00", close=True), context=context).start()
+    try:
+        yield BrokerConfig(
+            "rotating",
+            Target("127.0.0.1", server.port),
+            timeout=5,
+            tls=TlsSettings(ca_file=str(lab.root.cert_path), server_name="localhost"),
+        )
+    finally:
+        server.stop()
+
+
+def exported(prober: Prober) -> dict[tuple[str, str], float]:
+    return {
+        (sample.name, sample.labels["cache"]): sample.value
+        for family in exporter_families(ExporterFacts(brokers=1, caches=prober.cache_sizes()))
+        for sample in family.samples
+        if sample.name.startswith("mqtt_cert_exporter_cache_")
+    }
+
+
+async def test_every_rotation_is_a_new_entry_and_the_sizes_are_exported(rotating: BrokerConfig) -> None:
+    prober = Prober()
+    before = exported(prober)
+    fingerprints = set()
+    for _ in range(PROBES):
+        result = await prober.probe(rotating)
+        assert result.failure is None, result.failure
+        assert result.tls is not None
+        fingerprints.add(result.tls.chain[0].fingerprint_sha256)
+    assert len(fingerprints) == PROBES  # the server really rotates
+    after = exported(prober)
+    for cache in ("certificates", "signatures", "verdicts"):
+        grown = (
+            after["mqtt_cert_exporter_cache_entries", cache]
+            - before["mqtt_cert_exporter_cache_entries", cache]
+        )
+        assert grown >= PROBES, cache
+        assert (
+            after["mqtt_cert_exporter_cache_bytes", cache] > before["mqtt_cert_exporter_cache_bytes", cache]
+        )
+
+
+async def test_rotating_certificates_cannot_grow_the_caches_past_their_bytes(
+    rotating: BrokerConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(parse, "PARSED", BoundedCache("certificates", max_entries=65536, max_bytes=SMALL))
+    monkeypatch.setattr(chain, "SIGNATURES", BoundedCache("signatures", max_entries=65536, max_bytes=SMALL))
+    prober = Prober()
+    prober.verdicts = chain.VerdictCache(max_bytes=SMALL)
+    for _ in range(PROBES):
+        result = await prober.probe(rotating)
+        assert result.failure is None, result.failure
+    sizes = {size.name: size for size in prober.cache_sizes()}
+    for cache in ("certificates", "signatures", "verdicts"):
+        assert 0 < sizes[cache].bytes <= SMALL, sizes[cache]
+        assert sizes[cache].entries < PROBES, sizes[cache]  # the least recently used went
