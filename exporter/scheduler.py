@@ -4,26 +4,37 @@ Each broker has one task. Its first probe runs as soon as a slot is free; later 
 fixed grid (a stable per-broker offset within the interval, as Prometheus spreads scrapes), so a fleet
 is not probed in lock-step and every broker is probed once per interval. A slow or dead broker holds
 one slot for at most its own timeout and never delays another broker's schedule beyond that.
+
+Fair slots (issue 18.13): a silent broker or a black hole holds its slot for its whole timeout, a
+healthy one for milliseconds. When silent brokers need more slot-seconds than there are (450 of 500
+brokers with a 10 s timeout on a 30 s interval need 150 slots), one queue made healthy brokers wait
+behind them and slip off their grid. So a broker whose last probe timed out waits for a slot of a
+small pool first (``SlotBudget``): at most a quarter of the slots hold such brokers, the rest always
+serve the others. The price is paid by the suspects alone: past their budget their probes run later
+than their grid (a recovered broker is seen at its next probe, then rejoins the main queue).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
 from exporter import logs
 from exporter.config import BrokerConfig
 from exporter.probe import Prober
 from exporter.probe.wire.connection import DescriptorsExhausted
-from exporter.results import ProbeResult
+from exporter.results import ProbeResult, Reason
 from exporter.store import ResultStore
 
 log = logs.get_logger(__name__)
 
 DEFAULT_CONCURRENCY = 128
+#: The share of the slots that brokers whose last probe timed out may hold at once.
+SUSPECT_SHARE = 4
 #: Seconds between two log lines about running out of file descriptors.
 EXHAUSTION_LOG_INTERVAL = 10.0
 
@@ -50,6 +61,33 @@ def next_start(name: str, interval: float, last_start: float) -> float:
     return offset + periods * interval
 
 
+def timed_out(results: Sequence[ProbeResult]) -> bool:
+    """Whether a probe ran into its deadline (it held its slot for the whole timeout)."""
+    return any(
+        failure is not None and failure.reason is Reason.TIMEOUT
+        for result in results
+        for failure in (result.failure, result.secondary_failure)
+    )
+
+
+class SlotBudget:
+    """At most ``concurrency`` probes at once, of which at most ``concurrency // SUSPECT_SHARE``
+    (at least one) for suspects. A suspect queues for its own pool before it takes a shared slot, so
+    suspects never stand in the queue that healthy brokers wait in beyond their budget."""
+
+    def __init__(self, concurrency: int) -> None:
+        self._all = asyncio.Semaphore(concurrency)
+        self._suspects = asyncio.Semaphore(max(1, concurrency // SUSPECT_SHARE))
+
+    @contextlib.asynccontextmanager
+    async def slot(self, *, suspect: bool) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            if suspect:
+                await stack.enter_async_context(self._suspects)
+            await stack.enter_async_context(self._all)
+            yield
+
+
 @dataclass
 class _Job:
     broker: BrokerConfig
@@ -67,7 +105,9 @@ class Scheduler:
     ) -> None:
         self._prober = prober
         self._store = store
-        self._slots = asyncio.Semaphore(concurrency)
+        self._slots = SlotBudget(concurrency)
+        #: brokers whose last probe timed out (they wait for the suspects' pool)
+        self.suspects: set[str] = set()
         self._jobs: dict[str, _Job] = {}
         self._on_result = on_result
         self.max_lag = 0.0
@@ -88,6 +128,7 @@ class Scheduler:
         removed = [name for name in self._jobs if name not in wanted]
         for name in removed:
             self._jobs.pop(name).task.cancel()
+            self.suspects.discard(name)
         added = changed = 0
         for name, broker in wanted.items():
             job = self._jobs.get(name)
@@ -132,7 +173,7 @@ class Scheduler:
             await asyncio.sleep(max(0.0, scheduled - time.time()))
 
     async def _probe_once(self, broker: BrokerConfig, scheduled: float | None) -> float:
-        async with self._slots:
+        async with self._slots.slot(suspect=broker.name in self.suspects):
             started = time.time()
             if scheduled is not None:
                 self.max_lag = max(self.max_lag, started - scheduled)
@@ -152,6 +193,10 @@ class Scheduler:
                 self.probes_in_flight -= 1
         if self._jobs.get(broker.name, None) is None or self._jobs[broker.name].broker != broker:
             return started  # removed or replaced while probing
+        if timed_out(results):
+            self.suspects.add(broker.name)
+        else:
+            self.suspects.discard(broker.name)
         published = self._store.publish(results)
         if self._on_result is not None:
             for result, previous in published:

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from exporter.config import BrokerConfig, Target
 from exporter.probe import Prober
-from exporter.results import ProbeResult, Reason, Stage
-from exporter.scheduler import Scheduler, grid_offset, next_start
+from exporter.results import Failure, ProbeResult, Reason, Stage
+from exporter.scheduler import Scheduler, SlotBudget, grid_offset, next_start
 from exporter.store import ResultStore
 
 
@@ -112,3 +112,55 @@ async def test_stop_cancels_in_flight_probes() -> None:
     await scheduler.stop()
     assert time.monotonic() - started < 1
     assert prober.running == 0
+
+
+async def test_suspects_cannot_take_the_slots_healthy_brokers_wait_for() -> None:
+    """Issue 18.13: black holes queued first must not stand in front of healthy brokers."""
+    budget = SlotBudget(4)  # a quarter, one slot, for suspects
+    release = asyncio.Event()
+    inside: list[str] = []
+
+    async def probe(name: str, suspect: bool) -> None:
+        async with budget.slot(suspect=suspect):
+            inside.append(name)
+            await release.wait()
+
+    tasks = [asyncio.create_task(probe(f"dead-{i}", True)) for i in range(20)]
+    await asyncio.sleep(0)  # every black hole is queued before any healthy broker
+    tasks += [asyncio.create_task(probe(f"ok-{i}", False)) for i in range(4)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert inside == ["dead-0", "ok-0", "ok-1", "ok-2"]  # never more than the budget, nor the total
+    release.set()
+    await asyncio.gather(*tasks)
+    assert len(inside) == 24
+
+
+class TimingOutProber(RecordingProber):
+    """Brokers named in ``silent`` time out (without the wait: only the bookkeeping is under test)."""
+
+    def __init__(self) -> None:
+        super().__init__(delay=0)
+        self.silent: set[str] = set()
+
+    async def probe(self, broker: BrokerConfig) -> ProbeResult:
+        result = await super().probe(broker)
+        if broker.name in self.silent:
+            return dataclasses.replace(result, failure=Failure(Stage.CONNECT, Reason.TIMEOUT))
+        return result
+
+
+async def test_a_broker_is_a_suspect_while_its_last_probe_timed_out() -> None:
+    prober, store = TimingOutProber(), ResultStore()
+    prober.silent = {"black-hole", "recovers"}
+    scheduler = Scheduler(prober, store)
+    scheduler.apply(brokers("healthy", "black-hole", "recovers", interval=0.5))
+    await wait_until(lambda: len(store.results) == 3)
+    assert scheduler.suspects == {"black-hole", "recovers"}
+    prober.silent = {"black-hole"}
+    calls = prober.calls.count("recovers")
+    await wait_until(lambda: prober.calls.count("recovers") > calls and "recovers" not in scheduler.suspects)
+    assert scheduler.suspects == {"black-hole"}
+    scheduler.apply(brokers("healthy"))
+    assert scheduler.suspects == set()  # a removed broker is forgotten
+    await scheduler.stop()
