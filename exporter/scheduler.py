@@ -8,10 +8,10 @@ one slot for at most its own timeout and never delays another broker's schedule 
 Fair slots (issue 18.13): a silent broker or a black hole holds its slot for its whole timeout, a
 healthy one for milliseconds. When silent brokers need more slot-seconds than there are (450 of 500
 brokers with a 10 s timeout on a 30 s interval need 150 slots), one queue made healthy brokers wait
-behind them and slip off their grid. So a broker whose last probe timed out waits for a slot of a
-small pool first (``SlotBudget``): at most a quarter of the slots hold such brokers, the rest always
-serve the others. The price is paid by the suspects alone: past their budget their probes run later
-than their grid (a recovered broker is seen at its next probe, then rejoins the main queue).
+behind them and slip off their grid. So brokers whose last probe timed out (suspects) never hold
+the last quarter of the slots, and a freed slot goes to a healthy broker first (``SlotBudget``). The
+price is paid by the suspects alone: past their share their probes run later than their grid (a
+recovered broker is seen at its next probe, then is healthy again).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
@@ -33,8 +34,8 @@ from exporter.store import ResultStore
 log = logs.get_logger(__name__)
 
 DEFAULT_CONCURRENCY = 128
-#: The share of the slots that brokers whose last probe timed out may hold at once.
-SUSPECT_SHARE = 4
+#: 1/HEALTHY_RESERVE of the slots never hold a broker whose last probe timed out.
+HEALTHY_RESERVE = 4
 #: Seconds between two log lines about running out of file descriptors.
 EXHAUSTION_LOG_INTERVAL = 10.0
 
@@ -71,21 +72,55 @@ def timed_out(results: Sequence[ProbeResult]) -> bool:
 
 
 class SlotBudget:
-    """At most ``concurrency`` probes at once, of which at most ``concurrency // SUSPECT_SHARE``
-    (at least one) for suspects. A suspect queues for its own pool before it takes a shared slot, so
-    suspects never stand in the queue that healthy brokers wait in beyond their budget."""
+    """At most ``concurrency`` probes at once. Suspects (brokers whose last probe timed out) may hold
+    all but a quarter of the slots, which stay for the others; and a freed slot goes to a waiting
+    healthy broker before any suspect. Healthy probes hold a slot for milliseconds, so the reserve
+    serves them without a queue, while suspects still get every slot the others leave unused."""
 
     def __init__(self, concurrency: int) -> None:
-        self._all = asyncio.Semaphore(concurrency)
-        self._suspects = asyncio.Semaphore(max(1, concurrency // SUSPECT_SHARE))
+        self._free = concurrency
+        self._suspect_limit = max(1, concurrency - concurrency // HEALTHY_RESERVE)
+        self._suspects = 0
+        self._waiting: dict[bool, deque[asyncio.Future[None]]] = {False: deque(), True: deque()}
 
     @contextlib.asynccontextmanager
     async def slot(self, *, suspect: bool) -> AsyncIterator[None]:
-        async with contextlib.AsyncExitStack() as stack:
-            if suspect:
-                await stack.enter_async_context(self._suspects)
-            await stack.enter_async_context(self._all)
+        await self._acquire(suspect)
+        try:
             yield
+        finally:
+            self._release(suspect)
+
+    def _may_take(self, suspect: bool) -> bool:
+        return self._free > 0 and (not suspect or self._suspects < self._suspect_limit)
+
+    def _take(self, suspect: bool) -> None:
+        self._free -= 1
+        self._suspects += suspect
+
+    async def _acquire(self, suspect: bool) -> None:
+        if self._may_take(suspect) and not self._waiting[suspect]:
+            self._take(suspect)
+            return
+        granted = asyncio.get_running_loop().create_future()
+        self._waiting[suspect].append(granted)
+        try:
+            await granted
+        except asyncio.CancelledError:
+            if granted.done() and not granted.cancelled():
+                self._release(suspect)  # granted, then cancelled before it could run
+            raise
+
+    def _release(self, suspect: bool) -> None:
+        self._free += 1
+        self._suspects -= suspect
+        for waiting_suspect in (False, True):  # the healthy first
+            queue = self._waiting[waiting_suspect]
+            while queue and self._may_take(waiting_suspect):
+                granted = queue.popleft()
+                if not granted.done():  # else cancelled while waiting
+                    self._take(waiting_suspect)
+                    granted.set_result(None)
 
 
 @dataclass

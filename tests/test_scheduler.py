@@ -114,26 +114,61 @@ async def test_stop_cancels_in_flight_probes() -> None:
     assert prober.running == 0
 
 
-async def test_suspects_cannot_take_the_slots_healthy_brokers_wait_for() -> None:
+async def test_suspects_leave_a_reserve_and_freed_slots_go_to_healthy_brokers_first() -> None:
     """Issue 18.13: black holes queued first must not stand in front of healthy brokers."""
-    budget = SlotBudget(4)  # a quarter, one slot, for suspects
-    release = asyncio.Event()
+    budget = SlotBudget(4)  # suspects may hold 3, one slot is kept for the others
+    done = {name: asyncio.Event() for name in [*(f"dead-{i}" for i in range(8)), "ok-0", "ok-1", "ok-2"]}
     inside: list[str] = []
 
-    async def probe(name: str, suspect: bool) -> None:
-        async with budget.slot(suspect=suspect):
+    async def probe(name: str) -> None:
+        async with budget.slot(suspect=name.startswith("dead")):
             inside.append(name)
+            await done[name].wait()
+
+    async def settle() -> None:
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    tasks = [asyncio.create_task(probe(f"dead-{i}")) for i in range(8)]
+    await settle()  # every black hole is queued before any healthy broker
+    assert inside == ["dead-0", "dead-1", "dead-2"]
+    tasks += [asyncio.create_task(probe(f"ok-{i}")) for i in range(3)]
+    await settle()
+    assert inside[3:] == ["ok-0"]  # the reserve; the other two wait, all slots are held
+    done["dead-0"].set()
+    await settle()
+    assert inside[4:] == ["ok-1"]  # a freed slot goes to a healthy broker, not to dead-3 queued first
+    done["ok-0"].set()
+    done["ok-1"].set()
+    await settle()
+    assert inside[5:] == ["ok-2", "dead-3"]
+    for event in done.values():
+        event.set()
+    await asyncio.gather(*tasks)
+    assert sorted(inside) == sorted(done)
+
+
+async def test_a_cancelled_wait_gives_no_slot_away() -> None:
+    budget = SlotBudget(1)
+    release = asyncio.Event()
+
+    async def hold(suspect: bool) -> None:
+        async with budget.slot(suspect=suspect):
             await release.wait()
 
-    tasks = [asyncio.create_task(probe(f"dead-{i}", True)) for i in range(20)]
-    await asyncio.sleep(0)  # every black hole is queued before any healthy broker
-    tasks += [asyncio.create_task(probe(f"ok-{i}", False)) for i in range(4)]
-    for _ in range(5):
-        await asyncio.sleep(0)
-    assert inside == ["dead-0", "ok-0", "ok-1", "ok-2"]  # never more than the budget, nor the total
+    holder = asyncio.create_task(hold(False))
+    await asyncio.sleep(0)
+    waiters = [asyncio.create_task(hold(suspect)) for suspect in (True, False)]
+    await asyncio.sleep(0)
+    for waiter in waiters:
+        waiter.cancel()
     release.set()
-    await asyncio.gather(*tasks)
-    assert len(inside) == 24
+    await asyncio.gather(holder, *waiters, return_exceptions=True)
+    async with asyncio.timeout(5):  # both kinds still get the one slot
+        async with budget.slot(suspect=True):
+            pass
+        async with budget.slot(suspect=False):
+            pass
 
 
 class TimingOutProber(RecordingProber):
