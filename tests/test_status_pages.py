@@ -194,7 +194,7 @@ def test_broker_page_shows_everything_around_the_chain_as_text() -> None:
         "client certificate /etc/exporter.crt: CN=exporter",
         "certificate 0: revoked - revoked",
         "still accepts TLSv1.1",
-        f"no_subject_alt_name: {' '.join(EVIL.split())}",
+        "no_subject_alt_name: " + EVIL.replace("\n", "\\n"),  # escaped: a name cannot split the report
         "NOT trusted by the system trust store: expired",
         "MQTT 3.1.1, CONNACK 0 (connection accepted) over a connection that ignored the certificate",
         "EXPIRED",
