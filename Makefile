@@ -33,8 +33,9 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-## test: lint, type-check and the whole suite (real Mosquitto, Prometheus and promtool)
+## test: lint, type-check and the whole suite (real Mosquitto, RabbitMQ, amqtt, Prometheus and promtool)
 test: venv system-packages lint
+	bash scripts/ensure-system-packages.sh brokers
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
 
 unit: venv

@@ -7,6 +7,9 @@
 #                                      to python3)
 #   ensure-system-packages.sh bench    what `make bench` compares against: blackbox_exporter (package
 #                                      prometheus-blackbox-exporter) and the openssl command
+#   ensure-system-packages.sh brokers  brokers other than Mosquitto that the suite probes for real:
+#                                      RabbitMQ with its MQTT plugins (package rabbitmq-server, whose
+#                                      start script lives in /usr/lib/rabbitmq/bin)
 #
 # Mosquitto lives in /usr/sbin, which a normal user's PATH usually lacks: sbin directories are
 # checked too. Idempotent and quiet when everything is present. As root with apt-get: installs what is
@@ -16,7 +19,8 @@ set -euo pipefail
 
 PYTHON=${PYTHON:-python3}
 
-# "check:package" pairs; a check is a command name, or "venv" for Python's venv/ensurepip modules.
+# "check:package" pairs; a check is a command name, an absolute path that must be executable, or "venv"
+# for Python's venv/ensurepip modules.
 requirements=()
 if (($# == 0)); then
     set -- tools
@@ -32,6 +36,7 @@ for group in "$@"; do
             )
             ;;
         venv) requirements+=("venv:python3-venv") ;;
+        brokers) requirements+=("/usr/lib/rabbitmq/bin/rabbitmq-server:rabbitmq-server") ;;
         bench)
             requirements+=(
                 "prometheus-blackbox-exporter:prometheus-blackbox-exporter"
@@ -39,7 +44,7 @@ for group in "$@"; do
             )
             ;;
         *)
-            echo "usage: $0 [tools] [venv] [bench]" >&2
+            echo "usage: $0 [tools] [venv] [bench] [brokers]" >&2
             exit 2
             ;;
     esac
@@ -57,6 +62,7 @@ have_command() {
 satisfied() {
     case $1 in
         venv) "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 ;;
+        /*) [[ -x $1 ]] ;;
         *) have_command "$1" ;;
     esac
 }
