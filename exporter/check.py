@@ -3,7 +3,7 @@
 Usage::
 
     mqtt-cert-exporter check HOST:PORT [--ca-file F] [--server-name N] [--cert-file F [--key-file F]]
-        [--intermediates-file F] [--username U --password-file F] [--protocol 5|3.1.1] [--client-id ID]
+        [--intermediates-file F] [--username U --password-file F] [--protocol auto|5|3.1.1] [--client-id ID]
         [--timeout 10s] [--output text|json] [--warn-days 30] [--color auto|always|never]
     mqtt-cert-exporter check --config.file config.yaml [--broker NAME ...] [--output text|json]
         [--warn-days 30] [--probe.concurrency N]
@@ -134,7 +134,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="file holding the MQTT password (one trailing newline is ignored)",
     )
-    mqtt.add_argument("--protocol", choices=["5", "3.1.1"], help="MQTT version (default: 5)")
+    mqtt.add_argument(
+        "--protocol",
+        choices=["auto", "5", "3.1.1"],
+        help="MQTT version (default: auto, learned with a CONNECT that carries no credentials)",
+    )
     mqtt.add_argument("--client-id", metavar="ID", help="MQTT client id (default: generated)")
     parser.add_argument(
         "--timeout",
@@ -247,7 +251,7 @@ def broker_from_arguments(args: argparse.Namespace) -> BrokerConfig:
         intermediates_file=readable("--intermediates-file", args.intermediates_file),
     )
     mqtt = MqttSettings(
-        protocol=args.protocol or "5",
+        protocol=args.protocol or "auto",
         client_id=args.client_id or None,
         username=args.username or None,
         password=_read_password(args.password_file) if args.password_file else None,

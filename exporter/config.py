@@ -69,7 +69,8 @@ class RoundtripSettings:
 
 @dataclass(frozen=True, slots=True)
 class MqttSettings:
-    protocol: str = "5"  # "5" or "3.1.1"
+    #: "auto" (learn what the broker speaks, without sending credentials), "5" or "3.1.1"
+    protocol: str = "auto"
     client_id: str | None = None  # None: generated, unique per probe
     username: str | None = None
     password: Secret | None = None
@@ -947,6 +948,7 @@ _TLS_ORDER = ("TLSv1.2", "TLSv1.3")
 _PROTOCOLS: Mapping[str, str] = {
     **dict.fromkeys(("5", "5.0", "v5"), "5"),
     **dict.fromkeys(("3.1.1", "311", "v3.1.1", "v311"), "3.1.1"),
+    "auto": "auto",
 }
 
 
@@ -1053,8 +1055,8 @@ def _protocol(value: object) -> str:
         protocol = _PROTOCOLS.get(str(value).strip().lower())
         if protocol is not None:
             return protocol
-        raise _Invalid(f'unsupported MQTT protocol {_preview(str(value))}; use "5" or "3.1.1"')
-    raise _Invalid(f'expected an MQTT protocol version ("5" or "3.1.1"), got {_kind(value)}')
+        raise _Invalid(f'unsupported MQTT protocol {_preview(str(value))}; use "auto", "5" or "3.1.1"')
+    raise _Invalid(f'expected an MQTT protocol version ("auto", "5" or "3.1.1"), got {_kind(value)}')
 
 
 def _keepalive(value: object) -> int:

@@ -278,11 +278,20 @@ FAILURE_FIXES: Mapping[str, str] = {
     ),
     "mqtt/protocol_error": (
         "the reply is not an MQTT CONNACK: is this port an MQTT listener? If the broker only speaks MQTT 3.1.1, "
-        "use --protocol 3.1.1 (config: mqtt.protocol)"
+        "use --protocol auto or 3.1.1 (config: mqtt.protocol)"
+    ),
+    "mqtt/websocket_closed": (
+        "the broker closed the WebSocket with the status and reason shown instead of a CONNACK: its log says "
+        "why (a connection limit, a rejected client id, or authentication)"
+    ),
+    "mqtt/unsupported_protocol": (
+        "the broker does not speak this MQTT version (RabbitMQ before 3.13 and amqtt speak 3.1.1 only): set "
+        "mqtt.protocol: auto (the default; --protocol auto), which learns the version without sending "
+        "credentials, or the version the broker speaks"
     ),
     "mqtt/closed": (
         "the broker closed the connection before answering CONNECT: check its log; usual causes are an "
-        "unsupported protocol version (try --protocol 3.1.1), a rejected client id or a connection limit"
+        "unsupported protocol version (try --protocol auto), a rejected client id or a connection limit"
     ),
     "roundtrip/timeout": (
         "the test message did not come back: check that the broker's ACL lets the exporter's user publish and "
@@ -293,6 +302,13 @@ FAILURE_FIXES: Mapping[str, str] = {
 }
 
 
+_WEBSOCKET_AUTH_FIX = (
+    "the broker did not accept the credentials (RabbitMQ's Web-MQTT says 'unauthenticated' for a wrong "
+    "username or password, an unknown user, or a user without access to the vhost): check {howto}, and "
+    "on the broker the user and its vhost permissions (rabbitmqctl list_permissions)"
+)
+
+
 def failure_finding(failure: Failure, result: ProbeResult, broker: BrokerConfig) -> Finding:
     """The cause and fix of one failure (for trust, the problems carry the specifics)."""
     kind = f"{failure.stage.value}/{failure.reason.value}"
@@ -300,6 +316,8 @@ def failure_finding(failure: Failure, result: ProbeResult, broker: BrokerConfig)
         return _client_certificate_finding(kind, broker)
     if kind == "mqtt/refused":
         return _refused_finding(kind, failure, result, broker)
+    if kind == "mqtt/websocket_closed" and "auth" in failure.detail.lower():
+        return Finding(kind, failure.detail, _WEBSOCKET_AUTH_FIX.format(howto=CREDENTIALS_HOWTO))
     fix = FAILURE_FIXES.get(kind, "see the broker's log")
     return Finding(kind, failure.detail or kind, fix.format(host=broker.target.host, port=broker.target.port))
 

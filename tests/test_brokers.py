@@ -7,6 +7,7 @@ probe's password in a broker's log (RabbitMQ logs a CONNECT it cannot parse byte
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +22,9 @@ from exporter.lab.daemon import LabBroker, LabBrokerError
 from exporter.lab.pki import Pki
 from exporter.lab.rabbitmq import RabbitMQ, RabbitTls, RabbitUser, rabbitmq_binary
 from exporter.probe import Prober
+from exporter.report import failure_finding
 from exporter.results import ProbeResult
+from tests.conftest import Lab
 
 PASSWORD = "s3cret-Broker-pa55-never-logged"
 WRONG = "wrong-Pa55-also-never-logged"
@@ -135,9 +138,60 @@ async def test_healthy_broker_is_trusted_and_accepts_the_probe(lab_broker: Runni
     assert result.mqtt is not None and result.mqtt.connack_code == 0
 
 
-async def test_wrong_password_is_refused_with_the_brokers_code(lab_broker: Running) -> None:
-    result = await Prober().probe(lab_broker.config(password=WRONG, protocol="3.1.1"))
-    assert summary(result) == ("mqtt", "refused")
-    assert result.mqtt is not None
-    # RabbitMQ: 4 "bad user name or password"; amqtt: 5 "not authorized" for every failure
-    assert result.mqtt.connack_code == (4 if lab_broker.kind == "rabbitmq" else 5)
+@pytest.mark.parametrize("wss", [False, True], ids=["mqtts", "wss"])
+async def test_auto_protocol_learns_311_and_never_leaves_the_password_in_the_log(
+    lab_broker: Running, wss: bool
+) -> None:
+    prober = Prober()
+    broker = lab_broker.config(wss=wss)  # protocol: auto, the default
+    assert broker.mqtt.protocol == "auto"
+    for _ in range(2):  # learned, then remembered
+        result = await prober.probe(broker)
+        assert summary(result) is None, result.failure
+        assert result.mqtt is not None and (result.mqtt.protocol, result.mqtt.connack_code) == ("3.1.1", 0)
+    await prober.probe(lab_broker.config(wss=wss, password=WRONG))
+    log = lab_broker.log()
+    assert not password_in_log(log, PASSWORD)
+    assert not password_in_log(log, WRONG)
+
+
+async def test_a_broker_that_does_not_speak_v5_is_named_so(amqtt: Running) -> None:
+    # amqtt answers a v5 CONNECT without credentials with the 3.1.1 code 1 (with credentials: nothing)
+    broker = amqtt.config(protocol="5")
+    anonymous = dataclasses.replace(
+        broker, mqtt=dataclasses.replace(broker.mqtt, username=None, password=None)
+    )
+    result = await Prober().probe(anonymous)
+    assert summary(result) == ("mqtt", "unsupported_protocol")
+    assert result.mqtt is not None and (result.mqtt.protocol, result.mqtt.connack_code) == ("3.1.1", 1)
+    assert "does not speak MQTT 5" in result.failure.detail if result.failure else False
+
+
+@pytest.mark.parametrize("wss", [False, True], ids=["mqtts", "wss"])
+async def test_wrong_password_is_named_with_what_the_broker_did(lab_broker: Running, wss: bool) -> None:
+    result = await Prober().probe(lab_broker.config(wss=wss, password=WRONG))
+    assert result.failure is not None
+    finding = failure_finding(result.failure, result, lab_broker.config(wss=wss))
+    if lab_broker.kind == "rabbitmq" and wss:
+        # Web-MQTT: WebSocket close 1002 "unauthenticated", no CONNACK
+        assert summary(result) == ("mqtt", "websocket_closed")
+        assert '1002, reason "unauthenticated"' in result.failure.detail
+    else:
+        assert summary(result) == ("mqtt", "refused")
+        assert result.mqtt is not None
+        # RabbitMQ: 4 "bad user name or password"; amqtt: 5 "not authorized" for every failure
+        assert result.mqtt.connack_code == (4 if lab_broker.kind == "rabbitmq" else 5)
+    assert "password" in finding.fix
+
+
+async def test_auto_protocol_learns_v5_on_mosquitto_and_learns_again_after_an_mqtt_failure(lab: Lab) -> None:
+    prober = Prober()
+    good = lab.broker("password_ok", mqtt={"protocol": "auto"})
+    result = await prober.probe(good)
+    assert summary(result) is None, result.failure
+    assert result.mqtt is not None and (result.mqtt.protocol, result.mqtt.requested) == ("5", "5")
+    assert len(prober.protocols) == 1
+    # a broker that closes after TLS: 3.1.1 is assumed for this probe, and forgotten after its failure
+    closing = lab.broker("tls_close", mqtt={"protocol": "auto"})
+    assert summary(await prober.probe(closing)) == ("mqtt", "closed")
+    assert len(prober.protocols) == 1

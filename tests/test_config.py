@@ -888,7 +888,7 @@ def test_module_errors(tmp_path: Path) -> None:
         "modules.a.name: unknown key",
         "modules.a.address: unknown key",
         "modules.a.timeout: must be greater than 0",
-        'modules.b.mqtt.protocol: unsupported MQTT protocol \'4\'; use "5" or "3.1.1"',
+        'modules.b.mqtt.protocol: unsupported MQTT protocol \'4\'; use "auto", "5" or "3.1.1"',
         "modules.b.tls.min_version: TLSv1.3 is higher than max_version TLSv1.2",
         "modules.7: module name must be a non-empty string",
     ]

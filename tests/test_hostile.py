@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import BrokerConfig, Target, TlsSettings
+from exporter.config import BrokerConfig, MqttSettings, Target, TlsSettings
 from exporter.lab.hostile import HostileServer, after_tls, endless, reset_mid_handshake, slow_bytes
 from exporter.lab.mosquitto import Listener, Mosquitto
 from exporter.lab.pki import Issued, Pki
@@ -29,6 +29,8 @@ def broker(name: str, address: str, ca: Path | None = None, timeout: float = 1.5
         target=Target(host.strip("[]"), int(port)),
         timeout=timeout,
         tls=TlsSettings(ca_file=str(ca) if ca else None, server_name="localhost", **tls),
+        # one connection per probe: a learning connection would meet a server thread still busy flooding
+        mqtt=MqttSettings(protocol="5"),
     )
 
 

@@ -203,7 +203,7 @@ def test_good_report_shows_address_ip_tls_and_timings(probed: Probed) -> None:
         ),
         ("password", "mqtt/refused", ["allow_anonymous false", "--password-file"]),
         ("tls_silent", "mqtt/timeout", ["MQTT listener"]),
-        ("tls_garbage", "mqtt/protocol_error", ["--protocol 3.1.1"]),
+        ("tls_garbage", "mqtt/protocol_error", ["--protocol auto"]),
         ("tls_close", "mqtt/closed", ["broker closed the connection"]),
     ],
 )

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from exporter.config import BrokerConfig, ProxySettings
 from exporter.probe import chain as chains
@@ -33,11 +33,15 @@ from exporter.probe.lifecycle import LEGACY_TLS_INTERVAL, Lifecycle
 from exporter.probe.mqtt import (
     DISCONNECT,
     PROTOCOL_5,
+    PROTOCOL_AUTO,
+    UNSUPPORTED_VERSION_CODES,
+    Connack,
     PacketError,
     connack_meaning,
     encode_connect,
     read_connack,
 )
+from exporter.probe.negotiation import LEARN_TIMEOUT, ProtocolMemory, Where, spoken
 from exporter.probe.proxy import ProxyError, ProxyFailure, dialogue, tunnel
 from exporter.probe.roundtrip import run_roundtrip
 from exporter.probe.tls import (
@@ -124,6 +128,8 @@ class Prober:
     ) -> None:
         self.aia = aia or AiaFetcher()
         self.verdicts = chains.VerdictCache()
+        #: ``mqtt.protocol: auto``: the version each broker speaks, learned without credentials
+        self.protocols = ProtocolMemory()
         self.resolver: Resolver = resolver or getaddrinfo_resolver
         #: around the chain (served file, client certificate, CRLs, legacy TLS, lints); never fails a probe
         self.lifecycle = Lifecycle(crl or CrlFetcher(), legacy_tls_interval)
@@ -164,6 +170,8 @@ class Prober:
                 failure = await self._run(broker, clock, state)
             except _Failed as failed:
                 failure = failed.failure
+        if broker.mqtt.protocol == PROTOCOL_AUTO and _may_be_the_version(failure or state.secondary_failure):
+            self.protocols.forget(_where(broker, state))  # learn it again next time
         clock.durations.append((Phase.TOTAL, time.monotonic() - clock.started))
         around = await self.lifecycle.around(
             broker,
@@ -208,16 +216,31 @@ class Prober:
                 verified = await self._handshake(session, broker, clock, state)
             if not verified:
                 session.close()
-                await self._mqtt_over_unverified(broker, clock, state)
+                await self._mqtt_over_unverified(await self._negotiated(broker, clock, state), clock, state)
                 assert state.tls is not None
                 problems = ", ".join(state.tls.verdict.problems)
                 return Failure(Stage.TRUST, Reason.UNTRUSTED, f"certificate chain not trusted: {problems}")
+            broker = await self._negotiated(broker, clock, state)
             stream = await _open_stream(session, broker, clock, state)
             with clock.phase(Phase.MQTT):
                 state.mqtt = await _exchange(stream, broker, clock)
         finally:
             session.close()
         return _refusal(state.mqtt) or await _roundtrip(broker, clock, state, verified=True)
+
+    async def _negotiated(self, broker: BrokerConfig, clock: _Clock, state: _State) -> BrokerConfig:
+        """The broker with ``mqtt.protocol: auto`` replaced by the version it speaks (remembered, or
+        learned now on a connection of its own with a CONNECT that carries no credentials)."""
+        if broker.mqtt.protocol != PROTOCOL_AUTO:
+            return broker
+        where = _where(broker, state)
+        protocol = self.protocols.get(where)
+        if protocol is None:
+            answer, definite = await _ask_version(broker, clock.fork(), state.ip)
+            protocol = spoken(answer)
+            if definite:
+                self.protocols.learn(where, protocol)
+        return replace(broker, mqtt=replace(broker.mqtt, protocol=protocol))
 
     async def _resolve(self, broker: BrokerConfig, clock: _Clock) -> list[str]:
         """The addresses to probe, best first (see ``select_addresses``); never empty."""
@@ -379,7 +402,47 @@ def _refusal(mqtt: MqttFacts | None) -> Failure | None:
     code = mqtt.connack_code
     assert code is not None
     meaning = connack_meaning(mqtt.protocol, code)
+    if code == UNSUPPORTED_VERSION_CODES.get(mqtt.protocol):
+        detail = (
+            f"the broker does not speak MQTT {mqtt.requested or mqtt.protocol}: CONNACK {code} ({meaning})"
+        )
+        return Failure(Stage.MQTT, Reason.UNSUPPORTED_PROTOCOL, detail)
     return Failure(Stage.MQTT, Reason.REFUSED, f"CONNACK refused the connection: {code} ({meaning})")
+
+
+def _where(broker: BrokerConfig, state: _State) -> Where:
+    target = broker.target
+    return Where(broker.name, state.ip or target.host, target.port, target.scheme, target.path)
+
+
+def _may_be_the_version(failure: Failure | None) -> bool:
+    """Whether a failure may come from speaking the wrong MQTT version (then it is learned again)."""
+    return failure is not None and failure.stage == Stage.MQTT and failure.reason != Reason.REFUSED
+
+
+async def _ask_version(broker: BrokerConfig, clock: _Clock, ip: str) -> tuple[Connack | None, bool]:
+    """Send a v5 CONNECT without credentials on a connection of its own: (the CONNACK or None, whether
+    the answer says something about the broker -- a failure before the CONNECT left says nothing)."""
+    sent = False
+    try:
+        connection = await _connect(ip or broker.target.host, broker.target.port, clock, broker.proxy)
+        session = _session(connection, broker, verify=False)  # trust was judged on the probe's connection
+        try:
+            async with asyncio.timeout(min(LEARN_TIMEOUT, clock.remaining())):
+                await session.handshake()
+                stream = await _open_stream(session, broker, clock, _State(ip=ip))
+                await stream.write(encode_connect(protocol=PROTOCOL_5, client_id=_client_id(broker)))
+                sent = True
+                answer = await read_connack(stream.read, PROTOCOL_5)
+            if answer.code == 0:
+                await stream.write(DISCONNECT, flush=False)
+            return answer, True
+        finally:
+            session.close()
+    except TimeoutError:
+        return None, False
+    except _ANSWERLESS:
+        return None, sent
 
 
 def _proxy_resolves(broker: BrokerConfig) -> bool:
@@ -513,7 +576,7 @@ async def _exchange(
     settings = broker.mqtt
     connect = encode_connect(
         protocol=settings.protocol,
-        client_id=settings.client_id or f"mqtt-cert-exporter-{uuid.uuid4().hex[:12]}",
+        client_id=_client_id(broker),
         username=settings.username,
         password=settings.password.reveal() if settings.password else None,
         keepalive=settings.keepalive,
@@ -531,6 +594,8 @@ async def _exchange(
     except WebSocketProtocolError as exc:
         raise _Failed(Failure(Stage.WEBSOCKET, Reason.PROTOCOL_ERROR, f"WebSocket frames: {exc}")) from None
     except (EOFError, TlsClosed, OSError) as exc:
+        if isinstance(stream, WebSocketStream) and stream.close_status is not None:
+            raise _Failed(_websocket_closed(*stream.close_status)) from None
         raise _Failed(
             Failure(Stage.MQTT, Reason.CLOSED, str(exc) or "connection closed before CONNACK")
         ) from None
@@ -540,5 +605,35 @@ async def _exchange(
         except (TlsClosed, OSError):
             pass  # the broker already answered what we asked; a close race is not a failure
     return MqttFacts(
-        protocol=settings.protocol or PROTOCOL_5, connack_code=connack.code, unverified_connection=unverified
+        protocol=connack.protocol,
+        connack_code=connack.code,
+        unverified_connection=unverified,
+        requested=settings.protocol or PROTOCOL_5,
     )
+
+
+def _websocket_closed(code: int | None, reason: str) -> Failure:
+    status = "no status code" if code is None else f"status {code}"
+    why = f', reason "{reason}"' if reason else ", no reason given"
+    detail = f"the broker closed the WebSocket instead of answering CONNECT ({status}{why})"
+    return Failure(Stage.MQTT, Reason.WEBSOCKET_CLOSED, detail)
+
+
+def _client_id(broker: BrokerConfig) -> str:
+    return broker.mqtt.client_id or f"mqtt-cert-exporter-{uuid.uuid4().hex[:12]}"
+
+
+#: How a learning exchange ends without a CONNACK (a broker that cannot parse v5 closes or misbehaves)
+_ANSWERLESS: tuple[type[Exception], ...] = (
+    _Failed,
+    EOFError,
+    PacketError,
+    ssl.SSLError,
+    OSError,
+    TlsClosed,
+    TlsProtocolError,
+    TlsHandshakeFailure,
+    ClientCertificateRequired,
+    UpgradeRejected,
+    WebSocketProtocolError,
+)

@@ -13,6 +13,10 @@ from dataclasses import dataclass
 
 PROTOCOL_5 = "5"
 PROTOCOL_311 = "3.1.1"
+#: ``mqtt.protocol: auto``: learn what the broker speaks (see ``probe.negotiation``)
+PROTOCOL_AUTO = "auto"
+#: The codes that mean "I do not speak the version you sent", per table
+UNSUPPORTED_VERSION_CODES = {PROTOCOL_311: 1, PROTOCOL_5: 0x84}
 
 CONNACK_TYPE = 0x20
 DISCONNECT = b"\xe0\x00"  # valid for 3.1.1 and for 5 (reason 0x00 "normal disconnection" implied)
@@ -74,6 +78,13 @@ class Connack:
     code: int
     #: raw v5 properties (not decoded: the probe only reports the code)
     properties: bytes = b""
+    #: the table ``code`` belongs to: a broker that only speaks 3.1.1 answers a v5 CONNECT with a 3.1.1
+    #: return code (amqtt: ``20 02 00 01``), which must not be read as a v5 reason code
+    protocol: str = PROTOCOL_5
+
+    @property
+    def unsupported_version(self) -> bool:
+        return self.code == UNSUPPORTED_VERSION_CODES[self.protocol]
 
 
 def encode_varint(value: int) -> bytes:
@@ -157,7 +168,9 @@ def parse_connack(packet: bytes, protocol: str) -> Connack:
         if props_start + props_length != length:
             raise PacketError("CONNACK property length does not match the packet")
         properties = body[props_start:]
-    return Connack(session_present=bool(flags & 1), code=code, properties=properties)
+    # v5 reason codes are 0 or >= 0x80; 1-5 in a bare 2-byte CONNACK are 3.1.1 return codes.
+    table = PROTOCOL_311 if protocol == PROTOCOL_311 or (length == 2 and 0 < code < 0x80) else PROTOCOL_5
+    return Connack(session_present=bool(flags & 1), code=code, properties=properties, protocol=table)
 
 
 def connack_frame_length(buffer: bytes) -> int:
