@@ -22,6 +22,8 @@ from exporter.lab.daemon import LabBroker, LabBrokerError
 from exporter.lab.pki import Pki
 from exporter.lab.rabbitmq import RabbitMQ, RabbitTls, RabbitUser, rabbitmq_binary
 from exporter.probe import Prober
+from exporter.probe.connection import connect
+from exporter.probe.tls import ClientCertificateRequired, TlsSession, client_context
 from exporter.report import failure_finding
 from exporter.results import ProbeResult
 from tests.conftest import Lab
@@ -195,3 +197,38 @@ async def test_auto_protocol_learns_v5_on_mosquitto_and_learns_again_after_an_mq
     closing = lab.broker("tls_close", mqtt={"protocol": "auto"})
     assert summary(await prober.probe(closing)) == ("mqtt", "closed")
     assert len(prober.protocols) == 1
+
+
+async def _verdict_session(broker: BrokerConfig) -> TlsSession:
+    """A handshake with the probe's context, then the wait for the client-certificate verdict."""
+    connection = await connect(broker.target.host, broker.target.port)
+    session = TlsSession(
+        connection,
+        client_context(broker.tls, verify=True),
+        broker.server_name,
+        sends_client_certificate=bool(broker.tls.cert_file),
+    )
+    await session.handshake()
+    # a wait far longer than the test's own timeout: only the server's tickets or its alert can end it
+    await session.await_client_certificate_verdict(3600)
+    return session
+
+
+async def test_the_session_tickets_are_the_client_certificate_verdict(lab: Lab, amqtt: Running) -> None:
+    # amqtt asks every client for a certificate (optional); Mosquitto's mtls listener requires one
+    for broker in (amqtt.config(), lab.broker("mtls_with_cert")):
+        for _ in range(5):
+            session = await _verdict_session(broker)
+            try:
+                assert session.certificate_requested and session.ticket_received
+            finally:
+                session.close()
+
+
+async def test_a_required_client_certificate_is_named_every_time(lab: Lab) -> None:
+    for _ in range(20):  # the alert arrives after the TLS 1.3 handshake: the cause must never flip
+        with pytest.raises(ClientCertificateRequired):
+            session = await _verdict_session(lab.broker("mtls"))
+            session.close()
+        result = await Prober().probe(lab.broker("mtls"))
+        assert summary(result) == ("tls", "client_certificate_required")
