@@ -7,7 +7,9 @@ probe's password in a broker's log (RabbitMQ logs a CONNECT it cannot parse byte
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import gc
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from exporter.config import BrokerConfig, MqttSettings, Secret, Target, TlsSettings
+from exporter.config import BrokerConfig, MqttSettings, RoundtripSettings, Secret, Target, TlsSettings
 from exporter.lab.amqtt import Amqtt, amqtt_available
 from exporter.lab.daemon import LabBroker, LabBrokerError
 from exporter.lab.pki import Pki
@@ -232,3 +234,30 @@ async def test_a_required_client_certificate_is_named_every_time(lab: Lab) -> No
             session.close()
         result = await Prober().probe(lab.broker("mtls"))
         assert summary(result) == ("tls", "client_certificate_required")
+
+
+def with_roundtrip(broker: BrokerConfig, topic: str = "probe/roundtrip") -> BrokerConfig:
+    return dataclasses.replace(
+        broker, mqtt=dataclasses.replace(broker.mqtt, roundtrip=RoundtripSettings(topic))
+    )
+
+
+@pytest.mark.parametrize("wss", [False, True], ids=["mqtts", "wss"])
+async def test_roundtrip_through_the_broker(lab_broker: Running, wss: bool) -> None:
+    result = await Prober().probe(with_roundtrip(lab_broker.config(wss=wss)))
+    assert summary(result) is None, result.failure
+    assert result.roundtrip is not None and result.roundtrip.success
+
+
+async def test_a_subscription_rabbitmq_forbids_is_denied_not_a_timeout(
+    rabbitmq: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    # RabbitMQ closes the connection after a SUBSCRIBE the user may not make, without a SUBACK
+    broker = with_roundtrip(rabbitmq.config(user="no-subscribe"))
+    result = await Prober().probe(broker)
+    assert summary(result) == ("roundtrip", "denied"), result.failure
+    assert result.failure is not None and "waiting for SUBACK" in result.failure.detail
+    del result
+    gc.collect()
+    await asyncio.sleep(0)
+    assert "never retrieved" not in caplog.text
