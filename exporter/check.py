@@ -4,7 +4,7 @@ Usage::
 
     mqtt-cert-exporter check HOST:PORT [--ca-file F] [--server-name N] [--cert-file F [--key-file F]]
         [--intermediates-file F] [--username U --password-file F] [--protocol auto|5|3.1.1] [--client-id ID]
-        [--timeout 10s] [--output text|json] [--warn-days 30] [--color auto|always|never]
+        [--timeout 10s] [--output text|json] [--warn-days 30] [--color auto|always|never] [--legacy-tls]
     mqtt-cert-exporter check --config.file config.yaml [--broker NAME ...] [--output text|json]
         [--warn-days 30] [--probe.concurrency N]
 
@@ -146,6 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"deadline of the whole probe, e.g. 5s (default: {DEFAULT_TIMEOUT})",
     )
     parser.add_argument("--output", choices=["text", "json"], default="text", help="report format")
+    parser.add_argument(
+        "--legacy-tls",
+        action="store_true",
+        help="also check whether the broker still accepts TLS 1.0/1.1 (one more handshake, which brokers "
+        "log as refused, some at warning or error level)",
+    )
     parser.add_argument(
         "--warn-days",
         type=_warn_days,
@@ -348,10 +354,11 @@ def select_brokers(args: argparse.Namespace) -> list[BrokerConfig]:
 
 
 async def probe_all(
-    brokers: Sequence[BrokerConfig], *, concurrency: int = DEFAULT_CONCURRENCY
+    brokers: Sequence[BrokerConfig], *, concurrency: int = DEFAULT_CONCURRENCY, legacy_tls: bool = False
 ) -> list[ProbeResult]:
-    """Probe every broker once, concurrently (at most ``concurrency`` at a time); results in input order."""
-    prober = Prober()
+    """Probe every broker once, concurrently (at most ``concurrency`` at a time); results in input order.
+    ``legacy_tls``: also check whether each still accepts TLS 1.0/1.1 (one more handshake each)."""
+    prober = Prober(legacy_tls_interval=0.0 if legacy_tls else None)
     slots = asyncio.Semaphore(concurrency)
 
     async def probe(broker: BrokerConfig) -> ProbeResult:
@@ -371,9 +378,13 @@ class Outcome:
 
 
 def run_checks(
-    brokers: Sequence[BrokerConfig], *, warn_days: float, concurrency: int = DEFAULT_CONCURRENCY
+    brokers: Sequence[BrokerConfig],
+    *,
+    warn_days: float,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    legacy_tls: bool = False,
 ) -> Outcome:
-    results = eventloop.run(probe_all(brokers, concurrency=concurrency))
+    results = eventloop.run(probe_all(brokers, concurrency=concurrency, legacy_tls=legacy_tls))
     now = time.time()
     return Outcome(
         [build_report(r, b, warn_days=warn_days, now=now) for r, b in zip(results, brokers, strict=True)]
@@ -408,7 +419,9 @@ def main(argv: Sequence[str], *, stdout: TextIO | None = None, stderr: TextIO | 
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
     try:
-        outcome = run_checks(brokers, warn_days=args.warn_days, concurrency=args.concurrency)
+        outcome = run_checks(
+            brokers, warn_days=args.warn_days, concurrency=args.concurrency, legacy_tls=args.legacy_tls
+        )
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a bug must read "unknown" to a monitoring system, not "warning" (exit 1)

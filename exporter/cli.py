@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from exporter import __version__, eventloop, logs
-from exporter.config import ConfigError, load_config
+from exporter.config import ConfigError, load_config, parse_duration
 from exporter.scheduler import DEFAULT_CONCURRENCY
 
 SUBCOMMANDS = ("serve", "check", "demo")
@@ -19,6 +19,13 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _target_pattern(text: str) -> str:
@@ -84,6 +91,15 @@ def serve_parser() -> argparse.ArgumentParser:
         "exporters with 0/n .. n-1/n to cover every broker exactly once",
     )
     parser.add_argument(
+        "--probe.legacy-tls-interval",
+        dest="legacy_tls_interval",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="also check whether each broker still accepts TLS 1.0/1.1, this often (e.g. 24h). Off when not "
+        "given: brokers log the refused handshake, some at warning or error level",
+    )
+    parser.add_argument(
         "--config.check", dest="config_check", action="store_true", help="validate the configuration and exit"
     )
     add_logging_flags(parser)
@@ -130,6 +146,7 @@ def serve(argv: Sequence[str]) -> int:
         web_config,
         allowed_targets=tuple(args.allowed_targets),
         shard=args.shard,
+        legacy_tls_interval=args.legacy_tls_interval or None,
     )
     return eventloop.run(Daemon(options, config).run())
 

@@ -36,6 +36,8 @@ class ServeOptions:
     allowed_targets: tuple[str, ...] = ()
     #: --shard=i/n: probe only the brokers whose name hashes to shard i of n (exporter.shard)
     shard: tuple[int, int] | None = None
+    #: --probe.legacy-tls-interval: how often the TLS 1.0/1.1 check runs per broker; None: never
+    legacy_tls_interval: float | None = None
 
 
 def state_of(result: ProbeResult) -> tuple[str, ...]:
@@ -72,7 +74,7 @@ class Daemon:
         self.options = options
         self.config = config
         self.store = ResultStore()
-        self.prober = Prober()
+        self.prober = Prober(legacy_tls_interval=options.legacy_tls_interval)
         self.scheduler: Scheduler | None = None
         self.web_state = WebState()
         self.reload_ok = True

@@ -10,7 +10,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import io
+import json
 import re
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from exporter import check
 from exporter.config import BrokerConfig, MqttSettings, RoundtripSettings, Secret, Target, TlsSettings
 from exporter.lab.amqtt import Amqtt, amqtt_available
 from exporter.lab.daemon import LabBroker, LabBrokerError
@@ -261,3 +265,58 @@ async def test_a_subscription_rabbitmq_forbids_is_denied_not_a_timeout(
     gc.collect()
     await asyncio.sleep(0)
     assert "never retrieved" not in caplog.text
+
+
+async def test_a_healthy_probe_leaves_nothing_above_info_in_rabbitmqs_log(rabbitmq: Running) -> None:
+    assert isinstance(rabbitmq.process, RabbitMQ)
+    node = rabbitmq.process
+    prober = Prober()  # the daemon's defaults: no TLS 1.0/1.1 check
+    brokers = [rabbitmq.config(), rabbitmq.config(wss=True)]
+    for broker in brokers:  # the version is learned once per listener (that CONNECT carries no credentials)
+        await prober.probe(broker)
+    seen = await _log_flushed(node, prober, brokers[0])
+    for _ in range(3):
+        for broker in brokers:
+            assert summary(await prober.probe(broker)) is None
+    await _log_flushed(node, prober, brokers[0])
+    loud = [
+        line
+        for line in node.node_log_text().splitlines()[seen:]
+        if re.search(r"\[(error|warning|notice)\]", line)
+    ]
+    assert loud == []
+
+
+async def _log_flushed(broker: RabbitMQ, prober: Prober, config: BrokerConfig) -> int:
+    """Probe with a marked client id and wait until the broker logged it: everything logged before is
+    in the file then. The number of lines up to the mark."""
+    marker = f"log-barrier-{uuid.uuid4().hex[:8]}"
+    marked = dataclasses.replace(config, mqtt=dataclasses.replace(config.mqtt, client_id=marker))
+    assert summary(await prober.probe(marked)) is None
+    for _ in range(200):
+        lines = broker.node_log_text().splitlines()
+        found = [index for index, line in enumerate(lines) if marker in line]
+        if found:
+            return found[-1] + 1
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"RabbitMQ never logged the connection of {marker}")
+
+
+def test_check_runs_the_legacy_tls_check_only_when_asked(rabbitmq: Running, tmp_path: Path) -> None:
+    password_file = tmp_path / "password"
+    password_file.write_text(PASSWORD)
+    common = [
+        rabbitmq.process.mqtts_address,
+        "--ca-file",
+        str(rabbitmq.ca_file),
+        "--server-name",
+        "localhost",
+    ]
+    common += ["--username", "monitor", "--password-file", str(password_file), "--output", "json"]
+    documents = []
+    for extra in ([], ["--legacy-tls"]):
+        out = io.StringIO()
+        check.main([*common, *extra], stdout=out)
+        documents.append(json.loads(out.getvalue()))
+    assert documents[0]["legacy_tls"] is None
+    assert documents[1]["legacy_tls"] is not None and documents[1]["legacy_tls"]["accepted"] is not None

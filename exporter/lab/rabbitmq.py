@@ -112,6 +112,16 @@ class RabbitMQ(LabBroker):
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
 
+    def node_log_text(self) -> str:
+        """The node's own log, in the order it logged (without the console and the upgrade log)."""
+        if self.workdir is None:
+            return ""
+        return "\n".join(
+            path.read_text(errors="replace")
+            for path in sorted((self.workdir / "log").glob("*.log"))
+            if not path.name.endswith("_upgrade.log")
+        )
+
     def log_text(self) -> str:
         """Everything the node logged so far (its log files and its console)."""
         if self.workdir is None:

@@ -29,7 +29,7 @@ from exporter.probe.addresses import family_name, literal_ip, select_addresses
 from exporter.probe.aia import AiaFetcher
 from exporter.probe.connection import Connection, connect
 from exporter.probe.crl import CrlFetcher
-from exporter.probe.lifecycle import LEGACY_TLS_INTERVAL, Lifecycle
+from exporter.probe.lifecycle import Lifecycle
 from exporter.probe.mqtt import (
     DISCONNECT,
     PROTOCOL_5,
@@ -123,7 +123,7 @@ class Prober:
         aia: AiaFetcher | None = None,
         *,
         crl: CrlFetcher | None = None,
-        legacy_tls_interval: float = LEGACY_TLS_INTERVAL,
+        legacy_tls_interval: float | None = None,
         resolver: Resolver | None = None,
     ) -> None:
         self.aia = aia or AiaFetcher()
