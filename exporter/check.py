@@ -4,6 +4,7 @@ Usage::
 
     mqtt-cert-exporter check HOST:PORT [--ca-file F] [--server-name N] [--cert-file F [--key-file F]]
         [--intermediates-file F] [--username U --password-file F] [--protocol auto|5|3.1.1] [--client-id ID]
+        [--broker-kind mosquitto|rabbitmq|emqx|hivemq|ejabberd]
         [--timeout 10s] [--output text|json] [--warn-days 30] [--color auto|always|never] [--legacy-tls]
     mqtt-cert-exporter check --config.file config.yaml [--broker NAME ...] [--output text|json]
         [--warn-days 30] [--probe.concurrency N]
@@ -47,6 +48,7 @@ from dataclasses import dataclass
 from typing import NoReturn, TextIO
 
 from exporter import eventloop
+from exporter.brokerkinds import BrokerKind
 from exporter.config import (
     BrokerConfig,
     ConfigError,
@@ -76,6 +78,7 @@ ADDRESS_FLAGS = (
     ("protocol", "--protocol"),
     ("client_id", "--client-id"),
     ("timeout", "--timeout"),
+    ("broker_kind", "--broker-kind"),
 )
 
 
@@ -140,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="MQTT version (default: auto, learned with a CONNECT that carries no credentials)",
     )
     mqtt.add_argument("--client-id", metavar="ID", help="MQTT client id (default: generated)")
+    parser.add_argument(
+        "--broker-kind",
+        choices=[kind.value for kind in BrokerKind],
+        help="the broker's implementation, so the fixes name its settings (default: every kind's, labelled)",
+    )
     parser.add_argument(
         "--timeout",
         metavar="DURATION",
@@ -262,7 +270,14 @@ def broker_from_arguments(args: argparse.Namespace) -> BrokerConfig:
         username=args.username or None,
         password=_read_password(args.password_file) if args.password_file else None,
     )
-    return BrokerConfig(name=args.address, target=target, timeout=timeout, tls=tls, mqtt=mqtt)
+    return BrokerConfig(
+        name=args.address,
+        target=target,
+        timeout=timeout,
+        tls=tls,
+        mqtt=mqtt,
+        broker_kind=args.broker_kind or "",
+    )
 
 
 def brokers_from_config(path: str, names: Sequence[str] | None) -> list[BrokerConfig]:

@@ -18,6 +18,8 @@ from typing import Any, NamedTuple, TypeVar
 
 import yaml
 
+from exporter.brokerkinds import BrokerKind
+
 
 class Secret:
     """A value that must never be printed: repr/str show a placeholder."""
@@ -161,6 +163,9 @@ class BrokerConfig:
     #: "any" (IPv4 preferred, IPv6 as fallback), "ip4" or "ip6"
     ip_protocol: str = "any"
     proxy: ProxySettings | None = None
+    #: "mosquitto", "rabbitmq", "emqx", "hivemq", "ejabberd", or "" (not said): the fixes suggested
+    #: name that broker's settings (exporter.brokerkinds)
+    broker_kind: str = ""
 
     @property
     def address(self) -> str:
@@ -490,7 +495,17 @@ _BUILTIN_CHAIN_RETENTION = _Setting(DEFAULT_CHAIN_RETENTION, None)
 _TOP_LEVEL_KEYS = frozenset({"defaults", "brokers", "modules", "discover"})
 _THRESHOLD_KEYS = frozenset({"expiry_warning", "expiry_critical"})
 _DEFAULTS_KEYS = frozenset(
-    {"interval", "timeout", "tls", "mqtt", "addresses", "ip_protocol", "proxy_url", "chain_retention"}
+    {
+        "interval",
+        "timeout",
+        "tls",
+        "mqtt",
+        "addresses",
+        "ip_protocol",
+        "proxy_url",
+        "chain_retention",
+        "broker_kind",
+    }
     | _THRESHOLD_KEYS
 )
 _BROKER_KEYS = _DEFAULTS_KEYS | {"name", "address"}
@@ -528,6 +543,7 @@ class _Parser:
             "expiry_warning": _expiry_threshold,
             "expiry_critical": _expiry_threshold,
             "chain_retention": _duration,
+            "broker_kind": _broker_kind,
         }
         self._mqtt_fields: Mapping[str, _Validator] = {
             "protocol": _protocol,
@@ -610,6 +626,7 @@ class _Parser:
                         expiry_warning=layer.top.get("expiry_warning", _BUILTIN_EXPIRY_WARNING).value,
                         expiry_critical=layer.top.get("expiry_critical", _BUILTIN_EXPIRY_CRITICAL).value,
                         chain_retention=layer.top.get("chain_retention", _BUILTIN_CHAIN_RETENTION).value,
+                        broker_kind=layer.top.get("broker_kind", _Setting("", None)).value,
                     )
                 )
         return tuple(brokers)
@@ -933,6 +950,9 @@ class _Parser:
                     expiry_warning=layer.top.get("expiry_warning", _BUILTIN_EXPIRY_WARNING).value,
                     expiry_critical=layer.top.get("expiry_critical", _BUILTIN_EXPIRY_CRITICAL).value,
                     chain_retention=layer.top.get("chain_retention", _BUILTIN_CHAIN_RETENTION).value,
+                    broker_kind=layer.top.get(
+                        "broker_kind", _Setting(BrokerKind.MOSQUITTO.value, None)
+                    ).value,
                 )
             )
         return tuple(found)
@@ -1090,6 +1110,10 @@ def _choice(value: object, choices: tuple[str, ...], what: str) -> str:
         return value.strip().lower()
     shown = _preview(value) if isinstance(value, str) else _kind(value)
     raise _Invalid(f"unsupported {what} {shown}; use {' or '.join(choices)}")
+
+
+def _broker_kind(value: object) -> str:
+    return _choice(value, tuple(kind.value for kind in BrokerKind), "broker_kind")
 
 
 def _addresses(value: object) -> str:

@@ -71,10 +71,11 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 from typing import Any
 
+from exporter.brokerfixes import tailor
 from exporter.config import BrokerConfig
 from exporter.probe.mqtt import PROTOCOL_5, connack_meaning
 from exporter.results import (
@@ -611,17 +612,37 @@ def build_report(result: ProbeResult, broker: BrokerConfig, *, warn_days: float,
     if client is not None and result.client_cert is not None:
         subject = "the exporter's own client certificate"
         lifecycle.append((_expiry_headline(subject, result.client_cert, warn_days, now), client))
-    return Report(
-        result=result,
-        broker=broker,
-        warn_days=warn_days,
-        now=now,
-        failure=failure,
-        problems=tuple(problems),
-        unverified_failure=unverified,
-        warnings=tuple(warnings),
-        revoked=revoked_findings(result),
-        lifecycle_warnings=tuple(lifecycle),
+    return _tailored(
+        Report(
+            result=result,
+            broker=broker,
+            warn_days=warn_days,
+            now=now,
+            failure=failure,
+            problems=tuple(problems),
+            unverified_failure=unverified,
+            warnings=tuple(warnings),
+            revoked=revoked_findings(result),
+            lifecycle_warnings=tuple(lifecycle),
+        )
+    )
+
+
+def _tailored(report: Report) -> Report:
+    """Every fix as it applies to the broker's kind (``broker_kind``; see exporter.brokerfixes)."""
+    kind = report.broker.broker_kind
+
+    def fix(finding: Finding) -> Finding:
+        return replace(finding, fix=tailor(finding.fix, kind))
+
+    return replace(
+        report,
+        failure=fix(report.failure) if report.failure else None,
+        problems=tuple((problem, fix(finding)) for problem, finding in report.problems),
+        unverified_failure=fix(report.unverified_failure) if report.unverified_failure else None,
+        warnings=tuple((item, fix(finding)) for item, finding in report.warnings),
+        revoked=tuple((check, fix(finding)) for check, finding in report.revoked),
+        lifecycle_warnings=tuple((headline, fix(finding)) for headline, finding in report.lifecycle_warnings),
     )
 
 
@@ -935,7 +956,8 @@ def _lint_lines(report: Report, style: _Style) -> list[str]:
     indent = " " * (2 + _LABEL_WIDTH)
     lines = [_line("lints", "warnings that do not change the status or the exit code:", style)]
     for finding in lints:
-        lines.append(f"{indent}- {style(finding.lint.value, 'yellow')}: {finding.detail}")
+        detail = tailor(finding.detail, report.broker.broker_kind)
+        lines.append(f"{indent}- {style(finding.lint.value, 'yellow')}: {detail}")
     return lines
 
 
@@ -1165,7 +1187,11 @@ def _document(report: Report) -> dict[str, Any]:
         "revocation": _revocation_document(report),
         "legacy_tls": _legacy_document(result.legacy_tls),
         "lints": [
-            {"lint": finding.lint.value, "detail": finding.detail, "positions": list(finding.positions)}
+            {
+                "lint": finding.lint.value,
+                "detail": tailor(finding.detail, broker.broker_kind),
+                "positions": list(finding.positions),
+            }
             for finding in result.lints
         ],
     }

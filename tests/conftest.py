@@ -74,7 +74,10 @@ class Lab:
         lines = ["defaults:", f"  interval: {interval}", f"  timeout: {timeout}", "brokers:"]
         for name in scenarios:
             broker = self.brokers[name]
-            lines += [f"  - name: {name}", f"    address: '{broker.address}'", "    tls:"]
+            lines += [f"  - name: {name}", f"    address: '{broker.address}'"]
+            if broker.broker_kind:
+                lines.append(f"    broker_kind: {broker.broker_kind}")
+            lines.append("    tls:")
             tls = dataclasses.asdict(broker.tls)
             for key, value in tls.items():
                 if value and key != "alpn":
@@ -211,6 +214,7 @@ def build_lab(directory: Path) -> Lab:
             timeout=2.0,
             tls=tls,
             mqtt=MqttSettings(**mqtt),
+            broker_kind="mosquitto",  # the lab's brokers are Mosquitto (and servers that stand in for it)
         )
 
     for listener in listeners:

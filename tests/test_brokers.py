@@ -13,6 +13,7 @@ import gc
 import io
 import json
 import re
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 
 from exporter import check
+from exporter.brokerfixes import MOSQUITTO_ONLY
 from exporter.config import BrokerConfig, MqttSettings, RoundtripSettings, Secret, Target, TlsSettings
 from exporter.lab.amqtt import Amqtt, amqtt_available
 from exporter.lab.daemon import LabBroker, LabBrokerError
@@ -30,7 +32,7 @@ from exporter.lab.rabbitmq import RabbitMQ, RabbitTls, RabbitUser, rabbitmq_bina
 from exporter.probe import Prober
 from exporter.probe.connection import connect
 from exporter.probe.tls import ClientCertificateRequired, TlsSession, client_context
-from exporter.report import failure_finding
+from exporter.report import build_report, failure_finding
 from exporter.results import ProbeResult
 from tests.conftest import Lab
 
@@ -320,3 +322,12 @@ def test_check_runs_the_legacy_tls_check_only_when_asked(rabbitmq: Running, tmp_
         documents.append(json.loads(out.getvalue()))
     assert documents[0]["legacy_tls"] is None
     assert documents[1]["legacy_tls"] is not None and documents[1]["legacy_tls"]["accepted"] is not None
+
+
+async def test_rabbitmqs_report_names_rabbitmqs_settings(rabbitmq: Running) -> None:
+    # the lab's RabbitMQ serves the root: Erlang completes the chain from cacertfile, which holds it
+    broker = dataclasses.replace(rabbitmq.config(), broker_kind="rabbitmq")
+    result = await Prober().probe(broker)
+    text = build_report(result, broker, warn_days=30, now=time.time()).text()
+    assert "root_included" in text and "ssl_options.cacertfile" in text
+    assert not MOSQUITTO_ONLY.search(text), text

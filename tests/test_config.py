@@ -978,6 +978,7 @@ def test_discover_makes_a_broker_of_every_tls_listener(tmp_path: Path) -> None:
         timeout=2.0,
         tls=TlsSettings(ca_file=str(tmp_path / "ca.pem"), served_cert_file=str(tmp_path / "server.crt")),
         mqtt=MqttSettings(username="monitor"),
+        broker_kind="mosquitto",  # what discovery found
     )
     assert ws.address == "wss://127.0.0.1:8884/mqtt"
 

@@ -528,7 +528,7 @@ def _result(
 DAY = 86400.0
 NOW = 1_700_000_000.0
 SERVED_FILE = "/etc/mosquitto/certs/broker.crt"
-LAB_BROKER = BrokerConfig("b", Target("localhost", 8883))
+LAB_BROKER = BrokerConfig("b", Target("localhost", 8883), broker_kind="mosquitto")
 
 
 def _day(timestamp: float) -> str:
