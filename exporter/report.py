@@ -59,7 +59,14 @@ chain names a CRL distribution point), ``checks``: [{``position``, ``status`` (g
 or null), ``fix`` (null unless revoked)}]},
 ``legacy_tls``: null (not checked) or {``accepted`` (true|false|null: could not tell), ``version``,
 ``checked_at`` (ISO 8601 UTC or null), ``detail``},
-``lints``: [{``lint`` (the ``lint`` label of ``mqtt_broker_cert_lint``), ``detail``, ``positions``}].
+``lints``: [{``lint`` (the ``lint`` label of ``mqtt_broker_cert_lint``), ``detail``, ``positions``}],
+(issue 13) ``transport`` (tls|wss, as in ``mqtt_broker_info``), ``address_label`` ("" unless
+``addresses: all``), ``expiry_thresholds``: {``warning``, ``critical``} (as configured: ``28d``, ``33%``),
+``websocket``: null (not wss, or no answer) or {``upgrade_status_code``, ``subprotocol``},
+``roundtrip``: null (no ``mqtt.roundtrip``, or it did not run) or {``success``, ``duration_seconds``
+(null unless it came back), ``unverified_connection``, ``failure``: null or {``stage``, ``reason``,
+``detail``}}; ``tls.alpn_protocol`` ("" when none); ``mqtt.requested_protocol`` (the version of our
+CONNECT; ``mqtt.protocol`` is the version the CONNACK code is in).
 
 A certificate outside the chain (``served_file.certificate``, ``client_certificate``) is {``subject``,
 ``issuer``, ``serial``, ``fingerprint_sha256``, ``not_before``, ``not_after``, ``days_left``,
@@ -1117,6 +1124,39 @@ def _legacy_document(legacy: LegacyTlsFacts | None) -> dict[str, Any] | None:
     }
 
 
+def _beyond_mqtt_document(report: Report) -> dict[str, Any]:
+    """What /metrics has besides the chain and the CONNACK: transport, WebSocket upgrade, round trip,
+    the expiry thresholds, the address label of ``addresses: all``."""
+    result, broker = report.result, report.broker
+    websocket = result.websocket
+    roundtrip = result.roundtrip
+    failure = roundtrip.failure if roundtrip is not None else None
+    return {
+        "transport": "wss" if broker.target.scheme == "wss" else "tls",
+        "address_label": result.address_label,
+        "expiry_thresholds": {"warning": str(broker.expiry_warning), "critical": str(broker.expiry_critical)},
+        "websocket": (
+            {"upgrade_status_code": websocket.status_code, "subprotocol": websocket.subprotocol}
+            if websocket is not None
+            else None
+        ),
+        "roundtrip": (
+            {
+                "success": roundtrip.success,
+                "duration_seconds": round(roundtrip.latency, 6) if roundtrip.latency is not None else None,
+                "unverified_connection": roundtrip.unverified_connection,
+                "failure": (
+                    {"stage": failure.stage.value, "reason": failure.reason.value, "detail": failure.detail}
+                    if failure is not None
+                    else None
+                ),
+            }
+            if roundtrip is not None
+            else None
+        ),
+    }
+
+
 def _document(report: Report) -> dict[str, Any]:
     result, broker = report.result, report.broker
     failure: dict[str, Any] | None = None
@@ -1132,6 +1172,7 @@ def _document(report: Report) -> dict[str, Any]:
         tls = {
             "version": result.tls.version,
             "cipher": result.tls.cipher,
+            "alpn_protocol": result.tls.alpn_protocol,
             "trusted": verdict.trusted if result.tls.chain else None,
             "verify_code": verdict.verify_code,
             "verify_message": verdict.verify_message,
@@ -1153,6 +1194,7 @@ def _document(report: Report) -> dict[str, Any]:
             "accepted": result.mqtt.accepted,
             "meaning": connack_meaning(result.mqtt.protocol, code),
             "unverified_connection": result.mqtt.unverified_connection,
+            "requested_protocol": result.mqtt.requested,
         }
     return {
         "schema_version": SCHEMA_VERSION,
@@ -1178,6 +1220,7 @@ def _document(report: Report) -> dict[str, Any]:
             for _, finding in report.lifecycle_warnings
         ],
         "durations_seconds": {phase.value: round(seconds, 6) for phase, seconds in result.durations},
+        **_beyond_mqtt_document(report),
         "served_file": _served_file_document(result.served_file, report.now),
         "client_certificate": (
             {"path": broker.tls.cert_file or "", **_other_cert_document(result.client_cert, report.now)}

@@ -331,3 +331,13 @@ async def test_rabbitmqs_report_names_rabbitmqs_settings(rabbitmq: Running) -> N
     text = build_report(result, broker, warn_days=30, now=time.time()).text()
     assert "root_included" in text and "ssl_options.cacertfile" in text
     assert not MOSQUITTO_ONLY.search(text), text
+
+
+async def test_check_json_carries_the_websocket_and_roundtrip_facts(rabbitmq: Running) -> None:
+    broker = with_roundtrip(rabbitmq.config(wss=True))
+    result = await Prober().probe(broker)
+    document = build_report(result, broker, warn_days=30, now=time.time()).document()
+    assert document["transport"] == "wss"
+    assert document["websocket"] == {"upgrade_status_code": 101, "subprotocol": "mqtt"}
+    assert document["roundtrip"]["success"] is True and document["roundtrip"]["duration_seconds"] >= 0
+    assert document["mqtt"]["requested_protocol"] == "3.1.1"

@@ -337,8 +337,24 @@ DOCUMENT_KEYS = {
     "revocation",
     "legacy_tls",
     "lints",
+    # issue 13: what /metrics has besides
+    "transport",
+    "address_label",
+    "expiry_thresholds",
+    "websocket",
+    "roundtrip",
 }
-TLS_KEYS = {"version", "cipher", "trusted", "verify_code", "verify_message", "problems", "anchor", "chain"}
+TLS_KEYS = {
+    "version",
+    "cipher",
+    "alpn_protocol",
+    "trusted",
+    "verify_code",
+    "verify_message",
+    "problems",
+    "anchor",
+    "chain",
+}
 CERT_KEYS = {
     "position",
     "subject",
@@ -354,7 +370,7 @@ CERT_KEYS = {
     "signature_algorithm",
     "parse_error",
 }
-MQTT_KEYS = {"protocol", "connack_code", "accepted", "meaning", "unverified_connection"}
+MQTT_KEYS = {"protocol", "connack_code", "accepted", "meaning", "unverified_connection", "requested_protocol"}
 ANCHOR_KEYS = {"subject", "fingerprint_sha256", "not_after", "days_left"}
 OTHER_CERT_KEYS = {
     "subject",
@@ -436,6 +452,7 @@ def test_json_facts_match_the_result(probed: Probed) -> None:
         "accepted": True,
         "meaning": "success",
         "unverified_connection": True,
+        "requested_protocol": "5",
     }
 
 
