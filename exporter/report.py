@@ -190,6 +190,17 @@ def problem_fix(problem: Problem, result: ProbeResult, broker: BrokerConfig) -> 
             return _unknown_ca_fix(chain)
         case Problem.INCOMPLETE_CHAIN:
             return FULL_CHAIN_FIX
+        case Problem.HOSTNAME_MISMATCH if chain and chain[0].is_ca:
+            return (
+                "the server sends a CA certificate as its own: deploy the broker's server certificate (issued "
+                f"for {broker.server_name}) with its key, and the CA certificate only as an intermediate"
+            )
+        case Problem.UNSUITABLE_PURPOSE:
+            return (
+                "deploy a certificate issued for a TLS server: keyUsage digitalSignature (and keyEncipherment "
+                "for RSA), extendedKeyUsage serverAuth; if the broker serves a CA certificate as its own, put "
+                "the server certificate first and the CA certificates after it"
+            )
         case Problem.HOSTNAME_MISMATCH:
             covered = ", ".join(names_covered(chain[0])) if chain else ""
             return (
@@ -262,6 +273,11 @@ FAILURE_FIXES: Mapping[str, str] = {
     "tls/handshake_failure": (
         "the server aborted the handshake: probably no TLS version or cipher in common (Mosquitto: "
         "tls_version/ciphers of the listener; this exporter: tls.min_version/max_version)"
+    ),
+    "tls/certificate_too_large": (
+        "the certificate chain the server sends is over the 100 KiB that OpenSSL-based clients (mosquitto_sub, "
+        "paho, Python) accept: reissue the certificate with fewer subjectAltNames (one per host, or a "
+        "wildcard) and serve only the intermediates clients need"
     ),
     "trust/untrusted": "see the problems listed for the certificate chain",
     "websocket/upgrade_rejected": (

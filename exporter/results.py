@@ -38,6 +38,8 @@ class Reason(StrEnum):
     UPGRADE_REJECTED = "upgrade_rejected"
     DENIED = "denied"
     ERROR = "error"
+    #: the server's certificate message is over OpenSSL's 100 KiB limit ("excessive message size")
+    CERTIFICATE_TOO_LARGE = "certificate_too_large"
     #: the broker does not speak the MQTT version we sent (``mqtt.protocol: auto`` learns it)
     UNSUPPORTED_PROTOCOL = "unsupported_protocol"
     #: wss: the broker answered CONNECT with a WebSocket close frame, no CONNACK (RabbitMQ's Web-MQTT
@@ -54,6 +56,7 @@ REASONS_BY_STAGE: dict[Stage, tuple[Reason, ...]] = {
         Reason.PROTOCOL_ERROR,
         Reason.HANDSHAKE_FAILURE,
         Reason.CLIENT_CERTIFICATE_REQUIRED,
+        Reason.CERTIFICATE_TOO_LARGE,
     ),
     Stage.TRUST: (Reason.UNTRUSTED,),
     Stage.WEBSOCKET: (Reason.TIMEOUT, Reason.CLOSED, Reason.PROTOCOL_ERROR, Reason.UPGRADE_REJECTED),
@@ -78,6 +81,8 @@ class Problem(StrEnum):
     UNKNOWN_CA = "unknown_ca"
     INCOMPLETE_CHAIN = "incomplete_chain"
     HOSTNAME_MISMATCH = "hostname_mismatch"
+    #: not fit to be a TLS server's certificate: keyUsage or extendedKeyUsage (a CA certificate as leaf)
+    UNSUITABLE_PURPOSE = "unsuitable_purpose"
     WEAK_KEY = "weak_key"
     WEAK_SIGNATURE = "weak_signature"
     INVALID = "invalid"

@@ -92,7 +92,15 @@ def failure(result: ProbeResult) -> tuple[str, str] | None:
         ("reset_mid_handshake", {("tls", "handshake_failure")}),
         ("endless", {("mqtt", "protocol_error")}),
         ("close_after_connack", {None}),
-        ("deep_chain", {("tls", "protocol_error"), ("tls", "handshake_failure"), ("trust", "untrusted")}),
+        (
+            "deep_chain",
+            {
+                ("tls", "certificate_too_large"),
+                ("tls", "protocol_error"),
+                ("tls", "handshake_failure"),
+                ("trust", "untrusted"),
+            },
+        ),
         ("junk_names", {None}),
     ],
 )

@@ -46,6 +46,7 @@ from exporter.probe.proxy import ProxyError, ProxyFailure, dialogue, tunnel
 from exporter.probe.roundtrip import run_roundtrip
 from exporter.probe.tls import (
     ClientCertificateRequired,
+    TlsCertificateTooLarge,
     TlsClosed,
     TlsHandshakeFailure,
     TlsProtocolError,
@@ -275,6 +276,8 @@ class Prober:
                     verify = (session.verify_error.code, session.verify_error.message)
         except TimeoutError:
             raise _Failed(Failure(Stage.TLS, Reason.TIMEOUT, "TLS handshake timed out")) from None
+        except TlsCertificateTooLarge as exc:
+            raise _Failed(Failure(Stage.TLS, Reason.CERTIFICATE_TOO_LARGE, str(exc))) from None
         except TlsProtocolError as exc:
             raise _Failed(Failure(Stage.TLS, Reason.PROTOCOL_ERROR, str(exc))) from None
         except TlsHandshakeFailure as exc:

@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
+from exporter.probe.purpose import unsuitable_for_tls_server
+from exporter.probe.signatures import signed_by
 from exporter.results import CertFacts, Problem, TrustVerdict
 
 MAX_CHAIN_DEPTH = 10
@@ -38,6 +40,7 @@ V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT = 18
 V_ERR_SELF_SIGNED_CERT_IN_CHAIN = 19
 V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY = 20
 V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE = 21
+V_ERR_INVALID_PURPOSE = 26
 V_ERR_HOSTNAME_MISMATCH = 62
 V_ERR_IP_ADDRESS_MISMATCH = 64
 V_ERR_EE_KEY_TOO_SMALL = 66
@@ -62,6 +65,7 @@ _DIRECT_PROBLEMS = {
     V_ERR_EE_KEY_TOO_SMALL: Problem.WEAK_KEY,
     V_ERR_CA_KEY_TOO_SMALL: Problem.WEAK_KEY,
     V_ERR_CA_MD_TOO_WEAK: Problem.WEAK_SIGNATURE,
+    V_ERR_INVALID_PURPOSE: Problem.UNSUITABLE_PURPOSE,
 }
 
 
@@ -322,11 +326,7 @@ def _issued_by(cert_der: bytes, issuer_der: bytes) -> bool:
     cert, issuer = _load(cert_der), _load(issuer_der)
     if cert.issuer != issuer.subject:
         return False
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
-        return False
-    return True
+    return signed_by(cert, issuer)  # also SHA-1/MD5 signatures, which cryptography will not verify
 
 
 def hostname_matches(facts: CertFacts, server_name: str) -> bool:
@@ -492,6 +492,10 @@ def classify(
     if presented[0].ok and not hostname_matches(leaf, server_name):
         covered = ", ".join(names_covered(leaf)) or "no names"
         add(Problem.HOSTNAME_MISMATCH, f"the certificate is for {covered}, not {server_name!r}")
+    leaf_cert = presented[0].cert
+    unsuitable = unsuitable_for_tls_server(leaf_cert) if leaf_cert is not None else ""
+    if unsuitable:
+        add(Problem.UNSUITABLE_PURPOSE, unsuitable)
 
     # Only when OpenSSL could not build a path: otherwise it found an anchor (perhaps one our copy of
     # the store does not hold, e.g. from a CA directory) and the chain itself is fine.

@@ -46,6 +46,11 @@ class TlsProtocolError(Exception):
     """The peer does not speak TLS (plaintext listener, garbage)."""
 
 
+class TlsCertificateTooLarge(TlsProtocolError):
+    """The server's certificate message is over OpenSSL's limit for a peer's certificate list (100 KiB
+    by default): every OpenSSL-based client fails with "excessive message size"."""
+
+
 class TlsHandshakeFailure(Exception):
     """The server aborted the handshake (an alert, or a close after it started answering)."""
 
@@ -254,6 +259,11 @@ class TlsSession:
             return ClientCertificateRequired(_client_cert_detail(reason, self.certificate_requested))
         if "ALERT" in reason:
             return TlsHandshakeFailure(f"the server aborted the handshake: {reason.lower()} ({text})")
+        if reason == "EXCESSIVE_MESSAGE_SIZE":
+            return TlsCertificateTooLarge(
+                f"the server's certificate message is larger than OpenSSL-based clients accept (100 KiB by "
+                f"default; {self._received} bytes had arrived): {text}"
+            )
         if isinstance(exc, ssl.SSLEOFError) or reason == "UNEXPECTED_EOF_WHILE_READING":
             if during_handshake and not self._received:
                 return TlsProtocolError("the server closed the connection without answering our ClientHello")
