@@ -54,12 +54,12 @@ from pathlib import Path
 
 import aiohttp
 
-from exporter.lab.hostile import BlackHole
 from exporter.lab.mosquitto import Listener, Mosquitto, mosquitto_binary
 from exporter.lab.pki import Issued, Pki
 from exporter.lab.ports import free_port, wait_for_port
-from exporter.lab.process import start_exporter_process
 from exporter.scheduler import grid_offset
+from tests.lab.hostile import BlackHole
+from tests.lab.process import start_exporter_process, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "performance.md"
@@ -114,16 +114,6 @@ def memory_mb(pid: int, key: str = "VmHWM") -> float:
         if line.startswith(key + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def _get(url: str, timeout: float = 60) -> bytes:
@@ -378,7 +368,7 @@ def blackbox(workdir: Path, ca_file: Path, timeout: float) -> Iterator[tuple[str
         try:
             wait_for_port("127.0.0.1", port, timeout=15)
         except TimeoutError:
-            _stop(process)
+            stop_process(process)
             continue
         if process.poll() is None:
             break
@@ -387,7 +377,7 @@ def blackbox(workdir: Path, ca_file: Path, timeout: float) -> Iterator[tuple[str
     try:
         yield f"http://127.0.0.1:{port}", process.pid
     finally:
-        _stop(process)
+        stop_process(process)
 
 
 def blackbox_pass(
@@ -632,7 +622,7 @@ def run_exporter(
             run.profile, run.layers = profile_process(process.pid, workdir, min(interval, PROFILE_SECONDS))
         run.peak_rss = memory_mb(process.pid, "VmHWM")
     finally:
-        _stop(process)
+        stop_process(process)
     return run
 
 
@@ -704,19 +694,16 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
         "HTTP and /metrics rendering (aiohttp, prometheus_client, collector)",
         ("prometheus_client", "collector.py", "aiohttp"),
     ),
-    ("legacy TLS 1.0/1.1 check", ("probe/legacy.py",)),
+    ("legacy TLS 1.0/1.1 check", ("probe/lifecycle/legacy.py",)),
     (
         "certificate analysis (chain, trust verdict, lints, lifecycle, files)",
         (
-            "probe/chain.py",
-            "probe/lints.py",
-            "probe/lifecycle.py",
-            "probe/files.py",
-            "probe/revocation.py",
+            "exporter/certs/",
+            "probe/lifecycle/checks.py",
             "cryptography",
         ),
     ),
-    ("MQTT CONNECT/CONNACK codec", ("probe/mqtt.py",)),
+    ("MQTT CONNECT/CONNACK codec", ("probe/wire/mqtt.py",)),
     ("probe and TLS session code (phases, deadlines, results)", ("exporter/probe/", "results.py")),
     ("scheduler", ("exporter/scheduler.py", "exporter/store.py")),
     ("asyncio: event loop, streams, transports, timeouts", ("asyncio/", "selectors.py", "socket.py")),

@@ -24,9 +24,10 @@ from prometheus_client.core import Metric
 from prometheus_client.utils import floatToGoString
 
 from exporter import exposition
-from exporter.collector import Family, broker_families, broker_samples
+from exporter.collector import broker_families, broker_samples
 from exporter.config import BrokerConfig, Target
-from exporter.exposition import RELATIVE_TO_NOW, BrokerExposition
+from exporter.exposition import BrokerExposition
+from exporter.families import BROKER_FAMILIES, Family
 from exporter.results import (
     CertFacts,
     Failure,
@@ -173,16 +174,17 @@ def _old_lines(families: Iterable[Metric], name: str) -> Iterator[str]:
                 yield f"{_old_series(sample.name, sample.labels)} {_old_number(sample.value)}\n"
 
 
+_RELATIVE_NAMES = {family.name for family in BROKER_FAMILIES if family.relative_to_now}
 OldRendered = tuple[dict[str, str], dict[str, tuple[tuple[str, float], ...]]]
 
 
 def old_render(results: Sequence[ProbeResult]) -> OldRendered:
     static: dict[str, str] = {}
     relative: dict[str, tuple[tuple[str, float], ...]] = {}
-    for family in broker_families(results, {}, {}, now=0.0):
+    for family in broker_families([tuple(results)], {}, {}, now=0.0):
         if not family.samples:
             continue
-        if family.name in RELATIVE_TO_NOW:
+        if family.name in _RELATIVE_NAMES:
             relative[family.name] = tuple((_old_series(s.name, s.labels), s.value) for s in family.samples)
         else:
             static[family.name] = "".join(_old_lines([family], family.name))
@@ -194,7 +196,7 @@ Formatted = tuple[dict[Family, str], exposition.Relative]
 
 def new_format(results: Sequence[ProbeResult]) -> Formatted:
     """What ``BrokerExposition.prepare`` does with a result (without storing it)."""
-    lines, relative = exposition._format(broker_samples(results, {}, {}, now=0.0))
+    lines, relative = exposition._format(broker_samples([tuple(results)], {}, {}, now=0.0))
     return {family: "".join(texts) for family, texts in lines.items()}, relative
 
 
@@ -232,7 +234,7 @@ def measure(build: Callable[[str], ProbeResult], repeat: int) -> list[float]:
     published = itertools.cycle([build("broker-0042") for _ in range(16)])
 
     def prepare() -> None:
-        store.publish(next(published))
+        store.publish([next(published)])
         view.prepare("broker-0042")
 
     return best([lambda: old_render(results), lambda: new_format(results), prepare], repeat)
@@ -259,7 +261,7 @@ def fleet(brokers: int) -> None:
     gc.collect()
     started = time.perf_counter()
     for result in results:
-        store.publish(result)
+        store.publish([result])
         view.prepare(result.broker)
     publishing = time.perf_counter() - started
     view.render()  # the first scrape formats the intervals

@@ -23,7 +23,9 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.lab.hostile import (
+from exporter.lab.mosquitto import Listener, Mosquitto
+from exporter.lab.pki import Pki
+from tests.lab.hostile import (
     BlackHole,
     HostileServer,
     after_tls,
@@ -33,9 +35,7 @@ from exporter.lab.hostile import (
     silent,
     slow_bytes,
 )
-from exporter.lab.mosquitto import Listener, Mosquitto
-from exporter.lab.pki import Pki
-from exporter.lab.process import start_exporter_process
+from tests.lab.process import start_exporter_process
 
 ROOT = Path(__file__).resolve().parent.parent
 

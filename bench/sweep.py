@@ -16,12 +16,12 @@ import time
 from pathlib import Path
 
 from exporter.config import BrokerConfig, Target, TlsSettings
-from exporter.lab.hostile import BlackHole
 from exporter.lab.mosquitto import Listener, Mosquitto
 from exporter.lab.pki import Pki
 from exporter.probe import Prober
 from exporter.scheduler import Scheduler
 from exporter.store import ResultStore
+from tests.lab.hostile import BlackHole
 
 
 async def sweep(brokers: list[BrokerConfig], concurrency: int) -> tuple[float, ResultStore]:
@@ -77,8 +77,10 @@ def main() -> None:
             mosquitto.stop()
             for hole in holes:
                 hole.close()
-    ok = sum(1 for r in store.results.values() if r.success)
-    timeouts = sum(1 for r in store.results.values() if r.failure and r.failure.reason.value == "timeout")
+    ok = sum(1 for (r, *_) in store.results.values() if r.success)
+    timeouts = sum(
+        1 for (r, *_) in store.results.values() if r.failure and r.failure.reason.value == "timeout"
+    )
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(
         f"brokers {args.brokers} (black holes {args.black_holes}), timeout {args.timeout}s, concurrency {args.concurrency}"

@@ -49,6 +49,7 @@ from typing import NoReturn, TextIO
 
 from exporter import eventloop
 from exporter.brokerkinds import BrokerKind
+from exporter.certs import files
 from exporter.config import (
     BrokerConfig,
     ConfigError,
@@ -60,7 +61,7 @@ from exporter.config import (
     parse_duration,
     read_password_file,
 )
-from exporter.probe import Prober, files
+from exporter.probe import Prober
 from exporter.report import DEFAULT_WARN_DAYS, Report, Status, build_report, summary_line, worst
 from exporter.results import ProbeResult
 from exporter.scheduler import DEFAULT_CONCURRENCY

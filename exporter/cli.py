@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import argparse
 import re
+import socket
 import sys
 from collections.abc import Sequence
 
-from exporter import __version__, eventloop, logs
+from exporter import eventloop, logs
+from exporter.buildinfo import build_info, version_text
 from exporter.config import ConfigError, load_config, parse_duration
 from exporter.scheduler import DEFAULT_CONCURRENCY
+from exporter.web import parse_listen_address
+from exporter.webserver import DEFAULT_MAX_CONNECTIONS, ListenError, default_max_connections, systemd_sockets
 
-SUBCOMMANDS = ("serve", "check", "demo")
+SUBCOMMANDS = ("serve", "check", "demo", "healthcheck")
 
 
 def _positive_int(text: str) -> int:
@@ -26,6 +30,28 @@ def _duration(text: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _listen_address(text: str) -> str:
+    try:
+        parse_listen_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _telemetry_path(text: str) -> str:
+    reserved = ("/", "/probe", "/-/healthy", "/-/ready", "/-/reload")
+    if (
+        not text.startswith("/")
+        or text in reserved
+        or any(c in text for c in "{}?#")
+        or not text.isprintable()
+    ):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected a path starting with '/', other than {', '.join(reserved)}"
+        )
+    return text
 
 
 def _target_pattern(text: str) -> str:
@@ -48,15 +74,40 @@ def _shard(text: str) -> tuple[int, int]:
 def serve_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mqtt-cert-exporter",
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # --version is several lines
         description="Prometheus exporter that probes MQTT brokers over TLS. "
-        "Subcommands: serve (default), check, demo.",
+        "Subcommands: serve (default), check, demo, healthcheck.",
     )
     parser.add_argument("--config.file", dest="config_file", default="config.yaml", help="YAML configuration")
     parser.add_argument(
         "--web.listen-address",
-        dest="listen_address",
-        default=":9883",
-        help="[host]:port to serve /metrics on",
+        dest="listen_addresses",
+        action="append",
+        default=[],
+        type=_listen_address,
+        metavar="[HOST]:PORT",
+        help="where to serve the metrics; repeatable (default :9883)",
+    )
+    parser.add_argument(
+        "--web.systemd-socket",
+        dest="systemd_socket",
+        action="store_true",
+        help="listen on the sockets systemd passes (socket activation) instead of --web.listen-address",
+    )
+    parser.add_argument(
+        "--web.telemetry-path",
+        dest="telemetry_path",
+        default="/metrics",
+        type=_telemetry_path,
+        help="path under which to expose the metrics (default /metrics)",
+    )
+    parser.add_argument(
+        "--web.max-connections",
+        dest="max_connections",
+        type=_positive_int,
+        default=None,
+        help="open HTTP connections at most; one more closes the longest-idle connection (default "
+        f"{DEFAULT_MAX_CONNECTIONS}, or a quarter of the open-file limit when lower)",
     )
     parser.add_argument(
         "--probe.concurrency",
@@ -103,7 +154,7 @@ def serve_parser() -> argparse.ArgumentParser:
         "--config.check", dest="config_check", action="store_true", help="validate the configuration and exit"
     )
     add_logging_flags(parser)
-    parser.add_argument("--version", action="version", version=f"mqtt-cert-exporter {__version__}")
+    parser.add_argument("--version", action="version", version=version_text(build_info()))
     return parser
 
 
@@ -116,7 +167,7 @@ def add_logging_flags(parser: argparse.ArgumentParser) -> None:
 
 def serve(argv: Sequence[str]) -> int:
     args = serve_parser().parse_args(argv)
-    logs.configure("warning" if args.log_level == "warn" else args.log_level, args.log_format)
+    logs.configure(args.log_level, args.log_format)
     try:
         config = load_config(args.config_file)
     except ConfigError as exc:
@@ -139,16 +190,31 @@ def serve(argv: Sequence[str]) -> int:
         return 0
     from exporter.daemon import Daemon, ServeOptions
 
+    addresses: tuple[str, ...] = tuple(args.listen_addresses) or (":9883",)
+    sockets: tuple[socket.socket, ...] = ()
+    if args.systemd_socket:
+        try:
+            addresses, sockets = (), tuple(systemd_sockets())
+        except ValueError as exc:
+            print(exc, file=sys.stderr)
+            return 1
     options = ServeOptions(
         args.config_file,
-        args.listen_address,
+        addresses,
         args.concurrency,
         web_config,
         allowed_targets=tuple(args.allowed_targets),
         shard=args.shard,
+        listen_sockets=sockets,
+        telemetry_path=args.telemetry_path,
+        max_connections=args.max_connections or default_max_connections(),
         legacy_tls_interval=args.legacy_tls_interval or None,
     )
-    return eventloop.run(Daemon(options, config).run())
+    try:
+        return eventloop.run(Daemon(options, config).run())
+    except ListenError as exc:
+        print(f"--web.listen-address: {exc.strerror}", file=sys.stderr)
+        return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -160,6 +226,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from exporter.check import main as check_main
 
         return check_main(arguments)
+    if command == "healthcheck":
+        from exporter.healthcheck import main as healthcheck_main
+
+        return healthcheck_main(arguments)
     if command == "demo":
         from exporter.demo import main as demo_main
 

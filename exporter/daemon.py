@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
+import socket
 import time
 from dataclasses import dataclass
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
-from exporter import eventloop, memory, shard
+from exporter import configfile, eventloop, logs, memory, shard, webserver
+from exporter.coalesce import Coalesced, in_daemon_thread
 from exporter.collector import ExporterCollector, ExporterFacts
 from exporter.config import BrokerConfig, Config, ConfigError, load_config
 from exporter.exposition import BrokerExposition
@@ -19,23 +20,31 @@ from exporter.multitarget import probe_handler
 from exporter.probe import Prober
 from exporter.results import ProbeResult
 from exporter.scheduler import Scheduler
+from exporter.selfmetrics import TroubleCollector
 from exporter.store import ResultStore
-from exporter.web import WebState, build_app, parse_listen_address
+from exporter.web import WebState, build_app
 from exporter.webconfig import WebConfig
 
-log = logging.getLogger("exporter")
+log = logs.get_logger("exporter")
 
 
 @dataclass(frozen=True)
 class ServeOptions:
     config_file: str
-    listen_address: str = ":9883"
+    #: --web.listen-address, repeatable; ignored with systemd_socket
+    listen_addresses: tuple[str, ...] = (":9883",)
     concurrency: int = 128
     web_config: WebConfig | None = None
     #: --probe.allowed-target patterns; empty: /probe (multi-target mode) is off
     allowed_targets: tuple[str, ...] = ()
     #: --shard=i/n: probe only the brokers whose name hashes to shard i of n (exporter.shard)
     shard: tuple[int, int] | None = None
+    #: listening sockets to serve on besides listen_addresses (--web.systemd-socket: systemd's)
+    listen_sockets: tuple[socket.socket, ...] = ()
+    #: --web.telemetry-path
+    telemetry_path: str = "/metrics"
+    #: --web.max-connections
+    max_connections: int = webserver.DEFAULT_MAX_CONNECTIONS
     #: --probe.legacy-tls-interval: how often the TLS 1.0/1.1 check runs per broker; None: never
     legacy_tls_interval: float | None = None
 
@@ -85,11 +94,16 @@ class Daemon:
         GCCollector(registry=self.registry)
         self.registry.register(ExporterCollector(self.store, self._facts, brokers=False))
         self.exposition = BrokerExposition(self.store)
+        self.connections = webserver.ConnectionGuard(self.options.max_connections)
+        self.registry.register(TroubleCollector(self.connections))
         self._stopping = asyncio.Event()
         #: the bound /metrics URLs, set before `listening` is
         self.urls: list[str] = []
         self.listening = asyncio.Event()
         self._selected: tuple[Config | None, tuple[BrokerConfig, ...]] = (None, ())
+        #: SIGHUP: at most one reload running and one queued, however many signals arrive
+        self.sighup = Coalesced(self.reload)
+        self._reloading = asyncio.Lock()
 
     @property
     def brokers(self) -> tuple[BrokerConfig, ...]:
@@ -113,12 +127,27 @@ class Daemon:
             tasks=len(asyncio.all_tasks()),
             max_schedule_lag=self.scheduler.max_lag if self.scheduler else 0.0,
             metrics_render_seconds=self.web_state.metrics_render_seconds,
+            caches=self.prober.cache_sizes(),
         )
 
     async def reload(self) -> tuple[bool, str]:
-        """Re-read the config file; a config that fails validation is rejected whole."""
+        """Re-read the config file; a config that fails validation is rejected whole.
+
+        One reload at a time; the file is parsed in a daemon thread, so scrapes go on meanwhile and a
+        SIGTERM does not wait for a slow parse."""
+        async with self._reloading:
+            return await self._reload()
+
+    async def _reload(self) -> tuple[bool, str]:
+        replaced = configfile.replaced_since_mounted(self.options.config_file)
+        if replaced is not None:
+            self.reload_ok = False
+            log.error(
+                "configuration not reloaded", extra={"file": self.options.config_file, "error": replaced}
+            )
+            return False, f"configuration not reloaded: {replaced}"
         try:
-            config = load_config(self.options.config_file)
+            config = await in_daemon_thread(lambda: load_config(self.options.config_file))
         except ConfigError as exc:
             self.reload_ok = False
             log.error(
@@ -165,29 +194,39 @@ class Daemon:
             self.registry,
             self.web_state,
             reload=self.reload,
-            middlewares=[web_config.middleware()],
+            middlewares=[self.connections.middleware, web_config.middleware()],
             broker_text=self.exposition.render,
             probe=probe,
+            telemetry_path=self.options.telemetry_path,
         )
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
+        webserver.quiet_bad_requests()
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=1.0,
+            keepalive_timeout=webserver.IDLE_TIMEOUT,
+        )
         await runner.setup()
-        host, port = parse_listen_address(self.options.listen_address)
-        site = web.TCPSite(
-            runner, host=host, port=port, reuse_address=True, ssl_context=web_config.ssl_context
-        )
-        scheme = "https" if web_config.ssl_context else "http"
-        await site.start()
-        server = site._server
-        for sock in getattr(server, "sockets", None) or ():
-            address = sock.getsockname()
-            shown = f"[{address[0]}]" if ":" in address[0] else address[0]
-            url = f"{scheme}://{shown}:{address[1]}/metrics"
+        assert runner.server is not None
+        try:
+            listeners = await webserver.listen(
+                self.connections.protocol_factory(runner.server),
+                addresses=self.options.listen_addresses,
+                sockets=self.options.listen_sockets,
+                ssl_context=web_config.ssl_context,
+                path=self.options.telemetry_path,
+            )
+        except BaseException:
+            await runner.cleanup()
+            raise
+        for url in listeners.urls:
             self.urls.append(url)
             log.info("listening", extra={"url": url})
         self.listening.set()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stopping.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(self.reload()))
+        loop.add_signal_handler(signal.SIGHUP, self.sighup.request)
         memory.tune_garbage_collector()
         self.scheduler.apply(self.brokers)
         self.web_state.ready = True
@@ -204,6 +243,9 @@ class Daemon:
         await self._stopping.wait()
         log.info("shutting down")
         trimming.cancel()
+        self.sighup.cancel()
+        await listeners.close()
         await self.scheduler.stop()
         await runner.cleanup()
+        web_config.auth.close()
         return 0

@@ -306,7 +306,9 @@ async def _serve(
     try:
         daemon = Daemon(
             ServeOptions(
-                config_file=str(config_path), listen_address=listen_address, concurrency=DEFAULT_CONCURRENCY
+                config_file=str(config_path),
+                listen_addresses=(listen_address,),
+                concurrency=DEFAULT_CONCURRENCY,
             ),
             config,
         )

@@ -3,9 +3,10 @@
 `collector.broker_samples` stays the one definition of which series exist; this module only decides
 *when* to format them, and formats those plain samples itself (escaped and numbered exactly as
 prometheus_client does). A broker's text is formatted when its result is published and reused by every scrape until then.
-The few values relative to the scrape time (``*_expires_in_seconds``) are kept as absolute
-timestamps and turned into "seconds from now" at each scrape. Rendering 10,000 brokers through
-prometheus_client on every scrape took about 3 s here; with this cache a scrape costs a join.
+The few values relative to the scrape time (families with a ``now_slope``: ``*_expires_in_seconds``,
+the chain's age) are kept as absolute timestamps and shifted by the scrape's time at each scrape.
+Rendering 10,000 brokers through prometheus_client on every scrape took about 3 s here; with this
+cache a scrape costs a join.
 """
 
 from __future__ import annotations
@@ -15,26 +16,10 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from exporter.collector import (
-    BROKER_FAMILIES,
-    PROBE_INTERVAL,
-    Family,
-    Sample,
-    broker_samples,
-    configured_samples,
-)
+from exporter.collector import broker_samples, configured_samples
+from exporter.families import BROKER_FAMILIES, PROBE_INTERVAL, Family, Sample
 from exporter.results import ProbeResult
 from exporter.store import ResultStore
-
-#: Families whose value moves with the clock: rendered with now = 0 and shifted at scrape time by
-#: ``slope * now`` (-1: ``timestamp - now``, seconds until; +1: ``now - timestamp``, an age). Every
-#: other broker family must not depend on ``now``.
-RELATIVE_TO_NOW: Final = {
-    "mqtt_broker_cert_expires_in_seconds": -1,
-    "mqtt_broker_cert_anchor_expires_in_seconds": -1,
-    "mqtt_cert_exporter_client_cert_expires_in_seconds": -1,
-    "mqtt_broker_cert_chain_age_seconds": 1,
-}
 
 
 def _escape(value: str) -> str:
@@ -108,7 +93,7 @@ def _format(samples: list[Sample]) -> tuple[Lines, Relative]:
             series = pieces[0] + values[0] + pieces[1] + values[1] + pieces[2]
         else:
             series = "".join([text for pair in zip(pieces, (*values, ""), strict=True) for text in pair])
-        if family in _RELATIVE:
+        if family.relative_to_now:
             relative.setdefault(family, []).append((series, value))
         else:
             lines.setdefault(family, []).append(series + ("1.0" if value == 1.0 else number(value)) + "\n")
@@ -121,9 +106,6 @@ def _header(family: Family) -> str:
     return f"# HELP {name} {doc}\n# TYPE {name} {family.type}\n"
 
 
-_RELATIVE: Final = {
-    family: RELATIVE_TO_NOW[family.name] for family in BROKER_FAMILIES if family.name in RELATIVE_TO_NOW
-}
 _HEADERS: Final = {family: _header(family) for family in BROKER_FAMILIES}
 
 
@@ -138,10 +120,10 @@ class BrokerExposition:
         self._store = store
         self._clock = clock
         self._static: dict[Family, dict[str, str]] = {
-            family: {} for family in BROKER_FAMILIES if family not in _RELATIVE
+            family: {} for family in BROKER_FAMILIES if not family.relative_to_now
         }
         self._relative: dict[Family, dict[str, tuple[tuple[str, float], ...]]] = {
-            family: {} for family in BROKER_FAMILIES if family in _RELATIVE
+            family: {} for family in BROKER_FAMILIES if family.relative_to_now
         }
         #: broker -> the results its text was formatted from, and the families that have its samples
         self._formatted: dict[str, tuple[tuple[ProbeResult, ...], tuple[Family, ...]]] = {}
@@ -151,16 +133,7 @@ class BrokerExposition:
         self._configured: Lines = {}
         #: the store's revision this text reflects (an empty store is reflected by no text at all);
         #: -1: look at every broker at the next scrape
-        self._synced = -1 if store.results or store.groups else store.revision
-
-    def _units(self) -> dict[str, tuple[ProbeResult, ...]]:
-        return {name: self._unit(name) for name in [*self._store.results, *self._store.groups]}
-
-    def _unit(self, name: str) -> tuple[ProbeResult, ...]:
-        if name in self._store.groups:
-            return tuple(self._store.groups[name])
-        result = self._store.results.get(name)
-        return (result,) if result is not None else ()
+        self._synced = -1 if store.results else store.revision
 
     def _refresh(self, name: str, results: tuple[ProbeResult, ...]) -> None:
         formatted = self._formatted.get(name)
@@ -168,12 +141,12 @@ class BrokerExposition:
             return
         brokers = self._store.brokers
         configured = {name: brokers[name]} if name in brokers else {}
-        lines, relative = _format(broker_samples(results, {}, {}, now=0.0, brokers=configured))
+        lines, relative = _format(broker_samples([results], {}, {}, now=0.0, brokers=configured))
         present = (*lines, *relative)
         if formatted is not None and formatted[1] != present:
             for family in formatted[1]:
                 if family not in lines and family not in relative:
-                    (self._relative if family in _RELATIVE else self._static)[family].pop(name)
+                    (self._relative if family.relative_to_now else self._static)[family].pop(name)
         for family, texts in lines.items():
             self._static[family][name] = "".join(texts)
         for family, series in relative.items():
@@ -192,7 +165,7 @@ class BrokerExposition:
 
         When every change of the store was prepared this way, a scrape does not visit the brokers at all.
         """
-        results = self._unit(name)
+        results = self._store.results.get(name)
         if results:
             self._refresh(name, results)
         if self._store.revision == self._synced + 1:
@@ -202,10 +175,10 @@ class BrokerExposition:
         """Bring every broker's text up to date: removed brokers, results published without prepare."""
         if self._store.revision == self._synced:
             return
-        units = self._units()
-        for name in [name for name in self._formatted if name not in units]:
+        brokers = self._store.results
+        for name in [name for name in self._formatted if name not in brokers]:
             self._forget(name)  # removed brokers
-        for name, results in units.items():
+        for name, results in brokers.items():
             self._refresh(name, results)
         self._synced = self._store.revision
 
@@ -235,9 +208,9 @@ class BrokerExposition:
             parts.extend(self._configured.get(family, ()))
             if family is PROBE_INTERVAL:
                 parts.append(self._interval_lines)
-            if family in _RELATIVE:
+            if family.relative_to_now:
                 relative = self._relative[family].values()
-                shift = _RELATIVE[family] * now
+                shift = family.now_slope * now
                 parts.extend([f"{series}{at + shift!r}\n" for values in relative for series, at in values])
             else:
                 parts.extend(self._static[family].values())

@@ -14,11 +14,12 @@ import asyncio
 import ctypes
 import ctypes.util
 import gc
-import logging
 from collections.abc import Callable
 from functools import cache
 
-log = logging.getLogger(__name__)
+from exporter import logs
+
+log = logs.get_logger(__name__)
 
 #: How often the daemon trims: the cost is a few ms per call, the memory it returns builds up over a sweep.
 TRIM_INTERVAL = 60.0

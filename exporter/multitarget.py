@@ -14,7 +14,6 @@ scan a network. Nothing here keeps state between requests except the prober's AI
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import re
 import time
@@ -26,12 +25,15 @@ from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.registry import Collector
 
+from exporter import logs
 from exporter.collector import broker_families
 from exporter.config import BrokerConfig, Config, ModuleConfig, Target, parse_address
 from exporter.probe import Prober
+from exporter.probe.wire.connection import DescriptorsExhausted
 from exporter.results import ProbeResult
+from exporter.web import compressed
 
-log = logging.getLogger("exporter.multitarget")
+log = logs.get_logger("exporter.multitarget")
 
 #: The module used when the request names none, built in when the config does not define it.
 DEFAULT_MODULE = "default"
@@ -48,8 +50,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class AllowList:
     """Regular expressions a target must fully match (like Prometheus relabel regexes: anchored).
 
-    They are matched against the target as probed: ``host:port``, ``[v6]:port`` or
-    ``wss://host:port/path`` (the port filled in when the request left it out). Empty: /probe is off.
+    They are matched against where the probe connects, ``host:port`` or ``[v6]:port`` (the port filled
+    in when the request left it out), never against a longer string: a ``wss://`` path cannot make a
+    suffix pattern match. The target was validated as a host name or IP literal before. Empty: off.
     """
 
     def __init__(self, patterns: Iterable[str] = ()) -> None:
@@ -100,15 +103,7 @@ def probe_timeout(module_timeout: float, scrape_timeout: str | None) -> float:
 
 def broker_for(target: Target, module: ModuleConfig, timeout: float) -> BrokerConfig:
     """What the prober needs: the module's settings aimed at the target; the name is the target."""
-    return BrokerConfig(
-        name=str(target),
-        target=target,
-        timeout=timeout,
-        tls=module.tls,
-        mqtt=module.mqtt,
-        expiry_warning=module.expiry_warning,
-        expiry_critical=module.expiry_critical,
-    )
+    return module.broker_for(target, name=str(target), timeout=timeout)
 
 
 class _OneResult(Collector):
@@ -120,7 +115,7 @@ class _OneResult(Collector):
     def collect(self) -> Iterator[Metric]:
         # No failure counter (a registry that lives for one request cannot count) and no interval
         # (Prometheus's scrape interval is the schedule): those families render without samples.
-        yield from broker_families([self._result], {}, {}, self._now, self._brokers)
+        yield from broker_families([(self._result,)], {}, {}, self._now, self._brokers)
 
 
 def registry_for(
@@ -211,10 +206,10 @@ def probe_handler(
         except ValueError as exc:
             # Not echoed: the text may carry credentials (user:password@host), which parse_address refuses.
             raise _Refusal(400, f"invalid parameter 'target': {exc}") from None
-        if not allow_list.allows(str(target)):
+        if not allow_list.allows(target.authority):
             raise _Refusal(
                 403,
-                f"target {str(target)!r} is not allowed: it matches none of the exporter's "
+                f"target {target.authority!r} is not allowed: it matches none of the exporter's "
                 "--probe.allowed-target patterns",
             )
         name = request.query.get("module", "") or DEFAULT_MODULE
@@ -235,19 +230,23 @@ def probe_handler(
         except _Refusal as refusal:
             return _refuse(refusal.status, refusal.message)
         deadline = time.monotonic() + timeout
-        if slots is None:
-            result = await prober.probe(broker_for(target, module, timeout))
-        else:
-            try:
-                async with asyncio.timeout(timeout):
-                    await slots.acquire()
-            except TimeoutError:
-                return _refuse(503, f"too many probes in flight: no slot free within {timeout:g}s")
-            try:
-                left = max(0.0, deadline - time.monotonic())
-                result = await prober.probe(broker_for(target, module, left))
-            finally:
-                slots.release()
+        try:
+            if slots is None:
+                result = await prober.probe(broker_for(target, module, timeout))
+            else:
+                try:
+                    async with asyncio.timeout(timeout):
+                        await slots.acquire()
+                except TimeoutError:
+                    return _refuse(503, f"too many probes in flight: no slot free within {timeout:g}s")
+                try:
+                    left = max(0.0, deadline - time.monotonic())
+                    result = await prober.probe(broker_for(target, module, left))
+                finally:
+                    slots.release()
+        except DescriptorsExhausted as exc:  # the exporter's problem: no verdict on the target
+            log.error("probe refused", extra={"target": target.authority, "error": str(exc)})
+            return _refuse(503, str(exc))
         log.debug(
             "probed",
             extra={
@@ -263,6 +262,8 @@ def probe_handler(
         if request.query.get("debug", "").lower() in ("1", "true", "yes"):
             return web.Response(text=debug_text(result, name, timeout, registry))
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        return web.Response(body=encoder(registry), headers={"Content-Type": content_type})
+        return compressed(
+            request, web.Response(body=encoder(registry), headers={"Content-Type": content_type})
+        )
 
     return handle

@@ -84,7 +84,7 @@ from typing import Any
 
 from exporter.brokerfixes import tailor
 from exporter.config import BrokerConfig
-from exporter.probe.mqtt import PROTOCOL_5, connack_meaning
+from exporter.probe.wire.mqtt import PROTOCOL_5, connack_meaning
 from exporter.results import (
     CertFacts,
     Failure,

@@ -110,7 +110,7 @@ class Failure:
 
 @dataclass(frozen=True, slots=True)
 class CertFacts:
-    """What we know about one certificate, parsed once per distinct DER (see probe.chain)."""
+    """What we know about one certificate, parsed once per distinct DER (see certs.chain)."""
 
     fingerprint_sha256: str
     subject: str
@@ -373,3 +373,12 @@ def same_leaf(results: Iterable[ProbeResult]) -> bool | None:
     """
     leaves = {result.tls.chain[0].fingerprint_sha256 for result in results if result.tls and result.tls.chain}
     return None if not leaves else len(leaves) == 1
+
+
+@dataclass(frozen=True, slots=True)
+class CacheSize:
+    """What a cache that brokers can grow holds right now (the exporter's own metrics)."""
+
+    name: str
+    entries: int
+    bytes: int

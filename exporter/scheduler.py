@@ -10,19 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from exporter import logs
 from exporter.config import BrokerConfig
 from exporter.probe import Prober
+from exporter.probe.wire.connection import DescriptorsExhausted
 from exporter.results import ProbeResult
 from exporter.store import ResultStore
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 DEFAULT_CONCURRENCY = 128
+#: Seconds between two log lines about running out of file descriptors.
+EXHAUSTION_LOG_INTERVAL = 10.0
 
 
 #: Offsets are rounded down to ticks of this many seconds (at most 1/60 of the interval). Probes that
@@ -69,6 +72,8 @@ class Scheduler:
         self._on_result = on_result
         self.max_lag = 0.0
         self.probes_in_flight = 0
+        self._exhaustion_logged = -EXHAUSTION_LOG_INTERVAL
+        self._exhaustion_skipped = 0
 
     @property
     def brokers(self) -> list[BrokerConfig]:
@@ -106,6 +111,19 @@ class Scheduler:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def _report_exhaustion(self, broker: str, detail: str) -> None:
+        """One log line per EXHAUSTION_LOG_INTERVAL at most: exhaustion hits every probe at once."""
+        now = time.monotonic()
+        self._exhaustion_skipped += 1
+        if now - self._exhaustion_logged < EXHAUSTION_LOG_INTERVAL:
+            return
+        log.error(
+            "probe skipped: the exporter is out of file descriptors (raise its limit or lower "
+            "--probe.concurrency and --web.max-connections)",
+            extra={"broker": broker, "error": detail, "skipped_since_last_line": self._exhaustion_skipped},
+        )
+        self._exhaustion_logged, self._exhaustion_skipped = now, 0
+
     async def _run(self, broker: BrokerConfig) -> None:
         scheduled: float | None = None  # the first probe is not on the grid: it runs as soon as it can
         while True:
@@ -123,6 +141,10 @@ class Scheduler:
                 results = await self._prober.probe_group(broker)
             except asyncio.CancelledError:
                 raise
+            except DescriptorsExhausted as exc:
+                # The exporter's problem, not the broker's: its previous result stands (issue 18.13).
+                self._report_exhaustion(broker.name, str(exc))
+                return started
             except Exception:  # a bug in one probe must not stop this broker's schedule
                 log.exception("probe of broker %s crashed", broker.name)
                 return started
@@ -130,10 +152,7 @@ class Scheduler:
                 self.probes_in_flight -= 1
         if self._jobs.get(broker.name, None) is None or self._jobs[broker.name].broker != broker:
             return started  # removed or replaced while probing
-        if broker.addresses == "all":
-            published = self._store.publish_group(broker.name, results)
-        else:
-            published = [(results[0], self._store.publish(results[0]))]
+        published = self._store.publish(results)
         if self._on_result is not None:
             for result, previous in published:
                 self._on_result(result, previous)

@@ -1,63 +1,59 @@
-"""The latest result of every broker, and failure counts: what a scrape renders.
+"""The latest results of every broker, and failure counts: what a scrape renders.
 
-Written only by the scheduler (one asyncio loop), read by the collector: each publish replaces one
-immutable ProbeResult, so a scrape always sees whole results, never a half-finished probe.
+Written only by the scheduler (one asyncio loop), read by the collector and the exposition. A broker's
+results are one value: a tuple of immutable ProbeResults, one for most brokers, one per address of the
+name for ``addresses: all`` (each labelled with its address). A publish replaces that value whole, so a
+scrape always sees whole results, never a half-finished probe, and an address that left the DNS answer
+leaves the store with it.
 
-Brokers with ``addresses: all`` publish a *group*: one result per address of their name, replaced as a
-whole (an address that left the DNS answer leaves the store with it). Their failure counts are keyed by
-address too.
+A result that received no certificate keeps the last chain seen at its address (``retained``) for the
+broker's ``chain_retention``: a certificate problem must not look fixed because the broker went down.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from exporter.config import DEFAULT_CHAIN_RETENTION, BrokerConfig
 from exporter.results import ProbeResult, Reason, Stage, chain_seen
 
-#: (broker, stage, reason), or (broker, stage, reason, address) for brokers with ``addresses: all``
-FailureKey = tuple[str, Stage, Reason] | tuple[str, Stage, Reason, str]
+#: A broker's results: one, or one per address (``addresses: all``).
+BrokerResults = tuple[ProbeResult, ...]
+#: (broker, address label, stage, reason); the address label is "" unless the result has one
+FailureKey = tuple[str, str, Stage, Reason]
 
 
 @dataclass
 class ResultStore:
-    results: dict[str, ProbeResult] = field(default_factory=dict)
+    #: broker name -> its latest results
+    results: dict[str, BrokerResults] = field(default_factory=dict)
     failure_counts: dict[FailureKey, int] = field(default_factory=dict)
     #: broker name -> probe interval in seconds (for staleness alerts)
     intervals: dict[str, float] = field(default_factory=dict)
     #: broker name -> its configuration (what /metrics says about a broker before any probe)
     brokers: dict[str, BrokerConfig] = field(default_factory=dict)
-    #: broker name -> its latest results, one per address (brokers with ``addresses: all``)
-    groups: dict[str, tuple[ProbeResult, ...]] = field(default_factory=dict)
     #: bumped by every change of the results (publish, forget, configure): readers that kept up with
     #: every change need not look at every broker again
     revision: int = 0
 
-    def publish(self, result: ProbeResult) -> ProbeResult | None:
-        """Store a result; returns the one it replaces."""
-        previous = self.results.get(result.broker)
-        result = self._retain(result, previous)
-        self.results[result.broker] = result
+    def publish(self, results: Sequence[ProbeResult]) -> list[tuple[ProbeResult, ProbeResult | None]]:
+        """Replace a broker's results (never none); returns (result, the one it replaces at the same
+        address) pairs."""
+        name = results[0].broker
+        before = {result.address_label: result for result in self.results.get(name, ())}
+        published = tuple(self._retain(result, before.get(result.address_label)) for result in results)
+        self.results[name] = published
         self.revision += 1
-        self._count(result)
-        return previous
-
-    def publish_group(
-        self, name: str, results: Iterable[ProbeResult]
-    ) -> list[tuple[ProbeResult, ProbeResult | None]]:
-        """Replace the group of an ``addresses: all`` broker; returns (result, the one it replaces) pairs."""
-        before = {result.address_label: result for result in self.groups.get(name, ())}
-        group = tuple(self._retain(result, before.get(result.address_label)) for result in results)
-        self.groups[name] = group
-        self.revision += 1
-        addresses = {result.address_label for result in group}
-        gone = [k for k in self.failure_counts if k[0] == name and len(k) == 4 and k[-1] not in addresses]
+        addresses = {result.address_label for result in published}
+        gone = [key for key in self.failure_counts if key[0] == name and key[1] and key[1] not in addresses]
         for stale in gone:
             del self.failure_counts[stale]  # an address gone from the name takes its counters along
-        for result in group:
-            self._count(result)
-        return [(result, before.get(result.address_label)) for result in group]
+        for result in published:
+            if result.failure is not None:
+                key = (name, result.address_label, result.failure.stage, result.failure.reason)
+                self.failure_counts[key] = self.failure_counts.get(key, 0) + 1
+        return [(result, before.get(result.address_label)) for result in published]
 
     def _retain(self, result: ProbeResult, previous: ProbeResult | None) -> ProbeResult:
         """Keep the last chain seen on a result that received none, for the broker's chain_retention.
@@ -73,29 +69,16 @@ class ResultStore:
             return result
         return replace(result, retained=seen)
 
-    def _count(self, result: ProbeResult) -> None:
-        if result.failure is None:
-            return
-        key: FailureKey = (result.broker, result.failure.stage, result.failure.reason)
-        if result.address_label:
-            key = (*key, result.address_label)
-        self.failure_counts[key] = self.failure_counts.get(key, 0) + 1
-
-    def latest(self) -> list[ProbeResult]:
-        """Every result a scrape renders: one per broker, one per address for grouped brokers."""
-        return [*self.results.values(), *(result for group in self.groups.values() for result in group)]
-
     def configure(self, brokers: Mapping[str, BrokerConfig]) -> None:
         """Adopt the configured brokers: removed brokers' results and counters vanish."""
         self.brokers = dict(brokers)
         self.intervals = {name: broker.interval for name, broker in brokers.items()}
         keep = set(brokers)
-        self.forget(name for name in [*self.results, *self.groups] if name not in keep)
+        self.forget(name for name in self.results if name not in keep)
         for key in [key for key in self.failure_counts if key[0] not in keep]:
             del self.failure_counts[key]
 
     def forget(self, names: Iterable[str]) -> None:
         self.revision += 1
-        for name in names:
+        for name in list(names):
             self.results.pop(name, None)
-            self.groups.pop(name, None)

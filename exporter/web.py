@@ -10,7 +10,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder, generate_latest
 
-from exporter import __version__
+from exporter import __version__, openmetrics
 
 INDEX = """<!doctype html>
 <html><head><title>mqtt-cert-exporter</title></head>
@@ -41,16 +41,23 @@ def build_app(
     middlewares: Sequence[Any] = (),
     probe: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None,
     broker_text: Callable[[str], str] | None = None,
+    telemetry_path: str = "/metrics",
 ) -> web.Application:
     async def metrics(request: web.Request) -> web.Response:
+        wants_openmetrics = wants_open_metrics(request.headers.get("Accept", ""))
         if broker_text is not None:
-            # The text format (0.0.4) that every Prometheus accepts; the fleet's part is cached text.
+            # The fleet's part is cached 0.0.4 text; OpenMetrics is that text with its headers rewritten.
             started = time.perf_counter()
-            body = broker_text(generate_latest(registry).decode()).encode()
+            text = broker_text(generate_latest(registry).decode())
+            if wants_openmetrics:
+                text = openmetrics.from_text_format(text)
+            body = text.encode()
             state.metrics_render_seconds = time.perf_counter() - started
-            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        return web.Response(body=encoder(registry), headers={"Content-Type": content_type})
+            content_type = openmetrics.CONTENT_TYPE if wants_openmetrics else CONTENT_TYPE_LATEST
+        else:
+            encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+            body = encoder(registry)
+        return compressed(request, web.Response(body=body, headers={"Content-Type": content_type}))
 
     async def healthy(_: web.Request) -> web.Response:
         return web.Response(text="Healthy\n")
@@ -71,7 +78,7 @@ def build_app(
 
     app = web.Application(middlewares=list(middlewares))
     app.router.add_get("/", index)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get(telemetry_path, metrics)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
     app.router.add_post("/-/reload", do_reload)
@@ -87,3 +94,30 @@ def parse_listen_address(text: str) -> tuple[str | None, int]:
         raise ValueError(f"--web.listen-address {text!r}: expected [host]:port, e.g. :9883")
     host = host.strip("[]")
     return (host or None), int(port)
+
+
+def wants_open_metrics(accept: str) -> bool:
+    """Whether an Accept header asks for OpenMetrics (prometheus_client's rule, which /probe uses too)."""
+    return choose_encoder(accept)[1].startswith("application/openmetrics-text")
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """``gzip`` is listed in Accept-Encoding without ``q=0`` (promhttp's rule: gzip or identity)."""
+    for item in accept_encoding.split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() != "gzip":
+            continue
+        quality = params.strip().lower().removeprefix("q=")
+        try:
+            return not params.strip() or float(quality) > 0
+        except ValueError:
+            return False
+    return False
+
+
+def compressed(request: web.Request, response: web.Response) -> web.Response:
+    """The response gzipped when the client accepts it (aiohttp compresses bodies over 4 KiB in a thread)."""
+    response.headers["Vary"] = "Accept-Encoding"
+    if accepts_gzip(request.headers.get("Accept-Encoding", "")):
+        response.enable_compression(web.ContentCoding.gzip)
+    return response

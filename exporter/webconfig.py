@@ -11,27 +11,27 @@ exporter-toolkit format (the one node_exporter and blackbox_exporter read):
     basic_auth_users:
       prometheus: $2y$10$...                          # bcrypt hash (htpasswd -nBC 10 "" | tr -d ':\\n')
 
-Everything is validated at start; errors name their path. bcrypt is deliberately slow: successful checks
-are cached by a digest of (user, password, hash) so a scrape every few seconds does not cost 50 ms of CPU,
-and an unknown user still pays one bcrypt comparison so response time does not tell which users exist.
+Everything is validated at start (every hash too: a malformed one used to answer 500 on every request);
+errors name their path. How the users are checked: exporter.basicauth.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
+import ipaddress
 import os
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import bcrypt
 import yaml
 from aiohttp import web
 
+from exporter import logs
+from exporter.basicauth import BasicAuth, hash_problem
 from exporter.config import ConfigError
+
+log = logs.get_logger("exporter.web")
 
 _CLIENT_AUTH = {
     "NoClientCert": ssl.CERT_NONE,
@@ -52,35 +52,12 @@ _TLS_KEYS = {
     "curve_preferences",
 }
 _TOP_KEYS = {"tls_server_config", "basic_auth_users", "http_server_config"}
-#: Compared against when the user is unknown, so that path costs as much as a wrong password.
-_DUMMY_HASH = bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=10))
 
 
 @dataclass
 class WebConfig:
     ssl_context: ssl.SSLContext | None = None
-    users: Mapping[str, bytes] = field(default_factory=dict)
-    _verified: set[bytes] = field(default_factory=set)
-
-    def check(self, authorization: str | None) -> bool:
-        if not self.users:
-            return True
-        if not authorization or not authorization.startswith("Basic "):
-            return False
-        try:
-            user, _, password = base64.b64decode(authorization[6:], validate=True).decode().partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        hashed = self.users.get(user)
-        key = hashlib.sha256(b"\0".join([user.encode(), password.encode(), hashed or b""])).digest()
-        if hashed is not None and key in self._verified:
-            return True
-        ok = bcrypt.checkpw(password.encode(), hashed or _DUMMY_HASH) and hashed is not None
-        if ok:
-            if len(self._verified) > 1024:
-                self._verified.clear()
-            self._verified.add(key)
-        return ok
+    auth: BasicAuth = field(default_factory=lambda: BasicAuth({}))
 
     def middleware(
         self,
@@ -91,8 +68,15 @@ class WebConfig:
         async def authenticate(
             request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
         ) -> web.StreamResponse:
-            if self.check(request.headers.get("Authorization")):
+            allowed = _loopback_health_check(request) or await self.auth.allows(
+                request.headers.get("Authorization")
+            )
+            if allowed:
                 return await handler(request)
+            if allowed is None:
+                return web.Response(
+                    status=429, text="Too many password checks at once\n", headers={"Retry-After": "1"}
+                )
             return web.Response(
                 status=401,
                 text="Unauthorized\n",
@@ -100,6 +84,26 @@ class WebConfig:
             )
 
         return authenticate
+
+
+#: Answered without basic auth to loopback peers: `mqtt-cert-exporter healthcheck` (Docker HEALTHCHECK,
+#: Kubernetes exec probes) runs next to the exporter and cannot know a password, only its hash.
+HEALTH_PATHS = frozenset({"/-/healthy", "/-/ready"})
+
+
+def is_loopback(remote: str | None) -> bool:
+    """Pure: whether a peer address (``request.remote``) is loopback, IPv4-mapped IPv6 included."""
+    try:
+        address = ipaddress.ip_address(remote or "")
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
+
+
+def _loopback_health_check(request: web.Request) -> bool:
+    return request.method in ("GET", "HEAD") and request.path in HEALTH_PATHS and is_loopback(request.remote)
 
 
 def load_web_config(path: str) -> WebConfig:
@@ -127,11 +131,11 @@ def parse_web_config(document: Any, *, base_dir: str) -> WebConfig:
         users = {}
     parsed_users: dict[str, bytes] = {}
     for user, hashed in users.items():
-        if not isinstance(hashed, str) or not hashed.startswith(("$2a$", "$2b$", "$2y$")):
-            errors.append(f"basic_auth_users.{user}: not a bcrypt hash (expected $2y$...)")
+        problem = hash_problem(hashed)
+        if problem is not None:
+            errors.append(f"basic_auth_users.{user}: {problem}")
             continue
         parsed_users[str(user)] = hashed.encode()
-    config.users = parsed_users
     tls = document.get("tls_server_config")
     if tls is not None:
         if not isinstance(tls, dict):
@@ -140,6 +144,12 @@ def parse_web_config(document: Any, *, base_dir: str) -> WebConfig:
             config.ssl_context = _ssl_context(tls, base_dir, errors)
     if errors:
         raise ConfigError(errors)
+    config.auth = BasicAuth(parsed_users)
+    if config.auth.mixed_costs:
+        log.warning(
+            "basic_auth_users hashes have different bcrypt costs: response times tell which user names "
+            "exist; hash every password with the same cost"
+        )
     return config
 
 

@@ -2,11 +2,18 @@
 # Make sure the system commands the lab, tests, demo and benchmark need are installed (Debian/Ubuntu).
 #
 #   ensure-system-packages.sh          mosquitto, mosquitto_passwd (package mosquitto),
-#                                      promtool, prometheus (package prometheus)
+#                                      promtool, prometheus (package prometheus),
+#                                      prometheus-alertmanager, amtool (package prometheus-alertmanager:
+#                                      tests/test_alerting.py runs the shipped route end to end)
 #   ensure-system-packages.sh venv     `$PYTHON -m venv` works (package python3-venv; PYTHON defaults
 #                                      to python3)
 #   ensure-system-packages.sh bench    what `make bench` compares against: blackbox_exporter (package
 #                                      prometheus-blackbox-exporter) and the openssl command
+#   ensure-system-packages.sh container  what tests/test_image.py builds and runs the image with:
+#                                      dockerd and Debian's docker client (package docker.io),
+#                                      debootstrap (the local base image, scripts/build-base-image.sh)
+#   ensure-system-packages.sh kubectl  `kubectl kustomize` for deploy/kubernetes (package
+#                                      kubernetes-client), when no kubectl is installed
 #   ensure-system-packages.sh brokers  brokers other than Mosquitto that the suite probes for real:
 #                                      RabbitMQ with its MQTT plugins (package rabbitmq-server, whose
 #                                      start script lives in /usr/lib/rabbitmq/bin)
@@ -33,6 +40,8 @@ for group in "$@"; do
                 "mosquitto_passwd:mosquitto"
                 "promtool:prometheus"
                 "prometheus:prometheus"
+                "prometheus-alertmanager:prometheus-alertmanager"
+                "amtool:prometheus-alertmanager"
             )
             ;;
         venv) requirements+=("venv:python3-venv") ;;
@@ -43,8 +52,16 @@ for group in "$@"; do
                 "openssl:openssl"
             )
             ;;
+        container)
+            requirements+=(
+                "dockerd:docker.io"
+                "/usr/bin/docker:docker.io"
+                "debootstrap:debootstrap"
+            )
+            ;;
+        kubectl) requirements+=("kubectl:kubernetes-client") ;;
         *)
-            echo "usage: $0 [tools] [venv] [bench] [brokers]" >&2
+            echo "usage: $0 [tools] [venv] [bench] [container] [kubectl] [brokers]" >&2
             exit 2
             ;;
     esac
@@ -61,8 +78,8 @@ have_command() {
 
 satisfied() {
     case $1 in
+        /*) [[ -x $1 ]] ;;  # this very file: another `docker` may come first on PATH
         venv) "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1 ;;
-        /*) [[ -x $1 ]] ;;
         *) have_command "$1" ;;
     esac
 }

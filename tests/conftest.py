@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import http.server
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -23,12 +24,12 @@ import pytest
 
 from exporter import eventloop
 from exporter.config import BrokerConfig, MqttSettings, Secret, Target, TlsSettings
-from exporter.lab.hostile import BlackHole, HostileServer, after_tls, garbage, reset_on_accept, silent
 from exporter.lab.mosquitto import Listener, Mosquitto, make_password_file, mosquitto_binary
 from exporter.lab.pki import Issued, Pki
-from exporter.lab.process import start_exporter_process
-from exporter.probe.mqtt import encode_varint
+from exporter.probe.wire.mqtt import encode_varint
 from exporter.results import CertFacts
+from tests.lab.hostile import BlackHole, HostileServer, after_tls, garbage, reset_on_accept, silent
+from tests.lab.process import start_exporter_process, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "s3cret-Pa55word-never-logged"
@@ -256,10 +257,12 @@ def build_lab(directory: Path) -> Lab:
     black_hole = BlackHole()
     lab.servers.append(black_hole)
     add("black_hole", black_hole.address)
-    closed = BlackHole()  # take a port, then free it: nothing listens there
-    closed_address = closed.address
-    closed.close()
-    add("closed", closed_address)
+    # Bound but never listening: connects are refused, and no other listener can take the port
+    # (a port merely freed was sometimes reused by a test's exporter, which then "answered" it).
+    closed = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    closed.bind(("127.0.0.1", 0))
+    lab.servers.append(closed)
+    add("closed", f"127.0.0.1:{closed.getsockname()[1]}")
     return lab
 
 
@@ -302,14 +305,7 @@ class ExporterProcess:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process)
 
 
 def start_exporter(

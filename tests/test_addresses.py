@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exporter.collector import broker_families
-from exporter.probe.addresses import select_addresses
+from exporter.probe.wire.addresses import select_addresses
 from exporter.results import (
     CertFacts,
     Failure,
@@ -99,29 +99,25 @@ def test_same_leaf() -> None:
     assert same_leaf([]) is None
 
 
-def test_store_groups_replace_whole_and_count_per_address() -> None:
+def test_a_brokers_results_replace_whole_and_count_per_address() -> None:
     store = ResultStore()
-    first = store.publish_group(
-        "b", [result(address="10.0.0.1"), result(address="10.0.0.2", failure=REFUSED)]
-    )
+    first = store.publish([result(address="10.0.0.1"), result(address="10.0.0.2", failure=REFUSED)])
     assert [(r.address_label, previous) for r, previous in first] == [("10.0.0.1", None), ("10.0.0.2", None)]
-    assert store.failure_counts == {("b", Stage.CONNECT, Reason.REFUSED, "10.0.0.2"): 1}
-    again = store.publish_group(
-        "b", [result(address="10.0.0.2", failure=REFUSED), result(address="10.0.0.3")]
-    )
+    assert store.failure_counts == {("b", "10.0.0.2", Stage.CONNECT, Reason.REFUSED): 1}
+    again = store.publish([result(address="10.0.0.2", failure=REFUSED), result(address="10.0.0.3")])
     assert [(r.address_label, p.address_label if p else None) for r, p in again] == [
         ("10.0.0.2", "10.0.0.2"),
         ("10.0.0.3", None),
     ]
-    assert [r.address_label for r in store.latest()] == ["10.0.0.2", "10.0.0.3"]  # 10.0.0.1 left the name
-    assert store.failure_counts == {("b", Stage.CONNECT, Reason.REFUSED, "10.0.0.2"): 2}
+    assert [r.address_label for r in store.results["b"]] == ["10.0.0.2", "10.0.0.3"]  # 10.0.0.1 left the name
+    assert store.failure_counts == {("b", "10.0.0.2", Stage.CONNECT, Reason.REFUSED): 2}
     # DNS fails: one unlabelled result; the per-address counters go with the addresses.
-    store.publish_group("b", [result(leaf=None, failure=Failure(Stage.RESOLVE, Reason.DNS_ERROR))])
-    assert store.failure_counts == {("b", Stage.RESOLVE, Reason.DNS_ERROR): 1}
-    store.publish(result("plain"))
-    assert {r.broker for r in store.latest()} == {"b", "plain"}
+    store.publish([result(leaf=None, failure=Failure(Stage.RESOLVE, Reason.DNS_ERROR))])
+    assert store.failure_counts == {("b", "", Stage.RESOLVE, Reason.DNS_ERROR): 1}
+    store.publish([result("plain")])
+    assert set(store.results) == {"b", "plain"}
     store.configure(configured({"plain": 60.0}))
-    assert [r.broker for r in store.latest()] == ["plain"] and not store.failure_counts
+    assert list(store.results) == ["plain"] and not store.failure_counts
 
 
 def rendered(
@@ -129,7 +125,7 @@ def rendered(
 ) -> list[tuple[str, dict[str, str], float]]:
     return [
         (sample.name, sample.labels, sample.value)
-        for family in broker_families(results, counts or {}, {"b": 60.0}, now=100.0)
+        for family in broker_families([tuple(results)], counts or {}, {"b": 60.0}, now=100.0)
         for sample in family.samples
     ]
 
@@ -138,7 +134,7 @@ def test_default_brokers_never_get_an_address_label() -> None:
     plain = dataclasses.replace(
         result(), websocket=WebSocketFacts(101, "mqtt"), roundtrip=RoundtripFacts(True, latency=0.01)
     )
-    samples = rendered([plain], {("b", Stage.CONNECT, Reason.REFUSED): 3})
+    samples = rendered([plain], {("b", "", Stage.CONNECT, Reason.REFUSED): 3})
     assert samples and all("address" not in labels for _, labels, _ in samples)
     assert all(next(iter(labels)) == "broker" for _, labels, _ in samples)
     names = {name for name, _, _ in samples}
@@ -153,7 +149,7 @@ def test_default_brokers_never_get_an_address_label() -> None:
 
 def test_grouped_results_get_the_address_label_after_broker() -> None:
     group = [result(address="10.0.0.1", leaf="aa"), result(address="2001:db8::1", leaf="bb")]
-    counts: dict[FailureKey, int] = {("b", Stage.CONNECT, Reason.REFUSED, "2001:db8::1"): 2}
+    counts: dict[FailureKey, int] = {("b", "2001:db8::1", Stage.CONNECT, Reason.REFUSED): 2}
     samples = rendered(group, counts)
     per_probe = [
         (name, labels) for name, labels, _ in samples if name != "mqtt_broker_probe_interval_seconds"
@@ -169,3 +165,22 @@ def test_grouped_results_get_the_address_label_after_broker() -> None:
     labels = {"broker": "b", "address": "2001:db8::1", "stage": "connect", "reason": "refused"}
     assert ("mqtt_broker_probe_failures_total", labels, 2) in samples
     assert ("mqtt_broker_probe_interval_seconds", {"broker": "b"}, 60.0) in samples
+
+
+def test_each_address_keeps_its_own_last_chain() -> None:
+    """Chain retention follows the address: an address that went down shows the leaf it last served,
+    not another address's."""
+    store = ResultStore()
+    store.configure(configured({"b": 60.0}))
+    store.publish([result(address="10.0.0.1", leaf="aa"), result(address="10.0.0.2", leaf="bb")])
+    down = result(address="10.0.0.2", leaf=None, failure=REFUSED)
+    store.publish([result(address="10.0.0.1", leaf="aa"), down])
+    first, second = store.results["b"]
+    assert first.retained is None  # it received its own chain
+    assert second.retained is not None and second.retained.tls.chain[0].fingerprint_sha256 == "bb"
+    shown = {
+        labels["address"]: labels["fingerprint_sha256"]
+        for name, labels, _ in rendered(list(store.results["b"]))
+        if name == "mqtt_broker_cert_info"
+    }
+    assert shown == {"10.0.0.1": "aa", "10.0.0.2": "bb"}

@@ -9,8 +9,8 @@ import pytest
 
 from exporter.brokerfixes import MOSQUITTO_ONLY, tailor
 from exporter.brokerkinds import BrokerKind
+from exporter.certs.lints import legacy_tls_accepted
 from exporter.config import BrokerConfig, MqttSettings, Target
-from exporter.probe.lints import legacy_tls_accepted
 from exporter.report import (
     FAILURE_FIXES,
     FULL_CHAIN_FIX,

@@ -30,8 +30,8 @@ from exporter.lab.daemon import LabBroker, LabBrokerError
 from exporter.lab.pki import Pki
 from exporter.lab.rabbitmq import RabbitMQ, RabbitTls, RabbitUser, rabbitmq_binary
 from exporter.probe import Prober
-from exporter.probe.connection import connect
-from exporter.probe.tls import ClientCertificateRequired, TlsSession, client_context
+from exporter.probe.wire.connection import connect
+from exporter.probe.wire.tls import ClientCertificateRequired, TlsSession, client_context
 from exporter.report import build_report, failure_finding
 from exporter.results import ProbeResult
 from tests.conftest import Lab

@@ -12,9 +12,10 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exporter.certs.chain import VerdictCache, classify, hostname_matches
+from exporter.certs.parse import Parsed, TrustStore, parse_der
 from exporter.lab.pki import Issued, Pki
 from exporter.probe import Prober
-from exporter.probe.chain import Parsed, TrustStore, VerdictCache, classify, hostname_matches, parse_der
 from exporter.results import CertFacts, TrustVerdict
 from tests.conftest import Lab, cert_facts
 

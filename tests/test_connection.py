@@ -8,8 +8,8 @@ import gc
 import pytest
 
 from exporter.probe import Prober
-from exporter.probe.connection import Connection
-from exporter.probe.tls import TlsSession
+from exporter.probe.wire.connection import Connection
+from exporter.probe.wire.tls import TlsSession
 from tests.conftest import Lab
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter import discover
+from exporter.config import discovery as discover
 from exporter.config import load_config
-from exporter.discover import ConfFile, MosquittoListener
+from exporter.config.discovery import ConfFile, MosquittoListener
 from exporter.lab.mosquitto import mosquitto_binary
 from exporter.lab.pki import Issued, Pki
 from exporter.lab.ports import free_port, wait_for_port

@@ -15,9 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
 from exporter import exposition
-from exporter.collector import BROKER_FAMILIES, broker_families, broker_samples
+from exporter.collector import broker_families, broker_samples
 from exporter.config import DEFAULT_CHAIN_RETENTION
-from exporter.exposition import RELATIVE_TO_NOW, BrokerExposition, number
+from exporter.exposition import BrokerExposition, number
+from exporter.families import BROKER_FAMILIES
 from exporter.probe import Prober
 from exporter.results import (
     Failure,
@@ -42,6 +43,7 @@ from exporter.store import ResultStore
 from tests.conftest import Lab, cert_facts, configured
 
 Sample = tuple[str, tuple[tuple[str, str], ...], float]
+RELATIVE_TO_NOW_NAMES = {family.name for family in BROKER_FAMILIES if family.relative_to_now}
 
 
 def samples(text: str) -> list[Sample]:
@@ -55,7 +57,9 @@ def samples(text: str) -> list[Sample]:
 def reference(store: ResultStore, now: float) -> str:
     class Reference:
         def collect(self) -> list[Metric]:
-            return broker_families(store.latest(), store.failure_counts, store.intervals, now, store.brokers)
+            return broker_families(
+                store.results.values(), store.failure_counts, store.intervals, now, store.brokers
+            )
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Reference())  # type: ignore[arg-type]
@@ -67,7 +71,7 @@ async def probed_store(lab: Lab, *scenarios: str) -> ResultStore:
     store.configure(configured({name: 60.0 for name in scenarios}))
     prober = Prober()
     for name in scenarios:
-        store.publish(await prober.probe(lab.broker(name)))
+        store.publish([await prober.probe(lab.broker(name))])
     return store
 
 
@@ -86,7 +90,7 @@ async def test_new_results_counters_and_removals_show_up(lab: Lab) -> None:
     first = exposition.render()
     assert 'mqtt_broker_probe_failures_total{broker="closed",stage="connect",reason="refused"} 1.0' in first
     replaced: ProbeResult = await Prober().probe(lab.broker("closed"))
-    store.publish(replaced)
+    store.publish([replaced])
     second = exposition.render()
     assert 'mqtt_broker_probe_failures_total{broker="closed",stage="connect",reason="refused"} 2.0' in second
     timestamp = ("mqtt_broker_probe_timestamp_seconds", (("broker", "closed"),), round(replaced.finished, 6))
@@ -146,13 +150,11 @@ def refused(broker: str, **changes: Any) -> ProbeResult:
 def fleet() -> ResultStore:
     store = ResultStore()
     store.configure(configured({"full": 60.0, HOSTILE: 30.0, "refused": 15.0, "group": 60.0}))
-    store.publish(full_result("full"))
-    store.publish(full_result(HOSTILE, finished=float("nan")))
-    store.publish(refused("refused"))
-    store.publish(refused("refused"))
-    store.publish_group(
-        "group", [full_result("group", address_label="10.0.0.1"), refused("group", address_label="::1")]
-    )
+    store.publish([full_result("full")])
+    store.publish([full_result(HOSTILE, finished=float("nan"))])
+    store.publish([refused("refused")])
+    store.publish([refused("refused")])
+    store.publish([full_result("group", address_label="10.0.0.1"), refused("group", address_label="::1")])
     return store
 
 
@@ -201,24 +203,26 @@ def old_style(metrics: list[Metric]) -> dict[str, str]:
             for s in metric.samples
         )
         for metric in metrics
-        if metric.samples and metric.name not in RELATIVE_TO_NOW
+        if metric.samples and metric.name not in RELATIVE_TO_NOW_NAMES
     }
 
 
 @pytest.mark.parametrize("name", ["full", HOSTILE, "refused", "group"])
 def test_broker_text_is_byte_for_byte_what_prometheus_client_samples_give(name: str) -> None:
     store = fleet()
-    results = tuple(store.groups[name]) if name in store.groups else (store.results[name],)
-    lines, relative = exposition._format(broker_samples(results, {}, {}, now=0.0))
+    results = store.results[name]
+    lines, relative = exposition._format(broker_samples([results], {}, {}, now=0.0))
     assert {family.name: "".join(texts) for family, texts in lines.items()} == old_style(
-        broker_families(results, {}, {}, now=0.0)
+        broker_families([results], {}, {}, now=0.0)
     )
-    assert {family.name for family in relative} <= set(RELATIVE_TO_NOW)
+    assert all(family.relative_to_now for family in relative)
 
 
 def test_samples_carry_the_labels_of_their_family() -> None:
     store = fleet()
-    for family, labels, values, _ in broker_samples(store.latest(), store.failure_counts, store.intervals, 0):
+    for family, labels, values, _ in broker_samples(
+        store.results.values(), store.failure_counts, store.intervals, 0
+    ):
         assert family in BROKER_FAMILIES
         assert labels in (family.labels, (family.labels[0], "address", *family.labels[1:]))
         assert len(labels) == len(values)
@@ -229,9 +233,9 @@ def test_a_broker_losing_families_loses_their_text() -> None:
     exposition = BrokerExposition(store, clock=lambda: 1e9)
     exposition.render()
     past_retention = 1_700_000_000.25 + DEFAULT_CHAIN_RETENTION + 1
-    store.publish(dataclasses.replace(refused("full"), finished=past_retention))
+    store.publish([dataclasses.replace(refused("full"), finished=past_retention)])
     exposition.prepare("full")
-    store.publish_group("group", [refused("group", address_label="::1")])
+    store.publish([refused("group", address_label="::1")])
     exposition.prepare("group")
     text = exposition.render()
     assert 'mqtt_broker_cert_info{broker="full"' not in text
@@ -243,7 +247,7 @@ def test_a_broker_gone_down_keeps_its_last_chain_for_the_retention_with_its_age(
     store = fleet()
     exposition = BrokerExposition(store, clock=lambda: 1_700_000_600.0)
     exposition.render()
-    store.publish(dataclasses.replace(refused("full"), started=1_700_000_299.0, finished=1_700_000_300.0))
+    store.publish([dataclasses.replace(refused("full"), started=1_700_000_299.0, finished=1_700_000_300.0)])
     exposition.prepare("full")
     text = exposition.render()
     found = samples(text)
@@ -269,3 +273,14 @@ def test_numbers_are_formatted_as_prometheus_client_does(value: float) -> None:
 def test_numbers_edge_cases(value: float) -> None:
     assert number(value) == floatToGoString(value)  # type: ignore[no-untyped-call]
     assert number(value) == floatToGoString(value)  # type: ignore[no-untyped-call]  # cached ones too
+
+
+def test_families_know_whether_they_are_relative_to_now() -> None:
+    """The exposition shifts exactly the families that say so: any other family whose value moved with
+    ``now`` would be frozen at its first scrape."""
+    store = fleet()
+    brokers = list(store.results.values())
+    early = broker_samples(brokers, store.failure_counts, store.intervals, now=0.0)
+    later = broker_samples(brokers, store.failure_counts, store.intervals, now=1000.0)
+    moved = {a[0] for a, b in zip(early, later, strict=True) if a[3] != b[3] and a[3] == a[3]}  # NaN aside
+    assert moved == {family for family in BROKER_FAMILIES if family.relative_to_now}

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from exporter.config import BrokerConfig, MqttSettings, Target, TlsSettings
-from exporter.lab.hostile import HostileServer, after_tls, endless, reset_mid_handshake, slow_bytes
 from exporter.lab.mosquitto import Listener, Mosquitto
 from exporter.lab.pki import Issued, Pki
 from exporter.probe import Prober
 from exporter.results import ProbeResult
 from tests.conftest import ExporterProcess, Lab, promtool, start_exporter, wait_for
+from tests.lab.hostile import HostileServer, after_tls, endless, reset_mid_handshake, slow_bytes
 
 
 def broker(name: str, address: str, ca: Path | None = None, timeout: float = 1.5, **tls: str) -> BrokerConfig:

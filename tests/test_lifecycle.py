@@ -27,12 +27,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from exporter.collector import broker_families, lifecycle_families
+from exporter.certs.parse import facts_of
+from exporter.collector import broker_families
 from exporter.config import BrokerConfig, Target, TlsSettings
 from exporter.lab.mosquitto import Listener, Mosquitto
 from exporter.lab.pki import Issued, Pki
 from exporter.probe import Prober
-from exporter.probe.chain import facts_of
 from exporter.results import (
     Lint,
     ProbeResult,
@@ -323,7 +323,7 @@ async def test_unreadable_certificate_file_is_logged_not_a_failure(
         assert result.served_file is not None
         assert result.served_file.error == message
         assert result.served_file.leaf is None and result.served_file.matches is None
-        families = {f.name: f for f in lifecycle_families([result], time.time())}
+        families = {f.name: f for f in broker_families([(result,)], {}, {}, time.time())}
         assert [s.value for s in families["mqtt_broker_served_cert_file_read_success"].samples] == [0.0]
         assert families["mqtt_broker_served_cert_matches_file"].samples == []
         assert families["mqtt_broker_served_cert_file_not_after_timestamp_seconds"].samples == []
@@ -344,7 +344,7 @@ async def test_trust_anchor_expiry(life: Life) -> None:
     root_not_after = life.root.cert.not_valid_after_utc.timestamp()
     assert result.tls.verdict.anchor.not_after == root_not_after
     now = time.time()
-    families = {f.name: f for f in lifecycle_families([result], now)}
+    families = {f.name: f for f in broker_families([(result,)], {}, {}, now)}
     assert [s.value for s in families["mqtt_broker_cert_anchor_not_after_timestamp_seconds"].samples] == [
         root_not_after
     ]
@@ -379,7 +379,7 @@ async def test_own_client_certificate_expiry(lab: Lab, life: Life) -> None:
         "client_certificate_required",
     )
     assert rejected.client_cert is not None and rejected.client_cert.not_after < time.time()
-    families = {f.name: f for f in lifecycle_families([rejected], time.time())}
+    families = {f.name: f for f in broker_families([(rejected,)], {}, {}, time.time())}
     (sample,) = families["mqtt_cert_exporter_client_cert_expires_in_seconds"].samples
     assert sample.labels == {"broker": "mtls_with_cert"} and sample.value < -86000
 
@@ -389,12 +389,12 @@ async def test_own_client_certificate_expiry(lab: Lab, life: Life) -> None:
 
 
 def revoked_series(result: ProbeResult) -> dict[str, float]:
-    families = {f.name: f for f in lifecycle_families([result], time.time())}
+    families = {f.name: f for f in broker_families([(result,)], {}, {}, time.time())}
     return {s.labels["position"]: s.value for s in families["mqtt_broker_cert_revoked"].samples}
 
 
 def crl_success(result: ProbeResult) -> list[float]:
-    families = {f.name: f for f in lifecycle_families([result], time.time())}
+    families = {f.name: f for f in broker_families([(result,)], {}, {}, time.time())}
     return [s.value for s in families["mqtt_broker_crl_fetch_success"].samples]
 
 
@@ -465,7 +465,7 @@ async def test_lints_on_real_brokers(life: Life, scenario: str, expected: list[L
     assert [finding.lint for finding in result.lints] == expected, result.lints
     if scenario in ("good", "long", "late", "root_included", "out_of_order", "legacy"):
         assert result.success, (scenario, result.failure)  # a lint never fails the probe
-    families = {f.name: f for f in lifecycle_families([result], time.time())}
+    families = {f.name: f for f in broker_families([(result,)], {}, {}, time.time())}
     assert sorted(s.labels["lint"] for s in families["mqtt_broker_cert_lint"].samples) == sorted(expected)
 
 
@@ -515,7 +515,7 @@ def test_rendering_is_part_of_broker_families_and_passes_promtool(lab: Lab, life
 
     class Fixed(Collector):
         def collect(self) -> Iterator[Any]:
-            yield from broker_families(iter(found), {}, {}, time.time())
+            yield from broker_families([(result,) for result in found], {}, {}, time.time())
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(Fixed())

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter.probe.mqtt import (
+from exporter.probe.wire.mqtt import (
     IncompletePacket,
     PacketError,
     connack_meaning,

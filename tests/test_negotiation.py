@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.probe.mqtt import connack_meaning, parse_connack
 from exporter.probe.negotiation import ProtocolMemory, Where, spoken
+from exporter.probe.wire.mqtt import connack_meaning, parse_connack
 
 
 @pytest.mark.parametrize(

@@ -246,7 +246,7 @@ async def test_a_replaced_ca_file_is_read_again(lab: Lab, tmp_path: Path) -> Non
 
 
 def test_brokers_differing_only_in_name_share_one_tls_context(lab: Lab) -> None:
-    from exporter.probe.tls import client_context
+    from exporter.probe.wire.tls import client_context
 
     a = lab.broker("good", tls={"server_name": "a.example.com"})
     b = lab.broker("good", tls={"server_name": "b.example.com"})

@@ -4,6 +4,7 @@ a loopback HTTP server. End to end on real brokers: tests/test_lifecycle.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import http.server
 import os
@@ -17,13 +18,16 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from exporter.certs import files
+from exporter.certs.parse import Parsed, TrustStore, parse_der
+from exporter.certs.revocation import check, issuer_of, parse_crl
+from exporter.collector import ExporterFacts, exporter_families
 from exporter.lab.pki import Issued, Pki
-from exporter.probe import crl as crl_module
-from exporter.probe import files
-from exporter.probe.chain import Parsed, TrustStore, parse_der
-from exporter.probe.crl import CrlFetcher
-from exporter.probe.revocation import check, issuer_of, parse_crl
-from exporter.results import RevocationStatus
+from exporter.probe import Prober
+from exporter.probe.lifecycle import crl as crl_module
+from exporter.probe.lifecycle.cache import BoundedCache
+from exporter.probe.lifecycle.crl import CrlFetcher
+from exporter.results import CacheSize, RevocationStatus
 
 UTC = dt.UTC
 
@@ -165,24 +169,30 @@ def test_ttl_follows_next_update_within_bounds(pki: Pki, ca: tuple[Issued, Issue
 
 
 class SlowServer:
-    """Serves one CRL; counts requests; can be made slow."""
+    """Serves CRLs (``/c.crl``, and whatever ``bodies`` adds); counts requests; can be made slow, and can
+    leave out Content-Length (the body then ends when the connection closes)."""
 
     def __init__(self, body: bytes) -> None:
         self.hits = 0
         self.delay = 0.0
+        self.bodies = {"/c.crl": body}
+        self.send_length = True
         owner = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 owner.hits += 1
                 time.sleep(owner.delay)
-                if self.path != "/c.crl":
+                served = owner.bodies.get(self.path)
+                if served is None:
                     self.send_error(404)
                     return
                 self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
+                if owner.send_length:
+                    self.send_header("Content-Length", str(len(served)))
                 self.end_headers()
-                self.wfile.write(body)
+                with contextlib.suppress(OSError):  # a client that refused the body hangs up
+                    self.wfile.write(served)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -227,6 +237,75 @@ async def test_a_short_wait_leaves_the_download_running(server: SlowServer) -> N
     await asyncio.sleep(0.8)
     hit = fetcher.cached(f"{server.url}/c.crl")
     assert hit is not None and hit[0] is not None and server.hits == 1
+
+
+@pytest.mark.parametrize("entries", [5_000, 20_000], ids=["160KB", "640KB"])
+@pytest.mark.parametrize("send_length", [True, False], ids=["content-length", "until-close"])
+async def test_large_crls_are_read_whole_and_parsed(
+    server: SlowServer, pki: Pki, ca: tuple[Issued, Issued, Issued, Issued], entries: int, send_length: bool
+) -> None:
+    """Real CAs publish CRLs of hundreds of KB: far more than one network read."""
+    _, intermediate, revoked, _ = ca
+    body = pki.crl(f"rev-large-{entries}", intermediate, revoked=[revoked], padding=entries).read_bytes()
+    assert len(body) > (155_000 if entries == 5_000 else 620_000)
+    server.bodies["/large.crl"] = body
+    server.send_length = send_length
+    crl, error = await CrlFetcher().fetch(f"{server.url}/large.crl", 10)
+    assert error == "" and crl is not None
+    assert len(crl.revoked) == entries + 1 and revoked.cert.serial_number in crl.revoked
+
+
+@pytest.mark.parametrize("send_length", [True, False], ids=["content-length", "until-close"])
+async def test_a_crl_over_the_cap_is_refused_cleanly(server: SlowServer, send_length: bool) -> None:
+    """Over the cap (16 MB), whether announced or not: a clear error, cached like any failure, and
+    the body is never held whole."""
+    server.bodies["/huge.crl"] = b"\x30" * (crl_module.MAX_BODY + 4 * 1024 * 1024)
+    server.send_length = send_length
+    fetcher = CrlFetcher()
+    crl, error = await fetcher.fetch(f"{server.url}/huge.crl", 10)
+    assert crl is None and f"larger than {crl_module.MAX_BODY} bytes" in error
+    assert fetcher.cached(f"{server.url}/huge.crl") == (None, error)
+
+
+async def test_the_crl_cache_is_bounded_by_entries_and_bytes(
+    server: SlowServer, pki: Pki, ca: tuple[Issued, Issued, Issued, Issued]
+) -> None:
+    """A certificate chooses its CRL URLs: however many a broker or a /probe caller names, the cache
+    keeps the most recently used within both bounds."""
+    _, intermediate, _, _ = ca
+    small = server.bodies["/c.crl"]
+    large = pki.crl("rev-bound", intermediate, padding=5_000).read_bytes()
+    for number in range(6):
+        server.bodies[f"/small{number}.crl"] = small
+    server.bodies["/large.crl"] = large
+    per_small = crl_module.MEMORY_PER_BODY_BYTE * len(small)
+    fetcher = CrlFetcher(
+        cache=BoundedCache(
+            "crl", max_entries=4, max_bytes=crl_module.MEMORY_PER_BODY_BYTE * len(large) + per_small
+        )
+    )
+    for number in range(6):
+        assert (await fetcher.fetch(f"{server.url}/small{number}.crl", 5))[0] is not None
+    assert fetcher.size().entries == 4 and fetcher.size().bytes == 4 * per_small  # the entry bound
+    assert fetcher.cached(f"{server.url}/small0.crl") is None
+    assert fetcher.cached(f"{server.url}/small5.crl") is not None
+    assert (await fetcher.fetch(f"{server.url}/large.crl", 5))[0] is not None
+    size = fetcher.size()  # the byte bound: the large CRL pushed all but one small one out
+    assert size.bytes <= fetcher.cache.max_bytes and size.entries == 2
+    assert fetcher.cached(f"{server.url}/large.crl") is not None
+    assert fetcher.cached(f"{server.url}/small5.crl") is not None  # the most recently used stays
+
+
+def test_bounded_cache_expiry_and_oversize_entries() -> None:
+    cache: BoundedCache[str, int] = BoundedCache("t", max_entries=10, max_bytes=100)
+    cache.put("a", 1, size=10, expires=5.0)
+    assert cache.get("a", 4.0) == 1 and cache.get("a", 5.0) is None  # expired: gone, bytes returned
+    assert cache.size() == CacheSize("t", 0, 0)
+    cache.put("big", 2, size=101, expires=9.0)  # larger than the whole cache: not kept
+    assert cache.get("big", 0.0) is None and len(cache) == 0
+    cache.put("b", 3, size=60, expires=9.0)
+    cache.put("b", 4, size=30, expires=9.0)  # replaced: counted once
+    assert cache.size().bytes == 30 and cache.get("b", 0.0) == 4
 
 
 # --------------------------------------------------------------------------------------------------
@@ -274,3 +353,24 @@ def test_rewritten_in_place_is_seen_at_once(
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     second = files.read_certificate_file(str(path)).certificates[0]
     assert first == parsed(revoked) and second == parsed(kept)
+
+
+async def test_the_cache_sizes_are_exported(server: SlowServer) -> None:
+    """``mqtt_cert_exporter_cache_entries`` / ``_bytes`` show what the prober's caches hold."""
+    fetcher = CrlFetcher()
+    await fetcher.fetch(f"{server.url}/c.crl", 5)
+    await fetcher.fetch(f"{server.url}/missing.crl", 5)
+    prober = Prober(crl=fetcher)
+    rendered = {
+        (sample.name, sample.labels["cache"]): sample.value
+        for family in exporter_families(ExporterFacts(brokers=1, caches=prober.cache_sizes()))
+        for sample in family.samples
+        if sample.name.startswith("mqtt_cert_exporter_cache_")
+    }
+    crl_bytes = crl_module.MEMORY_PER_BODY_BYTE * len(server.bodies["/c.crl"]) + crl_module.FAILURE_BYTES
+    assert rendered == {
+        ("mqtt_cert_exporter_cache_entries", "crl"): 2,
+        ("mqtt_cert_exporter_cache_bytes", "crl"): crl_bytes,
+        ("mqtt_cert_exporter_cache_entries", "aia"): 0,
+        ("mqtt_cert_exporter_cache_bytes", "aia"): 0,
+    }

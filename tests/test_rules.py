@@ -21,6 +21,7 @@ RULE_TESTS = sorted((ROOT / "prometheus" / "tests").glob("*.yml"))
 PROMETHEUS_RULE = ROOT / "deploy" / "kubernetes" / "prometheusrule.yaml"
 RENDERER = ROOT / "deploy" / "kubernetes" / "render_prometheusrule.py"
 METRICS_DOC = ROOT / "docs" / "metrics.md"
+RUNBOOK_BASE_URL = "https://github.com/mqtt-cert-exporter/mqtt-cert-exporter/blob/main/docs/runbooks"
 
 #: Metric families prometheus_client adds besides the documented ones.
 CLIENT_PREFIXES = ("process_", "python_")
@@ -142,53 +143,117 @@ def test_the_issue_asks_for_these_alerts() -> None:
         "MqttBrokerCertificateExpired",
         "MqttBrokerCertificateNotYetValid",
         "MqttBrokerCertificateUntrusted",
-        "MqttBrokerUnreachable",
-        "MqttBrokerTlsHandshakeFailing",
-        "MqttBrokerConnackRefused",
+        "MqttBrokerCertificateRevoked",
+        "MqttBrokerCertificateRenewalOverdue",
+        "MqttBrokerServesOutdatedCertificate",
+        "MqttBrokerTrustAnchorExpiringSoon",
+        "MqttCertExporterClientCertificateExpiringSoon",
+        "MqttBrokerDown",
         "MqttBrokerProbeResultsStale",
         "MqttCertExporterConfigReloadFailed",
+        "MqttCertExporterDown",
+        "MqttCertExporterAbsent",
     }
+
+
+#: Alerts about an exporter (its instance or job), not about one broker.
+EXPORTER_ALERTS = frozenset(
+    {"MqttCertExporterConfigReloadFailed", "MqttCertExporterDown", "MqttCertExporterJobAbsent"}
+    | {"MqttCertExporterAbsent"}
+)
 
 
 @pytest.mark.parametrize("alert", alerts(), ids=lambda alert: str(alert["alert"]))
 def test_alert_is_actionable(alert: dict[str, Any]) -> None:
     assert alert["labels"]["severity"] in ("warning", "critical")
+    assert alert["labels"]["scope"] in ("certificate", "broker", "exporter")
     assert re.fullmatch(r"[0-9]+[mh]", alert["for"]), "every alert needs a `for:` duration"
+    assert alert["keep_firing_for"] == "15m", "a scrape gap or restart under 15 minutes resolves nothing"
     annotations = alert["annotations"]
-    assert set(annotations) >= {"summary", "description"}
+    assert set(annotations) >= {"summary", "description", "runbook_url"}
     assert "Fix" in annotations["description"], "the description says how to fix it"
-    if alert["alert"] != "MqttCertExporterAbsent":
-        # names the broker (or, for the exporter's own alerts, the exporter instance)
-        assert "$labels.broker" in annotations["summary"] or "$labels.instance" in annotations["summary"]
+    assert annotations["runbook_url"] == f"{RUNBOOK_BASE_URL}/{alert['alert']}.md"
+    if alert["alert"] in EXPORTER_ALERTS:
+        assert alert["labels"]["scope"] == "exporter"
+    else:
+        # names the broker and where it is
+        assert "$labels.broker" in annotations["summary"] and "$labels.target" in annotations["summary"]
+
+
+@pytest.mark.parametrize("alert", alerts(), ids=lambda alert: str(alert["alert"]))
+def test_broker_alerts_join_the_broker_info(alert: dict[str, Any]) -> None:
+    if alert["alert"] in EXPORTER_ALERTS:
+        return
+    assert re.search(
+        r"\* on \(job, instance, broker\) group_left \(target[^)]*\)\s+mqtt_broker_info", alert["expr"]
+    ), "joins target (and server_name) from mqtt_broker_info"
+    if alert["labels"]["scope"] != "exporter":
+        # a restarted pod, an HA pair or a rollout continues the same alert
+        assert alert["expr"].startswith("max without (instance) (")
+
+
+def test_certificate_alerts_name_the_certificate_or_have_none() -> None:
+    for alert in alerts():
+        if alert["labels"]["scope"] != "certificate":
+            continue
+        if "mqtt_broker_cert_info" in alert["expr"]:
+            assert "fingerprint_sha256" in alert["expr"], alert["alert"]
+        else:  # the anchor and the client certificate: no certificate series of their own
+            assert alert["alert"] in {
+                "MqttBrokerTrustAnchorExpiringSoon",
+                "MqttCertExporterClientCertificateExpiringSoon",
+            }
 
 
 def test_rules_use_only_documented_metrics() -> None:
     for rule in rules():
         for name in metric_names(rule["expr"]):
-            assert in_contract(name, recorded()), f"{rule.get('alert') or rule.get('record')}: {name}"
+            assert in_contract(name, recorded() | {"up"}), (
+                f"{rule.get('alert') or rule.get('record')}: {name}"
+            )
 
 
-def test_alerts_never_rely_on_the_up_series() -> None:
-    # `up` is Prometheus's, not the exporter's; /probe answers 200 even when the broker is down.
+def test_only_the_exporter_liveness_alerts_read_the_up_series() -> None:
+    # `up` is Prometheus's, not the exporter's; /probe answers 200 even when the broker is down, so
+    # it says something about the exporter instance, never about a broker.
+    readers = {rule.get("alert") for rule in rules() if "up" in metric_names(rule["expr"])}
+    assert readers == {"MqttCertExporterDown", "MqttCertExporterJobAbsent"}
+
+
+def test_thresholds_come_from_the_exporter() -> None:
+    assert recorded() == set(), "no global threshold: each broker's are exported"
     for rule in rules():
-        assert "up" not in metric_names(rule["expr"])
-
-
-def test_thresholds_are_in_one_place_and_documented() -> None:
-    thresholds = {
-        rule["record"]: int(re.fullmatch(r"vector\(([0-9]+) \* 86400\)", rule["expr"])[1])  # type: ignore[index]
-        for rule in rules()
-        if "threshold" in rule.get("record", "")
-    }
-    assert thresholds == {
-        "mqtt_cert_exporter:cert_expiry_warning_threshold_seconds": 28,
-        "mqtt_cert_exporter:cert_expiry_critical_threshold_seconds": 14,
-    }
-    header = ALERTS.read_text(encoding="utf-8").split("groups:")[0]
-    assert "WARNING 28 days, CRITICAL 14 days" in header
+        assert "86400" not in rule["expr"], f"{rule.get('alert')}: a hand-written number of days"
     expiry = [alert for alert in alerts() if "Expir" in alert["alert"] and "Expired" not in alert["alert"]]
+    assert len(expiry) == 4
     for alert in expiry:
-        assert "86400" not in alert["expr"], "expiry alerts read the thresholds from the recording rules"
+        assert "mqtt_broker_cert_expiry_warning_threshold_seconds" in alert["expr"] or (
+            "mqtt_broker_cert_expiry_critical_threshold_seconds" in alert["expr"]
+        ), alert["alert"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Runbooks
+
+RUNBOOKS = ROOT / "docs" / "runbooks"
+
+
+def test_every_alert_has_its_runbook_and_every_runbook_an_alert() -> None:
+    names = {alert["alert"] for alert in alerts()}
+    assert {path.stem for path in RUNBOOKS.glob("*.md")} == names
+
+
+@pytest.mark.parametrize("alert", alerts(), ids=lambda alert: str(alert["alert"]))
+def test_runbook_says_what_to_run_and_how_to_fix(alert: dict[str, Any]) -> None:
+    text = (RUNBOOKS / f"{alert['alert']}.md").read_text(encoding="utf-8")
+    assert text.startswith(f"# {alert['alert']}\n")
+    for heading in ("## What it means", "## Check", "## Fix", "## Verify"):
+        assert heading in text, f"{alert['alert']}: no {heading!r} section"
+    if alert["labels"]["scope"] != "exporter":
+        assert "mqtt-cert-exporter check" in text
+        assert "openssl s_client -showcerts -servername" in text
+    if alert["labels"]["scope"] == "certificate" and "Client" not in alert["alert"]:
+        assert "Mosquitto" in text and "SIGHUP" in text and "RabbitMQ" in text
 
 
 # --------------------------------------------------------------------------------------------------
@@ -223,7 +288,41 @@ def test_renderer_check_mode(tmp_path: Path) -> None:
     result = run("python3", str(RENDERER), "--check")
     assert result.returncode == 0, result.stdout + result.stderr
     with pytest.raises(ValueError, match="groups:"):
-        renderer().render("# nothing here\n")
+        renderer().render(f"# nothing here\nrunbook_url: {RUNBOOK_BASE_URL}/X.md\n")
+
+
+def test_a_site_renders_the_rules_with_its_own_runbook_base_url(tmp_path: Path) -> None:
+    base = "https://wiki.example.com/ops/mqtt-runbooks"
+    for form, output in (("prometheusrule", tmp_path / "rule.yaml"), ("rules", tmp_path / "alerts.yml")):
+        result = run(
+            "python3", str(RENDERER), f"--runbook-base-url={base}/", f"--format={form}", f"--output={output}"
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        document = load(output)
+        groups = document["spec"]["groups"] if form == "prometheusrule" else document["groups"]
+        urls = [rule["annotations"]["runbook_url"] for group in groups for rule in group["rules"]]
+        assert urls == [f"{base}/{alert['alert']}.md" for alert in alerts()]
+    checked = run(promtool(), "check", "rules", str(tmp_path / "alerts.yml"))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    old_prometheus = run(
+        "python3", str(RENDERER), "--without-keep-firing-for", "--format=rules", "--output=-"
+    )
+    assert old_prometheus.returncode == 0, old_prometheus.stderr
+    assert yaml.safe_load(old_prometheus.stdout) == {
+        "groups": [
+            {
+                **group,
+                "rules": [
+                    {k: v for k, v in rule.items() if k != "keep_firing_for"} for rule in group["rules"]
+                ],
+            }
+            for group in load(ALERTS)["groups"]
+        ]
+    }
+    refused = run("python3", str(RENDERER), "--runbook-base-url=wiki/mqtt", "--output=-")
+    assert (
+        refused.returncode == 2 and "--runbook-base-url: 'wiki/mqtt' is not an http(s) URL" in refused.stderr
+    )
 
 
 def test_prometheusrule_spec_passes_promtool(tmp_path: Path) -> None:

@@ -91,7 +91,7 @@ async def test_reload_adds_removes_changes_and_keeps_unchanged() -> None:
     scheduler.apply(brokers("keep", "drop", "change"))
     await wait_until(lambda: len(store.results) == 3)
     kept = store.results["keep"]
-    store.failure_counts[("drop", Stage.CONNECT, Reason.REFUSED)] = 3
+    store.failure_counts[("drop", "", Stage.CONNECT, Reason.REFUSED)] = 3
     changed = dataclasses.replace(brokers("change")[0], timeout=0.5)
     added, removed, changes = scheduler.apply([brokers("keep")[0], changed, *brokers("new")])
     assert (added, removed, changes) == (1, 1, 1)

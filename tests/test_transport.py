@@ -45,7 +45,7 @@ from exporter.lab.mosquitto import Listener, Mosquitto
 from exporter.lab.pki import Issued
 from exporter.lab.ports import free_port
 from exporter.probe import Prober
-from exporter.probe import websocket as ws
+from exporter.probe.wire import websocket as ws
 from exporter.results import ProbeResult
 from exporter.scheduler import Scheduler
 from exporter.store import ResultStore
@@ -241,11 +241,8 @@ def exposition(results: Sequence[ProbeResult], grouped: bool = False) -> str:
     by_broker: dict[str, list[ProbeResult]] = {}
     for result in results:
         by_broker.setdefault(result.broker, []).append(result)
-    for name, group in by_broker.items():
-        if grouped:
-            store.publish_group(name, group)
-        else:
-            store.publish(group[0])
+    for group in by_broker.values():
+        store.publish(group if grouped else group[:1])
     store.intervals = dict.fromkeys(by_broker, 60.0)
     return render(store)
 
@@ -621,7 +618,7 @@ async def test_scheduler_publishes_every_address_and_counts_failures_per_address
         await asyncio.wait_for(all_published.wait(), 15)
     finally:
         await scheduler.stop()
-    ok, dead = store.groups["partial"]
+    ok, dead = store.results["partial"]
     assert (ok.address_label, ok.success) == ("127.0.0.1", True)
     assert (dead.address_label, failure_of(dead)) == ("127.0.0.3", ("connect", "refused"))
     assert sorted(seen) == [("", None), ("127.0.0.1", None), ("127.0.0.3", None)]
@@ -645,8 +642,8 @@ async def test_scheduler_publishes_every_address_and_counts_failures_per_address
 
     # An address that leaves the name leaves the store, with its counters.
     later = dataclasses.replace(ok, finished=ok.finished + 60)
-    store.publish_group("partial", [later])
-    assert not any(len(key) == 4 and key[-1] == "127.0.0.3" for key in store.failure_counts)
+    store.publish([later])
+    assert not any(key[1] == "127.0.0.3" for key in store.failure_counts)
     assert "127.0.0.3" not in render(store)
 
 

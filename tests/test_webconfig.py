@@ -133,5 +133,18 @@ def test_parse_rejects_unknown_keys() -> None:
         parse_web_config({"colour": "red"}, base_dir="/")
 
 
-def test_no_users_means_no_auth() -> None:
-    assert parse_web_config({}, base_dir="/").check(None)
+async def test_no_users_means_no_auth() -> None:
+    assert await parse_web_config({}, base_dir="/").auth.allows(None)
+
+
+def test_long_passwords_and_junk_credentials_are_401_never_500(
+    lab: Lab, secured: tuple[ExporterProcess, Path]
+) -> None:
+    process, _ = secured
+    url = process.url.replace("127.0.0.1", "localhost") + "/metrics"
+    context = client_context(lab)
+    assert get(url, context=context, user="prometheus", password="x" * 100) == 401
+    assert get(url, context=context, user="nobody", password="x" * 100) == 401
+    assert get(url, context=context, user="prometheus", password=WEB_PASSWORD + "\0") == 401
+    assert get(url, context=context, user="prometheus", password=WEB_PASSWORD) == 200
+    assert "Traceback" not in process.log()

@@ -12,12 +12,14 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from exporter.certs import chain, files
+from exporter.certs.parse import Parsed, parse_der
 from exporter.config import BrokerConfig, MqttSettings, Target, TlsSettings
-from exporter.lab.hostile import HostileServer, after_tls
 from exporter.lab.pki import Issued, Pki
-from exporter.probe import Prober, chain, files
+from exporter.probe import Prober
 from exporter.report import build_report
 from exporter.results import ProbeResult, Problem
+from tests.lab.hostile import HostileServer, after_tls
 
 CONNACK = b"\x20\x03\x00\x00\x00"
 
@@ -101,8 +103,8 @@ async def test_a_client_certificate_served_as_the_leaf_is_unsuitable(
     assert "does not include serverAuth" in result.tls.verdict.details[0]
 
 
-def _parsed(issued: Issued) -> chain.Parsed:
-    return chain.parse_der(issued.cert.public_bytes(Encoding.DER))
+def _parsed(issued: Issued) -> Parsed:
+    return parse_der(issued.cert.public_bytes(Encoding.DER))
 
 
 @pytest.mark.parametrize("digest", ["sha1", "md5"])

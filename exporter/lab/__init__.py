@@ -1,7 +1,8 @@
 """A throw-away TLS/MQTT lab: certificates and real Mosquitto brokers on loopback.
 
-Shared by the test suite, the ``demo`` subcommand and the benchmark. Nothing here is meant for
-production: keys are written unencrypted and world-readable so a broker can load them.
+Shipped for the ``demo`` subcommand, which needs it; the test suite and the benchmark use it too.
+What only they need (hostile servers, the exporter as a child process) lives in tests/lab/. Nothing
+here is meant for production: keys are written unencrypted and world-readable so a broker can load them.
 """
 
 from exporter.lab.mosquitto import (

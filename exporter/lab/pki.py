@@ -34,6 +34,8 @@ KEY_TYPES = ("ec256", "ec384", "rsa1024", "rsa2048", "ed25519")
 ORGANIZATION = "mqtt-cert-exporter lab"
 # Certificates start a little in the past so clocks that disagree by a few minutes still accept them.
 BACKDATE = timedelta(minutes=5)
+#: serials of the padding entries of a large CRL (``Pki.crl(padding=...)``): far from any issued serial
+PADDING_SERIALS = 1 << 100
 
 
 @dataclass(frozen=True)
@@ -275,22 +277,17 @@ class Pki:
         reason: x509.ReasonFlags | None = x509.ReasonFlags.key_compromise,
         signer: Issued | None = None,
         pem: bool = False,
+        padding: int = 0,
     ) -> Path:
         """A CRL issued by ``issuer`` that revokes ``revoked``, written to ``<name>.crl`` (DER, or PEM).
 
         ``last_update`` defaults to a little in the past, ``next_update`` to 7 days after it (a past
         ``next_update`` makes a stale CRL). ``signer`` signs with another key under the issuer's name
-        (a CRL whose signature does not verify).
+        (a CRL whose signature does not verify). ``padding`` revokes that many more serials, issued to
+        nobody, to make the CRL as large as a real CA's (about 32 bytes each).
         """
         this_update = last_update or datetime.now(UTC) - BACKDATE
-        builder = (
-            x509.CertificateRevocationListBuilder()
-            .issuer_name(issuer.cert.subject)
-            .last_update(this_update)
-            .next_update(next_update or this_update + timedelta(days=7))
-            .add_extension(x509.CRLNumber(1), critical=False)
-            .add_extension(self._authority_key_id(issuer), critical=False)
-        )
+        entries: list[x509.RevokedCertificate] = []
         for item in revoked:
             entry = (
                 x509.RevokedCertificateBuilder()
@@ -299,7 +296,25 @@ class Pki:
             )
             if reason is not None:
                 entry = entry.add_extension(x509.CRLReason(reason), critical=False)
-            builder = builder.add_revoked_certificate(entry.build())
+            entries.append(entry.build())
+        entries.extend(
+            x509.RevokedCertificateBuilder()
+            .serial_number(PADDING_SERIALS + number)
+            .revocation_date(this_update)
+            .build()
+            for number in range(padding)
+        )
+        # One constructor call: add_revoked_certificate copies the builder, quadratic for a large CRL.
+        builder = x509.CertificateRevocationListBuilder(
+            issuer_name=issuer.cert.subject,
+            last_update=this_update,
+            next_update=next_update or this_update + timedelta(days=7),
+            extensions=[
+                x509.Extension(x509.CRLNumber.oid, False, x509.CRLNumber(1)),
+                x509.Extension(x509.AuthorityKeyIdentifier.oid, False, self._authority_key_id(issuer)),
+            ],
+            revoked_certificates=entries,
+        )
         key = (signer or issuer).key
         crl = builder.sign(key, _signature_hash(key))
         path = self.directory / f"{self._stem(name)}.crl"

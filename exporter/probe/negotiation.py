@@ -10,15 +10,37 @@ This module is the pure part: what an answer says, and the bounded memory. The p
 
 from __future__ import annotations
 
+import ssl
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from exporter.probe.mqtt import PROTOCOL_5, PROTOCOL_311, Connack
+from exporter.config.model import MqttProtocol
+from exporter.probe.wire.mqtt import PROTOCOL_311, Connack, PacketError
+from exporter.probe.wire.tls import (
+    ClientCertificateRequired,
+    TlsClosed,
+    TlsHandshakeFailure,
+    TlsProtocolError,
+)
+from exporter.probe.wire.websocket import UpgradeRejected, WebSocketProtocolError
 
 #: Brokers remembered at most (multi-target mode lets strangers name targets: the memory is bounded).
 MAX_REMEMBERED = 4096
 #: At most this long for the learning exchange (what is left of the deadline serves the real probe).
 LEARN_TIMEOUT = 3.0
+#: How a learning exchange ends without a CONNACK (a broker that cannot parse v5 closes or misbehaves)
+ANSWERLESS: tuple[type[Exception], ...] = (
+    EOFError,
+    PacketError,
+    ssl.SSLError,
+    OSError,
+    TlsClosed,
+    TlsProtocolError,
+    TlsHandshakeFailure,
+    ClientCertificateRequired,
+    UpgradeRejected,
+    WebSocketProtocolError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,15 +55,15 @@ class Where:
     path: str
 
 
-def spoken(answer: Connack | None) -> str:
+def spoken(answer: Connack | None) -> MqttProtocol:
     """The version to use after a credential-less v5 CONNECT got ``answer`` (None: no CONNACK at all).
 
     A v5 CONNACK means v5, unless it says "unsupported protocol version"; a 3.1.1 return code, or no
     answer (a broker that cannot parse v5 closes or stays silent), means 3.1.1, which every broker parses.
     """
     if answer is None or answer.protocol == PROTOCOL_311 or answer.unsupported_version:
-        return PROTOCOL_311
-    return PROTOCOL_5
+        return "3.1.1"
+    return "5"
 
 
 class ProtocolMemory:
@@ -49,15 +71,15 @@ class ProtocolMemory:
 
     def __init__(self, size: int = MAX_REMEMBERED) -> None:
         self._size = size
-        self._known: OrderedDict[Where, str] = OrderedDict()
+        self._known: OrderedDict[Where, MqttProtocol] = OrderedDict()
 
-    def get(self, where: Where) -> str | None:
+    def get(self, where: Where) -> MqttProtocol | None:
         protocol = self._known.get(where)
         if protocol is not None:
             self._known.move_to_end(where)
         return protocol
 
-    def learn(self, where: Where, protocol: str) -> None:
+    def learn(self, where: Where, protocol: MqttProtocol) -> None:
         self._known[where] = protocol
         self._known.move_to_end(where)
         while len(self._known) > self._size:

@@ -5,18 +5,29 @@ disk). This is where a full MQTT client earns its place: aiomqtt (paho-mqtt unde
 SUBSCRIBE/PUBLISH/PUBACK dance. paho connects in a worker thread, so this runs only for brokers that
 ask for it, never on the handshake path.
 
-Two paho-mqtt 2.x hooks are used, both pinned by ``aiomqtt>=2.5,<3``:
+The client is built through aiomqtt's public constructor (TLS context, protocol, WebSocket path and
+headers, credentials, keepalive) and driven through its public API (``subscribe``, ``publish``,
+``messages``, ``__aenter__``/``__aexit__``). Four things have no public API in aiomqtt 2.5 / paho-mqtt
+2.2, so this module reaches paho's client (``aiomqtt.Client._client``) for exactly these, all in
+``_paho_hooks`` (pinned by ``aiomqtt>=2.5,<3``):
 
-* paho's host is the *server name* (SNI, hostname check and WebSocket ``Host``) while the socket goes
-  to the *address being probed* (possibly through ``proxy_url``): ``_create_socket_connection`` is
-  replaced by our connector. That also lets us shut every socket we opened, whatever paho's state when
-  the deadline hits.
-* ``on_publish`` is wrapped to see the PUBACK reason code (aiomqtt drops it): MQTT 5 brokers answer an
-  ACL-denied publish with 0x87.
-* Cleanup does not trust aiomqtt to wind down a connection it gave up on (a deadline hit while paho was
-  connecting, or an error from ``loop_read`` on a WebSocket): every socket is shut down, paho's socket is
-  closed through ``_sock_close`` (which unregisters aiomqtt's reader and ends its misc task), and a
-  connect that completes in the worker thread after we gave up is never registered with the loop.
+1. **Connecting to one address under another name.** paho uses the host given to ``connect`` both for
+   the TCP connect and as the server name (SNI, hostname check, WebSocket ``Host``); neither aiomqtt nor
+   paho takes a separate address or a socket factory. The probe must reach *the address being probed*
+   (``addresses: all``, ``ip_protocol``), possibly through ``proxy_url`` with the probe's own SOCKS5 /
+   HTTP CONNECT dialogues (aiomqtt's ``proxy=`` needs PySocks and cannot express ours): paho's private
+   ``_create_socket_connection`` is replaced by ``_Connector.connect``. Missing: a ``sock=`` or
+   ``socket_factory=`` argument to ``aiomqtt.Client``/``paho.Client.connect`` (or a ``server_hostname``).
+2. **The PUBACK reason code.** ``aiomqtt.Client.publish`` drops it; MQTT 5 brokers answer an ACL-denied
+   publish with 0x87. paho's public ``on_publish`` callback is wrapped. Missing: ``publish`` returning
+   (or raising on) the PUBACK reason code.
+3. **A connect timeout.** paho's public ``connect_timeout`` (TCP + TLS in paho's worker thread) is set;
+   aiomqtt's ``timeout`` does not reach it. Missing: an aiomqtt ``connect_timeout`` argument.
+4. **Abandoning a connection.** A deadline that cancels ``__aenter__`` leaves paho connecting in a
+   worker thread; the socket it opens later would be registered with the loop and leak. paho's public
+   ``on_socket_open`` is wrapped to close such a socket, every socket we opened is shut down, and
+   paho's private ``_sock_close`` unregisters aiomqtt's reader and ends its misc task. Missing: an
+   aiomqtt ``abort()`` (or cancellation of ``__aenter__`` that winds paho down).
 """
 
 from __future__ import annotations
@@ -29,19 +40,21 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiomqtt
 from aiomqtt import MqttError
 from aiomqtt.exceptions import MqttConnectError
 
-from exporter.config import BrokerConfig, ProxySettings
-from exporter.probe.proxy import ProxyError, dialogue, tunnel_blocking
-from exporter.probe.websocket import host_header
+from exporter import logs
+from exporter.config import BrokerConfig, ProxySettings, RoundtripSettings
+from exporter.probe.wire.proxy import ProxyError, dialogue, tunnel_blocking
+from exporter.probe.wire.websocket import host_header
 from exporter.results import Failure, Reason, RoundtripFacts, Stage
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 _PAHO_LOG = logging.getLogger("exporter.probe.roundtrip.paho")
 
 #: CONNACK codes that mean "you may not" (3.1.1: 4 bad credentials, 5 not authorized; 5: 0x86, 0x87).
@@ -52,30 +65,6 @@ DISCONNECT_WAIT = 0.5
 
 class _Denied(Exception):
     pass
-
-
-_T = TypeVar("_T")
-
-
-class _Dropped(Exception):
-    """The broker closed the connection while we waited for its answer."""
-
-
-async def _answer(client: aiomqtt.Client, waiting: Awaitable[_T]) -> _T:
-    """``waiting``, unless the broker drops the connection first: aiomqtt leaves a pending SUBACK or
-    PUBACK waiting until the deadline then (RabbitMQ closes the connection on a forbidden SUBSCRIBE)."""
-    task = asyncio.ensure_future(waiting)
-    dropped = client._disconnected
-    try:
-        await asyncio.wait((task, dropped), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, MqttError):
-                await task
-    if task.done() and not task.cancelled():
-        return task.result()
-    raise _Dropped
 
 
 class _Connector:
@@ -131,11 +120,94 @@ async def run_roundtrip(
     if settings.timeout is not None:
         budget = min(budget, settings.timeout)
     budget = max(budget, 0.001)
+    connector = _Connector(ip or broker.target.host, broker.target.port, broker.proxy, budget)
+    client = _client(broker, context, budget)
+    refusals, abandon = _paho_hooks(client, connector, budget)
+    progress = _Progress()
+    try:
+        async with asyncio.timeout(budget):
+            latency = await _exchange(client, settings, refusals, progress)
+    except TimeoutError:
+        return _failed(
+            Reason.TIMEOUT, f"round trip: no answer {progress.step} within {budget:g}s", unverified
+        )
+    except _Denied as exc:
+        return _failed(Reason.DENIED, str(exc), unverified)
+    except _Dropped:
+        # MQTT 3.1.1 lets a broker close the connection instead of refusing a SUBSCRIBE or PUBLISH
+        # with a code, and brokers do (RabbitMQ): an ACL answer, not an outage
+        detail = (
+            f"the broker closed the connection {progress.step} for {settings.topic!r}: it does not allow it"
+        )
+        return _failed(Reason.DENIED, f"round trip: {detail}", unverified)
+    except MqttConnectError as exc:
+        code = _code(exc.rc)
+        reason = Reason.DENIED if code in _NOT_AUTHORIZED else Reason.ERROR
+        return _failed(reason, f"round trip: the broker refused the connection: {exc}", unverified)
+    except MqttError as exc:
+        cause = exc.__cause__ or exc.__context__
+        detail = f"{exc}" + (f" ({cause})" if cause is not None and str(cause) not in str(exc) else "")
+        return _failed(Reason.ERROR, f"round trip, {progress.step}: {detail}", unverified)
+    except (OSError, ValueError) as exc:  # paho raising outside aiomqtt's wrapping
+        return _failed(Reason.ERROR, f"round trip, {progress.step}: {exc}", unverified)
+    finally:
+        if progress.connected:
+            with contextlib.suppress(MqttError, TimeoutError, OSError):
+                async with asyncio.timeout(DISCONNECT_WAIT):
+                    await client.__aexit__(None, None, None)
+            _retrieve(client._disconnected)
+        connector.shutdown()
+        await asyncio.sleep(0)  # let callbacks paho's thread already queued (socket registration) run
+        abandon()
+    if latency is None:
+        return _failed(Reason.ERROR, "round trip: the message stream ended without our message", unverified)
+    return RoundtripFacts(success=True, latency=latency, unverified_connection=unverified)
+
+
+class _Dropped(Exception):
+    """The broker closed the connection while we waited for its answer."""
+
+
+_T = TypeVar("_T")
+
+
+async def _answer(client: aiomqtt.Client, waiting: Awaitable[_T]) -> _T:
+    """``waiting``, unless the broker drops the connection first: aiomqtt leaves a pending SUBACK or
+    PUBACK waiting until the deadline then (RabbitMQ closes the connection on a forbidden SUBSCRIBE)."""
+    task = asyncio.ensure_future(waiting)
+    dropped = client._disconnected
+    try:
+        await asyncio.wait((task, dropped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, MqttError):
+                await task
+    if task.done() and not task.cancelled():
+        return task.result()
+    raise _Dropped
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """Take a lost connection's exception, which we classified: asyncio would log it at error level
+    ("Future exception was never retrieved ... Unexpected disconnection") when the client is freed."""
+    if future.done() and not future.cancelled():
+        future.exception()
+
+
+@dataclass
+class _Progress:
+    """How far the round trip got, for the failure's detail and the clean-up."""
+
+    step: str = "connecting"
+    connected: bool = False
+
+
+def _client(broker: BrokerConfig, context: ssl.SSLContext, budget: float) -> aiomqtt.Client:
     server_name = broker.server_name.strip("[]")
     port = broker.target.port
-    connector = _Connector(ip or broker.target.host, port, broker.proxy, budget)
     wss = broker.target.scheme == "wss"
-    client = aiomqtt.Client(
+    return aiomqtt.Client(
         server_name,
         port,
         username=broker.mqtt.username,
@@ -147,16 +219,49 @@ async def run_roundtrip(
         websocket_headers={"Host": host_header(server_name, port)} if wss else None,
         tls_context=context,
         keepalive=max(broker.mqtt.keepalive, 1),
-        timeout=budget + 1,  # our own deadline (below) fires first
+        timeout=budget + 1,  # the caller's own deadline fires first
         logger=_PAHO_LOG,
     )
-    paho = client._client
-    paho.connect_timeout = budget
-    paho._create_socket_connection = connector.connect  # type: ignore[method-assign]
+
+
+async def _exchange(
+    client: aiomqtt.Client, settings: RoundtripSettings, refusals: list[int], progress: _Progress
+) -> float | None:
+    """Connect, subscribe, publish a unique token: the seconds until it came back (None: it did not)."""
+    await client.__aenter__()
+    progress.connected = True
+    progress.step = "waiting for SUBACK"
+    granted = await _answer(client, client.subscribe(settings.topic, qos=settings.qos))
+    failed = [_code(code) for code in granted if _code(code) >= 0x80]
+    if failed:
+        raise _Denied(f"the broker refused the subscription to {settings.topic!r}: SUBACK 0x{failed[0]:02x}")
+    progress.step = "waiting for PUBACK" if settings.qos else "publishing"
+    token = f"mqtt-cert-exporter {uuid.uuid4().hex}".encode()
+    sent = time.monotonic()
+    await _answer(client, client.publish(settings.topic, token, qos=settings.qos))
+    if refusals:
+        raise _Denied(f"the broker refused our publish to {settings.topic!r}: PUBACK 0x{refusals[0]:02x}")
+    progress.step = "waiting for our message to come back"
+    async for message in client.messages:
+        if message.payload == token:
+            return time.monotonic() - sent
+    return None
+
+
+def _paho_hooks(
+    client: aiomqtt.Client, connector: _Connector, budget: float
+) -> tuple[list[int], Callable[[], None]]:
+    """Everything aiomqtt has no public API for (see the module's docstring), in one place.
+
+    Returns the PUBACK refusals as they arrive, and what ends paho's connection for good.
+    """
+    paho = client._client  # aiomqtt's own paho client: reached only for 1.-4.
+    paho.connect_timeout = budget  # 3.
+    paho._create_socket_connection = connector.connect  # type: ignore[method-assign]  # 1.
     refusals: list[int] = []
     original_on_publish = paho.on_publish
 
-    def on_publish(*args: Any) -> None:
+    def on_publish(*args: Any) -> None:  # 2.
         reason_code = args[3]
         if getattr(reason_code, "is_failure", False):
             refusals.append(int(reason_code.value))
@@ -166,7 +271,7 @@ async def run_roundtrip(
     paho.on_publish = on_publish
     original_on_socket_open = paho.on_socket_open
 
-    def on_socket_open(client: Any, userdata: Any, sock: Any) -> None:
+    def on_socket_open(client: Any, userdata: Any, sock: Any) -> None:  # 4.
         if connector.abandoned:
             # We gave up while paho's thread was still connecting: nobody will read this socket, and
             # paho's client would only let it go when the garbage collector breaks the client's cycles.
@@ -179,72 +284,12 @@ async def run_roundtrip(
             original_on_socket_open(client, userdata, sock)
 
     paho.on_socket_open = on_socket_open
-    token = f"mqtt-cert-exporter {uuid.uuid4().hex}".encode()
-    step = "connecting"
-    connected = False
-    latency: float | None = None
-    try:
-        async with asyncio.timeout(budget):
-            await client.__aenter__()
-            connected = True
-            step = "waiting for SUBACK"
-            granted = await _answer(client, client.subscribe(settings.topic, qos=settings.qos))
-            failed = [_code(code) for code in granted if _code(code) >= 0x80]
-            if failed:
-                raise _Denied(
-                    f"the broker refused the subscription to {settings.topic!r}: SUBACK 0x{failed[0]:02x}"
-                )
-            step = "waiting for PUBACK" if settings.qos else "publishing"
-            sent = time.monotonic()
-            await _answer(client, client.publish(settings.topic, token, qos=settings.qos))
-            if refusals:
-                raise _Denied(
-                    f"the broker refused our publish to {settings.topic!r}: PUBACK 0x{refusals[0]:02x}"
-                )
-            step = "waiting for our message to come back"
-            async for message in client.messages:
-                if message.payload == token:
-                    latency = time.monotonic() - sent
-                    break
-    except TimeoutError:
-        return _failed(Reason.TIMEOUT, f"round trip: no answer {step} within {budget:g}s", unverified)
-    except _Denied as exc:
-        return _failed(Reason.DENIED, str(exc), unverified)
-    except _Dropped:
-        # MQTT 3.1.1 lets a broker close the connection instead of refusing a SUBSCRIBE or PUBLISH
-        # with a code, and brokers do (RabbitMQ): an ACL answer, not an outage
-        detail = f"the broker closed the connection {step} for {settings.topic!r}: it does not allow it"
-        return _failed(Reason.DENIED, f"round trip: {detail}", unverified)
-    except MqttConnectError as exc:
-        code = _code(exc.rc)
-        reason = Reason.DENIED if code in _NOT_AUTHORIZED else Reason.ERROR
-        return _failed(reason, f"round trip: the broker refused the connection: {exc}", unverified)
-    except MqttError as exc:
-        cause = exc.__cause__ or exc.__context__
-        detail = f"{exc}" + (f" ({cause})" if cause is not None and str(cause) not in str(exc) else "")
-        return _failed(Reason.ERROR, f"round trip, {step}: {detail}", unverified)
-    except (OSError, ValueError) as exc:  # paho raising outside aiomqtt's wrapping
-        return _failed(Reason.ERROR, f"round trip, {step}: {exc}", unverified)
-    finally:
-        if connected:
-            with contextlib.suppress(MqttError, TimeoutError, OSError):
-                async with asyncio.timeout(DISCONNECT_WAIT):
-                    await client.__aexit__(None, None, None)
-            _retrieve(client._disconnected)
-        connector.shutdown()
-        await asyncio.sleep(0)  # let callbacks paho's thread already queued (socket registration) run
+
+    def abandon() -> None:  # 4.
         if paho.socket() is not None:
             paho._sock_close()  # unregisters aiomqtt's reader, ends its misc task, closes the socket
-    if latency is None:
-        return _failed(Reason.ERROR, "round trip: the message stream ended without our message", unverified)
-    return RoundtripFacts(success=True, latency=latency, unverified_connection=unverified)
 
-
-def _retrieve(future: asyncio.Future[None]) -> None:
-    """Take a lost connection's exception, which we classified: asyncio would log it at error level
-    ("Future exception was never retrieved ... Unexpected disconnection") when the client is freed."""
-    if future.done() and not future.cancelled():
-        future.exception()
+    return refusals, abandon
 
 
 def _code(value: object) -> int:

@@ -1,0 +1,258 @@
+"""Certificates as the rest of the exporter sees them: parsed once per distinct DER into ``CertFacts``
+(``parse_der``), bundles in PEM, DER or PKCS#7 (``load_pem_bundle``), and trust anchors by subject
+(``TrustStore``). Pure: bytes in, facts out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.utils import CryptographyDeprecationWarning
+from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
+
+from exporter.results import CertFacts
+
+# --------------------------------------------------------------------------------------------------
+# Parsing: once per distinct certificate (a fleet serves few distinct chains; probes repeat them).
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """One certificate: its facts, kept for as long as it is served, and its DER.
+
+    cryptography's object is loaded on demand and not kept with it (``cert``): once its extensions and
+    names were read it holds ~8.5 KB, and a fleet serves one distinct leaf per broker.
+    """
+
+    facts: CertFacts
+    der: bytes = field(repr=False)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the certificate parsed (else ``facts.parse_error`` says why)."""
+        return not self.facts.parse_error
+
+    @property
+    def cert(self) -> x509.Certificate | None:
+        return load_certificate(self.der) if self.ok else None
+
+
+@lru_cache(maxsize=65536)
+def parse_der(der: bytes) -> Parsed:
+    """Parse one DER certificate. Never raises: a malformed certificate yields facts with parse_error."""
+    with warnings.catch_warnings():
+        # e.g. negative serial numbers, which real trust stores still contain
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        return Parsed(_parse_der(der), der)
+
+
+@lru_cache(maxsize=1024)
+def load_certificate(der: bytes) -> x509.Certificate:
+    """cryptography's object for a certificate that parsed; the recently used ones stay loaded (anchors
+    and intermediates are asked for again and again, a leaf only when its chain is analysed)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        return x509.load_der_x509_certificate(der)
+
+
+def _parse_der(der: bytes) -> CertFacts:
+    fingerprint = hashlib.sha256(der).hexdigest()
+    try:
+        cert = load_certificate(der)  # the object stays loaded for the verdict that follows a first sight
+    except ValueError as exc:
+        return _unparseable(fingerprint, f"not a DER certificate: {exc}")
+    try:
+        return _facts(cert, fingerprint)
+    except (ValueError, TypeError, UnsupportedAlgorithm, x509.DuplicateExtension) as exc:
+        return _unparseable(fingerprint, f"malformed certificate: {exc}")
+
+
+def facts_of(der: bytes) -> CertFacts:
+    return parse_der(der).facts
+
+
+def _unparseable(fingerprint: str, error: str) -> CertFacts:
+    return CertFacts(
+        fingerprint_sha256=fingerprint,
+        subject="",
+        issuer="",
+        serial="",
+        not_before=0.0,
+        not_after=0.0,
+        dns_names=(),
+        ip_addresses=(),
+        common_name="",
+        key="unknown",
+        key_bits=0,
+        signature_algorithm="unknown",
+        signature_hash="",
+        is_ca=False,
+        self_issued=False,
+        parse_error=error,
+    )
+
+
+def _facts(cert: x509.Certificate, fingerprint: str) -> CertFacts:
+    dns_names: tuple[str, ...] = ()
+    ips: tuple[str, ...] = ()
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        dns_names = tuple(str(name) for name in san.get_values_for_type(x509.DNSName))
+        ips = tuple(str(ip) for ip in san.get_values_for_type(x509.IPAddress))
+    except x509.ExtensionNotFound:
+        pass
+    is_ca = False
+    try:
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        pass
+    urls: tuple[str, ...] = ()
+    try:
+        aia = cert.extensions.get_extension_for_class(x509.AuthorityInformationAccess).value
+        urls = tuple(
+            str(desc.access_location.value)
+            for desc in aia
+            if desc.access_method == AuthorityInformationAccessOID.CA_ISSUERS
+            and isinstance(desc.access_location, x509.UniformResourceIdentifier)
+        )
+    except x509.ExtensionNotFound:
+        pass
+    crl_urls = _crl_urls(cert)
+    key, bits = describe_key(cert)
+    try:
+        hash_algorithm = cert.signature_hash_algorithm
+        signature_hash = hash_algorithm.name.lower() if hash_algorithm else ""
+    except UnsupportedAlgorithm:
+        signature_hash = "unknown"
+    serial = cert.serial_number
+    common_names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return CertFacts(
+        fingerprint_sha256=fingerprint,
+        subject=cert.subject.rfc4514_string(),
+        issuer=cert.issuer.rfc4514_string(),
+        serial=format(serial, "x") if serial >= 0 else "-" + format(-serial, "x"),
+        not_before=cert.not_valid_before_utc.timestamp(),
+        not_after=cert.not_valid_after_utc.timestamp(),
+        dns_names=dns_names,
+        ip_addresses=ips,
+        common_name=str(common_names[0].value) if common_names else "",
+        key=key,
+        key_bits=bits,
+        signature_algorithm=_signature_algorithm_name(cert),
+        signature_hash=signature_hash,
+        is_ca=is_ca,
+        self_issued=cert.subject == cert.issuer,
+        ca_issuers_urls=urls,
+        crl_urls=crl_urls,
+    )
+
+
+def _crl_urls(cert: x509.Certificate) -> tuple[str, ...]:
+    """HTTP(S) URLs of the CRL distribution points (full names; relative names and LDAP are skipped)."""
+    try:
+        points = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    except x509.ExtensionNotFound:
+        return ()
+    return tuple(
+        str(name.value)
+        for point in points
+        for name in point.full_name or ()
+        if isinstance(name, x509.UniformResourceIdentifier)
+        and str(name.value).lower().startswith(("http://", "https://"))
+    )
+
+
+_CURVE_NAMES = {"secp256r1": "P256", "secp384r1": "P384", "secp521r1": "P521", "secp224r1": "P224"}
+
+
+def describe_key(cert: x509.Certificate) -> tuple[str, int]:
+    """("EC-P256", 256), ("RSA-2048", 2048), ("Ed25519", 256)..."""
+    try:
+        key = cert.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        return "unknown", 0
+    if isinstance(key, rsa.RSAPublicKey):
+        return f"RSA-{key.key_size}", key.key_size
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        curve = _CURVE_NAMES.get(key.curve.name, key.curve.name)
+        return f"EC-{curve}", key.curve.key_size
+    if isinstance(key, ed25519.Ed25519PublicKey):
+        return "Ed25519", 256
+    if isinstance(key, ed448.Ed448PublicKey):
+        return "Ed448", 456
+    if isinstance(key, dsa.DSAPublicKey):
+        return f"DSA-{key.key_size}", key.key_size
+    return type(key).__name__, 0
+
+
+def _signature_algorithm_name(cert: x509.Certificate) -> str:
+    oid = cert.signature_algorithm_oid
+    return getattr(oid, "_name", None) or oid.dotted_string
+
+
+# --------------------------------------------------------------------------------------------------
+# Trust store
+
+
+@dataclass(frozen=True, eq=False)
+class TrustStore:
+    """Trust anchors by subject, for diagnosis (OpenSSL remains the judge of trust)."""
+
+    description: str
+    anchors: tuple[Parsed, ...]
+    _fingerprints: frozenset[str] = field(init=False, repr=False)
+    _by_subject: dict[str, tuple[Parsed, ...]] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        by_subject: dict[str, list[Parsed]] = {}
+        for anchor in self.anchors:
+            if anchor.ok:
+                by_subject.setdefault(anchor.facts.subject, []).append(anchor)
+        object.__setattr__(self, "_fingerprints", frozenset(a.facts.fingerprint_sha256 for a in self.anchors))
+        object.__setattr__(self, "_by_subject", {name: tuple(found) for name, found in by_subject.items()})
+
+    @classmethod
+    def from_pem(cls, data: bytes, description: str) -> TrustStore:
+        return cls(description, tuple(load_pem_bundle(data)))
+
+    def fingerprints(self) -> frozenset[str]:
+        return self._fingerprints
+
+    def issuers_of(self, cert: Parsed) -> tuple[Parsed, ...]:
+        """The anchors named as the certificate's issuer (whether they signed it is for is_issued_by)."""
+        return self._by_subject.get(cert.facts.issuer, ())
+
+
+def load_pem_bundle(data: bytes) -> list[Parsed]:
+    """Every certificate in a PEM bundle; DER if it is not PEM at all; PKCS#7 (AIA .p7c) too."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        return _load_bundle(data)
+
+
+def _load_bundle(data: bytes) -> list[Parsed]:
+    from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+
+    if b"-----BEGIN" in data:
+        try:
+            certs = x509.load_pem_x509_certificates(data)
+        except ValueError:
+            try:
+                certs = pkcs7.load_pem_pkcs7_certificates(data)
+            except ValueError:
+                return []
+    else:
+        try:
+            return [parse_der(x509.load_der_x509_certificate(data).public_bytes(Encoding.DER))]
+        except ValueError:
+            try:
+                certs = pkcs7.load_der_pkcs7_certificates(data)
+            except ValueError:
+                return []
+    return [parse_der(cert.public_bytes(Encoding.DER)) for cert in certs]

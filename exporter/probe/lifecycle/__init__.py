@@ -1,0 +1,7 @@
+"""Around the chain, never part of ``probe_success``: the checks (``checks``), the CRL and AIA fetchers
+with their bounded caches (``crl``, ``aia``, ``fetch``, ``cache``) and the TLS 1.0/1.1 handshake
+(``legacy``)."""
+
+from exporter.probe.lifecycle.checks import LEGACY_TLS_INTERVAL, Lifecycle
+
+__all__ = ["LEGACY_TLS_INTERVAL", "Lifecycle"]
