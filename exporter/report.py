@@ -83,6 +83,7 @@ from enum import IntEnum
 from typing import Any
 
 from exporter.brokerfixes import tailor
+from exporter.certs.interception import interception_product
 from exporter.config import BrokerConfig
 from exporter.probe.wire.mqtt import PROTOCOL_5, connack_meaning
 from exporter.results import (
@@ -181,6 +182,8 @@ def problem_fix(problem: Problem, result: ProbeResult, broker: BrokerConfig) -> 
                 "check the clocks of this machine and of the CA that issued it (NTP); if the start date is "
                 "intended, wait for it, or reissue the certificate valid from now and reload the broker"
             )
+        case Problem.SELF_SIGNED if interception_product(chain):
+            return _interception_fix(interception_product(chain))
         case Problem.SELF_SIGNED:
             return (
                 "replace it with a certificate issued by a CA your clients trust; if it is self-signed on "
@@ -225,9 +228,20 @@ def problem_fix(problem: Problem, result: ProbeResult, broker: BrokerConfig) -> 
     return ""
 
 
+def _interception_fix(product: str) -> str:
+    return (
+        f"the certificate comes from {product}, which inspects TLS between this machine and the broker, not "
+        "from the broker: exempt the broker's host and port from TLS inspection (MQTT clients that verify "
+        "certificates fail the same way); trust the inspection CA only if clients are meant to go through it"
+    )
+
+
 def _unknown_ca_fix(chain: Sequence[CertFacts]) -> str:
     if not chain:
         return f"give clients the certificate of the CA that issued it as their cafile ({CAFILE_HOWTO})"
+    product = interception_product(chain)
+    if product:
+        return _interception_fix(product)
     top = chain[-1]
     if top.self_issued:
         root = display_name(top.subject)

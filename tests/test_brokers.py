@@ -25,16 +25,16 @@ import pytest
 from exporter import check
 from exporter.brokerfixes import MOSQUITTO_ONLY
 from exporter.config import BrokerConfig, MqttSettings, RoundtripSettings, Secret, Target, TlsSettings
-from exporter.lab.amqtt import Amqtt, amqtt_available
-from exporter.lab.daemon import LabBroker, LabBrokerError
 from exporter.lab.pki import Pki
-from exporter.lab.rabbitmq import RabbitMQ, RabbitTls, RabbitUser, rabbitmq_binary
 from exporter.probe import Prober
 from exporter.probe.wire.connection import connect
 from exporter.probe.wire.tls import ClientCertificateRequired, TlsSession, client_context
 from exporter.report import build_report, failure_finding
 from exporter.results import ProbeResult
 from tests.conftest import Lab
+from tests.lab.amqtt import Amqtt, amqtt_available
+from tests.lab.daemon import LabBroker, LabBrokerError
+from tests.lab.rabbitmq import RabbitMQ, RabbitTls, RabbitUser, rabbitmq_binary
 
 PASSWORD = "s3cret-Broker-pa55-never-logged"
 WRONG = "wrong-Pa55-also-never-logged"

@@ -6,7 +6,7 @@ import re
 import time
 from pathlib import Path
 
-from exporter import collector
+from exporter import families
 from exporter.config import BrokerConfig, Target
 from exporter.report import build_report
 from exporter.results import Phase, ProbeResult
@@ -51,7 +51,7 @@ WHERE_IN_JSON = {
 
 
 def test_every_broker_metric_has_its_place_in_the_json_document() -> None:
-    source = Path(collector.__file__).read_text()
+    source = Path(families.__file__).read_text()
     metrics = set(re.findall(r'"(mqtt_broker_[a-z_]+)"', source))
     assert metrics == set(WHERE_IN_JSON), "a new per-broker metric: give it a key in check's JSON document"
     broker = BrokerConfig("b", Target("localhost", 8883))

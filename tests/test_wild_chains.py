@@ -135,3 +135,18 @@ def test_weak_signatures_do_not_confuse_the_chain_analysis(
     )
     assert verdict.problems == (Problem.WEAK_SIGNATURE,)
     assert verdict.anchor is not None and verdict.anchor.common_name == "Wild Root CA"
+
+
+async def test_a_leaf_from_an_interception_root_says_what_is_in_between(
+    pki: Pki, cas: tuple[Issued, Issued]
+) -> None:
+    root, _ = cas
+    # what a TLS-inspecting gateway answers in the broker's place: a leaf for the name, from its own CA
+    zscaler = pki.root("Zscaler Root CA")
+    minted = pki.leaf("minted-for-the-broker", zscaler)
+    result, broker = await _probe(minted.chain_path(), minted.key_path, root)
+    assert result.tls is not None and Problem.UNKNOWN_CA in result.tls.verdict.problems
+    report = build_report(result, broker, warn_days=30, now=time.time())
+    fix = dict(report.problems)[Problem.UNKNOWN_CA].fix
+    assert "Zscaler" in fix and "exempt the broker" in fix
+    assert "give clients its certificate" not in fix

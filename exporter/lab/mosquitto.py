@@ -36,11 +36,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 
-from exporter.lab.daemon import log_tail
 from exporter.lab.ports import free_port, port_open
 
 DEFAULT_BINARY = "/usr/sbin/mosquitto"
 STOP_GRACE_SECONDS = 5.0
+LOG_TAIL_LINES = 25
 ANCHOR_LISTENER = "_anchor"  # hidden plaintext listener for all-websockets brokers
 _PORT_TAKEN_MARKERS = ("Address already in use", "Unable to create websockets listener")
 # mosquitto_passwd (2.0) writes "$7$" lines: PBKDF2-HMAC-SHA512, 101 iterations, 12-byte salt, 64-byte hash.
@@ -182,6 +182,14 @@ def _conf_path(path: Path, *, keep_symlinks: bool = False) -> str:
 
 def _format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return "(no log written)"
+    return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
 
 
 def _terminate(process: subprocess.Popen[bytes], log: IO[bytes]) -> None:

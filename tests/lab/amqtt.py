@@ -19,8 +19,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from exporter.lab.daemon import LabBroker, LabBrokerError, LabProcess
 from exporter.lab.ports import free_port
+from tests.lab.daemon import LabBroker, LabBrokerError, LabProcess
 
 _BOOTSTRAP = """\
 import json, sys

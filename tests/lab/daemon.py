@@ -16,22 +16,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
+from exporter.lab.mosquitto import log_tail
 from exporter.lab.ports import port_open
 
 STOP_GRACE_SECONDS = 10.0
-LOG_TAIL_LINES = 30
 
 
 class LabBrokerError(RuntimeError):
     """A lab broker could not be started (the message carries the tail of its log)."""
-
-
-def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except FileNotFoundError:
-        return "(no log written)"
-    return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
 
 
 def _stop_group(process: subprocess.Popen[bytes], log: IO[bytes]) -> None:

@@ -26,8 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.lab.daemon import LabBroker, LabBrokerError, LabProcess
 from exporter.lab.ports import free_port
+from tests.lab.daemon import LabBroker, LabBrokerError, LabProcess
 
 SERVER_BINARY = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 SERVICE_USER = "rabbitmq"
