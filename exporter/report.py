@@ -340,6 +340,10 @@ FAILURE_FIXES: Mapping[str, str] = {
 }
 
 
+_SMALL_KEY_FIX = (
+    "reissue the broker's certificate with an RSA key of 2048 bits or more, or EC P-256, and reload the "
+    "broker: no TLS version or cipher setting makes this key usable for current clients"
+)
 _WEBSOCKET_AUTH_FIX = (
     "the broker did not accept the credentials (RabbitMQ's Web-MQTT says 'unauthenticated' for a wrong "
     "username or password, an unknown user, or a user without access to the vhost): check {howto}, and "
@@ -354,6 +358,12 @@ def failure_finding(failure: Failure, result: ProbeResult, broker: BrokerConfig)
         return _client_certificate_finding(kind, broker)
     if kind == "mqtt/refused":
         return _refused_finding(kind, failure, result, broker)
+    if (
+        kind == "tls/handshake_failure"
+        and result.tls is not None
+        and Problem.WEAK_KEY in result.tls.verdict.problems
+    ):
+        return Finding(kind, failure.detail, _SMALL_KEY_FIX)
     if kind == "mqtt/websocket_closed" and "auth" in failure.detail.lower():
         return Finding(kind, failure.detail, _WEBSOCKET_AUTH_FIX.format(howto=CREDENTIALS_HOWTO))
     fix = FAILURE_FIXES.get(kind, "see the broker's log")

@@ -35,8 +35,8 @@ def cas(pki: Pki) -> tuple[Issued, Issued]:
     return root, pki.intermediate("Wild Intermediate CA", root, key="rsa2048")
 
 
-def _serve(cert: Path, key: Path) -> Iterator[str]:
-    server = HostileServer(after_tls(lambda _: CONNACK), cert=cert, key=key).start()
+def _serve(cert: Path, key: Path, ciphers: str | None = None) -> Iterator[str]:
+    server = HostileServer(after_tls(lambda _: CONNACK), cert=cert, key=key, ciphers=ciphers).start()
     try:
         yield server.address
     finally:
@@ -55,8 +55,10 @@ def _broker(address: str, root: Issued) -> BrokerConfig:
     )
 
 
-async def _probe(cert: Path, key: Path, root: Issued) -> tuple[ProbeResult, BrokerConfig]:
-    for address in _serve(cert, key):
+async def _probe(
+    cert: Path, key: Path, root: Issued, ciphers: str | None = None
+) -> tuple[ProbeResult, BrokerConfig]:
+    for address in _serve(cert, key, ciphers):
         broker = _broker(address, root)
         return await Prober().probe(broker), broker
     raise AssertionError("not served")
@@ -150,3 +152,18 @@ async def test_a_leaf_from_an_interception_root_says_what_is_in_between(
     fix = dict(report.problems)[Problem.UNKNOWN_CA].fix
     assert "Zscaler" in fix and "exempt the broker" in fix
     assert "give clients its certificate" not in fix
+
+
+async def test_a_512_bit_rsa_key_is_named_as_the_cause_of_the_failed_handshake(
+    pki: Pki, cas: tuple[Issued, Issued]
+) -> None:
+    root, inter = cas
+    leaf = pki.leaf("rsa-512", inter, key="rsa512")
+    result, broker = await _probe(leaf.chain_path(inter), leaf.key_path, root, ciphers="DEFAULT:@SECLEVEL=0")
+    assert result.failure is not None
+    assert (result.failure.stage.value, result.failure.reason.value) == ("tls", "handshake_failure")
+    assert "RSA-512 key" in result.failure.detail
+    assert result.tls is not None and result.tls.chain[0].key == "RSA-512"  # the chain is reported
+    report = build_report(result, broker, warn_days=30, now=time.time())
+    assert report.failure is not None and "2048 bits" in report.failure.fix
+    assert "cipher in common" not in report.failure.fix

@@ -247,13 +247,13 @@ def _check_certificate(
         add(Problem.EXPIRED, f"{label} expired on {_when(facts.not_after)}")
     if facts.not_before > now:
         add(Problem.NOT_YET_VALID, f"{label} is not valid before {_when(facts.not_before)}")
-    if facts.key_bits and _weak_key(facts):
+    if facts.key_bits and weak_key(facts):
         add(Problem.WEAK_KEY, f"{label} has a {facts.key} key, too small for OpenSSL's default level")
     if facts.signature_hash in WEAK_HASHES and not facts.self_issued:
         add(Problem.WEAK_SIGNATURE, f"{label} is signed with {facts.signature_hash.upper()}")
 
 
-def _weak_key(facts: CertFacts) -> bool:
+def weak_key(facts: CertFacts) -> bool:
     if facts.key.startswith(("RSA-", "DSA-")):
         return facts.key_bits < MIN_RSA_BITS
     if facts.key.startswith("EC-"):

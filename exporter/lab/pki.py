@@ -30,7 +30,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 _WEAK_DIGESTS: dict[str, type[hashes.HashAlgorithm]] = {"sha1": hashes.SHA1, "md5": hashes.MD5}
 
-KEY_TYPES = ("ec256", "ec384", "rsa1024", "rsa2048", "ed25519")
+KEY_TYPES = ("ec256", "ec384", "rsa512", "rsa1024", "rsa2048", "ed25519")
 ORGANIZATION = "mqtt-cert-exporter lab"
 # Certificates start a little in the past so clocks that disagree by a few minutes still accept them.
 BACKDATE = timedelta(minutes=5)
@@ -65,6 +65,8 @@ def generate_key(key: str) -> PrivateKey:
             return ec.generate_private_key(ec.SECP256R1())
         case "ec384":
             return ec.generate_private_key(ec.SECP384R1())
+        case "rsa512":
+            return _openssl_rsa512()
         case "rsa1024":
             return rsa.generate_private_key(public_exponent=65537, key_size=1024)
         case "rsa2048":
@@ -72,6 +74,18 @@ def generate_key(key: str) -> PrivateKey:
         case "ed25519":
             return ed25519.Ed25519PrivateKey.generate()
     raise ValueError(f"unknown key type {key!r}; expected one of {', '.join(KEY_TYPES)}")
+
+
+def _openssl_rsa512() -> rsa.RSAPrivateKey:
+    """cryptography will not generate an RSA key under 1024 bits; the openssl command will (found in the
+    wild: a key too small for TLS 1.3)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("an rsa512 key needs the openssl command (Debian package openssl)")
+    pem = subprocess.run([openssl, "genrsa", "512"], capture_output=True, check=True).stdout
+    key = serialization.load_pem_private_key(pem, password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    return key
 
 
 def _signature_hash(signer: PrivateKey) -> hashes.SHA256 | None:

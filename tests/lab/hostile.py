@@ -86,6 +86,8 @@ class HostileServer:
     handler: Handler
     cert: Path | None = None
     key: Path | None = None
+    #: the server's OpenSSL cipher string ("DEFAULT:@SECLEVEL=0" lets it load weak keys)
+    ciphers: str | None = None
     host: str = "127.0.0.1"
     port: int = 0
     _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False)
@@ -104,6 +106,8 @@ class HostileServer:
             context = None
             if self.cert is not None:
                 context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                if self.ciphers:
+                    context.set_ciphers(self.ciphers)
                 context.load_cert_chain(self.cert, self.key)
             self._server = await asyncio.start_server(self._guarded, self.host, self.port, ssl=context)
             self.port = self._server.sockets[0].getsockname()[1]
