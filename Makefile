@@ -33,7 +33,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-## test: lint, type-check and the whole suite (real Mosquitto, RabbitMQ, amqtt, Prometheus and promtool)
+## test: lint, type-check and the whole suite (real Mosquitto, RabbitMQ, amqtt, ejabberd, Prometheus, promtool)
 ## (the container engine and kubectl are optional: without them tests/test_image.py and the kustomize
 ## check skip, saying why)
 test: venv system-packages lint

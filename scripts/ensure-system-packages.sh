@@ -16,7 +16,8 @@
 #                                      kubernetes-client), when no kubectl is installed
 #   ensure-system-packages.sh brokers  brokers other than Mosquitto that the suite probes for real:
 #                                      RabbitMQ with its MQTT plugins (package rabbitmq-server, whose
-#                                      start script lives in /usr/lib/rabbitmq/bin)
+#                                      start script lives in /usr/lib/rabbitmq/bin) and ejabberd's
+#                                      mod_mqtt (package ejabberd)
 #
 # Mosquitto lives in /usr/sbin, which a normal user's PATH usually lacks: sbin directories are
 # checked too. Idempotent and quiet when everything is present. As root with apt-get: installs what is
@@ -45,7 +46,12 @@ for group in "$@"; do
             )
             ;;
         venv) requirements+=("venv:python3-venv") ;;
-        brokers) requirements+=("/usr/lib/rabbitmq/bin/rabbitmq-server:rabbitmq-server") ;;
+        brokers)
+            requirements+=(
+                "/usr/lib/rabbitmq/bin/rabbitmq-server:rabbitmq-server"
+                "ejabberdctl:ejabberd"
+            )
+            ;;
         bench)
             requirements+=(
                 "prometheus-blackbox-exporter:prometheus-blackbox-exporter"

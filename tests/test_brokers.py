@@ -1,5 +1,6 @@
-"""Brokers other than Mosquitto, for real: RabbitMQ 3.10 (MQTT and Web-MQTT plugins, MQTT 3.1.1 only) and
-amqtt 0.12 (MQTT 3.1.1 only), each started once per test session on ephemeral loopback ports.
+"""Brokers other than Mosquitto, for real: RabbitMQ 3.10 (MQTT and Web-MQTT plugins, MQTT 3.1.1 only),
+amqtt 0.12 (MQTT 3.1.1 only) and ejabberd 23.01 (mod_mqtt, MQTT 5), each started once per test session on
+ephemeral loopback ports.
 
 What a user relies on here: the verdicts are right on these brokers too, and a probe never leaves the
 probe's password in a broker's log (RabbitMQ logs a CONNECT it cannot parse byte by byte).
@@ -34,6 +35,7 @@ from exporter.results import ProbeResult
 from tests.conftest import Lab
 from tests.lab.amqtt import Amqtt, amqtt_available
 from tests.lab.daemon import LabBroker, LabBrokerError
+from tests.lab.ejabberd import Ejabberd, ejabberd_available
 from tests.lab.rabbitmq import RabbitMQ, RabbitTls, RabbitUser, rabbitmq_binary
 
 PASSWORD = "s3cret-Broker-pa55-never-logged"
@@ -73,10 +75,14 @@ class Running:
 
 
 def _running(kind: str, broker: LabBroker, ca_file: Path) -> Iterator[Running]:
-    try:
-        broker.start()
-    except LabBrokerError as exc:
-        pytest.fail(f"{kind} did not start: {exc}")
+    for attempt in (1, 2):  # a port picked free may be taken before the broker binds it: once more
+        try:
+            broker.start()
+            break
+        except LabBrokerError as exc:
+            broker.stop()
+            if attempt == 2:
+                pytest.fail(f"{kind} did not start: {exc}")
     try:
         yield Running(kind, broker, ca_file)
     finally:
@@ -124,7 +130,26 @@ def amqtt(broker_pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     yield from _running("amqtt", broker, root.cert_path)
 
 
-@pytest.fixture(params=["rabbitmq", "amqtt"])
+@pytest.fixture(scope="session")
+def ejabberd(broker_pki: Pki) -> Iterator[Running]:
+    if not ejabberd_available():
+        pytest.skip(
+            "ejabberd is not installed: bash scripts/ensure-system-packages.sh brokers (make test does)"
+        )
+    root = broker_pki.root("Ejabberd Root CA")
+    leaf = broker_pki.leaf("ejabberd", root)
+    broker = Ejabberd(certfile=leaf.cert_path, keyfile=leaf.key_path, users={"monitor": PASSWORD})
+    yield from _running("ejabberd", broker, root.cert_path)
+
+
+#: The MQTT version each broker speaks best, as ``auto`` must learn it
+SPEAKS = {"rabbitmq": "3.1.1", "amqtt": "3.1.1", "ejabberd": "5"}
+#: What each answers to a wrong password over mqtts: RabbitMQ 4 "bad user name or password", amqtt 5
+#: "not authorized" (for every failure), ejabberd (in v5) 0x87 "not authorized"
+WRONG_PASSWORD_CODE = {"rabbitmq": 4, "amqtt": 5, "ejabberd": 0x87}
+
+
+@pytest.fixture(params=["rabbitmq", "amqtt", "ejabberd"])
 def lab_broker(request: pytest.FixtureRequest) -> Running:
     broker: Running = request.getfixturevalue(request.param)
     return broker
@@ -149,7 +174,7 @@ async def test_healthy_broker_is_trusted_and_accepts_the_probe(lab_broker: Runni
 
 
 @pytest.mark.parametrize("wss", [False, True], ids=["mqtts", "wss"])
-async def test_auto_protocol_learns_311_and_never_leaves_the_password_in_the_log(
+async def test_auto_protocol_learns_the_version_and_never_leaves_the_password_in_the_log(
     lab_broker: Running, wss: bool
 ) -> None:
     prober = Prober()
@@ -158,7 +183,8 @@ async def test_auto_protocol_learns_311_and_never_leaves_the_password_in_the_log
     for _ in range(2):  # learned, then remembered
         result = await prober.probe(broker)
         assert summary(result) is None, result.failure
-        assert result.mqtt is not None and (result.mqtt.protocol, result.mqtt.connack_code) == ("3.1.1", 0)
+        expected = (SPEAKS[lab_broker.kind], 0)
+        assert result.mqtt is not None and (result.mqtt.protocol, result.mqtt.connack_code) == expected
     await prober.probe(lab_broker.config(wss=wss, password=WRONG))
     log = lab_broker.log()
     assert not password_in_log(log, PASSWORD)
@@ -190,7 +216,7 @@ async def test_wrong_password_is_named_with_what_the_broker_did(lab_broker: Runn
         assert summary(result) == ("mqtt", "refused")
         assert result.mqtt is not None
         # RabbitMQ: 4 "bad user name or password"; amqtt: 5 "not authorized" for every failure
-        assert result.mqtt.connack_code == (4 if lab_broker.kind == "rabbitmq" else 5)
+        assert result.mqtt.connack_code == WRONG_PASSWORD_CODE[lab_broker.kind]
     assert "password" in finding.fix
 
 

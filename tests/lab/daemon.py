@@ -8,8 +8,11 @@ the Erlang VM as a child), and nothing else.
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 import weakref
 from collections.abc import Mapping, Sequence
@@ -149,3 +152,41 @@ class LabBroker:
     @property
     def wss_url(self) -> str:
         return f"wss://{self.host}:{self.wss_port}{self.websocket_path}"
+
+
+class ServiceUserBroker(LabBroker):
+    """A broker from a Debian package, run as its service user when we are root, with all its state in a
+    fresh directory under /tmp (pytest's temporary directories are private to root). Subclasses name the
+    user and write their files into ``workdir``."""
+
+    service_user = ""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.workdir: Path | None = None
+
+    def make_workdir(self, prefix: str) -> Path:
+        self.workdir = Path(tempfile.mkdtemp(prefix=prefix))
+        self.workdir.chmod(0o755)
+        return self.workdir
+
+    def as_service_user(self, command: Sequence[str]) -> list[str]:
+        """``command`` as the service user (when root), the workdir handed over to it first."""
+        if os.geteuid() != 0:
+            return list(command)
+        assert self.workdir is not None
+        account = pwd.getpwnam(self.service_user)
+        for path in [self.workdir, *self.workdir.rglob("*")]:
+            os.chown(path, account.pw_uid, account.pw_gid)
+        return ["runuser", "-u", self.service_user, "--", *command]
+
+    def stop(self) -> None:
+        super().stop()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    def log_text(self) -> str:
+        if self.workdir is None:
+            return ""
+        return "\n".join(path.read_text(errors="replace") for path in sorted(self.workdir.rglob("*.log")))

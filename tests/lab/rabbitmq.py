@@ -18,16 +18,14 @@ import base64
 import hashlib
 import json
 import os
-import pwd
 import shutil
-import tempfile
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from exporter.lab.ports import free_port
-from tests.lab.daemon import LabBroker, LabBrokerError, LabProcess
+from tests.lab.daemon import LabBrokerError, LabProcess, ServiceUserBroker
 
 SERVER_BINARY = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 SERVICE_USER = "rabbitmq"
@@ -67,13 +65,15 @@ class RabbitTls:
     cacertfile: Path
 
 
-class RabbitMQ(LabBroker):
+class RabbitMQ(ServiceUserBroker):
     """One lab RabbitMQ node: MQTT over TLS (``mqtts_port``) and Web-MQTT over TLS (``wss_port``)."""
+
+    websocket_path = "/ws"
+    service_user = SERVICE_USER
 
     def __init__(self, tls: RabbitTls, users: Sequence[RabbitUser]) -> None:
         self.tls = tls
         self.users = tuple(users)
-        self.workdir: Path | None = None
         super().__init__()
 
     def start(self, timeout: float = 90) -> None:
@@ -82,35 +82,16 @@ class RabbitMQ(LabBroker):
             raise LabBrokerError(
                 "rabbitmq-server is not installed: bash scripts/ensure-system-packages.sh brokers"
             )
-        # Not under pytest's private temporary directory: the rabbitmq user must reach these files.
-        self.workdir = Path(tempfile.mkdtemp(prefix="mqtt-lab-rabbitmq-"))
-        self.workdir.chmod(0o755)
+        self.make_workdir("mqtt-lab-rabbitmq-")
         self.mqtts_port, self.wss_port, plain_ws, dist = (free_port(self.host) for _ in range(4))
         env = self._write_files(plain_ws, dist)
-        command = [binary]
-        if os.geteuid() == 0:
-            self._give_to_service_user()
-            command = [
-                "runuser",
-                "-u",
-                SERVICE_USER,
-                "--",
-                "env",
-                *(f"{k}={v}" for k, v in env.items()),
-                binary,
-            ]
+        # runuser resets the environment: the node's paths go on the command line too
+        command = self.as_service_user(["env", *(f"{k}={v}" for k, v in env.items()), binary])
+        assert self.workdir is not None
         self.process = LabProcess(
             command, self.workdir / "stdout.log", env=env, cwd=self.workdir, what="rabbitmq"
         )
         self.process.wait_for_ports([(self.host, self.mqtts_port), (self.host, self.wss_port)], timeout)
-
-    websocket_path = "/ws"
-
-    def stop(self) -> None:
-        super().stop()
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None
 
     def node_log_text(self) -> str:
         """The node's own log, in the order it logged (without the console and the upgrade log)."""
@@ -121,13 +102,6 @@ class RabbitMQ(LabBroker):
             for path in sorted((self.workdir / "log").glob("*.log"))
             if not path.name.endswith("_upgrade.log")
         )
-
-    def log_text(self) -> str:
-        """Everything the node logged so far (its log files and its console)."""
-        if self.workdir is None:
-            return ""
-        texts = [path.read_text(errors="replace") for path in sorted(self.workdir.rglob("*.log"))]
-        return "\n".join(texts)
 
     def _write_files(self, plain_ws_port: int, dist_port: int) -> dict[str, str]:
         assert self.workdir is not None
@@ -194,9 +168,3 @@ class RabbitMQ(LabBroker):
             "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": loopback_dist,
             "RABBITMQ_CTL_ERL_ARGS": loopback_dist,
         }
-
-    def _give_to_service_user(self) -> None:
-        assert self.workdir is not None
-        account = pwd.getpwnam(SERVICE_USER)
-        for path in [self.workdir, *self.workdir.rglob("*")]:
-            os.chown(path, account.pw_uid, account.pw_gid)
