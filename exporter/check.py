@@ -147,8 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--warn-days",
         type=_warn_days,
         metavar="DAYS",
-        default=DEFAULT_WARN_DAYS,
-        help=f"warn (exit 1) when a certificate expires within this many days (default: {DEFAULT_WARN_DAYS})",
+        default=None,
+        help="warn (exit 1) when a certificate expires within this many days (default: each broker's "
+        f"expiry_warning, as the alert rules use it: {DEFAULT_WARN_DAYS:g} days unless configured)",
     )
     parser.add_argument(
         "--color",
@@ -368,7 +369,7 @@ class Outcome:
 
 
 def run_checks(
-    brokers: Sequence[BrokerConfig], *, warn_days: float, concurrency: int = DEFAULT_CONCURRENCY
+    brokers: Sequence[BrokerConfig], *, warn_days: float | None, concurrency: int = DEFAULT_CONCURRENCY
 ) -> Outcome:
     results = eventloop.run(probe_all(brokers, concurrency=concurrency))
     now = time.time()

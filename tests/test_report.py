@@ -16,7 +16,7 @@ from dataclasses import replace
 import pytest
 
 from exporter.check import probe_all
-from exporter.config import BrokerConfig, MqttProtocol, MqttSettings, Target
+from exporter.config import BrokerConfig, ExpiryThreshold, MqttProtocol, MqttSettings, Target
 from exporter.report import (
     ANCHOR_FIX,
     CLIENT_CERT_FIX,
@@ -297,6 +297,24 @@ def test_warning_threshold_is_inclusive_and_skips_expired() -> None:
     result = _result(broker, None, tls=_tls(chain[:2]), mqtt=MqttFacts("5", 0))
     assert build_report(result, broker, warn_days=30, now=now).status is Status.WARNING
     assert build_report(result, broker, warn_days=29.9, now=now).status is Status.OK
+
+
+def test_without_warn_days_the_brokers_expiry_warning_is_the_threshold() -> None:
+    """check, demo and the status page warn where the alert rules do: at the broker's expiry_warning."""
+    now = 1_700_000_000.0
+    day = 86400.0
+    seven_day_leaf = _cert(not_before=now - 4 * day, not_after=now + 3 * day)
+    default = BrokerConfig("b", Target("localhost", 8883))
+    result = _result(default, None, tls=_tls([seven_day_leaf]), mqtt=MqttFacts("5", 0))
+    assert build_report(result, default, now=now).warn_days == 28  # expiry_warning's default
+    assert build_report(result, default, now=now).status is Status.WARNING
+    # a 7-day fleet warns at 33% of the lifetime (2.3 days): 3 days left is still fine
+    short = replace(default, expiry_warning=ExpiryThreshold(share=0.33))
+    report = build_report(result, short, now=now)
+    assert report.warn_days == pytest.approx(0.33 * 7) and report.status is Status.OK
+    assert build_report(
+        result, replace(short, expiry_warning=ExpiryThreshold(seconds=5 * day)), now=now
+    ).status is (Status.WARNING)
 
 
 def test_failure_outranks_warning(probed: Probed) -> None:

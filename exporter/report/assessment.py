@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
-from exporter.config import BrokerConfig
+from exporter.config import DEFAULT_EXPIRY_WARNING, BrokerConfig
 from exporter.report.fixes import (
     ANCHOR_FIX,
     CLIENT_CERT_FIX,
@@ -66,7 +66,19 @@ from exporter.results import (
     Stage,
 )
 
-DEFAULT_WARN_DAYS = 30
+#: The warning threshold when neither --warn-days nor the broker's expiry_warning gives one (the
+#: broker's threshold is a share of a lifetime not known yet): expiry_warning's own default.
+DEFAULT_WARN_DAYS = DEFAULT_EXPIRY_WARNING.seconds / 86400 if DEFAULT_EXPIRY_WARNING.seconds else 28.0
+
+
+def warning_days(result: ProbeResult, broker: BrokerConfig) -> float:
+    """The broker's ``expiry_warning`` in days, for this result's leaf (the alerts' own threshold)."""
+    chain = result.tls.chain if result.tls else ()
+    leaf = chain[0] if chain and not chain[0].parse_error else None
+    seconds = broker.expiry_warning.for_lifetime(None if leaf is None else leaf.not_after - leaf.not_before)
+    return DEFAULT_WARN_DAYS if seconds is None else seconds / 86400
+
+
 SECONDS_PER_DAY = 86400.0
 
 
@@ -258,9 +270,14 @@ def _expiry_headline(subject: str, cert: CertFacts, warn_days: float, now: float
     return f"{subject} expires {relative_days(left)}, within the {warn_days:g}-day warning threshold"
 
 
-def assess(result: ProbeResult, broker: BrokerConfig, *, warn_days: float, now: float) -> Assessment:
-    """The verdict on one probe of ``broker``: ``warn_days`` is the warning threshold, ``now`` the time the
-    days left are counted from."""
+def assess(
+    result: ProbeResult, broker: BrokerConfig, *, warn_days: float | None = None, now: float
+) -> Assessment:
+    """The verdict on one probe of ``broker``: ``warn_days`` is the warning threshold (None: the
+    broker's ``expiry_warning``, as the alert rules use it), ``now`` the time the days left are counted
+    from."""
+    if warn_days is None:
+        warn_days = warning_days(result, broker)
     renewed = renewed_on_disk(result, now)
     problems = _problem_findings(result, broker, renewed)
     failure = None
