@@ -159,7 +159,7 @@ def plan_kinds(brokers: int, black_holes_share: float, expired_share: float, see
 
 
 @contextlib.contextmanager
-def fleet(directory: Path, brokers: int, black_holes_share: float, expired_share: float) -> Iterator[Fleet]:
+def fleet(directory: Path, brokers: int, black_holes_share: float, expired_share: float) -> Iterator[Fleet]:  # noqa: C901 - debt: the fleet's brokers, kinds and listeners in one generator
     started = time.monotonic()
     kinds = plan_kinds(brokers, black_holes_share, expired_share)
     now = dt.datetime.now(dt.UTC)
@@ -191,7 +191,7 @@ def fleet(directory: Path, brokers: int, black_holes_share: float, expired_share
             processes.append(mosquitto)
         addresses: dict[str, str] = {}
         for mosquitto in processes:
-            for listener in mosquitto._listeners:
+            for listener in mosquitto._listeners:  # noqa: SLF001 - the lab's listener list, read by the benchmark only
                 addresses[listener.name] = mosquitto.address(listener.name)
         holes = [BlackHole() for _ in range(min(kinds.count("black_hole"), MAX_BLACK_HOLE_PORTS))]
         entries: list[BenchBroker] = []
@@ -544,7 +544,7 @@ _RESULTS = (
 )
 
 
-def run_exporter(
+def run_exporter(  # noqa: PLR0915 - debt: one step per exporter flag and readiness check
     fleet: Fleet, workdir: Path, *, concurrency: int, timeout: float, interval: float, profile: bool
 ) -> ExporterRun:
     workdir.mkdir(parents=True, exist_ok=True)

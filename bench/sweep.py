@@ -63,11 +63,23 @@ def main() -> None:
         try:
             tls = TlsSettings(ca_file=str(root.cert_path), server_name="localhost")
             brokers = [
-                BrokerConfig(f"b{i}", Target("127.0.0.1", mosquitto.port(f"b{i}")), 3600, args.timeout, tls)
+                BrokerConfig(
+                    name=f"b{i}",
+                    target=Target("127.0.0.1", mosquitto.port(f"b{i}")),
+                    interval=3600,
+                    timeout=args.timeout,
+                    tls=tls,
+                )
                 for i in range(live)
             ]
             brokers += [
-                BrokerConfig(f"hole{i}", Target("127.0.0.1", hole.port), 3600, args.timeout, tls)
+                BrokerConfig(
+                    name=f"hole{i}",
+                    target=Target("127.0.0.1", hole.port),
+                    interval=3600,
+                    timeout=args.timeout,
+                    tls=tls,
+                )
                 for i, hole in enumerate(holes)
             ]
             cpu = time.process_time()

@@ -152,9 +152,10 @@ def bcrypt_guesses(workdir: Path) -> str:
         guesser = threading.Thread(target=guess)
         guesser.start()
         time.sleep(1)
-        scrapes = [
-            timed_get(url + "/metrics", {"Authorization": token})[1] for _ in range(50) if not time.sleep(0.1)
-        ]
+        scrapes = []
+        for _ in range(50):
+            time.sleep(0.1)
+            scrapes.append(timed_get(url + "/metrics", {"Authorization": token})[1])
         stop.set()
         guesser.join()
         time.sleep(5)  # let the queued guesses drain

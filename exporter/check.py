@@ -15,10 +15,10 @@ With ``--config.file`` every configured broker is probed (concurrently), or only
 
 Output:
 
-* ``text`` (default): one report per broker (see ``exporter.report``); with several brokers a final line
+* ``text`` (default): one report per broker (``exporter.report.text``); with several brokers a final line
   counts them by status. Colour when stdout is a terminal and ``NO_COLOR`` is not set (``--color``
   overrides).
-* ``json``: for an address, one JSON object (the document described in ``exporter.report``); for
+* ``json``: for an address, one JSON object (the document described in docs/check.md); for
   ``--config.file``, always a JSON array of such objects (also when ``--broker`` selects one), in
   configuration order. Nothing else is written to stdout.
 
@@ -36,10 +36,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import logging
 import os
 import re
+import select
 import ssl
 import sys
 import time
@@ -165,8 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--warn-days",
         type=_warn_days,
         metavar="DAYS",
-        default=DEFAULT_WARN_DAYS,
-        help=f"warn (exit 1) when a certificate expires within this many days (default: {DEFAULT_WARN_DAYS})",
+        default=None,
+        help="warn (exit 1) when a certificate expires within this many days (default: each broker's "
+        f"expiry_warning, as the alert rules use it: {DEFAULT_WARN_DAYS:g} days unless configured)",
     )
     parser.add_argument(
         "--color",
@@ -396,7 +399,7 @@ class Outcome:
 def run_checks(
     brokers: Sequence[BrokerConfig],
     *,
-    warn_days: float,
+    warn_days: float | None,
     concurrency: int = DEFAULT_CONCURRENCY,
     legacy_tls: bool = False,
 ) -> Outcome:
@@ -444,6 +447,26 @@ def main(argv: Sequence[str], *, stdout: TextIO | None = None, stderr: TextIO | 
         print(f"{parser.prog}: internal error: {type(exc).__name__}: {exc}", file=err)
         return int(Status.UNKNOWN)
     colour = use_colour(args.color, isatty=out.isatty(), environ=os.environ)
-    out.write(render(outcome, output=args.output, several=args.config_file is not None, colour=colour))
-    out.flush()
+    write_all(out, render(outcome, output=args.output, several=args.config_file is not None, colour=colour))
     return int(outcome.status)
+
+
+def write_all(out: TextIO, text: str) -> None:
+    """All of ``text``, also to a pipe whose reader is slow: after a run on uvloop, a large write through
+    ``sys.stdout`` to a full pipe came back short (65,536 bytes of a 200,000-byte report reached the
+    reader, no error raised). ``os.write`` reports each partial write; the loop sends the rest."""
+    try:
+        descriptor = out.fileno()
+    except (OSError, ValueError, io.UnsupportedOperation):  # a StringIO (tests, embedding)
+        out.write(text)
+        out.flush()
+        return
+    out.flush()
+    data = memoryview(text.encode(getattr(out, "encoding", None) or "utf-8"))
+    while data:
+        try:
+            written = os.write(descriptor, data)
+        except BlockingIOError:
+            select.select([], [descriptor], [])
+            continue
+        data = data[written:]

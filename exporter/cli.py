@@ -153,16 +153,9 @@ def serve_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config.check", dest="config_check", action="store_true", help="validate the configuration and exit"
     )
-    add_logging_flags(parser)
+    logs.add_logging_flags(parser)
     parser.add_argument("--version", action="version", version=version_text(build_info()))
     return parser
-
-
-def add_logging_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"]
-    )
-    parser.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
 
 
 def serve(argv: Sequence[str]) -> int:

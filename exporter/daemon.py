@@ -21,6 +21,7 @@ from exporter.probe import Prober
 from exporter.results import ProbeResult
 from exporter.scheduler import Scheduler
 from exporter.selfmetrics import TroubleCollector
+from exporter.status.routes import StatusSource, latest_results, status_routes
 from exporter.store import ResultStore
 from exporter.web import WebState, build_app
 from exporter.webconfig import WebConfig
@@ -198,6 +199,14 @@ class Daemon:
             broker_text=self.exposition.render,
             probe=probe,
             telemetry_path=self.options.telemetry_path,
+            pages=status_routes(
+                StatusSource(
+                    brokers=lambda: self.brokers,
+                    results=lambda: latest_results(self.store),
+                    modules=lambda: [name for name, _ in self.config.modules],
+                    probe_patterns=self.options.allowed_targets,
+                )
+            ),
         )
         webserver.quiet_bad_requests()
         runner = web.AppRunner(

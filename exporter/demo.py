@@ -3,14 +3,15 @@
 It makes a throw-away CA and certificates in a temporary directory, starts one local Mosquitto with a
 loopback listener per demo broker (good, expiring in 10 days, expired, untrusted CA, wrong hostname,
 missing intermediate, password auth), writes the matching config.yaml next to them, runs the exporter
-on it (serve mode, in this process) and prints the URL of /metrics, the `check` report of every demo
-broker and how to stop.
+on it (serve mode, in this process) and prints, first, the URL of the status page (``/``), then the
+`check` report of every demo broker, the URL of /metrics and how to stop.
 
 Ctrl-C or SIGTERM stops the exporter and Mosquitto and removes the temporary directory. Lines a script
 (or the tests) can rely on, each at the start of a line of stdout::
 
     temporary directory: /tmp/mqtt-cert-exporter-demo-XXXX
     mosquitto pid: 12345
+    status page: http://127.0.0.1:9883/
     metrics: http://127.0.0.1:9883/metrics
 """
 
@@ -35,10 +36,9 @@ from typing import Any
 
 from exporter import eventloop, logs
 from exporter.check import probe_all, use_colour
-from exporter.cli import add_logging_flags
 from exporter.config import Config, ConfigError, load_config
 from exporter.lab import Listener, Mosquitto, MosquittoError, Pki, make_password_file, mosquitto_binary
-from exporter.report import DEFAULT_WARN_DAYS, build_report, summary_line
+from exporter.report import build_report, summary_line
 from exporter.scheduler import DEFAULT_CONCURRENCY
 from exporter.web import parse_listen_address
 
@@ -102,7 +102,7 @@ def make_demo_brokers(directory: Path, now: dt.datetime) -> DemoSetup:
         DemoBroker("good", "valid chain from the demo CA: the probe succeeds", good),
         DemoBroker(
             "expiring",
-            f"expires in 10 days: a warning with `check --warn-days {DEFAULT_WARN_DAYS}`",
+            "expires in 10 days: a critical alert, a warning in `check` (threshold: expiry_warning, 28 days)",
             served("expiring", not_after=now + dt.timedelta(days=10)),
         ),
         DemoBroker(
@@ -178,9 +178,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"[host]:port to serve /metrics on (default {DEFAULT_LISTEN_ADDRESS}; port 0 picks a free one)",
     )
     parser.add_argument(
-        "--warn-days", type=float, default=DEFAULT_WARN_DAYS, help="warning threshold of the printed reports"
+        "--warn-days",
+        type=float,
+        default=None,
+        help="warning threshold of the printed reports (default: each broker's expiry_warning)",
     )
-    add_logging_flags(parser)
+    logs.add_logging_flags(parser)
     # The printed reports say what the exporter's per-broker warnings would; --log.level info shows them.
     parser.set_defaults(log_level="error")
     return parser
@@ -293,7 +296,7 @@ async def _serve(
     config_path: Path,
     config: Config,
     listen_address: str,
-    warn_days: float,
+    warn_days: float | None,
     mosquitto_pid: int,
     workdir: Path,
 ) -> int:
@@ -328,6 +331,9 @@ async def _serve(
         )
         return 1
     url = _shown_url(found.result())
+    status_url = url.removesuffix("metrics")
+    _say(f"status page: {status_url}   <- open it in a browser")
+    _say()
 
     checking = asyncio.create_task(probe_all(config.brokers))
     running: set[asyncio.Future[Any]] = {serving, checking}
@@ -343,6 +349,7 @@ async def _serve(
             _say(report.text(colour=colour))
         _say(summary_line(reports, colour=colour))
         _say()
+        _say(f"status page: {status_url}")
         _say(f"metrics: {url}")
         _say(f"  see it:      curl -s {url} | grep -E '^mqtt_broker_(probe_success|tls_trust_problem)'")
         _say(f"  check again: {_own_command()} check --config.file {config_path}")

@@ -8,6 +8,7 @@ never reach a terminal or split a line, and a value is cut at ``MAX_VALUE_CHARS`
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
@@ -99,6 +100,14 @@ class JsonFormatter(logging.Formatter):
             for key, value in _fields(record).items()
         }
         return json.dumps(fields)
+
+
+def add_logging_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags every subcommand that logs takes; ``configure`` gets their values."""
+    parser.add_argument(
+        "--log.level", dest="log_level", default="info", choices=["debug", "info", "warn", "error"]
+    )
+    parser.add_argument("--log.format", dest="log_format", default="logfmt", choices=["logfmt", "json"])
 
 
 def configure(level: str = "info", fmt: str = "logfmt") -> None:

@@ -172,7 +172,7 @@ def _refuse(status: int, message: str) -> web.Response:
     return web.Response(status=status, text=message + "\n")
 
 
-def probe_handler(
+def probe_handler(  # noqa: C901, PLR0915 - debt: target checks, module choice, probe and response in one handler
     config: Callable[[], Config],
     prober: Prober,
     allowed: AllowList | Iterable[str],

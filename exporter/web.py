@@ -33,7 +33,7 @@ class WebState:
         self.metrics_render_seconds = 0.0
 
 
-def build_app(
+def build_app(  # noqa: C901 - counts the small handler closures over the app's state
     registry: CollectorRegistry,
     state: WebState,
     *,
@@ -42,7 +42,10 @@ def build_app(
     probe: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None,
     broker_text: Callable[[str], str] | None = None,
     telemetry_path: str = "/metrics",
+    pages: Sequence[web.RouteDef] = (),
 ) -> web.Application:
+    """``pages``: more routes (the status pages); when given, they own ``/`` instead of the small index."""
+
     async def metrics(request: web.Request) -> web.Response:
         wants_openmetrics = wants_open_metrics(request.headers.get("Accept", ""))
         if broker_text is not None:
@@ -77,7 +80,9 @@ def build_app(
         return web.Response(status=200 if ok else 500, text=message + "\n")
 
     app = web.Application(middlewares=list(middlewares))
-    app.router.add_get("/", index)
+    if not pages:
+        app.router.add_get("/", index)
+    app.router.add_routes(pages)
     app.router.add_get(telemetry_path, metrics)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)

@@ -116,7 +116,7 @@ class ConnectionGuard:
     def opened(self, connection: _GuardedProtocol) -> None:
         loop = asyncio.get_running_loop()
         connection.state.idle_since = loop.time()
-        self._open[connection._inner] = connection
+        self._open[connection._inner] = connection  # noqa: SLF001 - _GuardedProtocol is this module's own wrapper
         self._start_head_timer(connection)
         if len(self._open) > self.max_connections:
             idle = [other for other in self._open.values() if not other.state.busy]
@@ -130,7 +130,7 @@ class ConnectionGuard:
 
     def closed(self, connection: _GuardedProtocol) -> None:
         connection.state.stop_timer()
-        self._open.pop(connection._inner, None)
+        self._open.pop(connection._inner, None)  # noqa: SLF001 - _GuardedProtocol is this module's own wrapper
 
     def _start_head_timer(self, connection: _GuardedProtocol) -> None:
         connection.state.head_timer = asyncio.get_running_loop().call_later(
@@ -145,7 +145,7 @@ class ConnectionGuard:
 
     def _close(self, connection: _GuardedProtocol) -> None:
         connection.state.stop_timer()
-        self._open.pop(connection._inner, None)
+        self._open.pop(connection._inner, None)  # noqa: SLF001 - _GuardedProtocol is this module's own wrapper
         transport = connection.state.transport
         if isinstance(transport, asyncio.Transport):
             transport.abort()  # at once: a graceful TLS close would keep the descriptor for its timeout

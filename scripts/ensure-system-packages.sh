@@ -14,6 +14,8 @@
 #                                      debootstrap (the local base image, scripts/build-base-image.sh)
 #   ensure-system-packages.sh kubectl  `kubectl kustomize` for deploy/kubernetes (package
 #                                      kubernetes-client), when no kubectl is installed
+#   ensure-system-packages.sh browser  the status page's real-browser test: headless chromium (package
+#                                      chromium)
 #   ensure-system-packages.sh brokers  brokers other than Mosquitto that the suite probes for real:
 #                                      RabbitMQ with its MQTT plugins (package rabbitmq-server, whose
 #                                      start script lives in /usr/lib/rabbitmq/bin) and ejabberd's
@@ -66,8 +68,9 @@ for group in "$@"; do
             )
             ;;
         kubectl) requirements+=("kubectl:kubernetes-client") ;;
+        browser) requirements+=("chromium:chromium") ;;
         *)
-            echo "usage: $0 [tools] [venv] [bench] [container] [kubectl] [brokers]" >&2
+            echo "usage: $0 [tools] [venv] [bench] [container] [kubectl] [browser] [brokers]" >&2
             exit 2
             ;;
     esac

@@ -109,7 +109,7 @@ def _serve_directory(directory: Path) -> tuple[http.server.ThreadingHTTPServer, 
     return server, server.server_address[1]
 
 
-def build_lab(directory: Path) -> Lab:
+def build_lab(directory: Path) -> Lab:  # noqa: PLR0915 - one statement per lab scenario
     if mosquitto_binary() is None:
         pytest.fail(
             "mosquitto is not installed: run `bash scripts/ensure-system-packages.sh` (make test does)"

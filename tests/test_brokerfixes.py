@@ -31,10 +31,16 @@ from exporter.results import (
 ROOT_LINT = "the server sends the root certificate 2 (root): clients need it in their trust store anyway; leave it out of the broker's certfile"
 
 
+def _legacy_detail() -> str:
+    finding = legacy_tls_accepted(LegacyTlsFacts(True, "TLSv1.1"))
+    assert finding is not None
+    return finding.detail
+
+
 def _every_fix(kind: str) -> list[str]:
     """Every fix and lint text the report can show, as shown for a broker of ``kind``."""
     texts = [RENEW_FIX, FULL_CHAIN_FIX, RELOAD_FIX, WRONG_FILE_FIX, ROOT_LINT]
-    texts.append(legacy_tls_accepted(LegacyTlsFacts(True, "TLSv1.1")).detail)
+    texts.append(_legacy_detail())
     texts += [fix.format(host="mqtt.example.com", port=8883) for fix in FAILURE_FIXES.values()]
     for username in (None, "monitor"):
         broker = BrokerConfig("b", Target("mqtt.example.com", 8883), mqtt=MqttSettings(username=username))
@@ -72,9 +78,7 @@ def test_rabbitmq_gets_its_own_instructions() -> None:
     # RabbitMQ serves the root from cacertfile: "leave it out of the certfile" would be wrong
     root = tailor(ROOT_LINT, "rabbitmq")
     assert "certfile" not in root.replace("cacertfile", "") and "ssl_options.cacertfile" in root
-    assert "ssl_options.versions" in tailor(
-        legacy_tls_accepted(LegacyTlsFacts(True, "TLSv1.1")).detail, "rabbitmq"
-    )
+    assert "ssl_options.versions" in tailor(_legacy_detail(), "rabbitmq")
     assert "wss://mqtt.example.com:8883/ws" in tailor(FAILURE_FIXES["mqtt/timeout"], "rabbitmq").format(
         host="mqtt.example.com", port=8883
     )

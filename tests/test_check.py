@@ -10,6 +10,7 @@ import io
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -17,12 +18,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from exporter import check
 from exporter.lab.mosquitto import Listener, Mosquitto
 from exporter.probe import Prober
 from exporter.report import FULL_CHAIN_FIX, RELOAD_FIX, RENEW_FIX, REVOKED_FIX
+from exporter.results import Lint, Phase, Problem, Reason, Stage
 from tests.conftest import PASSWORD, ROOT, Lab
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -400,3 +403,115 @@ def test_revoked_certificate_exits_2_though_the_probe_succeeds(revoked_config: P
     assert document["success"] is True and document["failure"] is None and document["status"] == "critical"
     [leaf] = document["revocation"]["checks"]
     assert (leaf["position"], leaf["status"], leaf["reason"]) == (0, "revoked", "keyCompromise")
+
+
+# --------------------------------------------------------------------------------------------------
+# The JSON document's schema (docs/check-schema.json): real output of every lab broker holds to it
+
+SCHEMA_PATH = ROOT / "docs" / "check-schema.json"
+
+
+def schema_validator() -> jsonschema.Draft202012Validator:
+    schema = json.loads(SCHEMA_PATH.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def schema_errors(validator: jsonschema.Draft202012Validator, document: Any) -> list[str]:
+    return [
+        f"{document.get('broker')}: {'.'.join(map(str, error.absolute_path))}: {error.message}"
+        for error in validator.iter_errors(document)
+    ]
+
+
+def test_schema_names_every_value_the_code_can_produce() -> None:
+    """The enums of the schema are those of the metrics' labels, so neither can drift from the other."""
+    definitions = json.loads(SCHEMA_PATH.read_text())["$defs"]
+    for name, values in [
+        ("stage", Stage),
+        ("reason", Reason),
+        ("problem", Problem),
+        ("phase", Phase),
+        ("lint", Lint),
+    ]:
+        assert definitions[name]["enum"] == [value.value for value in values], name
+
+
+# Every part of the schema that real output must have exercised (non-null, non-empty) at least once.
+# ``unverified_failure`` is left out: no lab broker fails on the non-verifying connection, and its
+# schema is that of ``failure``.
+EXERCISED = [
+    ("failure",),
+    ("tls",),
+    ("tls", "anchor"),
+    ("tls", "problems"),
+    ("tls", "chain"),
+    ("mqtt",),
+    ("warnings",),
+    ("served_file",),
+    ("served_file", "certificate"),
+    ("client_certificate",),
+    ("revocation",),
+    ("revocation", "checks"),
+    ("legacy_tls",),
+    ("lints",),
+]
+
+
+def _present(document: dict[str, Any], path: tuple[str, ...]) -> bool:
+    value: Any = document
+    for key in path:
+        if not isinstance(value, dict) or not value.get(key):
+            return False
+        value = value[key]
+    return True
+
+
+def test_json_of_real_brokers_follows_the_schema(lab: Lab, tmp_path: Path, revoked_config: Path) -> None:
+    served_file = tmp_path / "renewed.crt"
+    renewed = lab.pki.leaf("schema-renewed-good", lab.intermediate, not_before=dt.datetime.now(dt.UTC))
+    served_file.write_bytes(renewed.cert_path.read_bytes())
+    config = tmp_path / "config.yaml"
+    text = lab.config_yaml(*lab.brokers)
+    served = lab.config_yaml("good").split("brokers:\n")[1].replace("name: good", "name: good_renewed")
+    served = served.replace("    tls:\n", f"    tls:\n      served_cert_file: '{served_file}'\n")
+    config.write_text(text + served)
+
+    # --legacy-tls: the TLS 1.0/1.1 check is opt-in, and legacy_tls is a key to exercise
+    completed = run_check("--config.file", str(config), "--output", "json", "--legacy-tls")
+    assert completed.returncode == 2, completed.stderr
+    documents = json.loads(completed.stdout)
+    assert len(documents) == len(lab.brokers) + 1
+    out = io.StringIO()
+    check.main(["--config.file", str(revoked_config), "--output", "json"], stdout=out, stderr=io.StringIO())
+    documents += json.loads(out.getvalue())
+
+    validator = schema_validator()
+    assert [error for document in documents for error in schema_errors(validator, document)] == []
+    missing = [path for path in EXERCISED if not any(_present(document, path) for document in documents)]
+    assert missing == []
+
+    # The schema is strict enough to notice: an undocumented key, a wrong type, a missing key.
+    document = documents[0]
+    assert schema_errors(validator, {**document, "new_key": 1})
+    assert schema_errors(validator, {**document, "exit_code": "0"})
+    assert schema_errors(validator, {key: value for key, value in document.items() if key != "tls"})
+
+
+def test_the_whole_report_reaches_a_slow_reader(lab: Lab, tmp_path: Path) -> None:
+    """A JSON report over 64 KiB piped to a reader that is not reading yet: every byte arrives (a write
+    through sys.stdout after a run on uvloop came back short, without an error)."""
+    config = tmp_path / "config.yaml"
+    config.write_text(lab.config_yaml(*lab.brokers))
+    out = tmp_path / "out.json"
+    command = f"{shlex.quote(sys.executable)} -m exporter check --config.file {shlex.quote(str(config))} --output json"
+    subprocess.run(
+        ["bash", "-c", f"{command} | (sleep 1; cat) > {shlex.quote(str(out))}"],
+        cwd=ROOT,
+        env={**os.environ, "MQTT_TEST_PASSWORD": PASSWORD},
+        timeout=60,
+        check=False,
+    )
+    text = out.read_text()
+    assert len(text) > 65536
+    assert len(json.loads(text)) == len(lab.brokers)

@@ -117,7 +117,8 @@ def test_duplicate_keys_are_refused_with_their_path(tmp_path: Path) -> None:
 def test_the_libyaml_loader_is_used_when_pyyaml_has_it() -> None:
     if not hasattr(yaml, "CSafeLoader"):
         pytest.skip("PyYAML was built without libyaml here")
-    assert yaml_document._Loader is yaml.CSafeLoader
+    loader: object = yaml_document._Loader  # noqa: SLF001 - which YAML loader class is in use
+    assert loader is yaml.CSafeLoader
 
 
 class _NoAliasDumper(yaml.SafeDumper):

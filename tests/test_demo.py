@@ -117,7 +117,11 @@ def test_demo_serves_every_broker_and_leaves_nothing_behind(
         workdir = Path(started.wait_for_line("temporary directory:"))
         mosquitto_pid = int(started.wait_for_line("mosquitto pid:"))
         assert workdir.is_dir() and process_exists(mosquitto_pid)
+        page = started.wait_for_line("status page:").split()[0]
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", page)
+        assert not any(line.startswith("metrics:") for line in started.output)  # the page's URL comes first
         url = started.wait_for_line("metrics:")
+        assert url == page + "metrics"
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+/metrics", url)
         report = "\n".join(started.output)
         for name in DEMO_BROKERS:
@@ -136,6 +140,8 @@ def test_demo_serves_every_broker_and_leaves_nothing_behind(
             time.sleep(0.2)
         for name in DEMO_BROKERS:
             assert f'mqtt_broker_probe_success{{broker="{name}"}}' in metrics
+        status_page = scrape(page)
+        assert "4 CRITICAL" in status_page and "1 WARNING" in status_page and "2 OK" in status_page
 
         started.process.send_signal(stop_signal)
         assert started.process.wait(timeout=10) == 0

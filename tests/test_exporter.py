@@ -161,7 +161,7 @@ def test_exporter_metrics(metrics: Samples) -> None:
 def test_the_cost_of_the_previous_scrape_is_exposed(exporter: ExporterProcess) -> None:
     exporter.get("/metrics")
     render = value(samples(exporter.get("/metrics")), "mqtt_cert_exporter_metrics_render_seconds")
-    assert 0 < render < 5
+    assert render is not None and 0 < render < 5
 
 
 def test_exposition_passes_promtool(exporter: ExporterProcess) -> None:

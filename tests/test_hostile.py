@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +23,7 @@ from tests.conftest import ExporterProcess, Lab, promtool, start_exporter, wait_
 from tests.lab.hostile import HostileServer, after_tls, endless, reset_mid_handshake, slow_bytes
 
 
-def broker(name: str, address: str, ca: Path | None = None, timeout: float = 1.5, **tls: str) -> BrokerConfig:
+def broker(name: str, address: str, ca: Path | None = None, timeout: float = 1.5, **tls: Any) -> BrokerConfig:
     host, _, port = address.rpartition(":")
     return BrokerConfig(
         name=name,

@@ -190,7 +190,7 @@ def life(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Life]:
     built = Life(directory, pki, root, intermediate, crl_server, leaves, served, main)
     tls = TlsSettings(ca_file=str(root.cert_path), server_name="localhost")
     for process in (served, main):
-        for listener in process._listeners:
+        for listener in process._listeners:  # noqa: SLF001 - the lab's listener list
             if not listener.tls:
                 continue
             address = f"wss://127.0.0.1:{process.port(listener.name)}/mqtt" if listener.websockets else ""
@@ -247,7 +247,7 @@ async def test_renewed_in_place_serves_old_until_sighup(life: Life, caplog: pyte
     assert stale.served_file.leaf is not None
     assert stale.served_file.leaf.not_after == life.leaves["b"].cert.not_valid_after_utc.timestamp()
     warnings = [r for r in caplog.records if "serves an outdated certificate" in r.getMessage()]
-    assert len(warnings) == 1 and warnings[0].renewed_on == life.leaves[
+    assert len(warnings) == 1 and vars(warnings[0])["renewed_on"] == life.leaves[
         "b"
     ].cert.not_valid_before_utc.strftime("%Y-%m-%d")
     await probe(broker, prober)

@@ -29,7 +29,7 @@ SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.skipif(memory._malloc_trim() is None, reason="needs glibc's malloc_trim")
+@pytest.mark.skipif(memory._malloc_trim() is None, reason="needs glibc's malloc_trim")  # noqa: SLF001 - whether glibc's malloc_trim is there
 def test_trim_returns_freed_heap_pages() -> None:
     done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True)
     before, after, _ = map(int, done.stdout.split())

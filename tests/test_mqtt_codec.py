@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from exporter.connack import connack_meaning
 from exporter.probe.wire.mqtt import (
     IncompletePacket,
     PacketError,
-    connack_meaning,
     decode_varint,
     encode_connect,
     encode_varint,

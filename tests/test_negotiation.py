@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from exporter.connack import connack_meaning
 from exporter.probe.negotiation import ProtocolMemory, Where, spoken
-from exporter.probe.wire.mqtt import connack_meaning, parse_connack
+from exporter.probe.wire.mqtt import parse_connack
 
 
 @pytest.mark.parametrize(

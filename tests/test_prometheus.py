@@ -36,7 +36,8 @@ from exporter.lab.mosquitto import mosquitto_binary
 from exporter.lab.pki import Pki
 from exporter.lab.ports import free_port, wait_for_port
 from exporter.probe import Prober
-from tests.conftest import ROOT, ExporterProcess, Lab, promtool, start_exporter, stop_process, wait_for
+from tests.conftest import ROOT, ExporterProcess, Lab, promtool, start_exporter, wait_for
+from tests.lab.process import stop_process
 from tests.test_rules import ALERTS, contract_metrics, in_contract, metric_names, recorded
 
 DASHBOARD = ROOT / "grafana" / "dashboards" / "mqtt-cert-exporter.json"

@@ -16,7 +16,7 @@ from dataclasses import replace
 import pytest
 
 from exporter.check import probe_all
-from exporter.config import BrokerConfig, MqttSettings, Target
+from exporter.config import BrokerConfig, ExpiryThreshold, MqttProtocol, MqttSettings, Target
 from exporter.report import (
     ANCHOR_FIX,
     CLIENT_CERT_FIX,
@@ -25,8 +25,10 @@ from exporter.report import (
     RENEW_FIX,
     REVOKED_FIX,
     WRONG_FILE_FIX,
+    Assessment,
     Report,
     Status,
+    assess,
     build_report,
     display_name,
     expiring_soon,
@@ -257,7 +259,7 @@ def test_resolver_failure_hint() -> None:
         ("3.1.1", 4, "--password-file"),
     ],
 )
-def test_refused_connack_hints(protocol: str, code: int, fragment: str) -> None:
+def test_refused_connack_hints(protocol: MqttProtocol, code: int, fragment: str) -> None:
     broker = BrokerConfig("b", Target("localhost", 8883), mqtt=MqttSettings(protocol=protocol, username="u"))
     failure = Failure(Stage.MQTT, Reason.REFUSED, f"CONNACK refused the connection: {code}")
     result = replace(_result(broker, failure, tls=_tls([_cert()])), mqtt=MqttFacts(protocol, code))
@@ -297,10 +299,44 @@ def test_warning_threshold_is_inclusive_and_skips_expired() -> None:
     assert build_report(result, broker, warn_days=29.9, now=now).status is Status.OK
 
 
+def test_without_warn_days_the_brokers_expiry_warning_is_the_threshold() -> None:
+    """check, demo and the status page warn where the alert rules do: at the broker's expiry_warning."""
+    now = 1_700_000_000.0
+    day = 86400.0
+    seven_day_leaf = _cert(not_before=now - 4 * day, not_after=now + 3 * day)
+    default = BrokerConfig("b", Target("localhost", 8883))
+    result = _result(default, None, tls=_tls([seven_day_leaf]), mqtt=MqttFacts("5", 0))
+    assert build_report(result, default, now=now).warn_days == 28  # expiry_warning's default
+    assert build_report(result, default, now=now).status is Status.WARNING
+    # a 7-day fleet warns at 33% of the lifetime (2.3 days): 3 days left is still fine
+    short = replace(default, expiry_warning=ExpiryThreshold(share=0.33))
+    report = build_report(result, short, now=now)
+    assert report.warn_days == pytest.approx(0.33 * 7) and report.status is Status.OK
+    assert build_report(
+        result, replace(short, expiry_warning=ExpiryThreshold(seconds=5 * day)), now=now
+    ).status is (Status.WARNING)
+
+
 def test_failure_outranks_warning(probed: Probed) -> None:
     broker = probed.brokers["expiring"]
     result = replace(probed.results["expiring"], failure=Failure(Stage.MQTT, Reason.TIMEOUT, "no CONNACK"))
     assert build_report(result, broker, warn_days=30, now=probed.now).status is Status.CRITICAL
+
+
+@pytest.mark.parametrize("scenario", ["good", "expiring", "expired", "password"])
+def test_assess_is_the_verdict_check_prints(probed: Probed, scenario: str) -> None:
+    """What a status page reuses: the same verdict, findings and fixes as `check`, without rendering."""
+    broker, result = probed.brokers[scenario], probed.results[scenario]
+    assessment = assess(result, broker, warn_days=30, now=probed.now)
+    report = probed.report(scenario)
+    assert isinstance(assessment, Assessment) and not isinstance(assessment, Report)
+    assert (assessment.status, assessment.failure, assessment.problems, assessment.warnings) == (
+        report.status,
+        report.failure,
+        report.problems,
+        report.warnings,
+    )
+    assert f"{report.status.name}: {assessment.headline}" in ANSI.sub("", report.text())
 
 
 def test_worst_status() -> None:

@@ -92,7 +92,7 @@ class Listener:
 @pytest.fixture
 async def listener() -> AsyncIterator[tuple[Listener, int]]:
     counting = Listener()
-    server = await asyncio.start_server(counting._accept, "127.0.0.1", 0)
+    server = await asyncio.start_server(counting._accept, "127.0.0.1", 0)  # noqa: SLF001 - the listener's accept callback, served by a plain asyncio server
     async with server:
         yield counting, server.sockets[0].getsockname()[1]
 

@@ -35,10 +35,12 @@ from exporter.collector import ExporterCollector, ExporterFacts
 from exporter.config import (
     BrokerConfig,
     MqttSettings,
+    ProxyScheme,
     ProxySettings,
     RoundtripSettings,
     Secret,
     Target,
+    TargetScheme,
     TlsSettings,
 )
 from exporter.lab.mosquitto import Listener, Mosquitto
@@ -103,7 +105,8 @@ class Transport:
         return TlsSettings(ca_file=self.ca, server_name="localhost")
 
     def broker(self, listener: str, *, wss: bool = False, **changes: Any) -> BrokerConfig:
-        scheme, path = ("wss", "/mqtt") if wss else ("mqtts", "")
+        scheme: TargetScheme = "wss" if wss else "mqtts"
+        path = "/mqtt" if wss else ""
         broker = BrokerConfig(
             mqtt=V5,
             name=listener,
@@ -329,7 +332,7 @@ async def https_app(transport: Transport) -> AsyncIterator[int]:
     )
     await site.start()
     try:
-        yield site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        yield site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # noqa: SLF001 - the port aiohttp bound
     finally:
         await runner.cleanup()
 
@@ -606,7 +609,7 @@ async def test_scheduler_publishes_every_address_and_counts_failures_per_address
     all_published = asyncio.Event()
 
     def on_result(result: ProbeResult, previous: ProbeResult | None) -> None:
-        seen.append((result.address_label, previous and previous.address_label))
+        seen.append((result.address_label, previous.address_label if previous else None))
         if len(seen) == 3:  # two addresses of one broker, one plain broker
             all_published.set()
 
@@ -885,14 +888,14 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 def through(
-    broker: BrokerConfig, url_scheme: str, port: int, user: str | None = None, pw: str | None = None
+    broker: BrokerConfig, url_scheme: ProxyScheme, port: int, user: str | None = None, pw: str | None = None
 ) -> BrokerConfig:
     proxy = ProxySettings(url_scheme, "127.0.0.1", port, user, Secret(pw) if pw is not None else None)
     return dataclasses.replace(broker, proxy=proxy)
 
 
 @pytest.mark.parametrize(("kind", "scheme"), [("socks5", "socks5"), ("socks5", "socks5h"), ("http", "http")])
-async def test_probe_through_a_proxy(lab: Lab, kind: str, scheme: str) -> None:
+async def test_probe_through_a_proxy(lab: Lab, kind: ProxyScheme, scheme: ProxyScheme) -> None:
     proxy = LoopbackProxy(kind)
     broker = lab.broker("good", mqtt={"protocol": "5"})
     async with serving(proxy, None) as port:
@@ -903,7 +906,9 @@ async def test_probe_through_a_proxy(lab: Lab, kind: str, scheme: str) -> None:
 
 
 @pytest.mark.parametrize(("kind", "scheme"), [("socks5", "socks5h"), ("http", "http")])
-async def test_the_proxy_resolves_the_name(transport: Transport, kind: str, scheme: str) -> None:
+async def test_the_proxy_resolves_the_name(
+    transport: Transport, kind: ProxyScheme, scheme: ProxyScheme
+) -> None:
     proxy = LoopbackProxy(kind)
     broker = dataclasses.replace(
         transport.broker("t8_acl"),
@@ -918,7 +923,7 @@ async def test_the_proxy_resolves_the_name(transport: Transport, kind: str, sche
 
 
 @pytest.mark.parametrize("kind", ["socks5", "http"])
-async def test_proxy_credentials(lab: Lab, kind: str) -> None:
+async def test_proxy_credentials(lab: Lab, kind: ProxyScheme) -> None:
     proxy = LoopbackProxy(kind, username="monitor", password="pr0xy-pw")
     async with serving(proxy, None) as port:
         good = await Prober().probe(through(lab.broker("good"), kind, port, "monitor", "pr0xy-pw"))
@@ -946,7 +951,7 @@ async def test_proxy_down(lab: Lab) -> None:
 
 
 @pytest.mark.parametrize("kind", ["socks5", "http"])
-async def test_roundtrip_and_wss_through_a_proxy(transport: Transport, kind: str) -> None:
+async def test_roundtrip_and_wss_through_a_proxy(transport: Transport, kind: ProxyScheme) -> None:
     proxy = LoopbackProxy(kind, username="monitor", password="pw")
     async with serving(proxy, None) as port:
         mqtts = with_roundtrip(

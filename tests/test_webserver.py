@@ -107,7 +107,7 @@ def test_openmetrics_is_negotiated_and_parses_strictly(exporter: ExporterProcess
     assert headers["Content-Type"] == openmetrics.CONTENT_TYPE
     text = body.decode()
     assert text.endswith("\n# EOF\n")
-    families = {family.name: family for family in parse_openmetrics(text)}  # raises on any violation
+    families = {family.name: family for family in parse_openmetrics(text)}  # type: ignore[no-untyped-call]  # raises on any violation
     assert families["mqtt_broker_probe_success"].type == "gauge"
     failures = families["mqtt_broker_probe_failures"]
     assert failures.type == "counter"
@@ -132,7 +132,10 @@ def test_openmetrics_conversion_of_created_and_untyped() -> None:
     assert converted == (
         "# HELP a A.\n# TYPE a counter\na_total 1.0\na_created 1.7e+09\n# HELP u U.\n# TYPE u unknown\nu 2.0\n# EOF\n"
     )
-    assert [family.type for family in parse_openmetrics(converted)] == ["counter", "unknown"]
+    assert [family.type for family in parse_openmetrics(converted)] == [  # type: ignore[no-untyped-call]
+        "counter",
+        "unknown",
+    ]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -106,7 +106,7 @@ def test_check_upgrade_rejected_status_carries_the_response() -> None:
 )
 def test_check_upgrade_protocol_errors(headers: dict[str, str], message: str) -> None:
     with pytest.raises(ws.WebSocketProtocolError, match=message):
-        ws.check_upgrade(response(**headers), RFC_KEY)
+        ws.check_upgrade(response(101, **headers), RFC_KEY)
 
 
 # -- HTTP heads ---------------------------------------------------------------------------------

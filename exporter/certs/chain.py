@@ -202,14 +202,7 @@ def classify(
     for position, parsed in checked:
         _check_certificate(position, parsed, now, add)
 
-    leaf = presented[0].facts
-    if presented[0].ok and not hostname_matches(leaf, server_name):
-        covered = ", ".join(names_covered(leaf)) or "no names"
-        add(Problem.HOSTNAME_MISMATCH, f"the certificate is for {covered}, not {server_name!r}")
-    leaf_cert = presented[0].cert
-    unsuitable = unsuitable_for_tls_server(leaf_cert) if leaf_cert is not None else ""
-    if unsuitable:
-        add(Problem.UNSUITABLE_PURPOSE, unsuitable)
+    _check_leaf(presented[0], server_name, add)
 
     # Only when OpenSSL could not build a path: otherwise it found an anchor (perhaps one our copy of
     # the store does not hold, e.g. from a CA directory) and the chain itself is fine.
@@ -251,6 +244,17 @@ def _check_certificate(
         add(Problem.WEAK_KEY, f"{label} has a {facts.key} key, too small for OpenSSL's default level")
     if facts.signature_hash in WEAK_HASHES and not facts.self_issued:
         add(Problem.WEAK_SIGNATURE, f"{label} is signed with {facts.signature_hash.upper()}")
+
+
+def _check_leaf(leaf: Parsed, server_name: str, add: Callable[[Problem, str], None]) -> None:
+    """What only the server's own certificate can get wrong: the name, the purpose."""
+    if leaf.ok and not hostname_matches(leaf.facts, server_name):
+        covered = ", ".join(names_covered(leaf.facts)) or "no names"
+        add(Problem.HOSTNAME_MISMATCH, f"the certificate is for {covered}, not {server_name!r}")
+    cert = leaf.cert
+    unsuitable = unsuitable_for_tls_server(cert) if cert is not None else ""
+    if unsuitable:
+        add(Problem.UNSUITABLE_PURPOSE, unsuitable)
 
 
 def weak_key(facts: CertFacts) -> bool:

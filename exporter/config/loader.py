@@ -209,7 +209,7 @@ class _Walker:
             modules.append((name, _build(ModuleConfig, Scope.MODULE, layer)))
         return tuple(modules)
 
-    def _discover(
+    def _discover(  # noqa: C901 - debt: the discover: block's checks and its brokers in one method
         self, raw: object, defaults: _Layer, brokers: tuple[BrokerConfig, ...]
     ) -> tuple[BrokerConfig, ...]:
         """``discover``: every TLS listener of a mosquitto.conf becomes a broker (see discovery.py).

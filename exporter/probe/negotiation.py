@@ -15,7 +15,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from exporter.config.model import MqttProtocol
-from exporter.probe.wire.mqtt import PROTOCOL_311, Connack, PacketError
+from exporter.connack import PROTOCOL_311
+from exporter.probe.wire.mqtt import Connack, PacketError
 from exporter.probe.wire.tls import (
     ClientCertificateRequired,
     TlsClosed,

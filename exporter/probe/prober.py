@@ -30,6 +30,7 @@ from exporter.certs import chain as chains
 from exporter.certs import files
 from exporter.certs.parse import Parsed, parse_der
 from exporter.config import BrokerConfig, ProxySettings
+from exporter.connack import PROTOCOL_5, PROTOCOL_AUTO, UNSUPPORTED_VERSION_CODES, connack_meaning
 from exporter.probe.failures import (
     CONNACK,
     CONNECT,
@@ -47,16 +48,7 @@ from exporter.probe.roundtrip import run_roundtrip
 from exporter.probe.smallkey import small_key_chain
 from exporter.probe.wire.addresses import family_name, literal_ip, select_addresses
 from exporter.probe.wire.connection import Connection, connect
-from exporter.probe.wire.mqtt import (
-    DISCONNECT,
-    PROTOCOL_5,
-    PROTOCOL_AUTO,
-    UNSUPPORTED_VERSION_CODES,
-    Connack,
-    connack_meaning,
-    encode_connect,
-    read_connack,
-)
+from exporter.probe.wire.mqtt import DISCONNECT, Connack, encode_connect, read_connack
 from exporter.probe.wire.proxy import dialogue, tunnel
 from exporter.probe.wire.tls import TlsClosed, TlsSession, client_context
 from exporter.probe.wire.transport import Stream, WebSocketStream

@@ -155,7 +155,7 @@ async def run_roundtrip(
             with contextlib.suppress(MqttError, TimeoutError, OSError):
                 async with asyncio.timeout(DISCONNECT_WAIT):
                     await client.__aexit__(None, None, None)
-            _retrieve(client._disconnected)
+            _retrieve(client._disconnected)  # noqa: SLF001 - aiomqtt has no public "connection lost" future
         connector.shutdown()
         await asyncio.sleep(0)  # let callbacks paho's thread already queued (socket registration) run
         abandon()
@@ -175,7 +175,7 @@ async def _answer(client: aiomqtt.Client, waiting: Awaitable[_T]) -> _T:
     """``waiting``, unless the broker drops the connection first: aiomqtt leaves a pending SUBACK or
     PUBACK waiting until the deadline then (RabbitMQ closes the connection on a forbidden SUBSCRIBE)."""
     task = asyncio.ensure_future(waiting)
-    dropped = client._disconnected
+    dropped = client._disconnected  # noqa: SLF001 - aiomqtt has no public "connection lost" future
     try:
         await asyncio.wait((task, dropped), return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -255,9 +255,9 @@ def _paho_hooks(
 
     Returns the PUBACK refusals as they arrive, and what ends paho's connection for good.
     """
-    paho = client._client  # aiomqtt's own paho client: reached only for 1.-4.
+    paho = client._client  # aiomqtt's own paho client: reached only for 1.-4.  # noqa: SLF001 - paho hooks, no public API (issue 15 item 5)
     paho.connect_timeout = budget  # 3.
-    paho._create_socket_connection = connector.connect  # type: ignore[method-assign]  # 1.
+    paho._create_socket_connection = connector.connect  # type: ignore[method-assign]  # 1.  # noqa: SLF001 - paho hooks, no public API (issue 15 item 5)
     refusals: list[int] = []
     original_on_publish = paho.on_publish
 
@@ -287,7 +287,7 @@ def _paho_hooks(
 
     def abandon() -> None:  # 4.
         if paho.socket() is not None:
-            paho._sock_close()  # unregisters aiomqtt's reader, ends its misc task, closes the socket
+            paho._sock_close()  # unregisters aiomqtt's reader, ends its misc task, closes the socket  # noqa: SLF001 - paho hooks, no public API (issue 15 item 5)
 
     return refusals, abandon
 

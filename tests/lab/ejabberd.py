@@ -42,14 +42,12 @@ class Ejabberd(ServiceUserBroker):
     def start(self, timeout: float = 60) -> None:
         if not ejabberd_available():
             raise LabBrokerError("ejabberd is not installed: bash scripts/ensure-system-packages.sh brokers")
-        self.make_workdir("mqtt-lab-ejabberd-")
+        workdir = self.make_workdir("mqtt-lab-ejabberd-")
         self.mqtts_port, self.wss_port = free_port(self.host), free_port(self.host)
         self._write_files()
         command = self.as_service_user([CTL, *self._flags(), "foreground"])
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.workdir)}
-        self.process = LabProcess(
-            command, self.workdir / "console.log", env=env, cwd=self.workdir, what="ejabberd"
-        )
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(workdir)}
+        self.process = LabProcess(command, workdir / "console.log", env=env, cwd=workdir, what="ejabberd")
         self.process.wait_for_ports([(self.host, self.mqtts_port), (self.host, self.wss_port)], timeout)
         for name, password in self.users.items():
             self._ctl("register", name, DOMAIN, password)

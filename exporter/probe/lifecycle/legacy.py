@@ -41,7 +41,7 @@ def legacy_context(cert_file: str | None, key_file: str | None) -> ssl.SSLContex
         context.maximum_version = ssl.TLSVersion.TLSv1_1
     if cert_file:
         context.load_cert_chain(cert_file, key_file)
-    context._msg_callback = note_certificate_request  # type: ignore[attr-defined]
+    context._msg_callback = note_certificate_request  # type: ignore[attr-defined]  # noqa: SLF001 - ssl has no public hook for the handshake messages
     return context
 
 

@@ -11,57 +11,13 @@ import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-PROTOCOL_5 = "5"
-PROTOCOL_311 = "3.1.1"
-#: ``mqtt.protocol: auto``: learn what the broker speaks (see ``probe.negotiation``)
-PROTOCOL_AUTO = "auto"
-#: The codes that mean "I do not speak the version you sent", per table
-UNSUPPORTED_VERSION_CODES = {PROTOCOL_311: 1, PROTOCOL_5: 0x84}
+from exporter.connack import PROTOCOL_5, PROTOCOL_311, UNSUPPORTED_VERSION_CODES
 
 CONNACK_TYPE = 0x20
 DISCONNECT = b"\xe0\x00"  # valid for 3.1.1 and for 5 (reason 0x00 "normal disconnection" implied)
 #: A v5 CONNACK carries properties (server keep alive, topic alias maximum...): a few hundred bytes at most
 #: in practice; the spec allows more but a probe has no use for it.
 MAX_CONNACK_LENGTH = 4096
-
-CONNACK_MEANINGS_311: dict[int, str] = {
-    0: "connection accepted",
-    1: "unacceptable protocol version",
-    2: "identifier rejected",
-    3: "server unavailable",
-    4: "bad user name or password",
-    5: "not authorized",
-}
-
-CONNACK_MEANINGS_5: dict[int, str] = {
-    0x00: "success",
-    0x80: "unspecified error",
-    0x81: "malformed packet",
-    0x82: "protocol error",
-    0x83: "implementation specific error",
-    0x84: "unsupported protocol version",
-    0x85: "client identifier not valid",
-    0x86: "bad user name or password",
-    0x87: "not authorized",
-    0x88: "server unavailable",
-    0x89: "server busy",
-    0x8A: "banned",
-    0x8C: "bad authentication method",
-    0x90: "topic name invalid",
-    0x95: "packet too large",
-    0x97: "quota exceeded",
-    0x99: "payload format invalid",
-    0x9A: "retain not supported",
-    0x9B: "QoS not supported",
-    0x9C: "use another server",
-    0x9D: "server moved",
-    0x9F: "connection rate exceeded",
-}
-
-
-def connack_meaning(protocol: str, code: int) -> str:
-    table = CONNACK_MEANINGS_5 if protocol == PROTOCOL_5 else CONNACK_MEANINGS_311
-    return table.get(code, f"unknown code {code}")
 
 
 class PacketError(ValueError):

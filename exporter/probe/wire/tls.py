@@ -121,9 +121,9 @@ def _install_message_hook(context: ssl.SSLContext) -> None:
     hook = note_certificate_request
     hook.user_function = hook  # type: ignore[attr-defined]  # what ssl.py's getter reads back
     try:
-        ssl._ssl._SSLContext._msg_callback.__set__(context, hook)  # type: ignore[attr-defined]
+        ssl._ssl._SSLContext._msg_callback.__set__(context, hook)  # type: ignore[attr-defined]  # noqa: SLF001 - ssl has no public hook for the chain as sent
     except (AttributeError, TypeError):  # another Python: the public-ish property works everywhere
-        context._msg_callback = hook  # type: ignore[attr-defined]
+        context._msg_callback = hook  # type: ignore[attr-defined]  # noqa: SLF001 - ssl has no public hook for the chain as sent
 
 
 def note_certificate_request(
@@ -160,9 +160,9 @@ def _peer_chain_der(sslobj: ssl.SSLObject) -> tuple[bytes, ...]:
     public = getattr(sslobj, "get_unverified_chain", None)
     if public is not None:  # Python >= 3.13
         return tuple(bytes(der) for der in public() or ())
-    inner = sslobj._sslobj  # type: ignore[attr-defined]  # Python 3.10-3.12
+    inner = sslobj._sslobj  # type: ignore[attr-defined]  # Python 3.10-3.12  # noqa: SLF001 - ssl has no public hook for the chain as sent
     chain = inner.get_unverified_chain() or ()
-    encoding = ssl._ssl.ENCODING_DER  # type: ignore[attr-defined]
+    encoding = ssl._ssl.ENCODING_DER  # type: ignore[attr-defined]  # noqa: SLF001 - ssl has no public hook for the chain as sent
     return tuple(bytes(cert.public_bytes(encoding)) for cert in chain)
 
 
@@ -183,7 +183,7 @@ class TlsSession:
         self._sslobj = context.wrap_bio(self._incoming, self._outgoing, server_hostname=server_hostname)
         # A weak reference: a cycle would keep every finished session -- and OpenSSL's buffers and
         # parsed chain under it -- alive until the garbage collector's next full pass.
-        self._sslobj._probe_session = weakref.ref(self)  # type: ignore[attr-defined]  # see note_certificate_request
+        self._sslobj._probe_session = weakref.ref(self)  # type: ignore[attr-defined]  # see note_certificate_request  # noqa: SLF001 - ssl has no public hook for the chain as sent
         self._received = 0
         self._sent_client_certificate = sends_client_certificate
         self.certificate_requested = False
@@ -314,25 +314,32 @@ class TlsSession:
             except ssl.SSLWantReadError:
                 if until is not None and until():
                     return b""
-                self._flush()
-                try:
-                    if not await self._feed():
-                        continue  # the engine will now raise SSLZeroReturn/SSLEOFError
-                except (ConnectionResetError, BrokenPipeError) as exc:
-                    raise TlsClosed(f"connection reset: {exc}") from exc
+                await self._feed_more()
                 continue
             except ssl.SSLZeroReturnError:
                 raise TlsClosed("the server closed the TLS session") from None
             except ssl.SSLError as exc:
-                classified = self._classify_ssl_error(exc, during_handshake=False)
-                if isinstance(classified, ClientCertificateRequired):
-                    raise classified from exc
-                if isinstance(exc, ssl.SSLEOFError) or exc.reason == "UNEXPECTED_EOF_WHILE_READING":
-                    raise TlsClosed("the server closed the connection") from exc
-                raise TlsClosed(str(exc)) from exc
+                raise self._read_error(exc) from exc
             if not data:
                 raise TlsClosed("the server closed the TLS session")
             return data
+
+    async def _feed_more(self) -> None:
+        """Send what the engine has to say, then take in what the socket has (EOF included: the engine
+        raises SSLZeroReturn/SSLEOFError at the next read)."""
+        self._flush()
+        try:
+            await self._feed()
+        except (ConnectionResetError, BrokenPipeError) as exc:
+            raise TlsClosed(f"connection reset: {exc}") from exc
+
+    def _read_error(self, exc: ssl.SSLError) -> Exception:
+        classified = self._classify_ssl_error(exc, during_handshake=False)
+        if isinstance(classified, ClientCertificateRequired):
+            return classified
+        if isinstance(exc, ssl.SSLEOFError) or exc.reason == "UNEXPECTED_EOF_WHILE_READING":
+            return TlsClosed("the server closed the connection")
+        return TlsClosed(str(exc))
 
     async def read(self) -> bytes:
         """Some plaintext; b"" when the peer closed."""
