@@ -50,7 +50,6 @@ from dataclasses import dataclass
 from typing import NoReturn, TextIO
 
 from exporter import eventloop
-from exporter.brokerkinds import BrokerKind
 from exporter.certs import files
 from exporter.config import (
     BrokerConfig,
@@ -65,6 +64,7 @@ from exporter.config import (
 )
 from exporter.probe import Prober
 from exporter.report import DEFAULT_WARN_DAYS, Report, Status, build_report, summary_line, worst
+from exporter.report.brokerkinds import BrokerKind
 from exporter.results import ProbeResult
 from exporter.scheduler import DEFAULT_CONCURRENCY
 

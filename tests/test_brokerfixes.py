@@ -4,13 +4,13 @@ for another broker; for a broker of unknown kind, every kind's, labelled."""
 from __future__ import annotations
 
 import re
+from typing import get_args
 
 import pytest
 
-from exporter.brokerfixes import MOSQUITTO_ONLY, tailor
-from exporter.brokerkinds import BrokerKind
 from exporter.certs.lints import legacy_tls_accepted
 from exporter.config import BrokerConfig, MqttSettings, Target
+from exporter.config.model import BrokerKindName
 from exporter.report import (
     FAILURE_FIXES,
     FULL_CHAIN_FIX,
@@ -19,6 +19,8 @@ from exporter.report import (
     WRONG_FILE_FIX,
     failure_finding,
 )
+from exporter.report.brokerfixes import MOSQUITTO_ONLY, tailor
+from exporter.report.brokerkinds import BrokerKind
 from exporter.results import (
     REASONS_BY_STAGE,
     Failure,
@@ -91,3 +93,7 @@ def test_unknown_kind_gets_every_kinds_instruction_labelled() -> None:
         assert name in reload
     # unlabelled Mosquitto wording is gone
     assert not re.search(r"leave it out of the broker's certfile", tailor(ROOT_LINT, ""))
+
+
+def test_the_config_accepts_exactly_the_kinds_the_fixes_know() -> None:
+    assert set(get_args(BrokerKindName)) == {kind.value for kind in BrokerKind}

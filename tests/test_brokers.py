@@ -24,13 +24,13 @@ from typing import Any
 import pytest
 
 from exporter import check
-from exporter.brokerfixes import MOSQUITTO_ONLY
 from exporter.config import BrokerConfig, MqttSettings, RoundtripSettings, Secret, Target, TlsSettings
 from exporter.lab.pki import Pki
 from exporter.probe import Prober
 from exporter.probe.wire.connection import connect
 from exporter.probe.wire.tls import ClientCertificateRequired, TlsSession, client_context
 from exporter.report import build_report, failure_finding
+from exporter.report.brokerfixes import MOSQUITTO_ONLY
 from exporter.results import ProbeResult
 from tests.conftest import Lab
 from tests.lab.amqtt import Amqtt, amqtt_available

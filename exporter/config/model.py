@@ -8,7 +8,7 @@ from typing import Literal
 
 #: MQTT protocol versions the probe speaks; "auto": learn what the broker speaks, without credentials
 MqttProtocol = Literal["auto", "5", "3.1.1"]
-#: ``broker_kind``: whose settings the fixes name (exporter.brokerkinds)
+#: ``broker_kind``: whose settings the fixes name (exporter.report.brokerkinds)
 BrokerKindName = Literal["mosquitto", "rabbitmq", "emqx", "hivemq", "ejabberd"]
 TlsVersion = Literal["TLSv1.2", "TLSv1.3"]
 #: "first": probe one address of the name (the default); "all": every A/AAAA record, each labelled

@@ -32,8 +32,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from enum import IntEnum
 
-from exporter.brokerfixes import tailor
 from exporter.config import DEFAULT_EXPIRY_WARNING, BrokerConfig
+from exporter.report.brokerfixes import tailor
 from exporter.report.fixes import (
     ANCHOR_FIX,
     CLIENT_CERT_FIX,
@@ -304,7 +304,7 @@ def assess(
 
 
 def _tailored(report: Assessment) -> Assessment:
-    """Every fix as it applies to the broker's kind (``broker_kind``; see exporter.brokerfixes)."""
+    """Every fix as it applies to the broker's kind (``broker_kind``; see exporter.report.brokerfixes)."""
     kind = report.broker.broker_kind
 
     def fix(finding: Finding) -> Finding:

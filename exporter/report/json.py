@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.brokerfixes import tailor
 from exporter.connack import connack_meaning
 from exporter.report.assessment import Assessment, days_left
+from exporter.report.brokerfixes import tailor
 from exporter.report.fixes import REVOKED_FIX, Finding, failure_finding
 from exporter.report.wording import iso8601
 from exporter.results import CertFacts, Failure, LegacyTlsFacts, RevocationStatus, ServedFileFacts

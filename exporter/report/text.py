@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from exporter.brokerfixes import tailor
 from exporter.connack import connack_meaning
 from exporter.report.assessment import Assessment, Status, days_left
+from exporter.report.brokerfixes import tailor
 from exporter.report.fixes import Finding
 from exporter.report.wording import (
     chain_label,

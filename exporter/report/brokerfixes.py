@@ -3,7 +3,7 @@
 The fixes of ``exporter.report`` and the lints are worded for Mosquitto, the broker most deployments
 run and the one the lab runs. For any other kind -- and for a broker whose kind is not known -- each
 Mosquitto-only instruction is replaced by the instruction for that kind (or by every kind's, labelled),
-from the table in ``exporter.brokerkinds``. Every Mosquitto-only fragment the fixes use is listed here;
+from the table in ``exporter.report.brokerkinds``. Every Mosquitto-only fragment the fixes use is listed here;
 tests check that no fix handed to another kind still names Mosquitto's settings.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from exporter.brokerkinds import BrokerKind, Topic, specifics
+from exporter.report.brokerkinds import BrokerKind, Topic, specifics
 
 _Replacement = Callable[[re.Match[str]], str]
 
