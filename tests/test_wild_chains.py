@@ -75,6 +75,11 @@ async def test_an_oversized_certificate_message_is_named_as_such(
     assert (result.failure.stage.value, result.failure.reason.value) == ("tls", "certificate_too_large")
     text = build_report(result, broker, warn_days=30, now=time.time()).text()
     assert "subjectAltNames" in text and "plaintext" not in text
+    # the chain's facts still: read from the TLS 1.2 handshake's plaintext records
+    assert result.tls is not None
+    assert [cert.common_name for cert in result.tls.chain] == ["many-names", "Wild Intermediate CA"]
+    assert len(result.tls.chain[0].dns_names) == 10_001
+    assert result.tls.chain[0].not_after == leaf.cert.not_valid_after_utc.timestamp()
 
 
 async def test_a_ca_certificate_served_as_the_leaf_is_unsuitable(

@@ -45,7 +45,7 @@ from exporter.probe.lifecycle.aia import AiaFetcher
 from exporter.probe.lifecycle.crl import CrlFetcher
 from exporter.probe.negotiation import ANSWERLESS, LEARN_TIMEOUT, ProtocolMemory, Where, spoken
 from exporter.probe.roundtrip import run_roundtrip
-from exporter.probe.smallkey import small_key_chain
+from exporter.probe.secondlook import second_look
 from exporter.probe.wire.addresses import family_name, literal_ip, select_addresses
 from exporter.probe.wire.connection import Connection, connect
 from exporter.probe.wire.mqtt import DISCONNECT, Connack, encode_connect, read_connack
@@ -58,7 +58,6 @@ from exporter.results import (
     MqttFacts,
     Phase,
     ProbeResult,
-    Problem,
     Reason,
     Stage,
     TlsFacts,
@@ -245,7 +244,7 @@ class Prober:
             return replace(draft, failure=draft.roundtrip.failure if draft.roundtrip else None), presented
         except _Failed as failed:
             draft = replace(failed.draft or draft, failure=failed.failure)
-            return await _second_look(broker, clock, draft), presented
+            return await second_look(broker, draft, clock.remaining()), presented
 
     async def _negotiated(self, broker: BrokerConfig, clock: _Clock, draft: ProbeResult) -> BrokerConfig:
         """The broker with ``mqtt.protocol: auto`` replaced by the version it speaks (remembered, or
@@ -402,28 +401,6 @@ def _refusal(mqtt: MqttFacts | None) -> Failure | None:
         )
         return Failure(Stage.MQTT, Reason.UNSUPPORTED_PROTOCOL, detail)
     return Failure(Stage.MQTT, Reason.REFUSED, f"CONNACK refused the connection: {code} ({meaning})")
-
-
-async def _second_look(broker: BrokerConfig, clock: _Clock, draft: ProbeResult) -> ProbeResult:
-    """A handshake that failed for a key too small for TLS 1.3 is named so, with the chain (smallkey)."""
-    failure = draft.failure
-    if failure is None or failure.stage is not Stage.TLS or broker.proxy is not None or not draft.ip:
-        return draft
-    if failure.reason not in (Reason.HANDSHAKE_FAILURE, Reason.PROTOCOL_ERROR):
-        return draft
-    version, chain = await small_key_chain(
-        draft.ip, broker.target.port, broker.server_name, clock.remaining()
-    )
-    if not chain:
-        return draft
-    leaf = chain[0]
-    detail = (
-        f"the server's certificate has a {leaf.key} key, too small for TLS 1.3 (no signature algorithm fits) "
-        "and for OpenSSL clients at their default security level"
-    )
-    verdict = TrustVerdict(trusted=False, problems=(Problem.WEAK_KEY,), details=(detail,))
-    tls = TlsFacts(version=version, cipher="", chain=chain, verdict=verdict)
-    return replace(draft, tls=tls, failure=Failure(Stage.TLS, Reason.HANDSHAKE_FAILURE, detail))
 
 
 def _where(broker: BrokerConfig, draft: ProbeResult) -> Where:

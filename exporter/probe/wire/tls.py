@@ -176,6 +176,7 @@ class TlsSession:
         server_hostname: str | None,
         *,
         sends_client_certificate: bool = False,
+        keep_raw: bool = False,
     ) -> None:
         self._connection = connection
         self._incoming = ssl.MemoryBIO()
@@ -190,6 +191,9 @@ class TlsSession:
         #: a TLS 1.3 session ticket arrived: the server accepted the handshake (and our certificate)
         self.ticket_received = False
         self.chain_der: tuple[bytes, ...] = ()
+        #: every byte the server sent, when a caller asked for them (``keep_raw``): bounded by
+        #: MAX_HANDSHAKE_BYTES like the handshake itself
+        self.raw: bytearray | None = bytearray() if keep_raw else None
         self.verify_error: VerifyError | None = None
 
     # -- low level ------------------------------------------------------------------------------
@@ -207,6 +211,8 @@ class TlsSession:
         self._received += len(data)
         if self._received > MAX_HANDSHAKE_BYTES and not self.handshake_done:
             raise TlsProtocolError(f"server sent more than {MAX_HANDSHAKE_BYTES} bytes without finishing")
+        if self.raw is not None:
+            self.raw += data
         self._incoming.write(data)
         return True
 
