@@ -11,20 +11,21 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
-from exporter import configfile, eventloop, logs, memory, shard, webserver
+from exporter import configfile, eventloop, logs, memory, shard
 from exporter.coalesce import Coalesced, in_daemon_thread
 from exporter.collector import ExporterCollector, ExporterFacts
 from exporter.config import BrokerConfig, Config, ConfigError, load_config
 from exporter.exposition import BrokerExposition
-from exporter.multitarget import probe_handler
 from exporter.probe import Prober
 from exporter.probe.wire.connection import FD_EXHAUSTION
 from exporter.results import ProbeResult
 from exporter.scheduler import Scheduler
-from exporter.status.routes import StatusSource, latest_results, status_routes
 from exporter.store import ResultStore
-from exporter.web import WebState, build_app
-from exporter.webconfig import WebConfig
+from exporter.web import server as webserver
+from exporter.web.app import WebState, build_app
+from exporter.web.multitarget import probe_handler
+from exporter.web.status.routes import StatusSource, latest_results, status_routes
+from exporter.web.webconfig import WebConfig
 
 log = logs.get_logger("exporter")
 

@@ -40,7 +40,7 @@ from exporter.config import Config, ConfigError, load_config
 from exporter.lab import Listener, Mosquitto, MosquittoError, Pki, make_password_file, mosquitto_binary
 from exporter.report import build_report, summary_line
 from exporter.scheduler import DEFAULT_CONCURRENCY
-from exporter.web import parse_listen_address
+from exporter.web.app import parse_listen_address
 
 DEFAULT_LISTEN_ADDRESS = "127.0.0.1:9883"
 INSTALL_HINT = (

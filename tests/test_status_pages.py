@@ -33,12 +33,12 @@ from exporter.results import (
     TlsFacts,
     TrustVerdict,
 )
-from exporter.status.broker_page import broker_page
-from exporter.status.fleet import Assessor, QueryError, assess_fleet, parse_query, select
-from exporter.status.fleet_page import ProbeHelp, fleet_page
-from exporter.status.html import Html, el, join
-from exporter.status.routes import StatusSource, status_routes
-from exporter.web import WebState, build_app
+from exporter.web.app import WebState, build_app
+from exporter.web.status.broker_page import broker_page
+from exporter.web.status.fleet import Assessor, QueryError, assess_fleet, parse_query, select
+from exporter.web.status.fleet_page import ProbeHelp, fleet_page
+from exporter.web.status.html import Html, el, join
+from exporter.web.status.routes import StatusSource, status_routes
 from tests.conftest import cert_facts
 from tests.test_status import read
 
