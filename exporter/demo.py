@@ -102,8 +102,8 @@ def make_demo_brokers(directory: Path, now: dt.datetime) -> DemoSetup:
         DemoBroker("good", "valid chain from the demo CA: the probe succeeds", good),
         DemoBroker(
             "expiring",
-            "expires in 10 days: a critical alert, a warning in `check` (threshold: expiry_warning, 28 days)",
-            served("expiring", not_after=now + dt.timedelta(days=10)),
+            "expires in 20 days: a warning (expiry_warning 28 days; critical within expiry_critical, 14)",
+            served("expiring", not_after=now + dt.timedelta(days=20)),
         ),
         DemoBroker(
             "expired",

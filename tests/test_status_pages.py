@@ -111,7 +111,7 @@ def test_assessments_are_reused_for_a_while_then_follow_the_clock() -> None:
 
 def test_rows_are_worst_first_and_counted_before_filtering() -> None:
     config = [broker(name) for name in ("a-ok", "b-soon", "c-sooner", "d-refused", "e-new")]
-    results = [trusted("a-ok", 200), trusted("b-soon", 20), trusted("c-sooner", 5), refused("d-refused")]
+    results = [trusted("a-ok", 200), trusted("b-soon", 25), trusted("c-sooner", 20), refused("d-refused")]
     rows = assess_fleet(config, results, now=NOW, warn_days=30)
     view = select(rows, parse_query({}, paged=True))
     assert [row.name for row in view.rows] == ["d-refused", "c-sooner", "b-soon", "e-new", "a-ok"]
@@ -250,7 +250,7 @@ async def test_a_failing_page_answers_503_not_500_and_logs(caplog: pytest.LogCap
 
 def test_addresses_all_gets_a_row_and_a_section_per_address() -> None:
     config = BrokerConfig(name="cluster", target=Target("cluster.example.com", 8883), addresses="all")
-    old = cert_facts(subject="CN=old", common_name="old", not_after=NOW + 3 * DAY)
+    old = cert_facts(subject="CN=old", common_name="old", not_after=NOW + 20 * DAY)
     first = replace(trusted("cluster", 60), ip="10.0.0.7", address_label="10.0.0.7")
     assert first.tls is not None
     second = replace(first, ip="10.0.0.8", address_label="10.0.0.8", tls=replace(first.tls, chain=(old,)))
