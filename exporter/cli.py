@@ -12,8 +12,8 @@ from exporter import eventloop, logs
 from exporter.buildinfo import build_info, version_text
 from exporter.config import ConfigError, load_config, parse_duration
 from exporter.scheduler import DEFAULT_CONCURRENCY
-from exporter.web import parse_listen_address
-from exporter.webserver import DEFAULT_MAX_CONNECTIONS, ListenError, default_max_connections, systemd_sockets
+from exporter.web.app import parse_listen_address
+from exporter.web.server import DEFAULT_MAX_CONNECTIONS, ListenError, default_max_connections, systemd_sockets
 
 SUBCOMMANDS = ("serve", "check", "demo", "healthcheck")
 
@@ -171,7 +171,7 @@ def serve(argv: Sequence[str]) -> int:
         return 1
     web_config = None
     if args.web_config_file:
-        from exporter.webconfig import load_web_config
+        from exporter.web.webconfig import load_web_config
 
         try:
             web_config = load_web_config(args.web_config_file)

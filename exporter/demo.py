@@ -40,7 +40,7 @@ from exporter.config import Config, ConfigError, load_config
 from exporter.lab import Listener, Mosquitto, MosquittoError, Pki, make_password_file, mosquitto_binary
 from exporter.report import build_report, summary_line
 from exporter.scheduler import DEFAULT_CONCURRENCY
-from exporter.web import parse_listen_address
+from exporter.web.app import parse_listen_address
 
 DEFAULT_LISTEN_ADDRESS = "127.0.0.1:9883"
 INSTALL_HINT = (
@@ -102,8 +102,8 @@ def make_demo_brokers(directory: Path, now: dt.datetime) -> DemoSetup:
         DemoBroker("good", "valid chain from the demo CA: the probe succeeds", good),
         DemoBroker(
             "expiring",
-            "expires in 10 days: a critical alert, a warning in `check` (threshold: expiry_warning, 28 days)",
-            served("expiring", not_after=now + dt.timedelta(days=10)),
+            "expires in 20 days: a warning (expiry_warning 28 days; critical within expiry_critical, 14)",
+            served("expiring", not_after=now + dt.timedelta(days=20)),
         ),
         DemoBroker(
             "expired",

@@ -141,7 +141,7 @@ def build_lab(directory: Path) -> Lab:  # noqa: PLR0915 - one statement per lab 
     good = leaf("good")
     chained = {
         "good": good,
-        "expiring": leaf("expiring", not_after=now + dt.timedelta(days=10)),
+        "expiring": leaf("expiring", not_after=now + dt.timedelta(days=20)),
         "expired": leaf("expired", not_after=now - dt.timedelta(days=3)),
         "not_yet_valid": leaf("not-yet-valid", not_before=now + dt.timedelta(days=2)),
         "wrong_host": leaf("wrong-host", dns_names=("other.example.com",), ip_addresses=()),

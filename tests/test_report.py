@@ -307,14 +307,17 @@ def test_without_warn_days_the_brokers_expiry_warning_is_the_threshold() -> None
     default = BrokerConfig("b", Target("localhost", 8883))
     result = _result(default, None, tls=_tls([seven_day_leaf]), mqtt=MqttFacts("5", 0))
     assert build_report(result, default, now=now).warn_days == 28  # expiry_warning's default
-    assert build_report(result, default, now=now).status is Status.WARNING
+    # 3 days left is inside expiry_critical (14 days by default): critical, where the alerts page
+    assert build_report(result, default, now=now).status is Status.CRITICAL
+    lenient = replace(default, expiry_critical=ExpiryThreshold(seconds=day))
+    assert build_report(result, lenient, now=now).status is Status.WARNING
     # a 7-day fleet warns at 33% of the lifetime (2.3 days): 3 days left is still fine
     short = replace(default, expiry_warning=ExpiryThreshold(share=0.33))
     report = build_report(result, short, now=now)
     assert report.warn_days == pytest.approx(0.33 * 7) and report.status is Status.OK
     assert build_report(
         result, replace(short, expiry_warning=ExpiryThreshold(seconds=5 * day)), now=now
-    ).status is (Status.WARNING)
+    ).status is (Status.CRITICAL)
 
 
 def test_failure_outranks_warning(probed: Probed) -> None:
@@ -683,7 +686,7 @@ def test_outdated_and_expired_is_critical_and_says_reload_not_renew() -> None:
 
 
 def test_expiring_served_leaf_with_a_renewed_file_says_reload() -> None:
-    soon = _cert(not_before=NOW - 80 * DAY, not_after=NOW + 10 * DAY, fingerprint="01" * 32)
+    soon = _cert(not_before=NOW - 70 * DAY, not_after=NOW + 20 * DAY, fingerprint="01" * 32)
     report = _report(_stale(served_leaf=soon))
     assert report.status is Status.WARNING
     [(_, expiring)] = report.warnings
@@ -858,7 +861,7 @@ def test_lints_are_listed_but_never_change_the_exit_code(base: str) -> None:
     result = _healthy(lints=ALL_LINTS)
     if base == "expiring":
         assert result.tls is not None
-        soon = _cert(not_after=NOW + 5 * DAY)
+        soon = _cert(not_after=NOW + 20 * DAY)
         result = replace(result, tls=replace(result.tls, chain=(soon,)))
     without = _report(replace(result, lints=()))
     report = _report(result)

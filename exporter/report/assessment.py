@@ -32,7 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from enum import IntEnum
 
-from exporter.config import DEFAULT_EXPIRY_WARNING, BrokerConfig
+from exporter.config import DEFAULT_EXPIRY_CRITICAL, DEFAULT_EXPIRY_WARNING, BrokerConfig, ExpiryThreshold
 from exporter.report.brokerfixes import tailor
 from exporter.report.fixes import (
     ANCHOR_FIX,
@@ -74,10 +74,20 @@ DEFAULT_WARN_DAYS = DEFAULT_EXPIRY_WARNING.seconds / 86400 if DEFAULT_EXPIRY_WAR
 
 def warning_days(result: ProbeResult, broker: BrokerConfig) -> float:
     """The broker's ``expiry_warning`` in days, for this result's leaf (the alerts' own threshold)."""
+    return _threshold_days(result, broker.expiry_warning, DEFAULT_WARN_DAYS)
+
+
+def critical_days(result: ProbeResult, broker: BrokerConfig) -> float:
+    """The broker's ``expiry_critical`` in days, for this result's leaf (where the alerts page)."""
+    default = DEFAULT_EXPIRY_CRITICAL.seconds / 86400 if DEFAULT_EXPIRY_CRITICAL.seconds else 14.0
+    return _threshold_days(result, broker.expiry_critical, default)
+
+
+def _threshold_days(result: ProbeResult, threshold: ExpiryThreshold, default: float) -> float:
     chain = result.tls.chain if result.tls else ()
     leaf = chain[0] if chain and not chain[0].parse_error else None
-    seconds = broker.expiry_warning.for_lifetime(None if leaf is None else leaf.not_after - leaf.not_before)
-    return DEFAULT_WARN_DAYS if seconds is None else seconds / 86400
+    seconds = threshold.for_lifetime(None if leaf is None else leaf.not_after - leaf.not_before)
+    return default if seconds is None else seconds / 86400
 
 
 SECONDS_PER_DAY = 86400.0
@@ -244,11 +254,15 @@ class Assessment:
     #: warnings about certificates around the chain, each with its one-line headline: the served
     #: certificate file, the trust anchor, the exporter's own client certificate
     lifecycle_warnings: tuple[tuple[str, Finding], ...] = ()
+    #: a certificate of the chain expiring within this many days is critical, not a warning: the
+    #: broker's ``expiry_critical``, where the alert rules page
+    critical_days: float = 0.0
 
     @property
     def status(self) -> Status:
         """Lints and notes never count here (see the module docstring)."""
-        if self.result.failure is not None or self.revoked:
+        expires_critically = any(item.days_left <= self.critical_days for item, _ in self.warnings)
+        if self.result.failure is not None or self.revoked or expires_critically:
             return Status.CRITICAL
         if self.warnings or self.lifecycle_warnings:
             return Status.WARNING
@@ -299,6 +313,7 @@ def assess(
             warnings=_expiry_warnings(result, renewed, warn_days=warn_days, now=now),
             revoked=revoked_findings(result),
             lifecycle_warnings=_lifecycle_warnings(result, broker, warn_days=warn_days, now=now),
+            critical_days=critical_days(result, broker),
         )
     )
 

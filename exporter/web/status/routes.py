@@ -18,14 +18,22 @@ from aiohttp import web
 
 from exporter import logs
 from exporter.config import BrokerConfig
-from exporter.multitarget import DEFAULT_MODULE
 from exporter.report import iso8601
 from exporter.results import ProbeResult
-from exporter.status.broker_page import broker_page
-from exporter.status.fleet import Assessor, QueryError, Row, assess_fleet, fleet_document, parse_query, select
-from exporter.status.fleet_page import ProbeHelp, fleet_page
-from exporter.status.html import SECURITY_HEADERS, Links, el, page
 from exporter.store import ResultStore
+from exporter.web.multitarget import DEFAULT_MODULE
+from exporter.web.status.broker_page import broker_page
+from exporter.web.status.fleet import (
+    Assessor,
+    QueryError,
+    Row,
+    assess_fleet,
+    fleet_document,
+    parse_query,
+    select,
+)
+from exporter.web.status.fleet_page import ProbeHelp, fleet_page
+from exporter.web.status.html import SECURITY_HEADERS, Links, el, page
 
 log = logs.get_logger("exporter.status")
 
