@@ -33,10 +33,12 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-## test: lint, type-check and the whole suite (real Mosquitto, Prometheus, promtool and chromium)
+## test: lint, type-check and the whole suite (real Mosquitto, RabbitMQ, amqtt, ejabberd, Prometheus,
+## promtool and chromium)
 ## (the container engine and kubectl are optional: without them tests/test_image.py and the kustomize
 ## check skip, saying why)
 test: venv system-packages lint
+	bash scripts/ensure-system-packages.sh brokers
 	bash scripts/ensure-system-packages.sh container kubectl || echo "make test: no container engine or kubectl: those tests skip" >&2
 	bash scripts/ensure-system-packages.sh browser  # the status page's real-browser test (chromium)
 	$(BIN)/pytest -n 2 $(PYTEST_ARGS)

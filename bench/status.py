@@ -25,12 +25,12 @@ from exporter import eventloop, memory
 from exporter.config import BrokerConfig, Target
 from exporter.exposition import BrokerExposition
 from exporter.report import DEFAULT_WARN_DAYS
-from exporter.status.broker_page import broker_page
-from exporter.status.fleet import Assessor, assess_fleet, fleet_document, parse_query, select
-from exporter.status.fleet_page import ProbeHelp, fleet_page
-from exporter.status.routes import StatusSource, json_text, latest_results, status_routes
 from exporter.store import ResultStore
-from exporter.web import WebState, build_app
+from exporter.web.app import WebState, build_app
+from exporter.web.status.broker_page import broker_page
+from exporter.web.status.fleet import Assessor, assess_fleet, fleet_document, parse_query, select
+from exporter.web.status.fleet_page import ProbeHelp, fleet_page
+from exporter.web.status.routes import StatusSource, json_text, latest_results, status_routes
 
 
 def timed(action: Callable[[], object], repeat: int) -> float:

@@ -3,8 +3,9 @@
 Usage::
 
     mqtt-cert-exporter check HOST:PORT [--ca-file F] [--server-name N] [--cert-file F [--key-file F]]
-        [--intermediates-file F] [--username U --password-file F] [--protocol 5|3.1.1] [--client-id ID]
-        [--timeout 10s] [--output text|json] [--warn-days 30] [--color auto|always|never]
+        [--intermediates-file F] [--username U --password-file F] [--protocol auto|5|3.1.1] [--client-id ID]
+        [--broker-kind mosquitto|rabbitmq|emqx|hivemq|ejabberd]
+        [--timeout 10s] [--output text|json] [--warn-days 30] [--color auto|always|never] [--legacy-tls]
     mqtt-cert-exporter check --config.file config.yaml [--broker NAME ...] [--output text|json]
         [--warn-days 30] [--probe.concurrency N]
 
@@ -35,10 +36,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import logging
 import os
 import re
+import select
 import ssl
 import sys
 import time
@@ -61,6 +64,7 @@ from exporter.config import (
 )
 from exporter.probe import Prober
 from exporter.report import DEFAULT_WARN_DAYS, Report, Status, build_report, summary_line, worst
+from exporter.report.brokerkinds import BrokerKind
 from exporter.results import ProbeResult
 from exporter.scheduler import DEFAULT_CONCURRENCY
 
@@ -77,6 +81,7 @@ ADDRESS_FLAGS = (
     ("protocol", "--protocol"),
     ("client_id", "--client-id"),
     ("timeout", "--timeout"),
+    ("broker_kind", "--broker-kind"),
 )
 
 
@@ -135,8 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="file holding the MQTT password (one trailing newline is ignored)",
     )
-    mqtt.add_argument("--protocol", choices=["5", "3.1.1"], help="MQTT version (default: 5)")
+    mqtt.add_argument(
+        "--protocol",
+        choices=["auto", "5", "3.1.1"],
+        help="MQTT version (default: auto, learned with a CONNECT that carries no credentials)",
+    )
     mqtt.add_argument("--client-id", metavar="ID", help="MQTT client id (default: generated)")
+    parser.add_argument(
+        "--broker-kind",
+        choices=[kind.value for kind in BrokerKind],
+        help="the broker's implementation, so the fixes name its settings (default: every kind's, labelled)",
+    )
     parser.add_argument(
         "--timeout",
         metavar="DURATION",
@@ -144,11 +158,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--output", choices=["text", "json"], default="text", help="report format")
     parser.add_argument(
+        "--legacy-tls",
+        action="store_true",
+        help="also check whether the broker still accepts TLS 1.0/1.1 (one more handshake, which brokers "
+        "log as refused, some at warning or error level)",
+    )
+    parser.add_argument(
         "--warn-days",
         type=_warn_days,
         metavar="DAYS",
-        default=DEFAULT_WARN_DAYS,
-        help=f"warn (exit 1) when a certificate expires within this many days (default: {DEFAULT_WARN_DAYS})",
+        default=None,
+        help="warn (exit 1) when a certificate expires within this many days (default: each broker's "
+        f"expiry_warning, as the alert rules use it: {DEFAULT_WARN_DAYS:g} days unless configured)",
     )
     parser.add_argument(
         "--color",
@@ -248,12 +269,19 @@ def broker_from_arguments(args: argparse.Namespace) -> BrokerConfig:
         intermediates_file=readable("--intermediates-file", args.intermediates_file),
     )
     mqtt = MqttSettings(
-        protocol=args.protocol or "5",
+        protocol=args.protocol or "auto",
         client_id=args.client_id or None,
         username=args.username or None,
         password=_read_password(args.password_file) if args.password_file else None,
     )
-    return BrokerConfig(name=args.address, target=target, timeout=timeout, tls=tls, mqtt=mqtt)
+    return BrokerConfig(
+        name=args.address,
+        target=target,
+        timeout=timeout,
+        tls=tls,
+        mqtt=mqtt,
+        broker_kind=args.broker_kind or "",
+    )
 
 
 def brokers_from_config(path: str, names: Sequence[str] | None) -> list[BrokerConfig]:
@@ -345,10 +373,11 @@ def select_brokers(args: argparse.Namespace) -> list[BrokerConfig]:
 
 
 async def probe_all(
-    brokers: Sequence[BrokerConfig], *, concurrency: int = DEFAULT_CONCURRENCY
+    brokers: Sequence[BrokerConfig], *, concurrency: int = DEFAULT_CONCURRENCY, legacy_tls: bool = False
 ) -> list[ProbeResult]:
-    """Probe every broker once, concurrently (at most ``concurrency`` at a time); results in input order."""
-    prober = Prober()
+    """Probe every broker once, concurrently (at most ``concurrency`` at a time); results in input order.
+    ``legacy_tls``: also check whether each still accepts TLS 1.0/1.1 (one more handshake each)."""
+    prober = Prober(legacy_tls_interval=0.0 if legacy_tls else None)
     slots = asyncio.Semaphore(concurrency)
 
     async def probe(broker: BrokerConfig) -> ProbeResult:
@@ -368,9 +397,13 @@ class Outcome:
 
 
 def run_checks(
-    brokers: Sequence[BrokerConfig], *, warn_days: float, concurrency: int = DEFAULT_CONCURRENCY
+    brokers: Sequence[BrokerConfig],
+    *,
+    warn_days: float | None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    legacy_tls: bool = False,
 ) -> Outcome:
-    results = eventloop.run(probe_all(brokers, concurrency=concurrency))
+    results = eventloop.run(probe_all(brokers, concurrency=concurrency, legacy_tls=legacy_tls))
     now = time.time()
     return Outcome(
         [build_report(r, b, warn_days=warn_days, now=now) for r, b in zip(results, brokers, strict=True)]
@@ -405,13 +438,35 @@ def main(argv: Sequence[str], *, stdout: TextIO | None = None, stderr: TextIO | 
     except SystemExit as exc:  # --help
         return exc.code if isinstance(exc.code, int) else 0
     try:
-        outcome = run_checks(brokers, warn_days=args.warn_days, concurrency=args.concurrency)
+        outcome = run_checks(
+            brokers, warn_days=args.warn_days, concurrency=args.concurrency, legacy_tls=args.legacy_tls
+        )
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a bug must read "unknown" to a monitoring system, not "warning" (exit 1)
         print(f"{parser.prog}: internal error: {type(exc).__name__}: {exc}", file=err)
         return int(Status.UNKNOWN)
     colour = use_colour(args.color, isatty=out.isatty(), environ=os.environ)
-    out.write(render(outcome, output=args.output, several=args.config_file is not None, colour=colour))
-    out.flush()
+    write_all(out, render(outcome, output=args.output, several=args.config_file is not None, colour=colour))
     return int(outcome.status)
+
+
+def write_all(out: TextIO, text: str) -> None:
+    """All of ``text``, also to a pipe whose reader is slow: after a run on uvloop, a large write through
+    ``sys.stdout`` to a full pipe came back short (65,536 bytes of a 200,000-byte report reached the
+    reader, no error raised). ``os.write`` reports each partial write; the loop sends the rest."""
+    try:
+        descriptor = out.fileno()
+    except (OSError, ValueError, io.UnsupportedOperation):  # a StringIO (tests, embedding)
+        out.write(text)
+        out.flush()
+        return
+    out.flush()
+    data = memoryview(text.encode(getattr(out, "encoding", None) or "utf-8"))
+    while data:
+        try:
+            written = os.write(descriptor, data)
+        except BlockingIOError:
+            select.select([], [descriptor], [])
+            continue
+        data = data[written:]

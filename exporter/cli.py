@@ -10,10 +10,10 @@ from collections.abc import Sequence
 
 from exporter import eventloop, logs
 from exporter.buildinfo import build_info, version_text
-from exporter.config import ConfigError, load_config
+from exporter.config import ConfigError, load_config, parse_duration
 from exporter.scheduler import DEFAULT_CONCURRENCY
-from exporter.web import parse_listen_address
-from exporter.webserver import DEFAULT_MAX_CONNECTIONS, ListenError, default_max_connections, systemd_sockets
+from exporter.web.app import parse_listen_address
+from exporter.web.server import DEFAULT_MAX_CONNECTIONS, ListenError, default_max_connections, systemd_sockets
 
 SUBCOMMANDS = ("serve", "check", "demo", "healthcheck")
 
@@ -23,6 +23,13 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _listen_address(text: str) -> str:
@@ -135,6 +142,15 @@ def serve_parser() -> argparse.ArgumentParser:
         "exporters with 0/n .. n-1/n to cover every broker exactly once",
     )
     parser.add_argument(
+        "--probe.legacy-tls-interval",
+        dest="legacy_tls_interval",
+        type=_duration,
+        default=None,
+        metavar="DURATION",
+        help="also check whether each broker still accepts TLS 1.0/1.1, this often (e.g. 24h). Off when not "
+        "given: brokers log the refused handshake, some at warning or error level",
+    )
+    parser.add_argument(
         "--config.check", dest="config_check", action="store_true", help="validate the configuration and exit"
     )
     logs.add_logging_flags(parser)
@@ -155,7 +171,7 @@ def serve(argv: Sequence[str]) -> int:
         return 1
     web_config = None
     if args.web_config_file:
-        from exporter.webconfig import load_web_config
+        from exporter.web.webconfig import load_web_config
 
         try:
             web_config = load_web_config(args.web_config_file)
@@ -185,6 +201,7 @@ def serve(argv: Sequence[str]) -> int:
         listen_sockets=sockets,
         telemetry_path=args.telemetry_path,
         max_connections=args.max_connections or default_max_connections(),
+        legacy_tls_interval=args.legacy_tls_interval or None,
     )
     try:
         return eventloop.run(Daemon(options, config).run())

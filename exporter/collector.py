@@ -57,6 +57,9 @@ from exporter.families import (
     EXPIRY_CRITICAL_THRESHOLD,
     EXPIRY_WARNING_THRESHOLD,
     EXPORTER_FAMILIES,
+    FD_EXHAUSTION,
+    HTTP_CONNECTIONS,
+    HTTP_CONNECTIONS_CLOSED,
     PROBE_DURATION,
     PROBE_FAILURE,
     PROBE_FAILURES,
@@ -122,6 +125,12 @@ class ExporterFacts:
     metrics_render_seconds: float = 0.0
     #: the caches brokers can grow (CRLs, AIA intermediates)
     caches: tuple[CacheSize, ...] = ()
+    #: probe connects refused by the exporter's own fd limit since start
+    fd_exhaustion: int = 0
+    #: HTTP connections open now, and closed by the exporter (evicted past the cap, header timeout)
+    http_connections: int = 0
+    http_evicted: int = 0
+    http_header_timeouts: int = 0
 
 
 Add = Callable[[Sample], None]
@@ -397,6 +406,12 @@ def exporter_samples(facts: ExporterFacts) -> list[Sample]:
     ]
     samples.extend((CACHE_ENTRIES, ("cache",), (cache.name,), cache.entries) for cache in facts.caches)
     samples.extend((CACHE_BYTES, ("cache",), (cache.name,), cache.bytes) for cache in facts.caches)
+    samples += [
+        (FD_EXHAUSTION, (), (), facts.fd_exhaustion),
+        (HTTP_CONNECTIONS, (), (), facts.http_connections),
+        (HTTP_CONNECTIONS_CLOSED, ("reason",), ("evicted",), facts.http_evicted),
+        (HTTP_CONNECTIONS_CLOSED, ("reason",), ("header_timeout",), facts.http_header_timeouts),
+    ]
     return samples
 
 

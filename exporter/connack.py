@@ -10,6 +10,10 @@ from enum import StrEnum
 
 PROTOCOL_5 = "5"
 PROTOCOL_311 = "3.1.1"
+#: ``mqtt.protocol: auto``: learn what the broker speaks (see ``probe.negotiation``)
+PROTOCOL_AUTO = "auto"
+#: The codes that mean "I do not speak the version you sent", per table
+UNSUPPORTED_VERSION_CODES: Mapping[str, int] = {PROTOCOL_311: 1, PROTOCOL_5: 0x84}
 
 CONNACK_MEANINGS_311: Mapping[int, str] = {
     0: "connection accepted",

@@ -11,20 +11,21 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
-from exporter import configfile, eventloop, logs, memory, shard, webserver
+from exporter import configfile, eventloop, logs, memory, shard
 from exporter.coalesce import Coalesced, in_daemon_thread
 from exporter.collector import ExporterCollector, ExporterFacts
 from exporter.config import BrokerConfig, Config, ConfigError, load_config
 from exporter.exposition import BrokerExposition
-from exporter.multitarget import probe_handler
 from exporter.probe import Prober
+from exporter.probe.wire.connection import FD_EXHAUSTION
 from exporter.results import ProbeResult
 from exporter.scheduler import Scheduler
-from exporter.selfmetrics import TroubleCollector
-from exporter.status.routes import StatusSource, latest_results, status_routes
 from exporter.store import ResultStore
-from exporter.web import WebState, build_app
-from exporter.webconfig import WebConfig
+from exporter.web import server as webserver
+from exporter.web.app import WebState, build_app
+from exporter.web.multitarget import probe_handler
+from exporter.web.status.routes import StatusSource, latest_results, status_routes
+from exporter.web.webconfig import WebConfig
 
 log = logs.get_logger("exporter")
 
@@ -46,6 +47,8 @@ class ServeOptions:
     telemetry_path: str = "/metrics"
     #: --web.max-connections
     max_connections: int = webserver.DEFAULT_MAX_CONNECTIONS
+    #: --probe.legacy-tls-interval: how often the TLS 1.0/1.1 check runs per broker; None: never
+    legacy_tls_interval: float | None = None
 
 
 def state_of(result: ProbeResult) -> tuple[str, ...]:
@@ -82,7 +85,7 @@ class Daemon:
         self.options = options
         self.config = config
         self.store = ResultStore()
-        self.prober = Prober()
+        self.prober = Prober(legacy_tls_interval=options.legacy_tls_interval)
         self.scheduler: Scheduler | None = None
         self.web_state = WebState()
         self.reload_ok = True
@@ -94,7 +97,6 @@ class Daemon:
         self.registry.register(ExporterCollector(self.store, self._facts, brokers=False))
         self.exposition = BrokerExposition(self.store)
         self.connections = webserver.ConnectionGuard(self.options.max_connections)
-        self.registry.register(TroubleCollector(self.connections))
         self._stopping = asyncio.Event()
         #: the bound /metrics URLs, set before `listening` is
         self.urls: list[str] = []
@@ -127,6 +129,10 @@ class Daemon:
             max_schedule_lag=self.scheduler.max_lag if self.scheduler else 0.0,
             metrics_render_seconds=self.web_state.metrics_render_seconds,
             caches=self.prober.cache_sizes(),
+            fd_exhaustion=FD_EXHAUSTION.count,
+            http_connections=self.connections.open_connections,
+            http_evicted=self.connections.evicted,
+            http_header_timeouts=self.connections.timed_out,
         )
 
     async def reload(self) -> tuple[bool, str]:

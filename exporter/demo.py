@@ -38,9 +38,9 @@ from exporter import eventloop, logs
 from exporter.check import probe_all, use_colour
 from exporter.config import Config, ConfigError, load_config
 from exporter.lab import Listener, Mosquitto, MosquittoError, Pki, make_password_file, mosquitto_binary
-from exporter.report import DEFAULT_WARN_DAYS, build_report, summary_line
+from exporter.report import build_report, summary_line
 from exporter.scheduler import DEFAULT_CONCURRENCY
-from exporter.web import parse_listen_address
+from exporter.web.app import parse_listen_address
 
 DEFAULT_LISTEN_ADDRESS = "127.0.0.1:9883"
 INSTALL_HINT = (
@@ -102,8 +102,8 @@ def make_demo_brokers(directory: Path, now: dt.datetime) -> DemoSetup:
         DemoBroker("good", "valid chain from the demo CA: the probe succeeds", good),
         DemoBroker(
             "expiring",
-            f"expires in 10 days: a warning with `check --warn-days {DEFAULT_WARN_DAYS}`",
-            served("expiring", not_after=now + dt.timedelta(days=10)),
+            "expires in 20 days: a warning (expiry_warning 28 days; critical within expiry_critical, 14)",
+            served("expiring", not_after=now + dt.timedelta(days=20)),
         ),
         DemoBroker(
             "expired",
@@ -178,7 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"[host]:port to serve /metrics on (default {DEFAULT_LISTEN_ADDRESS}; port 0 picks a free one)",
     )
     parser.add_argument(
-        "--warn-days", type=float, default=DEFAULT_WARN_DAYS, help="warning threshold of the printed reports"
+        "--warn-days",
+        type=float,
+        default=None,
+        help="warning threshold of the printed reports (default: each broker's expiry_warning)",
     )
     logs.add_logging_flags(parser)
     # The printed reports say what the exporter's per-broker warnings would; --log.level info shows them.
@@ -293,7 +296,7 @@ async def _serve(
     config_path: Path,
     config: Config,
     listen_address: str,
-    warn_days: float,
+    warn_days: float | None,
     mosquitto_pid: int,
     workdir: Path,
 ) -> int:

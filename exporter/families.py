@@ -386,6 +386,26 @@ CACHE_BYTES: Final = Family(
     ("cache",),
 )
 #: The exporter's own families, in the order they are exposed.
+FD_EXHAUSTION: Final = Family(
+    "mqtt_cert_exporter_fd_exhaustion",
+    COUNTER,
+    "Probe connects that failed because the exporter ran out of file descriptors (EMFILE/ENFILE); "
+    "such a probe is skipped and the broker keeps its previous result.",
+    (),
+)
+HTTP_CONNECTIONS: Final = Family(
+    "mqtt_cert_exporter_http_connections",
+    GAUGE,
+    "HTTP connections open to the exporter (at most --web.max-connections).",
+    (),
+)
+HTTP_CONNECTIONS_CLOSED: Final = Family(
+    "mqtt_cert_exporter_http_connections_closed",
+    COUNTER,
+    "HTTP connections the exporter closed: evicted (longest idle, to stay under --web.max-connections) "
+    "or header_timeout (no complete request head within 10 s).",
+    ("reason",),
+)
 EXPORTER_FAMILIES: Final = (
     BUILD_INFO,
     BROKERS,
@@ -397,4 +417,7 @@ EXPORTER_FAMILIES: Final = (
     RENDER_SECONDS,
     CACHE_ENTRIES,
     CACHE_BYTES,
+    FD_EXHAUSTION,
+    HTTP_CONNECTIONS,
+    HTTP_CONNECTIONS_CLOSED,
 )

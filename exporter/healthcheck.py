@@ -2,7 +2,7 @@
 
 Made for Docker's HEALTHCHECK and Kubernetes exec probes, which cannot know the exporter's
 credentials: it asks ``/-/healthy`` (or ``--path=/-/ready``) over loopback, which the exporter
-answers without basic auth to loopback peers only (exporter.webconfig); an exporter bound to one
+answers without basic auth to loopback peers only (exporter.web.webconfig); an exporter bound to one
 non-loopback address is asked there and still wants the password. It speaks TLS when the exporter
 does (found out by trying, without verifying the certificate: the peer is this machine itself) and
 falls back to plain HTTP. When the exporter requires client certificates

@@ -38,6 +38,13 @@ class Reason(StrEnum):
     UPGRADE_REJECTED = "upgrade_rejected"
     DENIED = "denied"
     ERROR = "error"
+    #: the server's certificate message is over OpenSSL's 100 KiB limit ("excessive message size")
+    CERTIFICATE_TOO_LARGE = "certificate_too_large"
+    #: the broker does not speak the MQTT version we sent (``mqtt.protocol: auto`` learns it)
+    UNSUPPORTED_PROTOCOL = "unsupported_protocol"
+    #: wss: the broker answered CONNECT with a WebSocket close frame, no CONNACK (RabbitMQ's Web-MQTT
+    #: closes with 1002 "unauthenticated" on bad credentials)
+    WEBSOCKET_CLOSED = "websocket_closed"
 
 
 #: Which reasons each stage can report (the documented contract; tests check against it).
@@ -49,10 +56,18 @@ REASONS_BY_STAGE: dict[Stage, tuple[Reason, ...]] = {
         Reason.PROTOCOL_ERROR,
         Reason.HANDSHAKE_FAILURE,
         Reason.CLIENT_CERTIFICATE_REQUIRED,
+        Reason.CERTIFICATE_TOO_LARGE,
     ),
     Stage.TRUST: (Reason.UNTRUSTED,),
     Stage.WEBSOCKET: (Reason.TIMEOUT, Reason.CLOSED, Reason.PROTOCOL_ERROR, Reason.UPGRADE_REJECTED),
-    Stage.MQTT: (Reason.TIMEOUT, Reason.PROTOCOL_ERROR, Reason.CLOSED, Reason.REFUSED),
+    Stage.MQTT: (
+        Reason.TIMEOUT,
+        Reason.PROTOCOL_ERROR,
+        Reason.CLOSED,
+        Reason.REFUSED,
+        Reason.UNSUPPORTED_PROTOCOL,
+        Reason.WEBSOCKET_CLOSED,
+    ),
     Stage.ROUNDTRIP: (Reason.TIMEOUT, Reason.DENIED, Reason.ERROR),
 }
 
@@ -66,6 +81,8 @@ class Problem(StrEnum):
     UNKNOWN_CA = "unknown_ca"
     INCOMPLETE_CHAIN = "incomplete_chain"
     HOSTNAME_MISMATCH = "hostname_mismatch"
+    #: not fit to be a TLS server's certificate: keyUsage or extendedKeyUsage (a CA certificate as leaf)
+    UNSUITABLE_PURPOSE = "unsuitable_purpose"
     WEAK_KEY = "weak_key"
     WEAK_SIGNATURE = "weak_signature"
     INVALID = "invalid"
@@ -150,12 +167,16 @@ class TlsFacts:
 class MqttFacts:
     """What the broker answered to our CONNECT."""
 
+    #: The MQTT version whose table ``connack_code`` belongs to (a 3.1.1-only broker answers a v5
+    #: CONNECT with a 3.1.1 return code)
     protocol: str
     #: The CONNACK code as received (3.1.1 return code or 5 reason code); None if no CONNACK.
     connack_code: int | None
     #: True when the CONNACK was received over the second, non-verifying connection
     #: (the chain was untrusted, we still wanted to know whether the broker answers MQTT).
     unverified_connection: bool = False
+    #: The version of the CONNECT we sent (after ``auto`` was resolved); "" when unknown
+    requested: str = ""
 
     @property
     def accepted(self) -> bool | None:

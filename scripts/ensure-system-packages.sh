@@ -16,6 +16,10 @@
 #                                      kubernetes-client), when no kubectl is installed
 #   ensure-system-packages.sh browser  the status page's real-browser test: headless chromium (package
 #                                      chromium)
+#   ensure-system-packages.sh brokers  brokers other than Mosquitto that the suite probes for real:
+#                                      RabbitMQ with its MQTT plugins (package rabbitmq-server, whose
+#                                      start script lives in /usr/lib/rabbitmq/bin) and ejabberd's
+#                                      mod_mqtt (package ejabberd)
 #
 # Mosquitto lives in /usr/sbin, which a normal user's PATH usually lacks: sbin directories are
 # checked too. Idempotent and quiet when everything is present. As root with apt-get: installs what is
@@ -25,7 +29,8 @@ set -euo pipefail
 
 PYTHON=${PYTHON:-python3}
 
-# "check:package" pairs; a check is a command name, or "venv" for Python's venv/ensurepip modules.
+# "check:package" pairs; a check is a command name, an absolute path that must be executable, or "venv"
+# for Python's venv/ensurepip modules.
 requirements=()
 if (($# == 0)); then
     set -- tools
@@ -43,6 +48,12 @@ for group in "$@"; do
             )
             ;;
         venv) requirements+=("venv:python3-venv") ;;
+        brokers)
+            requirements+=(
+                "/usr/lib/rabbitmq/bin/rabbitmq-server:rabbitmq-server"
+                "ejabberdctl:ejabberd"
+            )
+            ;;
         bench)
             requirements+=(
                 "prometheus-blackbox-exporter:prometheus-blackbox-exporter"
@@ -59,7 +70,7 @@ for group in "$@"; do
         kubectl) requirements+=("kubectl:kubernetes-client") ;;
         browser) requirements+=("chromium:chromium") ;;
         *)
-            echo "usage: $0 [tools] [venv] [bench] [container] [kubectl] [browser]" >&2
+            echo "usage: $0 [tools] [venv] [bench] [container] [kubectl] [browser] [brokers]" >&2
             exit 2
             ;;
     esac

@@ -75,7 +75,10 @@ class Lab:
         lines = ["defaults:", f"  interval: {interval}", f"  timeout: {timeout}", "brokers:"]
         for name in scenarios:
             broker = self.brokers[name]
-            lines += [f"  - name: {name}", f"    address: '{broker.address}'", "    tls:"]
+            lines += [f"  - name: {name}", f"    address: '{broker.address}'"]
+            if broker.broker_kind:
+                lines.append(f"    broker_kind: {broker.broker_kind}")
+            lines.append("    tls:")
             tls = dataclasses.asdict(broker.tls)
             for key, value in tls.items():
                 if value and key != "alpn":
@@ -138,7 +141,7 @@ def build_lab(directory: Path) -> Lab:  # noqa: PLR0915 - one statement per lab 
     good = leaf("good")
     chained = {
         "good": good,
-        "expiring": leaf("expiring", not_after=now + dt.timedelta(days=10)),
+        "expiring": leaf("expiring", not_after=now + dt.timedelta(days=20)),
         "expired": leaf("expired", not_after=now - dt.timedelta(days=3)),
         "not_yet_valid": leaf("not-yet-valid", not_before=now + dt.timedelta(days=2)),
         "wrong_host": leaf("wrong-host", dns_names=("other.example.com",), ip_addresses=()),
@@ -212,6 +215,7 @@ def build_lab(directory: Path) -> Lab:  # noqa: PLR0915 - one statement per lab 
             timeout=2.0,
             tls=tls,
             mqtt=MqttSettings(**mqtt),
+            broker_kind="mosquitto",  # the lab's brokers are Mosquitto (and servers that stand in for it)
         )
 
     for listener in listeners:

@@ -140,14 +140,14 @@ def test_weak_key(pki: dict[str, Issued]) -> None:
 def test_unmapped_openssl_error_is_invalid_with_message(pki: dict[str, Issued]) -> None:
     verdict = classify(
         parsed(pki["good"], pki["inter"]),
-        verify_code=26,
-        verify_message="unsupported certificate purpose",
+        verify_code=24,
+        verify_message="invalid CA certificate",
         server_name="localhost",
         now=time.time(),
         store=store(pki["root"]),
     )
     assert [p.value for p in verdict.problems] == ["invalid"]
-    assert "unsupported certificate purpose" in verdict.details[0]
+    assert "invalid CA certificate" in verdict.details[0]
 
 
 def test_no_certificate_is_invalid() -> None:

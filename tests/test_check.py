@@ -10,6 +10,7 @@ import io
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import threading
@@ -476,7 +477,8 @@ def test_json_of_real_brokers_follows_the_schema(lab: Lab, tmp_path: Path, revok
     served = served.replace("    tls:\n", f"    tls:\n      served_cert_file: '{served_file}'\n")
     config.write_text(text + served)
 
-    completed = run_check("--config.file", str(config), "--output", "json")
+    # --legacy-tls: the TLS 1.0/1.1 check is opt-in, and legacy_tls is a key to exercise
+    completed = run_check("--config.file", str(config), "--output", "json", "--legacy-tls")
     assert completed.returncode == 2, completed.stderr
     documents = json.loads(completed.stdout)
     assert len(documents) == len(lab.brokers) + 1
@@ -494,3 +496,22 @@ def test_json_of_real_brokers_follows_the_schema(lab: Lab, tmp_path: Path, revok
     assert schema_errors(validator, {**document, "new_key": 1})
     assert schema_errors(validator, {**document, "exit_code": "0"})
     assert schema_errors(validator, {key: value for key, value in document.items() if key != "tls"})
+
+
+def test_the_whole_report_reaches_a_slow_reader(lab: Lab, tmp_path: Path) -> None:
+    """A JSON report over 64 KiB piped to a reader that is not reading yet: every byte arrives (a write
+    through sys.stdout after a run on uvloop came back short, without an error)."""
+    config = tmp_path / "config.yaml"
+    config.write_text(lab.config_yaml(*lab.brokers))
+    out = tmp_path / "out.json"
+    command = f"{shlex.quote(sys.executable)} -m exporter check --config.file {shlex.quote(str(config))} --output json"
+    subprocess.run(
+        ["bash", "-c", f"{command} | (sleep 1; cat) > {shlex.quote(str(out))}"],
+        cwd=ROOT,
+        env={**os.environ, "MQTT_TEST_PASSWORD": PASSWORD},
+        timeout=60,
+        check=False,
+    )
+    text = out.read_text()
+    assert len(text) > 65536
+    assert len(json.loads(text)) == len(lab.brokers)

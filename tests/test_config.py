@@ -888,7 +888,7 @@ def test_module_errors(tmp_path: Path) -> None:
         "modules.a.name: unknown key",
         "modules.a.address: unknown key",
         "modules.a.timeout: must be greater than 0",
-        'modules.b.mqtt.protocol: unsupported MQTT protocol \'4\'; use "5" or "3.1.1"',
+        'modules.b.mqtt.protocol: unsupported MQTT protocol \'4\'; use "auto", "5" or "3.1.1"',
         "modules.b.tls.min_version: TLSv1.3 is higher than max_version TLSv1.2",
         "modules.7: module name must be a non-empty string",
     ]
@@ -978,6 +978,7 @@ def test_discover_makes_a_broker_of_every_tls_listener(tmp_path: Path) -> None:
         timeout=2.0,
         tls=TlsSettings(ca_file=str(tmp_path / "ca.pem"), served_cert_file=str(tmp_path / "server.crt")),
         mqtt=MqttSettings(username="monitor"),
+        broker_kind="mosquitto",  # what discovery found
     )
     assert ws.address == "wss://127.0.0.1:8884/mqtt"
 

@@ -18,7 +18,7 @@ import pytest
 
 from exporter.healthcheck import loopback_target
 from exporter.lab.ports import free_port
-from exporter.webconfig import is_loopback
+from exporter.web.webconfig import is_loopback
 from tests.conftest import ExporterProcess, Lab, start_exporter
 
 pytestmark = pytest.mark.slow

@@ -461,7 +461,7 @@ async def test_no_crl_distribution_point_no_revocation_series(lab: Lab) -> None:
     ],
 )
 async def test_lints_on_real_brokers(life: Life, scenario: str, expected: list[Lint]) -> None:
-    result = await probe(life.broker(scenario))
+    result = await probe(life.broker(scenario), Prober(legacy_tls_interval=3600.0))
     assert [finding.lint for finding in result.lints] == expected, result.lints
     if scenario in ("good", "long", "late", "root_included", "out_of_order", "legacy"):
         assert result.success, (scenario, result.failure)  # a lint never fails the probe
@@ -479,7 +479,8 @@ async def test_weak_crypto_lints_on_the_shared_lab(lab: Lab, scenario: str, lint
 
 
 async def test_legacy_tls_check_runs_at_its_own_cadence(life: Life) -> None:
-    hourly = Prober()
+    assert (await probe(life.broker("legacy"))).legacy_tls is None  # opt-in: off by default
+    hourly = Prober(legacy_tls_interval=3600.0)
     first = await probe(life.broker("legacy"), hourly)
     assert first.legacy_tls is not None and first.legacy_tls.accepted is True
     assert first.legacy_tls.version == "TLSv1.1"
@@ -506,7 +507,7 @@ def test_rendering_is_part_of_broker_families_and_passes_promtool(lab: Lab, life
     async def results() -> list[ProbeResult]:
         return [
             await probe(life.broker("revoked", served_cert_file=str(life.leaves["b"].cert_path))),
-            await probe(life.broker("legacy")),
+            await probe(life.broker("legacy"), Prober(legacy_tls_interval=3600.0)),
             await probe(lab.broker("mtls_with_cert")),
         ]
 

@@ -17,7 +17,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.config import Config, ModuleConfig, TlsSettings, parse_config
-from exporter.multitarget import (
+from exporter.probe import Prober
+from exporter.web.multitarget import (
     DEFAULT_MODULE,
     SCRAPE_TIMEOUT_HEADER,
     AllowList,
@@ -25,7 +26,6 @@ from exporter.multitarget import (
     probe_handler,
     probe_timeout,
 )
-from exporter.probe import Prober
 from tests.conftest import ROOT, ExporterProcess, Lab, promtool, start_exporter
 
 LOOPBACK = r"127\.0\.0\.1:[0-9]+"

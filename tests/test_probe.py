@@ -45,7 +45,7 @@ async def test_expiring_certificate_is_trusted_and_reports_days_left(lab: Lab) -
     assert result.success
     assert result.tls is not None
     days_left = (result.tls.chain[0].not_after - time.time()) / 86400
-    assert 9.9 < days_left <= 10.0
+    assert 19.9 < days_left <= 20.0
 
 
 @pytest.mark.parametrize(

@@ -856,7 +856,7 @@ def test_dashboard_numbers_are_right(stack: Stack) -> None:
         )
     )
     for labels in (stack.scheduled, stack.probed):
-        assert 9.9 < days_left(labels["expiring"]) <= 10
+        assert 19.9 < days_left(labels["expiring"]) <= 20
         assert days_left(labels["expired"]) < -2.9
         assert 89 < days_left(labels["good"]) <= 90
     (expired,) = stack.prometheus.query(substitute(expression("Expired")))
@@ -886,7 +886,7 @@ def test_expiry_and_trust_alerts_are_active_for_the_right_brokers(stack: Stack) 
         (mode, alertname, labels[scenario])
         for mode, labels in (("scheduled", stack.scheduled), ("probe", stack.probed))
         for alertname, scenario in (
-            ("MqttBrokerCertificateExpiryCritical", "expiring"),
+            ("MqttBrokerCertificateExpiringSoon", "expiring"),
             ("MqttBrokerCertificateExpired", "expired"),
             ("MqttBrokerCertificateUntrusted", "unknown_ca"),
         )
@@ -916,8 +916,8 @@ def test_expiry_and_trust_alerts_are_active_for_the_right_brokers(stack: Stack) 
         by_broker.setdefault(alert.get("broker", ""), set()).add(alert["alertname"])
     for labels in (stack.scheduled, stack.probed):
         assert labels["good"] not in by_broker, "the good broker stays silent"
-        # 10 days left: critical, and the warning stays quiet below the critical threshold
-        assert by_broker[labels["expiring"]] == {"MqttBrokerCertificateExpiryCritical"}
+        # 20 days left: between the broker's 14-day critical and 28-day warning thresholds
+        assert by_broker[labels["expiring"]] == {"MqttBrokerCertificateExpiringSoon"}
         # an expired leaf is one alert, not also an "untrusted: expired" one; the broker answers MQTT
         assert by_broker[labels["expired"]] == {"MqttBrokerCertificateExpired"}
         assert by_broker[labels["unknown_ca"]] == {"MqttBrokerCertificateUntrusted"}
@@ -943,12 +943,12 @@ def test_expiry_and_trust_alerts_are_active_for_the_right_brokers(stack: Stack) 
     )
     assert "its certificate O=mqtt-cert-exporter lab,CN=unknown-ca (issued by" in trust["description"]
     assert "Fix: the chain does not lead to a CA the clients trust" in trust["description"]
-    critical = texts[("MqttBrokerCertificateExpiryCritical", "expiring")]
+    soon = texts[("MqttBrokerCertificateExpiringSoon", "expiring")]
     assert re.fullmatch(
         r"MQTT broker expiring \(127\.0\.0\.1:\d+\): certificate O=mqtt-cert-exporter lab,CN=expiring "
-        r"expires in 9d 23h \d+m \d+s",
-        critical["summary"],
-    ), critical["summary"]
+        r"expires in 19d 23h \d+m \d+s",
+        soon["summary"],
+    ), soon["summary"]
 
 
 @pytest.mark.slow

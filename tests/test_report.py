@@ -16,7 +16,7 @@ from dataclasses import replace
 import pytest
 
 from exporter.check import probe_all
-from exporter.config import BrokerConfig, MqttProtocol, MqttSettings, Target
+from exporter.config import BrokerConfig, ExpiryThreshold, MqttProtocol, MqttSettings, Target
 from exporter.report import (
     ANCHOR_FIX,
     CLIENT_CERT_FIX,
@@ -205,7 +205,7 @@ def test_good_report_shows_address_ip_tls_and_timings(probed: Probed) -> None:
         ),
         ("password", "mqtt/refused", ["allow_anonymous false", "--password-file"]),
         ("tls_silent", "mqtt/timeout", ["MQTT listener"]),
-        ("tls_garbage", "mqtt/protocol_error", ["--protocol 3.1.1"]),
+        ("tls_garbage", "mqtt/protocol_error", ["--protocol auto"]),
         ("tls_close", "mqtt/closed", ["broker closed the connection"]),
     ],
 )
@@ -299,6 +299,27 @@ def test_warning_threshold_is_inclusive_and_skips_expired() -> None:
     assert build_report(result, broker, warn_days=29.9, now=now).status is Status.OK
 
 
+def test_without_warn_days_the_brokers_expiry_warning_is_the_threshold() -> None:
+    """check, demo and the status page warn where the alert rules do: at the broker's expiry_warning."""
+    now = 1_700_000_000.0
+    day = 86400.0
+    seven_day_leaf = _cert(not_before=now - 4 * day, not_after=now + 3 * day)
+    default = BrokerConfig("b", Target("localhost", 8883))
+    result = _result(default, None, tls=_tls([seven_day_leaf]), mqtt=MqttFacts("5", 0))
+    assert build_report(result, default, now=now).warn_days == 28  # expiry_warning's default
+    # 3 days left is inside expiry_critical (14 days by default): critical, where the alerts page
+    assert build_report(result, default, now=now).status is Status.CRITICAL
+    lenient = replace(default, expiry_critical=ExpiryThreshold(seconds=day))
+    assert build_report(result, lenient, now=now).status is Status.WARNING
+    # a 7-day fleet warns at 33% of the lifetime (2.3 days): 3 days left is still fine
+    short = replace(default, expiry_warning=ExpiryThreshold(share=0.33))
+    report = build_report(result, short, now=now)
+    assert report.warn_days == pytest.approx(0.33 * 7) and report.status is Status.OK
+    assert build_report(
+        result, replace(short, expiry_warning=ExpiryThreshold(seconds=5 * day)), now=now
+    ).status is (Status.CRITICAL)
+
+
 def test_failure_outranks_warning(probed: Probed) -> None:
     broker = probed.brokers["expiring"]
     result = replace(probed.results["expiring"], failure=Failure(Stage.MQTT, Reason.TIMEOUT, "no CONNACK"))
@@ -355,8 +376,24 @@ DOCUMENT_KEYS = {
     "revocation",
     "legacy_tls",
     "lints",
+    # issue 13: what /metrics has besides
+    "transport",
+    "address_label",
+    "expiry_thresholds",
+    "websocket",
+    "roundtrip",
 }
-TLS_KEYS = {"version", "cipher", "trusted", "verify_code", "verify_message", "problems", "anchor", "chain"}
+TLS_KEYS = {
+    "version",
+    "cipher",
+    "alpn_protocol",
+    "trusted",
+    "verify_code",
+    "verify_message",
+    "problems",
+    "anchor",
+    "chain",
+}
 CERT_KEYS = {
     "position",
     "subject",
@@ -372,7 +409,7 @@ CERT_KEYS = {
     "signature_algorithm",
     "parse_error",
 }
-MQTT_KEYS = {"protocol", "connack_code", "accepted", "meaning", "unverified_connection"}
+MQTT_KEYS = {"protocol", "connack_code", "accepted", "meaning", "unverified_connection", "requested_protocol"}
 ANCHOR_KEYS = {"subject", "fingerprint_sha256", "not_after", "days_left"}
 OTHER_CERT_KEYS = {
     "subject",
@@ -454,6 +491,7 @@ def test_json_facts_match_the_result(probed: Probed) -> None:
         "accepted": True,
         "meaning": "success",
         "unverified_connection": True,
+        "requested_protocol": "5",
     }
 
 
@@ -546,7 +584,7 @@ def _result(
 DAY = 86400.0
 NOW = 1_700_000_000.0
 SERVED_FILE = "/etc/mosquitto/certs/broker.crt"
-LAB_BROKER = BrokerConfig("b", Target("localhost", 8883))
+LAB_BROKER = BrokerConfig("b", Target("localhost", 8883), broker_kind="mosquitto")
 
 
 def _day(timestamp: float) -> str:
@@ -648,7 +686,7 @@ def test_outdated_and_expired_is_critical_and_says_reload_not_renew() -> None:
 
 
 def test_expiring_served_leaf_with_a_renewed_file_says_reload() -> None:
-    soon = _cert(not_before=NOW - 80 * DAY, not_after=NOW + 10 * DAY, fingerprint="01" * 32)
+    soon = _cert(not_before=NOW - 70 * DAY, not_after=NOW + 20 * DAY, fingerprint="01" * 32)
     report = _report(_stale(served_leaf=soon))
     assert report.status is Status.WARNING
     [(_, expiring)] = report.warnings
@@ -823,7 +861,7 @@ def test_lints_are_listed_but_never_change_the_exit_code(base: str) -> None:
     result = _healthy(lints=ALL_LINTS)
     if base == "expiring":
         assert result.tls is not None
-        soon = _cert(not_after=NOW + 5 * DAY)
+        soon = _cert(not_after=NOW + 20 * DAY)
         result = replace(result, tls=replace(result.tls, chain=(soon,)))
     without = _report(replace(result, lints=()))
     report = _report(result)

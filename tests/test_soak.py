@@ -17,4 +17,4 @@ def test_short_soak_has_no_leaks() -> None:
     assert report.at_end.fds <= report.after_warmup.fds + 10
     assert report.at_end.tasks <= report.after_warmup.tasks + 5
     assert report.at_end.rss_mb <= report.after_warmup.rss_mb * 1.15 + 5
-    assert report.slowest_scrape_after_warmup < 1.0
+    # how long scrapes took is a timing: bench.soak reports it (docs/reliability.md), not this test

@@ -163,7 +163,7 @@ def test_every_row_says_verdict_days_problems_and_fix(fleet: tuple[ExporterProce
     assert set(rows) == {*SCENARIOS, HOSTILE_NAME}
     expectations = {
         "good": ("OK", r"(89\.\d|90\.0) days leaf", "none"),
-        "expiring": ("WARNING", r"\b(9\.9|10\.0) days leaf", "expires_soon"),
+        "expiring": ("WARNING", r"\b(19\.9|20\.0) days leaf", "expires_soon"),
         "expired": ("CRITICAL", r"EXPIRED (2\.9|3\.0) days ago leaf", "expired"),
         "unknown_ca": ("CRITICAL", r"(89\.\d|90\.0) days leaf", "unknown_ca"),
         "wrong_host": ("CRITICAL", r"(89\.\d|90\.0) days leaf", "hostname_mismatch"),

@@ -33,12 +33,12 @@ from exporter.results import (
     TlsFacts,
     TrustVerdict,
 )
-from exporter.status.broker_page import broker_page
-from exporter.status.fleet import Assessor, QueryError, assess_fleet, parse_query, select
-from exporter.status.fleet_page import ProbeHelp, fleet_page
-from exporter.status.html import Html, el, join
-from exporter.status.routes import StatusSource, status_routes
-from exporter.web import WebState, build_app
+from exporter.web.app import WebState, build_app
+from exporter.web.status.broker_page import broker_page
+from exporter.web.status.fleet import Assessor, QueryError, assess_fleet, parse_query, select
+from exporter.web.status.fleet_page import ProbeHelp, fleet_page
+from exporter.web.status.html import Html, el, join
+from exporter.web.status.routes import StatusSource, status_routes
 from tests.conftest import cert_facts
 from tests.test_status import read
 
@@ -111,7 +111,7 @@ def test_assessments_are_reused_for_a_while_then_follow_the_clock() -> None:
 
 def test_rows_are_worst_first_and_counted_before_filtering() -> None:
     config = [broker(name) for name in ("a-ok", "b-soon", "c-sooner", "d-refused", "e-new")]
-    results = [trusted("a-ok", 200), trusted("b-soon", 20), trusted("c-sooner", 5), refused("d-refused")]
+    results = [trusted("a-ok", 200), trusted("b-soon", 25), trusted("c-sooner", 20), refused("d-refused")]
     rows = assess_fleet(config, results, now=NOW, warn_days=30)
     view = select(rows, parse_query({}, paged=True))
     assert [row.name for row in view.rows] == ["d-refused", "c-sooner", "b-soon", "e-new", "a-ok"]
@@ -178,7 +178,10 @@ def test_broker_page_shows_everything_around_the_chain_as_text() -> None:
         lints=(LintFinding(Lint.NO_SUBJECT_ALT_NAME, EVIL, (0,)),),
     )
     config = BrokerConfig(
-        name=EVIL, target=Target("plant.example.com", 8883), tls=TlsSettings(cert_file="/etc/exporter.crt")
+        name=EVIL,
+        target=Target("plant.example.com", 8883),
+        tls=TlsSettings(cert_file="/etc/exporter.crt"),
+        broker_kind="mosquitto",  # the fixes name Mosquitto's settings (its certificate paths are Mosquitto's)
     )
     rows = assess_fleet([config], [result], now=NOW, warn_days=30)
     html = broker_page(EVIL, rows, now=NOW, probe=False)
@@ -250,7 +253,7 @@ async def test_a_failing_page_answers_503_not_500_and_logs(caplog: pytest.LogCap
 
 def test_addresses_all_gets_a_row_and_a_section_per_address() -> None:
     config = BrokerConfig(name="cluster", target=Target("cluster.example.com", 8883), addresses="all")
-    old = cert_facts(subject="CN=old", common_name="old", not_after=NOW + 3 * DAY)
+    old = cert_facts(subject="CN=old", common_name="old", not_after=NOW + 20 * DAY)
     first = replace(trusted("cluster", 60), ip="10.0.0.7", address_label="10.0.0.7")
     assert first.tls is not None
     second = replace(first, ip="10.0.0.8", address_label="10.0.0.8", tls=replace(first.tls, chain=(old,)))

@@ -17,8 +17,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from exporter.config import Config, ModuleConfig, Target, parse_address
-from exporter.multitarget import probe_handler
 from exporter.probe import Prober
+from exporter.web.multitarget import probe_handler
 from tests.conftest import ROOT
 
 SUFFIX_PATTERN = r".*\.example\.com:[0-9]+"

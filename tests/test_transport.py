@@ -66,6 +66,10 @@ NAMES: dict[str, list[str]] = {
     "v4-only.cluster.test": ["127.0.0.1"],
 }
 
+#: These tests count connections and script the broker's answers: the version is pinned, not learned
+#: (``auto`` adds a learning connection; tests/test_brokers.py and test_negotiation.py cover it).
+V5 = MqttSettings(protocol="5")
+
 
 async def resolver(host: str, port: int) -> list[str]:
     if host not in NAMES:
@@ -104,6 +108,7 @@ class Transport:
         scheme: TargetScheme = "wss" if wss else "mqtts"
         path = "/mqtt" if wss else ""
         broker = BrokerConfig(
+            mqtt=V5,
             name=listener,
             target=Target("127.0.0.1", self.mosquitto.port(listener), scheme=scheme, path=path),
             timeout=3.0,
@@ -114,6 +119,7 @@ class Transport:
     def cluster(self, name: str = CLUSTER, **changes: Any) -> BrokerConfig:
         port = self.same_port if name == SAME else self.cluster_port
         broker = BrokerConfig(
+            mqtt=V5,
             name=name.split(".", maxsplit=1)[0],
             target=Target(name, port),
             timeout=3.0,
@@ -336,6 +342,7 @@ async def test_wss_upgrade_rejected_with_its_http_status(
     transport: Transport, https_app: int, path: str, status: int
 ) -> None:
     broker = BrokerConfig(
+        mqtt=V5,
         name="web",
         target=Target("127.0.0.1", https_app, scheme="wss", path=path),
         timeout=3.0,
@@ -425,7 +432,7 @@ class ScriptedServer:
     ("behaviour", "failure"),
     [
         ("fragmented", None),
-        ("close", ("mqtt", "closed")),
+        ("close", ("mqtt", "websocket_closed")),
         ("masked", ("websocket", "protocol_error")),
         ("text", ("websocket", "protocol_error")),
         ("bad_accept", ("websocket", "protocol_error")),
@@ -439,6 +446,7 @@ async def test_wss_against_a_scripted_server(
     server = ScriptedServer(behaviour)
     async with serving(server, server_context(transport.good, transport.lab.intermediate)) as port:
         broker = BrokerConfig(
+            mqtt=V5,
             name="scripted",
             target=Target("127.0.0.1", port, scheme="wss", path="/ws/mqtt"),
             timeout=1.0,
@@ -750,6 +758,7 @@ async def test_roundtrips_that_give_up_leave_nothing_behind(transport: Transport
         connack_for_the_probe_only, server_context(transport.good, transport.lab.intermediate)
     ) as port:
         silent = BrokerConfig(
+            mqtt=V5,
             name="silent-roundtrip",
             target=Target("127.0.0.1", port, scheme="wss", path="/mqtt"),
             timeout=3.0,
@@ -888,7 +897,7 @@ def through(
 @pytest.mark.parametrize(("kind", "scheme"), [("socks5", "socks5"), ("socks5", "socks5h"), ("http", "http")])
 async def test_probe_through_a_proxy(lab: Lab, kind: ProxyScheme, scheme: ProxyScheme) -> None:
     proxy = LoopbackProxy(kind)
-    broker = lab.broker("good")
+    broker = lab.broker("good", mqtt={"protocol": "5"})
     async with serving(proxy, None) as port:
         result = await Prober(resolver=no_resolver).probe(through(broker, scheme, port))
     assert result.failure is None, result.failure

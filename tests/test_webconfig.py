@@ -15,7 +15,7 @@ import bcrypt
 import pytest
 
 from exporter.config import ConfigError
-from exporter.webconfig import parse_web_config
+from exporter.web.webconfig import parse_web_config
 from tests.conftest import ROOT, ExporterProcess, Lab, start_exporter
 
 WEB_PASSWORD = "scrape-me-please"

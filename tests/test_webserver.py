@@ -22,11 +22,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from exporter import openmetrics, webserver
 from exporter.config import Config, ModuleConfig
-from exporter.multitarget import probe_handler
 from exporter.probe import Prober
-from exporter.web import accepts_gzip
+from exporter.web import openmetrics
+from exporter.web import server as webserver
+from exporter.web.app import accepts_gzip
+from exporter.web.multitarget import probe_handler
 from tests.conftest import PASSWORD, ROOT, ExporterProcess, Lab, start_exporter, wait_for
 
 OPENMETRICS_ACCEPT = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"

@@ -13,10 +13,10 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-
 from exporter.cache import BoundedCache
 from exporter.certs.parse import Parsed, TrustStore, load_certificate
+from exporter.certs.purpose import unsuitable_for_tls_server
+from exporter.certs.signatures import signed_by
 from exporter.config.grammar import certificate_covers
 from exporter.results import CacheSize, CertFacts, Problem, TrustVerdict
 
@@ -34,6 +34,7 @@ V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT = 18
 V_ERR_SELF_SIGNED_CERT_IN_CHAIN = 19
 V_ERR_UNABLE_TO_GET_ISSUER_CERT_LOCALLY = 20
 V_ERR_UNABLE_TO_VERIFY_LEAF_SIGNATURE = 21
+V_ERR_INVALID_PURPOSE = 26
 V_ERR_HOSTNAME_MISMATCH = 62
 V_ERR_IP_ADDRESS_MISMATCH = 64
 V_ERR_EE_KEY_TOO_SMALL = 66
@@ -58,6 +59,7 @@ _DIRECT_PROBLEMS = {
     V_ERR_EE_KEY_TOO_SMALL: Problem.WEAK_KEY,
     V_ERR_CA_KEY_TOO_SMALL: Problem.WEAK_KEY,
     V_ERR_CA_MD_TOO_WEAK: Problem.WEAK_SIGNATURE,
+    V_ERR_INVALID_PURPOSE: Problem.UNSUITABLE_PURPOSE,
 }
 
 
@@ -92,11 +94,7 @@ def _issued_by(cert_der: bytes, issuer_der: bytes) -> bool:
     cert, issuer = load_certificate(cert_der), load_certificate(issuer_der)
     if cert.issuer != issuer.subject:
         return False
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
-        return False
-    return True
+    return signed_by(cert, issuer)  # also SHA-1/MD5 signatures, which cryptography will not verify
 
 
 def hostname_matches(facts: CertFacts, server_name: str) -> bool:
@@ -219,10 +217,7 @@ def classify(
     for position, parsed in checked:
         _check_certificate(position, parsed, now, add)
 
-    leaf = presented[0].facts
-    if presented[0].ok and not hostname_matches(leaf, server_name):
-        covered = ", ".join(names_covered(leaf)) or "no names"
-        add(Problem.HOSTNAME_MISMATCH, f"the certificate is for {covered}, not {server_name!r}")
+    _check_leaf(presented[0], server_name, add)
 
     # Only when OpenSSL could not build a path: otherwise it found an anchor (perhaps one our copy of
     # the store does not hold, e.g. from a CA directory) and the chain itself is fine.
@@ -260,13 +255,24 @@ def _check_certificate(
         add(Problem.EXPIRED, f"{label} expired on {_when(facts.not_after)}")
     if facts.not_before > now:
         add(Problem.NOT_YET_VALID, f"{label} is not valid before {_when(facts.not_before)}")
-    if facts.key_bits and _weak_key(facts):
+    if facts.key_bits and weak_key(facts):
         add(Problem.WEAK_KEY, f"{label} has a {facts.key} key, too small for OpenSSL's default level")
     if facts.signature_hash in WEAK_HASHES and not facts.self_issued:
         add(Problem.WEAK_SIGNATURE, f"{label} is signed with {facts.signature_hash.upper()}")
 
 
-def _weak_key(facts: CertFacts) -> bool:
+def _check_leaf(leaf: Parsed, server_name: str, add: Callable[[Problem, str], None]) -> None:
+    """What only the server's own certificate can get wrong: the name, the purpose."""
+    if leaf.ok and not hostname_matches(leaf.facts, server_name):
+        covered = ", ".join(names_covered(leaf.facts)) or "no names"
+        add(Problem.HOSTNAME_MISMATCH, f"the certificate is for {covered}, not {server_name!r}")
+    cert = leaf.cert
+    unsuitable = unsuitable_for_tls_server(cert) if cert is not None else ""
+    if unsuitable:
+        add(Problem.UNSUITABLE_PURPOSE, unsuitable)
+
+
+def weak_key(facts: CertFacts) -> bool:
     if facts.key.startswith(("RSA-", "DSA-")):
         return facts.key_bits < MIN_RSA_BITS
     if facts.key.startswith("EC-"):

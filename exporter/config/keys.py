@@ -15,6 +15,7 @@ from exporter.config.files import read_password_file
 from exporter.config.model import (
     AddressSelection,
     BrokerConfig,
+    BrokerKindName,
     IpProtocol,
     MqttSettings,
     Secret,
@@ -94,6 +95,7 @@ KEYS: tuple[Key, ...] = (
     Key("expiry_warning", expiry_threshold),
     Key("expiry_critical", expiry_threshold),
     Key("chain_retention", duration, where=BROKERS),
+    Key("broker_kind", choice_of("broker_kind", BrokerKindName), where=BROKERS),
     Key("tls.ca_file", string, path=True),
     Key("tls.server_name", nonempty_string),
     Key("tls.cert_file", string, path=True),

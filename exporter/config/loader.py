@@ -258,6 +258,8 @@ class _Walker:
                 )
                 continue
             own = {"tls.served_cert_file": _Setting(item.served_cert_file, None)}
+            if "broker_kind" not in layer:
+                own["broker_kind"] = _Setting("mosquitto", None)  # what discovery found
             if "tls.server_name" not in layer:
                 leaf = certificate_names(item.served_cert_file)
                 name = server_name_for(leaf, target.host)

@@ -6,8 +6,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Literal
 
-#: MQTT protocol versions the probe speaks
-MqttProtocol = Literal["5", "3.1.1"]
+#: MQTT protocol versions the probe speaks; "auto": learn what the broker speaks, without credentials
+MqttProtocol = Literal["auto", "5", "3.1.1"]
+#: ``broker_kind``: whose settings the fixes name (exporter.report.brokerkinds)
+BrokerKindName = Literal["mosquitto", "rabbitmq", "emqx", "hivemq", "ejabberd"]
 TlsVersion = Literal["TLSv1.2", "TLSv1.3"]
 #: "first": probe one address of the name (the default); "all": every A/AAAA record, each labelled
 AddressSelection = Literal["first", "all"]
@@ -68,7 +70,7 @@ class RoundtripSettings:
 
 @dataclass(frozen=True, slots=True)
 class MqttSettings:
-    protocol: MqttProtocol = "5"
+    protocol: MqttProtocol = "auto"
     client_id: str | None = None  # None: generated, unique per probe
     username: str | None = None
     password: Secret | None = None
@@ -169,6 +171,8 @@ class BrokerConfig(ProbeSettings):
     ip_protocol: IpProtocol = "any"
     proxy: ProxySettings | None = None
     chain_retention: float = DEFAULT_CHAIN_RETENTION
+    #: "" when not said: the fixes then give every kind's settings, labelled
+    broker_kind: BrokerKindName | Literal[""] = ""
 
     @property
     def address(self) -> str:

@@ -136,6 +136,7 @@ TLS_VERSION_ORDER: tuple[TlsVersion, ...] = get_args(TlsVersion)
 _PROTOCOLS: Mapping[str, MqttProtocol] = {
     **dict.fromkeys(("5", "5.0", "v5"), "5"),
     **dict.fromkeys(("3.1.1", "311", "v3.1.1", "v311"), "3.1.1"),
+    "auto": "auto",
 }
 
 
@@ -154,8 +155,8 @@ def protocol(value: object) -> MqttProtocol:
         version = _PROTOCOLS.get(str(value).strip().lower())
         if version is not None:
             return version
-        raise Invalid(f'unsupported MQTT protocol {preview(str(value))}; use "5" or "3.1.1"')
-    raise Invalid(f'expected an MQTT protocol version ("5" or "3.1.1"), got {kind(value)}')
+        raise Invalid(f'unsupported MQTT protocol {preview(str(value))}; use "auto", "5" or "3.1.1"')
+    raise Invalid(f'expected an MQTT protocol version ("auto", "5" or "3.1.1"), got {kind(value)}')
 
 
 def keepalive(value: object) -> int:

@@ -184,7 +184,7 @@ def _format_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         text = path.read_text(errors="replace")
     except FileNotFoundError:
@@ -393,7 +393,7 @@ class Mosquitto:
         while True:
             returncode = process.poll()
             if returncode is not None:
-                tail = _log_tail(self.log_path)
+                tail = log_tail(self.log_path)
                 error = PortInUseError if any(m in tail for m in _PORT_TAKEN_MARKERS) else MosquittoError
                 raise error(
                     f"mosquitto exited with status {returncode} during start-up "
@@ -411,6 +411,6 @@ class Mosquitto:
                 waiting = ", ".join(_format_address(*address) for address in pending.values())
                 raise MosquittoError(
                     f"mosquitto not ready after {timeout:g} s (waiting for {waiting}); "
-                    f"log tail:\n{_log_tail(self.log_path)}"
+                    f"log tail:\n{log_tail(self.log_path)}"
                 )
             time.sleep(0.02)

@@ -28,8 +28,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+_WEAK_DIGESTS: dict[str, type[hashes.HashAlgorithm]] = {"sha1": hashes.SHA1, "md5": hashes.MD5}
 
-KEY_TYPES = ("ec256", "ec384", "rsa1024", "rsa2048", "ed25519")
+KEY_TYPES = ("ec256", "ec384", "rsa512", "rsa1024", "rsa2048", "ed25519")
 ORGANIZATION = "mqtt-cert-exporter lab"
 # Certificates start a little in the past so clocks that disagree by a few minutes still accept them.
 BACKDATE = timedelta(minutes=5)
@@ -64,6 +65,8 @@ def generate_key(key: str) -> PrivateKey:
             return ec.generate_private_key(ec.SECP256R1())
         case "ec384":
             return ec.generate_private_key(ec.SECP384R1())
+        case "rsa512":
+            return _openssl_rsa512()
         case "rsa1024":
             return rsa.generate_private_key(public_exponent=65537, key_size=1024)
         case "rsa2048":
@@ -71,6 +74,18 @@ def generate_key(key: str) -> PrivateKey:
         case "ed25519":
             return ed25519.Ed25519PrivateKey.generate()
     raise ValueError(f"unknown key type {key!r}; expected one of {', '.join(KEY_TYPES)}")
+
+
+def _openssl_rsa512() -> rsa.RSAPrivateKey:
+    """cryptography will not generate an RSA key under 1024 bits; the openssl command will (found in the
+    wild: a key too small for TLS 1.3)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("an rsa512 key needs the openssl command (Debian package openssl)")
+    pem = subprocess.run([openssl, "genrsa", "512"], capture_output=True, check=True).stdout
+    key = serialization.load_pem_private_key(pem, password=None)
+    assert isinstance(key, rsa.RSAPrivateKey)
+    return key
 
 
 def _signature_hash(signer: PrivateKey) -> hashes.SHA256 | None:
@@ -139,15 +154,20 @@ class Pki:
         days: int = 1825,
         key: str = "ec256",
         crl_distribution_points: Iterable[str] = (),
+        signing_only: bool = False,
     ) -> Issued:
-        """A CA certificate signed by ``issuer`` that may only sign leaves (pathLen 0)."""
+        """A CA certificate signed by ``issuer`` that may only sign leaves (pathLen 0); ``signing_only``:
+        keyUsage keyCertSign and cRLSign alone (no digitalSignature), as many CAs issue them."""
         private_key = generate_key(key)
         builder = self._builder(
             name,
             private_key,
             issuer=issuer,
             validity=_validity(None, None, days),
-            extensions=[*self._ca_extensions(path_length=0), *_crl_extension(crl_distribution_points)],
+            extensions=[
+                *self._ca_extensions(path_length=0, digital_signature=not signing_only),
+                *_crl_extension(crl_distribution_points),
+            ],
         )
         return self._save(name, builder.sign(issuer.key, _signature_hash(issuer.key)), private_key)
 
@@ -190,7 +210,7 @@ class Pki:
     def leaf_sha1(
         self,
         name: str,
-        issuer: Issued,
+        issuer: Issued | None,
         *,
         dns_names: Iterable[str] = ("localhost",),
         ip_addresses: Iterable[str] = ("127.0.0.1", "::1"),
@@ -199,21 +219,31 @@ class Pki:
         common_name: str | None = None,
         aia_ca_issuers_url: str | None = None,
         client: bool = False,
+        digest: str = "sha1",
     ) -> Issued:
-        """Like :meth:`leaf`, but signed with SHA-1 (by the ``openssl`` command; valid from now).
+        """Like :meth:`leaf`, but signed with SHA-1 (by the ``openssl`` command; valid from now);
+        ``digest="md5"`` for MD5; ``issuer=None`` for a self-signed one.
 
         The issuer must have an EC or RSA key (Ed25519 has no SHA-1 variant).
         """
-        if isinstance(issuer.key, ed25519.Ed25519PrivateKey):
+        if issuer is not None and isinstance(issuer.key, ed25519.Ed25519PrivateKey):
             raise ValueError("an Ed25519 issuer cannot sign with SHA-1")
+        if digest not in _WEAK_DIGESTS:
+            raise ValueError(f"digest must be one of {', '.join(_WEAK_DIGESTS)}")
         openssl = shutil.which("openssl")
         if openssl is None:
             raise RuntimeError("leaf_sha1 needs the openssl command (Debian package openssl)")
         private_key = generate_key(key)
         csr_builder = x509.CertificateSigningRequestBuilder().subject_name(_name(common_name or name))
+        subject_key_id = x509.SubjectKeyIdentifier.from_public_key(private_key.public_key())
+        authority = (
+            self._authority_key_id(issuer)
+            if issuer is not None
+            else x509.AuthorityKeyIdentifier(subject_key_id.digest, None, None)
+        )
         extensions: list[tuple[x509.ExtensionType, bool]] = [
-            (x509.SubjectKeyIdentifier.from_public_key(private_key.public_key()), False),
-            (self._authority_key_id(issuer), False),
+            (subject_key_id, False),
+            (authority, False),
             *self._leaf_extensions(private_key, dns_names, ip_addresses, aia_ca_issuers_url, client),
         ]
         for extension, critical in extensions:
@@ -224,11 +254,16 @@ class Pki:
         csr_path = self.directory / f"{stem}.csr"
         cert_path = self.directory / f"{stem}.pem"
         csr_path.write_bytes(csr.public_bytes(serialization.Encoding.PEM))
+        if issuer is None:
+            key_path = self.directory / f"{stem}.key"
+            key_path.write_bytes(_private_pem(private_key))
+            signer = ["-signkey", str(key_path)]
+        else:
+            signer = ["-CA", str(issuer.cert_path), "-CAkey", str(issuer.key_path)]
         command = [
-            openssl, "x509", "-req", "-sha1",
+            openssl, "x509", "-req", f"-{digest}",
             "-in", str(csr_path),
-            "-CA", str(issuer.cert_path),
-            "-CAkey", str(issuer.key_path),
+            *signer,
             "-set_serial", hex(x509.random_serial_number()),
             "-days", str(days),
             "-copy_extensions", "copyall",
@@ -239,10 +274,10 @@ class Pki:
         result = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
         csr_path.unlink()
         if result.returncode != 0:
-            raise RuntimeError(f"openssl could not sign {name!r} with SHA-1: {result.stderr.strip()}")
+            raise RuntimeError(f"openssl could not sign {name!r} with {digest}: {result.stderr.strip()}")
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
-        if not isinstance(cert.signature_hash_algorithm, hashes.SHA1):
-            raise RuntimeError(f"openssl signed {name!r} with {cert.signature_hash_algorithm}, not SHA-1")
+        if not isinstance(cert.signature_hash_algorithm, _WEAK_DIGESTS[digest]):
+            raise RuntimeError(f"openssl signed {name!r} with {cert.signature_hash_algorithm}, not {digest}")
         return self._save(name, cert, private_key)
 
     def crl(
@@ -351,10 +386,12 @@ class Pki:
         return builder
 
     @staticmethod
-    def _ca_extensions(path_length: int | None) -> list[tuple[x509.ExtensionType, bool]]:
+    def _ca_extensions(
+        path_length: int | None, *, digital_signature: bool = True
+    ) -> list[tuple[x509.ExtensionType, bool]]:
         """CA extensions as (extension, critical)."""
         usage = x509.KeyUsage(
-            digital_signature=True,
+            digital_signature=digital_signature,
             content_commitment=False,
             key_encipherment=False,
             data_encipherment=False,
@@ -416,15 +453,15 @@ class Pki:
         cert_path = self.directory / f"{stem}.pem"
         key_path = self.directory / f"{stem}.key"
         cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        key_path.write_bytes(
-            private_key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
+        key_path.write_bytes(_private_pem(private_key))
         key_path.chmod(0o644)
         return Issued(cert=cert, key=private_key, cert_path=cert_path, key_path=key_path)
+
+
+def _private_pem(private_key: PrivateKey) -> bytes:
+    return private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def _crl_extension(urls: Iterable[str]) -> list[tuple[x509.ExtensionType, bool]]:

@@ -16,6 +16,7 @@ from exporter.probe.wire.mqtt import PacketError
 from exporter.probe.wire.proxy import ProxyError
 from exporter.probe.wire.tls import (
     ClientCertificateRequired,
+    TlsCertificateTooLarge,
     TlsClosed,
     TlsHandshakeFailure,
     TlsProtocolError,
@@ -117,6 +118,7 @@ TUNNEL = FailureTable(
 
 TLS_HANDSHAKE = FailureTable(
     Rule(TimeoutError, Stage.TLS, Reason.TIMEOUT, lambda exc, where: "TLS handshake timed out"),
+    Rule(TlsCertificateTooLarge, Stage.TLS, Reason.CERTIFICATE_TOO_LARGE, _text),
     Rule(TlsProtocolError, Stage.TLS, Reason.PROTOCOL_ERROR, _text),
     Rule(TlsHandshakeFailure, Stage.TLS, Reason.HANDSHAKE_FAILURE, _text),
     CLIENT_CERTIFICATE,
@@ -162,3 +164,11 @@ CONNACK = FailureTable(
         lambda exc, where: str(exc) or "connection closed before CONNACK",
     ),
 )
+
+
+def websocket_closed(code: int | None, reason: str) -> Failure:
+    """wss: the broker answered CONNECT with a close frame (RabbitMQ: 1002 "unauthenticated")."""
+    status = "no status code" if code is None else f"status {code}"
+    why = f', reason "{reason}"' if reason else ", no reason given"
+    detail = f"the broker closed the WebSocket instead of answering CONNECT ({status}{why})"
+    return Failure(Stage.MQTT, Reason.WEBSOCKET_CLOSED, detail)

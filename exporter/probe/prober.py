@@ -30,15 +30,25 @@ from exporter.certs import chain as chains
 from exporter.certs import files
 from exporter.certs.parse import Parsed, parse_der, parsed_cache_size
 from exporter.config import BrokerConfig, ProxySettings
-from exporter.connack import PROTOCOL_5, connack_meaning
-from exporter.probe.failures import CONNACK, CONNECT, RESOLVE, TLS_HANDSHAKE, TUNNEL, WEBSOCKET_UPGRADE
-from exporter.probe.lifecycle import LEGACY_TLS_INTERVAL, Lifecycle
+from exporter.connack import PROTOCOL_5, PROTOCOL_AUTO, UNSUPPORTED_VERSION_CODES, connack_meaning
+from exporter.probe.failures import (
+    CONNACK,
+    CONNECT,
+    RESOLVE,
+    TLS_HANDSHAKE,
+    TUNNEL,
+    WEBSOCKET_UPGRADE,
+    websocket_closed,
+)
+from exporter.probe.lifecycle import Lifecycle
 from exporter.probe.lifecycle.aia import AiaFetcher
 from exporter.probe.lifecycle.crl import CrlFetcher
+from exporter.probe.negotiation import ANSWERLESS, LEARN_TIMEOUT, ProtocolMemory, Where, spoken
 from exporter.probe.roundtrip import run_roundtrip
+from exporter.probe.secondlook import second_look
 from exporter.probe.wire.addresses import family_name, literal_ip, select_addresses
 from exporter.probe.wire.connection import Connection, connect
-from exporter.probe.wire.mqtt import DISCONNECT, encode_connect, read_connack
+from exporter.probe.wire.mqtt import DISCONNECT, Connack, encode_connect, read_connack
 from exporter.probe.wire.proxy import dialogue, tunnel
 from exporter.probe.wire.tls import TlsClosed, TlsSession, client_context
 from exporter.probe.wire.transport import Stream, WebSocketStream
@@ -133,11 +143,13 @@ class Prober:
         aia: AiaFetcher | None = None,
         *,
         crl: CrlFetcher | None = None,
-        legacy_tls_interval: float = LEGACY_TLS_INTERVAL,
+        legacy_tls_interval: float | None = None,
         resolver: Resolver | None = None,
     ) -> None:
         self.aia = aia or AiaFetcher()
         self.verdicts = chains.VerdictCache()
+        #: ``mqtt.protocol: auto``: the version each broker speaks, learned without credentials
+        self.protocols = ProtocolMemory()
         self.resolver: Resolver = resolver or getaddrinfo_resolver
         #: around the chain (served file, client certificate, CRLs, legacy TLS, lints); never fails a probe
         self.lifecycle = Lifecycle(crl or CrlFetcher(), legacy_tls_interval)
@@ -182,6 +194,10 @@ class Prober:
 
     async def _probe(self, broker: BrokerConfig, clock: _Clock, draft: ProbeResult) -> ProbeResult:
         draft, presented = await self._run(broker, clock, draft)
+        if broker.mqtt.protocol == PROTOCOL_AUTO and _may_be_the_version(
+            draft.failure or draft.secondary_failure
+        ):
+            self.protocols.forget(_where(broker, draft))  # learn it again next time
         return await self._complete(broker, clock, draft, presented)
 
     async def _complete(
@@ -214,12 +230,14 @@ class Prober:
                         await _client_certificate_verdict(session, clock)
                 if not verified:
                     session.close()
-                    draft = await self._mqtt_over_unverified(broker, clock, draft)
+                    negotiated = await self._negotiated(broker, clock, draft)
+                    draft = await self._mqtt_over_unverified(negotiated, clock, draft)
                     problems = ", ".join(tls.verdict.problems)
                     failure = Failure(
                         Stage.TRUST, Reason.UNTRUSTED, f"certificate chain not trusted: {problems}"
                     )
                     return replace(draft, failure=failure), presented
+                broker = await self._negotiated(broker, clock, draft)
                 stream, draft = await _open_stream(session, broker, clock, draft)
                 with clock.phase(Phase.MQTT):
                     draft = replace(draft, mqtt=await _exchange(stream, broker, clock))
@@ -231,7 +249,22 @@ class Prober:
             draft = await _roundtrip(broker, clock, draft, verified=True)
             return replace(draft, failure=draft.roundtrip.failure if draft.roundtrip else None), presented
         except _Failed as failed:
-            return replace(failed.draft or draft, failure=failed.failure), presented
+            draft = replace(failed.draft or draft, failure=failed.failure)
+            return await second_look(broker, draft, clock.remaining()), presented
+
+    async def _negotiated(self, broker: BrokerConfig, clock: _Clock, draft: ProbeResult) -> BrokerConfig:
+        """The broker with ``mqtt.protocol: auto`` replaced by the version it speaks (remembered, or
+        learned now on a connection of its own with a CONNECT that carries no credentials)."""
+        if broker.mqtt.protocol != PROTOCOL_AUTO:
+            return broker
+        where = _where(broker, draft)
+        protocol = self.protocols.get(where)
+        if protocol is None:
+            answer, definite = await _ask_version(broker, clock.fork(), draft.ip)
+            protocol = spoken(answer)
+            if definite:
+                self.protocols.learn(where, protocol)
+        return replace(broker, mqtt=replace(broker.mqtt, protocol=protocol))
 
     async def _resolve(self, broker: BrokerConfig, clock: _Clock) -> list[str]:
         """The addresses to probe, best first (see ``select_addresses``); never empty."""
@@ -368,7 +401,53 @@ def _refusal(mqtt: MqttFacts | None) -> Failure | None:
     code = mqtt.connack_code
     assert code is not None
     meaning = connack_meaning(mqtt.protocol, code)
+    if code == UNSUPPORTED_VERSION_CODES.get(mqtt.protocol):
+        detail = (
+            f"the broker does not speak MQTT {mqtt.requested or mqtt.protocol}: CONNACK {code} ({meaning})"
+        )
+        return Failure(Stage.MQTT, Reason.UNSUPPORTED_PROTOCOL, detail)
     return Failure(Stage.MQTT, Reason.REFUSED, f"CONNACK refused the connection: {code} ({meaning})")
+
+
+def _where(broker: BrokerConfig, draft: ProbeResult) -> Where:
+    target = broker.target
+    return Where(broker.name, draft.ip or target.host, target.port, target.scheme, target.path)
+
+
+def _may_be_the_version(failure: Failure | None) -> bool:
+    """Whether a failure may come from speaking the wrong MQTT version (then it is learned again)."""
+    return failure is not None and failure.stage == Stage.MQTT and failure.reason != Reason.REFUSED
+
+
+async def _ask_version(broker: BrokerConfig, clock: _Clock, ip: str) -> tuple[Connack | None, bool]:
+    """Send a v5 CONNECT without credentials on a connection of its own: (the CONNACK or None, whether
+    the answer says something about the broker -- a failure before the CONNECT left says nothing)."""
+    sent = False
+    try:
+        connection = await _connect(ip or broker.target.host, broker.target.port, clock, broker.proxy)
+        session = _session(connection, broker, verify=False)  # trust was judged on the probe's connection
+        try:
+            async with asyncio.timeout(min(LEARN_TIMEOUT, clock.remaining())):
+                await session.handshake()
+                stream, _ = await _open_stream(session, broker, clock, _draft(broker, 0.0, ip=ip))
+                await stream.write(encode_connect(protocol=PROTOCOL_5, client_id=_client_id(broker)))
+                sent = True
+                answer = await read_connack(stream.read, PROTOCOL_5)
+            if answer.code == 0:
+                await stream.write(DISCONNECT, flush=False)
+            return answer, True
+        finally:
+            session.close()
+    except TimeoutError:
+        return None, False
+    except ANSWERLESS:
+        return None, sent
+    except _Failed:
+        return None, sent
+
+
+def _client_id(broker: BrokerConfig) -> str:
+    return broker.mqtt.client_id or f"mqtt-cert-exporter-{uuid.uuid4().hex[:12]}"
 
 
 def _proxy_resolves(broker: BrokerConfig) -> bool:
@@ -462,7 +541,7 @@ async def _exchange(
     settings = broker.mqtt
     connect = encode_connect(
         protocol=settings.protocol,
-        client_id=settings.client_id or f"mqtt-cert-exporter-{uuid.uuid4().hex[:12]}",
+        client_id=_client_id(broker),
         username=settings.username,
         password=settings.password.reveal() if settings.password else None,
         keepalive=settings.keepalive,
@@ -472,6 +551,8 @@ async def _exchange(
             await stream.write(connect)
             connack = await read_connack(stream.read, settings.protocol)
     except CONNACK.catches as exc:
+        if isinstance(stream, WebSocketStream) and stream.close_status is not None:
+            raise _Failed(websocket_closed(*stream.close_status)) from None
         raise _Failed(CONNACK.failure(exc)) from None
     if connack.code == 0:
         try:
@@ -479,5 +560,8 @@ async def _exchange(
         except (TlsClosed, OSError):
             pass  # the broker already answered what we asked; a close race is not a failure
     return MqttFacts(
-        protocol=settings.protocol or PROTOCOL_5, connack_code=connack.code, unverified_connection=unverified
+        protocol=connack.protocol,
+        connack_code=connack.code,
+        unverified_connection=unverified,
+        requested=settings.protocol or PROTOCOL_5,
     )

@@ -40,9 +40,9 @@ import ssl
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiomqtt
 from aiomqtt import MqttError
@@ -133,6 +133,13 @@ async def run_roundtrip(
         )
     except _Denied as exc:
         return _failed(Reason.DENIED, str(exc), unverified)
+    except _Dropped:
+        # MQTT 3.1.1 lets a broker close the connection instead of refusing a SUBSCRIBE or PUBLISH
+        # with a code, and brokers do (RabbitMQ): an ACL answer, not an outage
+        detail = (
+            f"the broker closed the connection {progress.step} for {settings.topic!r}: it does not allow it"
+        )
+        return _failed(Reason.DENIED, f"round trip: {detail}", unverified)
     except MqttConnectError as exc:
         code = _code(exc.rc)
         reason = Reason.DENIED if code in _NOT_AUTHORIZED else Reason.ERROR
@@ -148,12 +155,44 @@ async def run_roundtrip(
             with contextlib.suppress(MqttError, TimeoutError, OSError):
                 async with asyncio.timeout(DISCONNECT_WAIT):
                     await client.__aexit__(None, None, None)
+            _retrieve(client._disconnected)  # noqa: SLF001 - aiomqtt has no public "connection lost" future
         connector.shutdown()
         await asyncio.sleep(0)  # let callbacks paho's thread already queued (socket registration) run
         abandon()
     if latency is None:
         return _failed(Reason.ERROR, "round trip: the message stream ended without our message", unverified)
     return RoundtripFacts(success=True, latency=latency, unverified_connection=unverified)
+
+
+class _Dropped(Exception):
+    """The broker closed the connection while we waited for its answer."""
+
+
+_T = TypeVar("_T")
+
+
+async def _answer(client: aiomqtt.Client, waiting: Awaitable[_T]) -> _T:
+    """``waiting``, unless the broker drops the connection first: aiomqtt leaves a pending SUBACK or
+    PUBACK waiting until the deadline then (RabbitMQ closes the connection on a forbidden SUBSCRIBE)."""
+    task = asyncio.ensure_future(waiting)
+    dropped = client._disconnected  # noqa: SLF001 - aiomqtt has no public "connection lost" future
+    try:
+        await asyncio.wait((task, dropped), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, MqttError):
+                await task
+    if task.done() and not task.cancelled():
+        return task.result()
+    raise _Dropped
+
+
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """Take a lost connection's exception, which we classified: asyncio would log it at error level
+    ("Future exception was never retrieved ... Unexpected disconnection") when the client is freed."""
+    if future.done() and not future.cancelled():
+        future.exception()
 
 
 @dataclass
@@ -192,14 +231,14 @@ async def _exchange(
     await client.__aenter__()
     progress.connected = True
     progress.step = "waiting for SUBACK"
-    granted = await client.subscribe(settings.topic, qos=settings.qos)
+    granted = await _answer(client, client.subscribe(settings.topic, qos=settings.qos))
     failed = [_code(code) for code in granted if _code(code) >= 0x80]
     if failed:
         raise _Denied(f"the broker refused the subscription to {settings.topic!r}: SUBACK 0x{failed[0]:02x}")
     progress.step = "waiting for PUBACK" if settings.qos else "publishing"
     token = f"mqtt-cert-exporter {uuid.uuid4().hex}".encode()
     sent = time.monotonic()
-    await client.publish(settings.topic, token, qos=settings.qos)
+    await _answer(client, client.publish(settings.topic, token, qos=settings.qos))
     if refusals:
         raise _Denied(f"the broker refused our publish to {settings.topic!r}: PUBACK 0x{refusals[0]:02x}")
     progress.step = "waiting for our message to come back"

@@ -103,6 +103,8 @@ class Report(Assessment):
         return render_document(self)
 
 
-def build_report(result: ProbeResult, broker: BrokerConfig, *, warn_days: float, now: float) -> Report:
+def build_report(
+    result: ProbeResult, broker: BrokerConfig, *, warn_days: float | None = None, now: float
+) -> Report:
     assessment = assess(result, broker, warn_days=warn_days, now=now)
     return Report(**{field.name: getattr(assessment, field.name) for field in fields(assessment)})

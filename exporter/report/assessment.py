@@ -29,10 +29,11 @@ warnings, but never change the status or the exit code.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 
-from exporter.config import BrokerConfig
+from exporter.config import DEFAULT_EXPIRY_CRITICAL, DEFAULT_EXPIRY_WARNING, BrokerConfig, ExpiryThreshold
+from exporter.report.brokerfixes import tailor
 from exporter.report.fixes import (
     ANCHOR_FIX,
     CLIENT_CERT_FIX,
@@ -66,7 +67,29 @@ from exporter.results import (
     Stage,
 )
 
-DEFAULT_WARN_DAYS = 30
+#: The warning threshold when neither --warn-days nor the broker's expiry_warning gives one (the
+#: broker's threshold is a share of a lifetime not known yet): expiry_warning's own default.
+DEFAULT_WARN_DAYS = DEFAULT_EXPIRY_WARNING.seconds / 86400 if DEFAULT_EXPIRY_WARNING.seconds else 28.0
+
+
+def warning_days(result: ProbeResult, broker: BrokerConfig) -> float:
+    """The broker's ``expiry_warning`` in days, for this result's leaf (the alerts' own threshold)."""
+    return _threshold_days(result, broker.expiry_warning, DEFAULT_WARN_DAYS)
+
+
+def critical_days(result: ProbeResult, broker: BrokerConfig) -> float:
+    """The broker's ``expiry_critical`` in days, for this result's leaf (where the alerts page)."""
+    default = DEFAULT_EXPIRY_CRITICAL.seconds / 86400 if DEFAULT_EXPIRY_CRITICAL.seconds else 14.0
+    return _threshold_days(result, broker.expiry_critical, default)
+
+
+def _threshold_days(result: ProbeResult, threshold: ExpiryThreshold, default: float) -> float:
+    chain = result.tls.chain if result.tls else ()
+    leaf = chain[0] if chain and not chain[0].parse_error else None
+    seconds = threshold.for_lifetime(None if leaf is None else leaf.not_after - leaf.not_before)
+    return default if seconds is None else seconds / 86400
+
+
 SECONDS_PER_DAY = 86400.0
 
 
@@ -231,11 +254,15 @@ class Assessment:
     #: warnings about certificates around the chain, each with its one-line headline: the served
     #: certificate file, the trust anchor, the exporter's own client certificate
     lifecycle_warnings: tuple[tuple[str, Finding], ...] = ()
+    #: a certificate of the chain expiring within this many days is critical, not a warning: the
+    #: broker's ``expiry_critical``, where the alert rules page
+    critical_days: float = 0.0
 
     @property
     def status(self) -> Status:
         """Lints and notes never count here (see the module docstring)."""
-        if self.result.failure is not None or self.revoked:
+        expires_critically = any(item.days_left <= self.critical_days for item, _ in self.warnings)
+        if self.result.failure is not None or self.revoked or expires_critically:
             return Status.CRITICAL
         if self.warnings or self.lifecycle_warnings:
             return Status.WARNING
@@ -258,9 +285,14 @@ def _expiry_headline(subject: str, cert: CertFacts, warn_days: float, now: float
     return f"{subject} expires {relative_days(left)}, within the {warn_days:g}-day warning threshold"
 
 
-def assess(result: ProbeResult, broker: BrokerConfig, *, warn_days: float, now: float) -> Assessment:
-    """The verdict on one probe of ``broker``: ``warn_days`` is the warning threshold, ``now`` the time the
-    days left are counted from."""
+def assess(
+    result: ProbeResult, broker: BrokerConfig, *, warn_days: float | None = None, now: float
+) -> Assessment:
+    """The verdict on one probe of ``broker``: ``warn_days`` is the warning threshold (None: the
+    broker's ``expiry_warning``, as the alert rules use it), ``now`` the time the days left are counted
+    from."""
+    if warn_days is None:
+        warn_days = warning_days(result, broker)
     renewed = renewed_on_disk(result, now)
     problems = _problem_findings(result, broker, renewed)
     failure = None
@@ -269,17 +301,38 @@ def assess(result: ProbeResult, broker: BrokerConfig, *, warn_days: float, now: 
     unverified = None
     if result.secondary_failure is not None:
         unverified = failure_finding(result.secondary_failure, result, broker)
-    return Assessment(
-        result=result,
-        broker=broker,
-        warn_days=warn_days,
-        now=now,
-        failure=failure,
-        problems=problems,
-        unverified_failure=unverified,
-        warnings=_expiry_warnings(result, renewed, warn_days=warn_days, now=now),
-        revoked=revoked_findings(result),
-        lifecycle_warnings=_lifecycle_warnings(result, broker, warn_days=warn_days, now=now),
+    return _tailored(
+        Assessment(
+            result=result,
+            broker=broker,
+            warn_days=warn_days,
+            now=now,
+            failure=failure,
+            problems=problems,
+            unverified_failure=unverified,
+            warnings=_expiry_warnings(result, renewed, warn_days=warn_days, now=now),
+            revoked=revoked_findings(result),
+            lifecycle_warnings=_lifecycle_warnings(result, broker, warn_days=warn_days, now=now),
+            critical_days=critical_days(result, broker),
+        )
+    )
+
+
+def _tailored(report: Assessment) -> Assessment:
+    """Every fix as it applies to the broker's kind (``broker_kind``; see exporter.report.brokerfixes)."""
+    kind = report.broker.broker_kind
+
+    def fix(finding: Finding) -> Finding:
+        return replace(finding, fix=tailor(finding.fix, kind))
+
+    return replace(
+        report,
+        failure=fix(report.failure) if report.failure else None,
+        problems=tuple((problem, fix(finding)) for problem, finding in report.problems),
+        unverified_failure=fix(report.unverified_failure) if report.unverified_failure else None,
+        warnings=tuple((item, fix(finding)) for item, finding in report.warnings),
+        revoked=tuple((check, fix(finding)) for check, finding in report.revoked),
+        lifecycle_warnings=tuple((headline, fix(finding)) for headline, finding in report.lifecycle_warnings),
     )
 
 

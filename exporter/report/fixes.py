@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from exporter.certs.interception import interception_product
 from exporter.config import BrokerConfig
 from exporter.connack import PROTOCOL_5, PROTOCOL_311, RefusalCause, connack_meaning, refusal_cause
 from exporter.report.wording import display_name, file_name, host_port, names_covered, utc_date
@@ -56,6 +57,10 @@ CLIENT_CERT_FIX = (
 def problem_fix(problem: Problem, result: ProbeResult, broker: BrokerConfig) -> str:
     """What to do about one trust problem of this broker's chain."""
     chain = result.tls.chain if result.tls else ()
+    return _special_problem_fix(problem, chain, broker) or _usual_problem_fix(problem, chain, broker)
+
+
+def _usual_problem_fix(problem: Problem, chain: Sequence[CertFacts], broker: BrokerConfig) -> str:
     match problem:
         case Problem.EXPIRED:
             return RENEW_FIX
@@ -97,9 +102,38 @@ def problem_fix(problem: Problem, result: ProbeResult, broker: BrokerConfig) -> 
     return ""
 
 
+def _special_problem_fix(problem: Problem, chain: Sequence[CertFacts], broker: BrokerConfig) -> str:
+    """The fixes of chains found in the wild (issue 13): "" when the usual one applies."""
+    if problem is Problem.UNSUITABLE_PURPOSE:
+        return (
+            "deploy a certificate issued for a TLS server: keyUsage digitalSignature (and keyEncipherment "
+            "for RSA), extendedKeyUsage serverAuth; if the broker serves a CA certificate as its own, put "
+            "the server certificate first and the CA certificates after it"
+        )
+    if problem is Problem.HOSTNAME_MISMATCH and chain and chain[0].is_ca:
+        return (
+            "the server sends a CA certificate as its own: deploy the broker's server certificate (issued "
+            f"for {broker.server_name}) with its key, and the CA certificate only as an intermediate"
+        )
+    if problem is Problem.SELF_SIGNED and interception_product(chain):
+        return _interception_fix(interception_product(chain))
+    return ""
+
+
+def _interception_fix(product: str) -> str:
+    return (
+        f"the certificate comes from {product}, which inspects TLS between this machine and the broker, not "
+        "from the broker: exempt the broker's host and port from TLS inspection (MQTT clients that verify "
+        "certificates fail the same way); trust the inspection CA only if clients are meant to go through it"
+    )
+
+
 def _unknown_ca_fix(chain: Sequence[CertFacts]) -> str:
     if not chain:
         return f"give clients the certificate of the CA that issued it as their cafile ({CAFILE_HOWTO})"
+    product = interception_product(chain)
+    if product:
+        return _interception_fix(product)
     top = chain[-1]
     if top.self_issued:
         root = display_name(top.subject)
@@ -146,6 +180,11 @@ FAILURE_FIXES: Mapping[str, str] = {
         "the server aborted the handshake: probably no TLS version or cipher in common (Mosquitto: "
         "tls_version/ciphers of the listener; this exporter: tls.min_version/max_version)"
     ),
+    "tls/certificate_too_large": (
+        "the certificate chain the server sends is over the 100 KiB that OpenSSL-based clients (mosquitto_sub, "
+        "paho, Python) accept: reissue the certificate with fewer subjectAltNames (one per host, or a "
+        "wildcard) and serve only the intermediates clients need"
+    ),
     "trust/untrusted": "see the problems listed for the certificate chain",
     "websocket/upgrade_rejected": (
         "the server refused the WebSocket upgrade: check the path of the wss:// address (often /mqtt) and "
@@ -169,11 +208,20 @@ FAILURE_FIXES: Mapping[str, str] = {
     ),
     "mqtt/protocol_error": (
         "the reply is not an MQTT CONNACK: is this port an MQTT listener? If the broker only speaks MQTT 3.1.1, "
-        "use --protocol 3.1.1 (config: mqtt.protocol)"
+        "use --protocol auto or 3.1.1 (config: mqtt.protocol)"
+    ),
+    "mqtt/websocket_closed": (
+        "the broker closed the WebSocket with the status and reason shown instead of a CONNACK: its log says "
+        "why (a connection limit, a rejected client id, or authentication)"
+    ),
+    "mqtt/unsupported_protocol": (
+        "the broker does not speak this MQTT version (RabbitMQ before 3.13 and amqtt speak 3.1.1 only): set "
+        "mqtt.protocol: auto (the default; --protocol auto), which learns the version without sending "
+        "credentials, or the version the broker speaks"
     ),
     "mqtt/closed": (
         "the broker closed the connection before answering CONNECT: check its log; usual causes are an "
-        "unsupported protocol version (try --protocol 3.1.1), a rejected client id or a connection limit"
+        "unsupported protocol version (try --protocol auto), a rejected client id or a connection limit"
     ),
     "roundtrip/timeout": (
         "the test message did not come back: check that the broker's ACL lets the exporter's user publish and "
@@ -184,6 +232,17 @@ FAILURE_FIXES: Mapping[str, str] = {
 }
 
 
+_SMALL_KEY_FIX = (
+    "reissue the broker's certificate with an RSA key of 2048 bits or more, or EC P-256, and reload the "
+    "broker: no TLS version or cipher setting makes this key usable for current clients"
+)
+_WEBSOCKET_AUTH_FIX = (
+    "the broker did not accept the credentials (RabbitMQ's Web-MQTT says 'unauthenticated' for a wrong "
+    "username or password, an unknown user, or a user without access to the vhost): check {howto}, and "
+    "on the broker the user and its vhost permissions (rabbitmqctl list_permissions)"
+)
+
+
 def failure_finding(failure: Failure, result: ProbeResult, broker: BrokerConfig) -> Finding:
     """The cause and fix of one failure (for trust, the problems carry the specifics)."""
     kind = f"{failure.stage.value}/{failure.reason.value}"
@@ -191,6 +250,14 @@ def failure_finding(failure: Failure, result: ProbeResult, broker: BrokerConfig)
         return _client_certificate_finding(kind, broker)
     if kind == "mqtt/refused":
         return _refused_finding(kind, failure, result, broker)
+    if (
+        kind == "tls/handshake_failure"
+        and result.tls is not None
+        and Problem.WEAK_KEY in result.tls.verdict.problems
+    ):
+        return Finding(kind, failure.detail, _SMALL_KEY_FIX)
+    if kind == "mqtt/websocket_closed" and "auth" in failure.detail.lower():
+        return Finding(kind, failure.detail, _WEBSOCKET_AUTH_FIX.format(howto=CREDENTIALS_HOWTO))
     fix = FAILURE_FIXES.get(kind, "see the broker's log")
     return Finding(kind, failure.detail or kind, fix.format(host=broker.target.host, port=broker.target.port))
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from exporter.connack import connack_meaning
 from exporter.report.assessment import Assessment, days_left
+from exporter.report.brokerfixes import tailor
 from exporter.report.fixes import REVOKED_FIX, Finding, failure_finding
 from exporter.report.wording import iso8601
 from exporter.results import CertFacts, Failure, LegacyTlsFacts, RevocationStatus, ServedFileFacts
@@ -118,6 +119,39 @@ def _legacy_document(legacy: LegacyTlsFacts | None) -> dict[str, Any] | None:
     }
 
 
+def _beyond_mqtt_document(report: Assessment) -> dict[str, Any]:
+    """What /metrics has besides the chain and the CONNACK: transport, WebSocket upgrade, round trip,
+    the expiry thresholds, the address label of ``addresses: all``."""
+    result, broker = report.result, report.broker
+    websocket = result.websocket
+    roundtrip = result.roundtrip
+    failure = roundtrip.failure if roundtrip is not None else None
+    return {
+        "transport": "wss" if broker.target.scheme == "wss" else "tls",
+        "address_label": result.address_label,
+        "expiry_thresholds": {"warning": str(broker.expiry_warning), "critical": str(broker.expiry_critical)},
+        "websocket": (
+            {"upgrade_status_code": websocket.status_code, "subprotocol": websocket.subprotocol}
+            if websocket is not None
+            else None
+        ),
+        "roundtrip": (
+            {
+                "success": roundtrip.success,
+                "duration_seconds": round(roundtrip.latency, 6) if roundtrip.latency is not None else None,
+                "unverified_connection": roundtrip.unverified_connection,
+                "failure": (
+                    {"stage": failure.stage.value, "reason": failure.reason.value, "detail": failure.detail}
+                    if failure is not None
+                    else None
+                ),
+            }
+            if roundtrip is not None
+            else None
+        ),
+    }
+
+
 def render_document(report: Assessment) -> dict[str, Any]:
     """The JSON document of one broker; its schema is docs/check-schema.json (see docs/check.md)."""
     result, broker = report.result, report.broker
@@ -134,6 +168,7 @@ def render_document(report: Assessment) -> dict[str, Any]:
         tls = {
             "version": result.tls.version,
             "cipher": result.tls.cipher,
+            "alpn_protocol": result.tls.alpn_protocol,
             "trusted": verdict.trusted if result.tls.chain else None,
             "verify_code": verdict.verify_code,
             "verify_message": verdict.verify_message,
@@ -155,6 +190,7 @@ def render_document(report: Assessment) -> dict[str, Any]:
             "accepted": result.mqtt.accepted,
             "meaning": connack_meaning(result.mqtt.protocol, code),
             "unverified_connection": result.mqtt.unverified_connection,
+            "requested_protocol": result.mqtt.requested,
         }
     return {
         "schema_version": SCHEMA_VERSION,
@@ -189,7 +225,12 @@ def render_document(report: Assessment) -> dict[str, Any]:
         "revocation": _revocation_document(report),
         "legacy_tls": _legacy_document(result.legacy_tls),
         "lints": [
-            {"lint": finding.lint.value, "detail": finding.detail, "positions": list(finding.positions)}
+            {
+                "lint": finding.lint.value,
+                "detail": tailor(finding.detail, broker.broker_kind),
+                "positions": list(finding.positions),
+            }
             for finding in result.lints
         ],
+        **_beyond_mqtt_document(report),
     }

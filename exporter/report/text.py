@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from exporter.connack import connack_meaning
 from exporter.printable import cut, escape_controls
 from exporter.report.assessment import Assessment, Status, days_left
+from exporter.report.brokerfixes import tailor
 from exporter.report.fixes import Finding
 from exporter.report.wording import (
     chain_label,
@@ -304,7 +305,8 @@ def _lint_lines(report: Assessment, style: _Style) -> list[str]:
     indent = " " * (2 + _LABEL_WIDTH)
     lines = [_line("lints", "warnings that do not change the status or the exit code:", style)]
     for finding in lints:
-        lines.append(f"{indent}- {style(finding.lint.value, 'yellow')}: {finding.detail}")
+        detail = tailor(finding.detail, report.broker.broker_kind)
+        lines.append(f"{indent}- {style(finding.lint.value, 'yellow')}: {detail}")
     return lines
 
 

@@ -89,6 +89,8 @@ class HostileServer:
     handler: Handler
     cert: Path | None = None
     key: Path | None = None
+    #: the server's OpenSSL cipher string ("DEFAULT:@SECLEVEL=0" lets it load weak keys)
+    ciphers: str | None = None
     #: instead of cert and key (e.g. ``rotating_certificates``)
     context: ssl.SSLContext | None = None
     host: str = "127.0.0.1"
@@ -109,6 +111,8 @@ class HostileServer:
             context = self.context
             if self.cert is not None:
                 context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+                if self.ciphers:
+                    context.set_ciphers(self.ciphers)
                 context.load_cert_chain(self.cert, self.key)
             self._server = await asyncio.start_server(self._guarded, self.host, self.port, ssl=context)
             self.port = self._server.sockets[0].getsockname()[1]

@@ -37,8 +37,9 @@ from exporter.results import (
 
 log = logs.get_logger("exporter.probe")
 
-#: The TLS 1.0/1.1 check runs at most this often per broker and address.
-LEGACY_TLS_INTERVAL = 3600.0
+#: The TLS 1.0/1.1 check, when turned on (``--probe.legacy-tls-interval``), runs at most this often per
+#: broker and address by default.
+LEGACY_TLS_INTERVAL = 86400.0
 #: ... and is retried this soon when it could not tell (connection failed, timeout).
 LEGACY_TLS_RETRY = 300.0
 LEGACY_TLS_TIMEOUT = 3.0
@@ -50,7 +51,8 @@ class Lifecycle:
     """Shared by every probe of a Prober: the CRL cache, the legacy-TLS cache, what was last logged."""
 
     crl: CrlFetcher = field(default_factory=CrlFetcher)
-    legacy_tls_interval: float = LEGACY_TLS_INTERVAL
+    #: None: no TLS 1.0/1.1 check (the default: brokers log the refused handshake, some as an error)
+    legacy_tls_interval: float | None = None
     #: (broker, ip, port, server name) -> (monotonic expiry, facts)
     _legacy: dict[tuple[str, str, int, str], tuple[float, LegacyTlsFacts]] = field(default_factory=dict)
     #: broker -> the served-file state last logged (log once per change, not every probe)
@@ -81,7 +83,12 @@ class Lifecycle:
         )
         legacy: LegacyTlsFacts | None = None
         legacy_due = False
-        if ip and speaks_tls and getattr(broker, "proxy", None) is None:
+        if (
+            ip
+            and speaks_tls
+            and self.legacy_tls_interval is not None
+            and getattr(broker, "proxy", None) is None
+        ):
             # (a direct connection would bypass the proxy such a broker is reached through)
             legacy_due, legacy = self._legacy_cached(broker, ip)
         if missing and legacy_due:
@@ -187,10 +194,11 @@ class Lifecycle:
         if facts.accepted is None and cached is not None and cached[1].accepted is not None:
             # Could not tell this time: keep the last real answer (with its date) until the retry.
             facts = cached[1]
-        retry = self.legacy_tls_interval if facts.accepted is not None else LEGACY_TLS_RETRY
+        interval = self.legacy_tls_interval or 0.0
+        retry = interval if facts.accepted is not None else LEGACY_TLS_RETRY
         if len(self._legacy) >= _MAX_LEGACY_ENTRIES:
             self._legacy = {k: v for k, v in self._legacy.items() if v[0] > now}
-        self._legacy[key] = (time.monotonic() + min(retry, self.legacy_tls_interval), facts)
+        self._legacy[key] = (time.monotonic() + min(retry, interval), facts)
         if facts.accepted and (cached is None or not cached[1].accepted):
             log.warning(
                 "broker still accepts a legacy TLS version",

@@ -11,7 +11,7 @@ import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from exporter.connack import PROTOCOL_5, PROTOCOL_311
+from exporter.connack import PROTOCOL_5, PROTOCOL_311, UNSUPPORTED_VERSION_CODES
 
 CONNACK_TYPE = 0x20
 DISCONNECT = b"\xe0\x00"  # valid for 3.1.1 and for 5 (reason 0x00 "normal disconnection" implied)
@@ -34,6 +34,13 @@ class Connack:
     code: int
     #: raw v5 properties (not decoded: the probe only reports the code)
     properties: bytes = b""
+    #: the table ``code`` belongs to: a broker that only speaks 3.1.1 answers a v5 CONNECT with a 3.1.1
+    #: return code (amqtt: ``20 02 00 01``), which must not be read as a v5 reason code
+    protocol: str = PROTOCOL_5
+
+    @property
+    def unsupported_version(self) -> bool:
+        return self.code == UNSUPPORTED_VERSION_CODES[self.protocol]
 
 
 def encode_varint(value: int) -> bytes:
@@ -117,7 +124,9 @@ def parse_connack(packet: bytes, protocol: str) -> Connack:
         if props_start + props_length != length:
             raise PacketError("CONNACK property length does not match the packet")
         properties = body[props_start:]
-    return Connack(session_present=bool(flags & 1), code=code, properties=properties)
+    # v5 reason codes are 0 or >= 0x80; 1-5 in a bare 2-byte CONNACK are 3.1.1 return codes.
+    table = PROTOCOL_311 if protocol == PROTOCOL_311 or (length == 2 and 0 < code < 0x80) else PROTOCOL_5
+    return Connack(session_present=bool(flags & 1), code=code, properties=properties, protocol=table)
 
 
 def connack_frame_length(buffer: bytes) -> int:

@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import ssl
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -42,11 +43,18 @@ _CLIENT_CERT_ALERTS = frozenset(
         "TLSV1_ALERT_ACCESS_DENIED",
     }
 )
-_CERTIFICATE_REQUEST = 13  # TLS handshake message type
+_CERTIFICATE_REQUEST = 13  # TLS handshake message types
+_NEW_SESSION_TICKET = 4
+_HANDSHAKE = 22  # TLS record content type
 
 
 class TlsProtocolError(Exception):
     """The peer does not speak TLS (plaintext listener, garbage)."""
+
+
+class TlsCertificateTooLarge(TlsProtocolError):
+    """The server's certificate message is over OpenSSL's limit for a peer's certificate list (100 KiB
+    by default): every OpenSSL-based client fails with "excessive message size"."""
 
 
 class TlsHandshakeFailure(Exception):
@@ -121,11 +129,24 @@ def _install_message_hook(context: ssl.SSLContext) -> None:
 def note_certificate_request(
     conn: object, direction: str, version: object, content_type: object, msg_type: object, data: bytes
 ) -> None:
-    if direction == "read" and msg_type == _CERTIFICATE_REQUEST:
-        reference = getattr(conn, "_probe_session", None)
-        owner = reference() if reference is not None else None
+    if direction != "read":
+        return
+    if msg_type == _CERTIFICATE_REQUEST:
+        owner = _owner(conn)
         if owner is not None:
             owner.certificate_requested = True
+    elif msg_type == _NEW_SESSION_TICKET and content_type == _HANDSHAKE:
+        # Under TLS 1.3 a server sends its tickets once it accepted our Finished (and certificate, if
+        # it asked for one): they are its verdict, there is nothing more to wait for.
+        owner = _owner(conn)
+        if owner is not None:
+            owner.ticket_received = True
+
+
+def _owner(conn: object) -> TlsSession | None:
+    reference = getattr(conn, "_probe_session", None)
+    owner: TlsSession | None = reference() if reference is not None else None
+    return owner
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +176,7 @@ class TlsSession:
         server_hostname: str | None,
         *,
         sends_client_certificate: bool = False,
+        keep_raw: bool = False,
     ) -> None:
         self._connection = connection
         self._incoming = ssl.MemoryBIO()
@@ -166,7 +188,12 @@ class TlsSession:
         self._received = 0
         self._sent_client_certificate = sends_client_certificate
         self.certificate_requested = False
+        #: a TLS 1.3 session ticket arrived: the server accepted the handshake (and our certificate)
+        self.ticket_received = False
         self.chain_der: tuple[bytes, ...] = ()
+        #: every byte the server sent, when a caller asked for them (``keep_raw``): bounded by
+        #: MAX_HANDSHAKE_BYTES like the handshake itself
+        self.raw: bytearray | None = bytearray() if keep_raw else None
         self.verify_error: VerifyError | None = None
 
     # -- low level ------------------------------------------------------------------------------
@@ -184,6 +211,8 @@ class TlsSession:
         self._received += len(data)
         if self._received > MAX_HANDSHAKE_BYTES and not self.handshake_done:
             raise TlsProtocolError(f"server sent more than {MAX_HANDSHAKE_BYTES} bytes without finishing")
+        if self.raw is not None:
+            self.raw += data
         self._incoming.write(data)
         return True
 
@@ -235,6 +264,11 @@ class TlsSession:
             return ClientCertificateRequired(_client_cert_detail(reason, self.certificate_requested))
         if "ALERT" in reason:
             return TlsHandshakeFailure(f"the server aborted the handshake: {reason.lower()} ({text})")
+        if reason == "EXCESSIVE_MESSAGE_SIZE":
+            return TlsCertificateTooLarge(
+                f"the server's certificate message is larger than OpenSSL-based clients accept (100 KiB by "
+                f"default; {self._received} bytes had arrived): {text}"
+            )
         if isinstance(exc, ssl.SSLEOFError) or reason == "UNEXPECTED_EOF_WHILE_READING":
             if during_handshake and not self._received:
                 return TlsProtocolError("the server closed the connection without answering our ClientHello")
@@ -264,43 +298,54 @@ class TlsSession:
 
         When the server asked for a certificate, wait for its first post-handshake record (session
         tickets when it accepted us, an alert when not) before writing, so the alert is not lost in a
-        connection reset. Brokers that do not ask for a certificate cost nothing here.
+        connection reset. The tickets end the wait at once (0.1-1 ms after the handshake); ``wait`` only
+        bounds it for a server that sends none. Brokers that do not ask for a certificate cost nothing.
         """
         if self.version != "TLSv1.3" or not self.certificate_requested:
             return
         try:
             async with asyncio.timeout(wait):
-                await self._read_some()
+                await self._read_some(until=lambda: self.ticket_received)
         except TimeoutError:
             return  # no tickets and no alert: the server is waiting for us; go on
         except TlsClosed:
             raise ClientCertificateRequired(_client_cert_detail("", True)) from None
 
-    async def _read_some(self) -> bytes:
-        """Feed socket data into the engine until the engine yields plaintext (or would block once)."""
+    async def _read_some(self, until: Callable[[], bool] | None = None) -> bytes:
+        """Feed socket data into the engine until the engine yields plaintext, or (b"") ``until`` holds
+        once the engine has taken in what arrived."""
         while True:
             try:
                 data = self._sslobj.read(READ_CHUNK)
             except ssl.SSLWantReadError:
-                self._flush()
-                try:
-                    if not await self._feed():
-                        continue  # the engine will now raise SSLZeroReturn/SSLEOFError
-                except (ConnectionResetError, BrokenPipeError) as exc:
-                    raise TlsClosed(f"connection reset: {exc}") from exc
+                if until is not None and until():
+                    return b""
+                await self._feed_more()
                 continue
             except ssl.SSLZeroReturnError:
                 raise TlsClosed("the server closed the TLS session") from None
             except ssl.SSLError as exc:
-                classified = self._classify_ssl_error(exc, during_handshake=False)
-                if isinstance(classified, ClientCertificateRequired):
-                    raise classified from exc
-                if isinstance(exc, ssl.SSLEOFError) or exc.reason == "UNEXPECTED_EOF_WHILE_READING":
-                    raise TlsClosed("the server closed the connection") from exc
-                raise TlsClosed(str(exc)) from exc
+                raise self._read_error(exc) from exc
             if not data:
                 raise TlsClosed("the server closed the TLS session")
             return data
+
+    async def _feed_more(self) -> None:
+        """Send what the engine has to say, then take in what the socket has (EOF included: the engine
+        raises SSLZeroReturn/SSLEOFError at the next read)."""
+        self._flush()
+        try:
+            await self._feed()
+        except (ConnectionResetError, BrokenPipeError) as exc:
+            raise TlsClosed(f"connection reset: {exc}") from exc
+
+    def _read_error(self, exc: ssl.SSLError) -> Exception:
+        classified = self._classify_ssl_error(exc, during_handshake=False)
+        if isinstance(classified, ClientCertificateRequired):
+            return classified
+        if isinstance(exc, ssl.SSLEOFError) or exc.reason == "UNEXPECTED_EOF_WHILE_READING":
+            return TlsClosed("the server closed the connection")
+        return TlsClosed(str(exc))
 
     async def read(self) -> bytes:
         """Some plaintext; b"" when the peer closed."""

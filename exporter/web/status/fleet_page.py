@@ -7,8 +7,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
-from exporter.status.fleet import PENDING, STATUS_ORDER, Item, Row, View
-from exporter.status.html import Html, Links, age, date_time, days_bar, days_text, el, join, page, void
+from exporter.report import DEFAULT_WARN_DAYS
+from exporter.web.status.fleet import PENDING, STATUS_ORDER, Item, Row, View
+from exporter.web.status.html import Html, Links, age, date_time, days_bar, days_text, el, join, page, void
 
 #: Seconds between automatic reloads of the fleet page (a meta refresh: no script).
 REFRESH_SECONDS = 30
@@ -76,13 +77,13 @@ def fixes(items: Sequence[Item]) -> Html:
     return el("details", el("summary", noun), finding_list(items))
 
 
-def _expiry_cell(row: Row, warn_days: float) -> Html:
+def _expiry_cell(row: Row, warn_days: float | None) -> Html:
     if row.days_left is None:
         return el("td", el("span", "no certificate", class_="muted"), data_label="Expiry")
     which = "leaf" if row.expiring_position == 0 else f"certificate {row.expiring_position}"
     return el(
         "td",
-        days_bar(row.days_left, warn_days),
+        days_bar(row.days_left, row.report.warn_days if row.report else warn_days or DEFAULT_WARN_DAYS),
         " ",
         days_text(row.days_left) if row.days_left >= 0 else f"{-row.days_left:.1f} days ago",
         " ",
@@ -113,7 +114,7 @@ def _age_cell(row: Row, now: float) -> Html:
     )
 
 
-def row_html(row: Row, warn_days: float, now: float) -> Html:
+def row_html(row: Row, warn_days: float | None, now: float) -> Html:
     address = row.broker.address
     if row.address_label:
         address += f" ({row.address_label})"
@@ -141,7 +142,7 @@ def _link(params: Mapping[str, str], **changes: str | int) -> str:
     return "?" + urlencode({key: value for key, value in merged.items() if value})
 
 
-def summary(view: View, params: Mapping[str, str], warn_days: float, now: float) -> Html:
+def summary(view: View, params: Mapping[str, str], warn_days: float | None, now: float) -> Html:
     noun = "broker" if view.total == 1 else "brokers"
     counts = [
         el(
@@ -158,7 +159,13 @@ def summary(view: View, params: Mapping[str, str], warn_days: float, now: float)
         "p",
         el("span", el("b", f"{view.total} {noun}")),
         join(el("span", count) for count in counts),
-        el("span", f"warning threshold {warn_days:g} days", class_="muted"),
+        el(
+            "span",
+            "warning threshold: each broker's expiry_warning"
+            if warn_days is None
+            else f"warning threshold {warn_days:g} days",
+            class_="muted",
+        ),
         el("span", f"as of {stamp}, refreshed every {REFRESH_SECONDS} s", class_="muted"),
         class_="summary",
     )
@@ -201,7 +208,7 @@ def pager(view: View, params: Mapping[str, str]) -> Html:
     )
 
 
-def fleet_table(view: View, warn_days: float, now: float) -> Html:
+def fleet_table(view: View, warn_days: float | None, now: float) -> Html:
     head = el(
         "thead",
         el("tr", *(el("th", title) for title in ("Status", "Broker", "Expiry", "Problems", "Last probe"))),
@@ -264,7 +271,7 @@ def fleet_page(
     view: View,
     params: Mapping[str, str],
     *,
-    warn_days: float,
+    warn_days: float | None,
     now: float,
     probe: ProbeHelp,
 ) -> str:

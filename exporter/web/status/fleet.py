@@ -131,7 +131,7 @@ def _earliest(result: ProbeResult, now: float) -> tuple[float | None, int | None
     return min(candidates)
 
 
-def assess(broker: BrokerConfig, result: ProbeResult, *, now: float, warn_days: float) -> Row:
+def assess(broker: BrokerConfig, result: ProbeResult, *, now: float, warn_days: float | None) -> Row:
     report = build_report(result, broker, warn_days=warn_days, now=now)
     left, position = _earliest(result, now)
     return Row(broker, result, report, report.status.label, left, position)
@@ -150,7 +150,7 @@ class Assessor:
     Holds only the assessments of the latest call's results (bounded by the fleet).
     """
 
-    def __init__(self, *, warn_days: float, reuse_seconds: float = 60.0) -> None:
+    def __init__(self, *, warn_days: float | None, reuse_seconds: float = 60.0) -> None:
         self.warn_days = warn_days
         self.reuse_seconds = reuse_seconds
         self._seen: dict[int, tuple[ProbeResult, BrokerConfig, float, Row]] = {}
@@ -189,7 +189,7 @@ class Assessor:
 
 
 def assess_fleet(
-    brokers: Iterable[BrokerConfig], results: Iterable[ProbeResult], *, now: float, warn_days: float
+    brokers: Iterable[BrokerConfig], results: Iterable[ProbeResult], *, now: float, warn_days: float | None
 ) -> list[Row]:
     """Every row, assessed now (nothing reused)."""
     return Assessor(warn_days=warn_days).rows(brokers, results, now=now)
@@ -319,7 +319,7 @@ def row_document(row: Row, *, now: float) -> dict[str, Any]:
     }
 
 
-def fleet_document(view: View, *, now: float, warn_days: float) -> dict[str, Any]:
+def fleet_document(view: View, *, now: float, warn_days: float | None) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
         "generated_at": iso8601(now),

@@ -18,14 +18,22 @@ from aiohttp import web
 
 from exporter import logs
 from exporter.config import BrokerConfig
-from exporter.multitarget import DEFAULT_MODULE
-from exporter.report import DEFAULT_WARN_DAYS, iso8601
+from exporter.report import iso8601
 from exporter.results import ProbeResult
-from exporter.status.broker_page import broker_page
-from exporter.status.fleet import Assessor, QueryError, Row, assess_fleet, fleet_document, parse_query, select
-from exporter.status.fleet_page import ProbeHelp, fleet_page
-from exporter.status.html import SECURITY_HEADERS, Links, el, page
 from exporter.store import ResultStore
+from exporter.web.multitarget import DEFAULT_MODULE
+from exporter.web.status.broker_page import broker_page
+from exporter.web.status.fleet import (
+    Assessor,
+    QueryError,
+    Row,
+    assess_fleet,
+    fleet_document,
+    parse_query,
+    select,
+)
+from exporter.web.status.fleet_page import ProbeHelp, fleet_page
+from exporter.web.status.html import SECURITY_HEADERS, Links, el, page
 
 log = logs.get_logger("exporter.status")
 
@@ -54,7 +62,8 @@ class StatusSource:
     modules: Callable[[], Sequence[str]] = tuple
     #: --probe.allowed-target patterns; empty: /probe is off
     probe_patterns: tuple[str, ...] = ()
-    warn_days: float = DEFAULT_WARN_DAYS
+    #: None: each broker's expiry_warning (the alert rules' threshold)
+    warn_days: float | None = None
     clock: Callable[[], float] = field(default=time.time)
 
     def probe_help(self) -> ProbeHelp:

@@ -12,7 +12,7 @@ exporter-toolkit format (the one node_exporter and blackbox_exporter read):
       prometheus: $2y$10$...                          # bcrypt hash (htpasswd -nBC 10 "" | tr -d ':\\n')
 
 Everything is validated at start (every hash too: a malformed one used to answer 500 on every request);
-errors name their path. How the users are checked: exporter.basicauth.
+errors name their path. How the users are checked: exporter.web.basicauth.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from exporter import logs
-from exporter.basicauth import BasicAuth, hash_problem
 from exporter.config import ConfigError
+from exporter.web.basicauth import BasicAuth, hash_problem
 
 log = logs.get_logger("exporter.web")
 

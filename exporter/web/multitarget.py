@@ -31,7 +31,7 @@ from exporter.config import BrokerConfig, Config, ModuleConfig, Target, parse_ad
 from exporter.probe import Prober
 from exporter.probe.wire.connection import DescriptorsExhausted
 from exporter.results import ProbeResult
-from exporter.web import compressed
+from exporter.web.app import compressed
 
 log = logs.get_logger("exporter.multitarget")
 
