@@ -21,19 +21,21 @@ from tests.conftest import ROOT
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
-#: One worker builds the wheel once: two builds at once in the same source tree (build/) collide.
-pytestmark = pytest.mark.xdist_group("wheel-build")
+#: One worker builds the wheel once, and never while the image test builds from the same source tree.
+pytestmark = pytest.mark.xdist_group("image")
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
+    built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(out), str(ROOT)],
-        check=True,
+        check=False,
         capture_output=True,
+        text=True,
         timeout=300,
     )  # fmt: skip
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
     (path,) = out.glob("mqtt_cert_exporter-*.whl")
     return zipfile.ZipFile(path)
 

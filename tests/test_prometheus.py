@@ -852,7 +852,9 @@ def test_dashboard_numbers_are_right(stack: Stack) -> None:
 
     wait_for(
         lambda: all(
-            stack.prometheus.query(f'mqtt_broker_cert_info{{broker="{b}"}}') for b in stack.probed.values()
+            stack.prometheus.query(f'mqtt_broker_cert_expires_in_seconds{{broker="{b}"}}')
+            for labels in (stack.scheduled, stack.probed)
+            for b in labels.values()
         )
     )
     for labels in (stack.scheduled, stack.probed):
