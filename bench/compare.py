@@ -54,6 +54,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.lean import LeanPass, finish_lean, start_lean
 from exporter.lab.mosquitto import Listener, Mosquitto, mosquitto_binary
 from exporter.lab.pki import Issued, Pki
 from exporter.lab.ports import free_port, wait_for_port
@@ -707,6 +708,7 @@ CATEGORIES: list[tuple[str, tuple[str, ...]]] = [
     ("probe and TLS session code (phases, deadlines, results)", ("exporter/probe/", "results.py")),
     ("scheduler", ("exporter/scheduler.py", "exporter/store.py")),
     ("asyncio: event loop, streams, transports, timeouts", ("asyncio/", "selectors.py", "socket.py")),
+    ("the lean prober's own code", ("bench/lean.py",)),
 ]
 
 
@@ -826,6 +828,29 @@ def profile_process(
     return profile, layers
 
 
+def run_lean(
+    targets: Sequence[str],
+    ca_file: Path,
+    workdir: Path,
+    *,
+    concurrency: int,
+    timeout: float,
+    interval: float | None = None,
+    profile: bool,
+) -> tuple[LeanPass, Profile | None]:
+    """The lean prober over every target (all at once, or spread over ``interval``), its Python side
+    profiled as ours is (py-spy over the same duration) when ``profile``."""
+    process = start_lean(
+        targets, ca_file, workdir, concurrency=concurrency, timeout=timeout, interval=interval
+    )
+    found = None
+    if profile and interval:
+        time.sleep(1.0)  # its start-up (imports) is not probing
+        found, _layers = profile_process(process.pid, workdir, min(interval - 2, PROFILE_SECONDS))
+    limit = (interval or 0) + len(targets) * timeout / concurrency + 120
+    return finish_lean(process, "steady" if interval else "burst", limit), found
+
+
 # ------------------------------------------------------------------------------------------ report
 
 
@@ -891,6 +916,12 @@ class Results:
     ours: ExporterRun
     started: str
     seconds: float = 0.0
+    #: the lean prober (bench/lean.py), burst and steady, and its profile in steady state
+    lean: list[LeanPass] = field(default_factory=list)
+    lean_profile: Profile | None = None
+
+    def lean_in(self, mode: str) -> LeanPass | None:
+        return next((p for p in self.lean if p.mode == mode), None)
 
     @property
     def floor(self) -> float:
@@ -920,8 +951,16 @@ def _split(cpu: Cpu, probes: int) -> str:
     return f"user {cpu.user / probes * 1000:.2f} + system {cpu.system / probes * 1000:.2f} ms"
 
 
+def _lean_cells(ours: float, lean: LeanPass | None) -> tuple[str, str]:
+    """The lean prober's CPU per probe and ours / it, or empty cells."""
+    if lean is None:
+        return "", ""
+    return _ms(lean.cpu_per_probe), f"{ours / lean.cpu_per_probe:.2f}"
+
+
 def figures_table(r: Results) -> list[str]:
     ours, steady, burst, insecure = r.ours, r.bb_steady, r.bb_burst, r.bb_insecure
+    lean_steady, lean_burst = r.lean_in("steady"), r.lean_in("burst")
     timeout = r.args.timeout
     ours_steady = ours.steady_cpu_per_probe
     floors = ", ".join(_ms(f.cpu_per_handshake) for f in r.floors)
@@ -1022,9 +1061,27 @@ def figures_table(r: Results) -> list[str]:
                 + upper,
             ),
         ]
-    lines = ["| figure | ours | blackbox_exporter | ours / blackbox | note |", "|---|---|---|---|---|"]
-    lines += [f"| {' | '.join(row)} |" for row in rows]
+    lean_column = {
+        0: _lean_cells(ours_steady, lean_steady),
+        1: (_split_lean(lean_steady), ""),
+        2: _lean_cells(ours.sweep_cpu_per_probe, lean_burst),
+        4: (f"{lean_steady.cpu_per_probe / r.floor:.2f}" if lean_steady else "", ""),
+    }
+    lines = [
+        "| figure | ours | lean | blackbox_exporter | ours / lean | ours / blackbox | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for index, (figure, ours_cell, bb_cell, bb_ratio, note) in enumerate(rows):
+        lean_cell, lean_ratio = lean_column.get(index, ("", ""))
+        cells = (figure, ours_cell, lean_cell, bb_cell, lean_ratio, bb_ratio, note)
+        lines.append(f"| {' | '.join(cells)} |")
     return lines
+
+
+def _split_lean(lean: LeanPass | None) -> str:
+    if lean is None:
+        return ""
+    return f"user {lean.user / lean.probes * 1000:.2f} + system {lean.system / lean.probes * 1000:.2f} ms"
 
 
 @dataclass(frozen=True)
@@ -1149,6 +1206,37 @@ def cpu_target_lines(r: Results) -> list[str]:
     ]
 
 
+def python_ms_per_probe(profile: Profile, brokers: int, interval: float) -> float:
+    """GIL-held (Python) milliseconds per probe in a steady-state profile: every broker once per interval."""
+    probes = brokers * profile.seconds / interval
+    return profile.samples / profile.rate / probes * 1000 if probes else float("nan")
+
+
+def lean_profile_lines(r: Results) -> list[str]:
+    """Ours against the lean prober, both profiled by py-spy in steady state over the same duration."""
+    ours, lean = r.ours.profile, r.lean_profile
+    if ours is None or lean is None:
+        return []
+    ours_ms = python_ms_per_probe(ours, r.ours.brokers, r.ours.interval)
+    lean_ms = python_ms_per_probe(lean, r.ours.brokers, r.ours.interval)
+    return [
+        f"**Ours against the lean prober** (both profiled the same way, in steady state): the GIL was held "
+        f"{ours_ms:.2f} ms per probe by ours and {lean_ms:.2f} ms by the lean prober "
+        f"({ours_ms / lean_ms:.1f}×). The lean prober's Python side, by category:",
+        "",
+        "| share | where |",
+        "|---|---|",
+        *(f"| {share * 100:.0f}% | {what} |" for what, share in lean.categories),
+        "",
+        "Its top functions by own time:",
+        "",
+        "| share | function |",
+        "|---|---|",
+        *(f"| {share * 100:.1f}% | `{what}` |" for what, share in lean.self_top[:8]),
+        "",
+    ]
+
+
 def profile_lines(r: Results) -> list[str]:
     profile, layers, per_probe = r.ours.profile, r.ours.layers, r.ours.steady_cpu_per_probe
     lines: list[str] = []
@@ -1195,6 +1283,8 @@ def profile_lines(r: Results) -> list[str]:
         "| share | function |",
         "|---|---|",
         *(f"| {share * 100:.1f}% | `{what}` |" for what, share in profile.inclusive_top),
+        "",
+        *lean_profile_lines(r),
     ]
     return lines
 
@@ -1214,6 +1304,7 @@ def report(r: Results) -> str:
         + "; ".join(
             f"{p.module} ({p.mode}) success {p.succeeded}, expiry seen {p.with_expiry}" for p in r.blackbox
         ),
+        "lean saw: " + "; ".join(f"({p.mode}) {p.outcomes}" for p in r.lean),
         "",
         *targets_lines(r),
         "",
@@ -1307,6 +1398,8 @@ def document(r: Results) -> str:
                 f"`{p.module}` ({p.mode}) success {p.succeeded}, expiry seen {p.with_expiry}"
                 for p in r.blackbox
             )
+            + "; lean: "
+            + "; ".join(f"({p.mode}) " + ", ".join(f"{k} {v}" for k, v in p.outcomes.items()) for p in r.lean)
             + ".",
             "",
             "The first sweep is bound by CPU once the fleet is large: every broker's first probe, on one core.",
@@ -1434,6 +1527,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 for module in BLACKBOX_MODULES:
                     passes.append(blackbox_pass(base, pid, lab, module, **load))
                 blackbox_rss = memory_mb(pid)
+            targets = [broker.address for broker in lab.brokers]
+            print("2b. the lean prober (bench/lean.py), every broker at once ...", flush=True)
+            lean = [run_lean(targets, lab.ca_file, directory / "lean", profile=False, **load)[0]]
             print(
                 f"3. our exporter: first sweep, /metrics, a steady interval of {interval:g} s, a profile ..."
             )
@@ -1442,9 +1538,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             with blackbox(directory / "blackbox", lab.ca_file, args.timeout) as (base, pid):
                 passes.append(blackbox_pass(base, pid, lab, "mqtt_tls", interval=interval, **load))
                 blackbox_rss = max(blackbox_rss, memory_mb(pid))
+            print(f"4b. the lean prober, steady state over {interval:g} s (profiled) ...", flush=True)
+            steady, lean_profile = run_lean(
+                targets, lab.ca_file, directory / "lean", interval=interval, profile=args.profile, **load
+            )
+            lean.append(steady)
             floors.append(handshake_floor(lab.floor_port))
             build = lab.build_seconds
     results = Results(args, machine, build, kinds, floors, passes, blackbox_rss, ours, started)
+    results.lean, results.lean_profile = lean, lean_profile
     results.seconds = time.monotonic() - begun
     print()
     print(report(results))
