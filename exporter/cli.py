@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from exporter import eventloop, logs
 from exporter.buildinfo import build_info, version_text
+from exporter.collector import ChainDetail
 from exporter.config import ConfigError, load_config
 from exporter.scheduler import DEFAULT_CONCURRENCY
 from exporter.web import parse_listen_address
@@ -135,6 +136,15 @@ def serve_parser() -> argparse.ArgumentParser:
         "exporters with 0/n .. n-1/n to cover every broker exactly once",
     )
     parser.add_argument(
+        "--metrics.chain",
+        dest="chain",
+        type=ChainDetail,
+        choices=list(ChainDetail),
+        default=ChainDetail.LEAF_EARLIEST,
+        help="which certificates of a chain get the per-certificate series: the leaf and, beyond it, the "
+        "earliest-expiring one (and any not yet valid or revoked; the default), or all of them",
+    )
+    parser.add_argument(
         "--config.check", dest="config_check", action="store_true", help="validate the configuration and exit"
     )
     add_logging_flags(parser)
@@ -192,6 +202,7 @@ def serve(argv: Sequence[str]) -> int:
         listen_sockets=sockets,
         telemetry_path=args.telemetry_path,
         max_connections=args.max_connections or default_max_connections(),
+        chain=args.chain,
     )
     try:
         return eventloop.run(Daemon(options, config).run())

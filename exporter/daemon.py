@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 
 from exporter import configfile, eventloop, logs, memory, shard, webserver
 from exporter.coalesce import Coalesced, in_daemon_thread
-from exporter.collector import ExporterCollector, ExporterFacts
+from exporter.collector import ChainDetail, ExporterCollector, ExporterFacts
 from exporter.config import BrokerConfig, Config, ConfigError, load_config
 from exporter.exposition import BrokerExposition
 from exporter.multitarget import probe_handler
@@ -46,6 +46,8 @@ class ServeOptions:
     telemetry_path: str = "/metrics"
     #: --web.max-connections
     max_connections: int = webserver.DEFAULT_MAX_CONNECTIONS
+    #: --metrics.chain: which certificates of each chain have series in /metrics
+    chain: ChainDetail = ChainDetail.LEAF_EARLIEST
 
 
 def state_of(result: ProbeResult) -> tuple[str, ...]:
@@ -92,7 +94,7 @@ class Daemon:
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
         self.registry.register(ExporterCollector(self.store, self._facts, brokers=False))
-        self.exposition = BrokerExposition(self.store)
+        self.exposition = BrokerExposition(self.store, chain=options.chain)
         self.connections = webserver.ConnectionGuard(self.options.max_connections)
         self.registry.register(TroubleCollector(self.connections))
         self._stopping = asyncio.Event()
