@@ -54,7 +54,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.format import FleetText, fleet_texts
+from bench.format import FleetText, fleet_texts, handoff_seconds
 from bench.lean import LeanPass, finish_lean, start_lean
 from exporter.collector import ChainDetail
 from exporter.lab.mosquitto import Listener, Mosquitto, mosquitto_binary
@@ -923,6 +923,8 @@ class Results:
     lean_profile: Profile | None = None
     #: /metrics of a synthetic 10,000-broker fleet under each --metrics.chain (bench.format)
     texts: list[FleetText] = field(default_factory=list)
+    #: pickling + unpickling one result (what worker processes would add per probe)
+    handoff: float = float("nan")
 
     def lean_in(self, mode: str) -> LeanPass | None:
         return next((p for p in self.lean if p.mode == mode), None)
@@ -1235,6 +1237,41 @@ def cpu_target_lines(r: Results) -> list[str]:
     return lines
 
 
+def cores_lines(r: Results) -> list[str]:
+    """Why --shard rather than worker processes, from this run's first sweep."""
+    ours, burst, timeout = r.ours, r.bb_burst, r.args.timeout
+    lean = r.lean_in("burst")
+    both_cores = ours.sweep_cpu.total / FLEET_CORES / timeout
+    lines = [
+        "## Using the cores: `--shard`",
+        "",
+        f"One exporter process is one event loop: at most one core. Its first sweep of {ours.brokers:,} brokers "
+        f"took {ours.sweep_wall / timeout:.2f}× the timeout; blackbox_exporter, Go on both cores, "
+        f"{burst.wall / timeout:.2f}×. The first sweep is bound by CPU: ours spent {ours.sweep_cpu.total:.1f} s "
+        f"({_ms(ours.sweep_cpu_per_probe)} per probe),",
+        f"so even with both cores to itself it could not finish before {both_cores:.2f}× the timeout, and in "
+        "this lab the brokers (Mosquitto) handshake on the same two cores.",
+    ]
+    if lean is not None:
+        lines.append(
+            f"The lean prober's burst costs {_ms(lean.cpu_per_probe)} per probe: the gap to it is the first probe's "
+            "extra work (every chain parsed once, the hourly TLS 1.0/1.1 check, a second connection per bad chain)."
+        )
+    lines += [
+        "",
+        "Worker processes (`--probe.workers N`) would do the same arithmetic on the same cores and add the",
+        f"hand-off of every result to the process serving `/metrics`: pickling and unpickling one result costs "
+        f"{_ms(r.handoff)} here",
+        f"({r.handoff / ours.steady_cpu_per_probe:.0%} of a steady-state probe), before any transport, on the "
+        "process that also renders `/metrics`.",
+        "Shards pay nothing per probe and each renders only its own brokers; their price is n scrape targets",
+        "(one job listing them). So the design stays: on a 2-core machine run `--shard=0/2` and `--shard=1/2`",
+        "(below); worker processes were not built.",
+        "",
+    ]
+    return lines
+
+
 def metrics_budget_lines(r: Results) -> list[str]:
     """/metrics of a 10,000-broker fleet under each --metrics.chain (bench.format, in process)."""
     if not r.texts:
@@ -1485,6 +1522,7 @@ def document(r: Results) -> str:
             "",
             *profile_lines(r),
             "",
+            *cores_lines(r),
             "## How many brokers one exporter handles",
             "",
             f"From the steady-state CPU per probe ({per_probe}) and of the scrapes ({scrape_per_broker:.2f} ms per",
@@ -1617,6 +1655,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     results.lean, results.lean_profile = lean, lean_profile
     print("5. /metrics of 10,000 brokers under each --metrics.chain (bench.format) ...", flush=True)
     results.texts = fleet_texts(10_000)
+    results.handoff = handoff_seconds()
     results.seconds = time.monotonic() - begun
     print()
     print(report(results))

@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import gc
 import itertools
+import pickle
 import statistics
 import time
 import zlib
@@ -323,6 +324,13 @@ def fleet(brokers: int, chain: ChainDetail = ChainDetail.ALL, root_sent: bool = 
         len(packed),
         packing,
     )
+
+
+def handoff_seconds(repeat: int = 2000) -> float:
+    """Seconds to hand one healthy result from a worker process to another (pickle, then unpickle): what
+    worker processes merging into one /metrics would add per probe, before any transport."""
+    result = healthy("broker-00042")
+    return best([lambda: pickle.loads(pickle.dumps(result))], repeat)[0]
 
 
 def fleet_texts(brokers: int) -> list[FleetText]:
