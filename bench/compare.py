@@ -1231,7 +1231,10 @@ def cpu_target_lines(r: Results) -> list[str]:
         "  prometheus_client objects; `python -m bench.format`), so a scrape only joins text;",
         "- the TLS message hook set in its C slot (−5%); one small asyncio protocol per connection;",
         "- memory: certificate facts kept, not cryptography's objects (~8.5 KB each, one leaf per broker), and",
-        "  freed heap pages handed back to the OS every minute (`malloc_trim`; −37 MB at 2000 brokers).",
+        "  freed heap pages handed back to the OS every minute (`malloc_trim`; −37 MB at 2000 brokers);",
+        "- a publish no longer scans every broker's failure counters (it did on every probe: 20.6% of the",
+        "  probing thread's Python time at 10,000 brokers; 42–47 µs → 1.6 µs per publish in process, with 2,000",
+        "  failing brokers).",
         "",
     ]
     return lines
