@@ -1,6 +1,6 @@
 """What formatting one published result costs, and what a /metrics scrape of a big fleet costs.
 
-    python -m bench.format [--brokers 10000] [--repeat 2000]
+    python -m bench.format [--brokers 10000] [--repeat 2000]   (--repeat 0: the fleet only)
 
 No network: the results are built by hand (a healthy broker with a two-certificate chain, lints,
 revocation and the served-file check; an untrusted one; one refused). Runs the formatting the daemon did
@@ -13,18 +13,22 @@ and times ``BrokerExposition.render()``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import itertools
+import pickle
 import statistics
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import cast
 
 from prometheus_client.core import Metric
 from prometheus_client.utils import floatToGoString
 
 from exporter import exposition
-from exporter.collector import broker_families, broker_samples
+from exporter.collector import ChainDetail, broker_families, broker_samples
 from exporter.config import BrokerConfig, Target
 from exporter.exposition import BrokerExposition
 from exporter.families import BROKER_FAMILIES, Family
@@ -249,13 +253,46 @@ def compare(repeat: int) -> None:
         print(f"{kind:<10} {before * 1e6:>10.1f} {after * 1e6:>10.1f} {ratio:>6.1f}x {prepared * 1e6:>19.1f}")
 
 
-def fleet(brokers: int) -> None:
+def with_root(result: ProbeResult) -> ProbeResult:
+    """The result with the root sent as well (leaf, intermediate, root: a common broker configuration)."""
+    assert result.tls is not None and result.tls.verdict.anchor is not None
+    chain = (*result.tls.chain, result.tls.verdict.anchor)
+    return dataclasses.replace(result, tls=dataclasses.replace(result.tls, chain=chain))
+
+
+@dataclass(frozen=True)
+class FleetText:
+    """/metrics of a synthetic fleet (80% healthy, 10% untrusted, 10% refused), measured in process."""
+
+    brokers: int
+    chain: ChainDetail
+    root_sent: bool  # healthy chains are leaf, intermediate, root (else leaf, intermediate)
+    publish: float  # seconds to publish + prepare every result
+    render: float  # median seconds of render() with every broker formatted
+    series: int
+    bytes: int
+    gzip_bytes: int  # at aiohttp's level (6)
+    gzip_seconds: float  # compressing it (aiohttp does it in a thread: not blocking the loop)
+
+    def line(self) -> str:
+        chains = "leaf, intermediate, root" if self.root_sent else "leaf, intermediate"
+        return (
+            f"{self.brokers} brokers, healthy chains {chains}, --metrics.chain={self.chain}: "
+            f"render {self.render * 1e3:.0f} ms; {self.series} series ({self.series / self.brokers:.1f} per "
+            f"broker), {self.bytes / 2**20:.1f} MiB, gzip {self.gzip_bytes / 2**20:.2f} MiB "
+            f"(compressed in {self.gzip_seconds * 1e3:.0f} ms); publish+prepare {self.publish / self.brokers * 1e6:.0f} µs "
+            "per result"
+        )
+
+
+def fleet(brokers: int, chain: ChainDetail = ChainDetail.ALL, root_sent: bool = False) -> FleetText:
     store = ResultStore()
     names = [f"broker-{i:05d}" for i in range(brokers)]
     store.configure({name: BrokerConfig(name, Target(f"{name}.example", 8883)) for name in names})
-    view = BrokerExposition(store, clock=lambda: NOW + 10.0)
+    view = BrokerExposition(store, clock=lambda: NOW + 10.0, chain=chain)
+    good = (lambda name: with_root(healthy(name))) if root_sent else healthy
     results = [
-        (refused, untrusted)[i % 10](name) if i % 10 < 2 else healthy(name)
+        (refused, untrusted)[i % 10](name) if i % 10 < 2 else good(name)
         for i, name in enumerate(store.intervals)
     ]
     gc.collect()
@@ -271,12 +308,34 @@ def fleet(brokers: int) -> None:
         started = time.perf_counter()
         text = view.render()
         timings.append(time.perf_counter() - started)
-    print(
-        f"\n{brokers} brokers (80% healthy, 10% untrusted, 10% refused): publish+prepare "
-        f"{publishing * 1e3:.0f} ms ({publishing / brokers * 1e6:.1f} µs each); "
-        f"render() median {statistics.median(timings) * 1e3:.1f} ms, "
-        f"{len(text) / 1e6:.1f} MB, {text.count(chr(10))} lines"
+    body = text.encode()
+    started = time.perf_counter()
+    packed = zlib.compress(body, 6)
+    packing = time.perf_counter() - started
+    series = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+    return FleetText(
+        brokers,
+        chain,
+        root_sent,
+        publishing,
+        statistics.median(timings),
+        series,
+        len(body),
+        len(packed),
+        packing,
     )
+
+
+def handoff_seconds(repeat: int = 2000) -> float:
+    """Seconds to hand one healthy result from a worker process to another (pickle, then unpickle): what
+    worker processes merging into one /metrics would add per probe, before any transport."""
+    result = healthy("broker-00042")
+    return best([lambda: pickle.loads(pickle.dumps(result))], repeat)[0]
+
+
+def fleet_texts(brokers: int) -> list[FleetText]:
+    """Both chain shapes, each under every --metrics.chain."""
+    return [fleet(brokers, chain, root_sent) for root_sent in (False, True) for chain in ChainDetail]
 
 
 def main() -> None:
@@ -286,8 +345,10 @@ def main() -> None:
     parser.add_argument("--brokers", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=2_000)
     options = parser.parse_args()
-    compare(options.repeat)
-    fleet(options.brokers)
+    if options.repeat:
+        compare(options.repeat)
+    for found in fleet_texts(options.brokers):
+        print(found.line())
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from exporter import eventloop, logs
 from exporter.buildinfo import build_info, version_text
+from exporter.collector import ChainDetail
 from exporter.config import ConfigError, load_config, parse_duration
 from exporter.scheduler import DEFAULT_CONCURRENCY
 from exporter.web.app import parse_listen_address
@@ -151,6 +152,15 @@ def serve_parser() -> argparse.ArgumentParser:
         "given: brokers log the refused handshake, some at warning or error level",
     )
     parser.add_argument(
+        "--metrics.chain",
+        dest="chain",
+        type=ChainDetail,
+        choices=list(ChainDetail),
+        default=ChainDetail.LEAF_EARLIEST,
+        help="which certificates of a chain get the per-certificate series: the leaf and, beyond it, the "
+        "earliest-expiring one (and any not yet valid or revoked; the default), or all of them",
+    )
+    parser.add_argument(
         "--config.check", dest="config_check", action="store_true", help="validate the configuration and exit"
     )
     logs.add_logging_flags(parser)
@@ -202,6 +212,7 @@ def serve(argv: Sequence[str]) -> int:
         telemetry_path=args.telemetry_path,
         max_connections=args.max_connections or default_max_connections(),
         legacy_tls_interval=args.legacy_tls_interval or None,
+        chain=args.chain,
     )
     try:
         return eventloop.run(Daemon(options, config).run())

@@ -11,6 +11,7 @@ as text directly; ``broker_families`` turns them into prometheus_client families
 
 from __future__ import annotations
 
+import enum
 import functools
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -90,6 +91,7 @@ from exporter.families import (
 )
 from exporter.results import (
     CacheSize,
+    CertFacts,
     ProbeResult,
     RevocationFacts,
     RevocationStatus,
@@ -136,6 +138,56 @@ class ExporterFacts:
 Add = Callable[[Sample], None]
 
 
+class ChainDetail(enum.StrEnum):
+    """Which certificates of a chain get the per-certificate series (``--metrics.chain``)."""
+
+    #: every certificate the broker presents
+    ALL = "all"
+    #: the leaf, and beyond it only the certificates an alert can fire on first: the earliest-expiring
+    #: one, one starting after the leaf (it may be not yet valid), any revoked one; usually 1 beyond the
+    #: leaf, with its expiry as ``*_expires_in_seconds`` only (``dated_positions``)
+    LEAF_EARLIEST = "leaf+earliest"
+
+
+def shown_positions(
+    chain: tuple[CertFacts, ...], revoked: Iterable[int], detail: ChainDetail
+) -> frozenset[int]:
+    """Pure: the positions of ``chain`` whose series are rendered. Independent of the time, so a broker's
+    text can be formatted once per result: the earliest-expiring certificate beyond the leaf is the first
+    of them to expire whenever the scrape is, and the latest-starting one the last to become valid (kept
+    when it starts after the leaf; before that, the leaf is not valid yet either and shows it)."""
+    if detail is ChainDetail.ALL:
+        return frozenset(range(len(chain)))
+    dated = [
+        (cert.not_after, cert.not_before, position)
+        for position, cert in enumerate(chain)
+        if position and not cert.parse_error
+    ]
+    shown = {0, *revoked}
+    shown.update(position for position, cert in enumerate(chain) if position and cert.parse_error)
+    if dated:
+        shown.add(min(dated)[2])
+        _not_after, not_before, latest = max(dated, key=lambda entry: (entry[1], -entry[2]))
+        if chain[0].parse_error or not_before > chain[0].not_before:
+            shown.add(latest)  # a CA starting after its leaf: the one that can be not yet valid alone
+    return frozenset(position for position in shown if position < len(chain))
+
+
+def dated_positions(
+    chain: tuple[CertFacts, ...], shown: frozenset[int], detail: ChainDetail
+) -> frozenset[int]:
+    """Pure: which of the ``shown`` positions also get their dates as timestamps (``*_not_after_*``,
+    ``*_not_before_*``). Beyond the leaf, by default, ``*_expires_in_seconds`` carries the expiry, and a
+    CA certificate starting no later than its leaf cannot be the one not yet valid: only one that starts
+    after the leaf keeps them."""
+    if detail is ChainDetail.ALL or not chain or chain[0].parse_error:
+        return shown
+    leaf_start = chain[0].not_before
+    return frozenset(
+        p for p in shown if p == 0 or (not chain[p].parse_error and chain[p].not_before > leaf_start)
+    )
+
+
 def configured_samples(brokers: Iterable[BrokerConfig]) -> list[Sample]:
     """Pure: what the configuration alone says of each broker (present before its first probe)."""
     samples: list[Sample] = []
@@ -176,10 +228,12 @@ def broker_samples(
     intervals: Mapping[str, float],
     now: float,
     brokers: Mapping[str, BrokerConfig] | None = None,
+    chain: ChainDetail = ChainDetail.ALL,
 ) -> list[Sample]:
     """Pure: the samples of the broker families (``BROKER_FAMILIES``) for these brokers' results (each
     broker's as one value) as of ``now``, in exposition order within each family. ``brokers`` (the
-    configuration of these brokers) gives the thresholds that are a share of the leaf's lifetime.
+    configuration of these brokers) gives the thresholds that are a share of the leaf's lifetime;
+    ``chain``, which certificates of each chain have series.
 
     A result labelled with its address (``addresses: all``) gets an ``address`` label right after
     ``broker``, and so do its failure counts; every other series is exactly as if the feature did not
@@ -195,7 +249,7 @@ def broker_samples(
     for broker_results in results:
         for result in broker_results:
             start = len(samples)
-            _result_samples(add, result, now)
+            _result_samples(add, result, now, chain)
             if result.address_label:
                 samples[start:] = [_labelled(sample, result.address_label) for sample in samples[start:]]
         if not broker_results:
@@ -224,13 +278,26 @@ def _labelled(sample: Sample, address: str) -> Sample:
     return (family, _address_labels(labels), (values[0], address, *values[1:]), value)
 
 
-def _result_samples(add: Add, result: ProbeResult, now: float) -> None:
-    _probe_samples(add, result, now)
-    _lifecycle_samples(add, result, now)
+def _result_samples(add: Add, result: ProbeResult, now: float, chain: ChainDetail) -> None:
+    seen = chain_seen(result)
+    shown: tuple[frozenset[int], frozenset[int]] = (frozenset(), frozenset())
+    if seen is not None:
+        revocation = seen.revocation
+        revoked = [
+            check.position
+            for check in (revocation.checks if revocation is not None else ())
+            if check.status is RevocationStatus.REVOKED
+        ]
+        positions = shown_positions(seen.tls.chain, revoked, chain)
+        shown = (positions, dated_positions(seen.tls.chain, positions, chain))
+    _probe_samples(add, result, now, shown)
+    _lifecycle_samples(add, result, now, shown)
     _transport_samples(add, result)
 
 
-def _probe_samples(add: Add, result: ProbeResult, now: float) -> None:
+def _probe_samples(
+    add: Add, result: ProbeResult, now: float, shown: tuple[frozenset[int], frozenset[int]]
+) -> None:
     name = result.broker
     broker = (name,)
     add((PROBE_SUCCESS, B, broker, 1.0 if result.success else 0.0))
@@ -250,7 +317,7 @@ def _probe_samples(add: Add, result: ProbeResult, now: float) -> None:
         _session_samples(add, result)
     seen = chain_seen(result)
     if seen is not None:
-        _chain_samples(add, name, seen, now)
+        _chain_samples(add, name, seen, now, shown)
     mqtt = result.mqtt
     if mqtt is not None and mqtt.connack_code is not None:
         add((CONNECT_SUCCESS, B, broker, 1.0 if mqtt.connack_code == 0 else 0.0))
@@ -272,18 +339,25 @@ def _session_samples(add: Add, result: ProbeResult) -> None:
             add((TLS_TRUST_PROBLEM, B_PROBLEM, (name, item.value), 1.0))
 
 
-def _chain_samples(add: Add, name: str, seen: SeenChain, now: float) -> None:
-    """The series of the chain a result shows: received by this probe, or retained from an earlier one."""
+def _chain_samples(
+    add: Add, name: str, seen: SeenChain, now: float, shown: tuple[frozenset[int], frozenset[int]]
+) -> None:
+    """The series of the chain a result shows: received by this probe, or retained from an earlier one;
+    per-certificate series for the ``shown`` positions (those with series, those with dates too)."""
     tls = seen.tls
     broker = (name,)
     add((TLS_TRUSTED, B, broker, 1.0 if tls.verdict.trusted else 0.0))
     for item in tls.verdict.problems:
         add((TLS_TRUST_PROBLEM, B_PROBLEM, (name, item.value), 1.0))
+    with_series, with_dates = shown
     for position, cert in enumerate(tls.chain):
+        if position not in with_series:
+            continue
         labels = (name, str(position))
         if not cert.parse_error:
-            add((CERT_NOT_AFTER, B_POSITION, labels, cert.not_after))
-            add((CERT_NOT_BEFORE, B_POSITION, labels, cert.not_before))
+            if position in with_dates:
+                add((CERT_NOT_AFTER, B_POSITION, labels, cert.not_after))
+                add((CERT_NOT_BEFORE, B_POSITION, labels, cert.not_before))
             add((CERT_EXPIRES_IN, B_POSITION, labels, cert.not_after - now))
         identity = (
             *labels,
@@ -300,7 +374,9 @@ def _chain_samples(add: Add, name: str, seen: SeenChain, now: float) -> None:
     add((CHAIN_AGE, B, broker, now - seen.seen))
 
 
-def _lifecycle_samples(add: Add, result: ProbeResult, now: float) -> None:
+def _lifecycle_samples(
+    add: Add, result: ProbeResult, now: float, shown: tuple[frozenset[int], frozenset[int]]
+) -> None:
     name = result.broker
     broker = (name,)
     served = result.served_file
@@ -318,7 +394,7 @@ def _lifecycle_samples(add: Add, result: ProbeResult, now: float) -> None:
             add((ANCHOR_NOT_AFTER, B, broker, anchor.not_after))
             add((ANCHOR_EXPIRES_IN, B, broker, anchor.not_after - now))
         if seen.revocation is not None:
-            _revocation_samples(add, name, seen.revocation)
+            _revocation_samples(add, name, seen.revocation, shown[0])
     for finding in lints:
         add((CERT_LINT, B_LINT, (name, finding.lint.value), 1.0))
 
@@ -332,9 +408,9 @@ def _served_file_samples(add: Add, broker: tuple[str], served: ServedFileFacts) 
         add((SERVED_CERT_FILE_NOT_BEFORE, B, broker, served.leaf.not_before))
 
 
-def _revocation_samples(add: Add, name: str, revocation: RevocationFacts) -> None:
+def _revocation_samples(add: Add, name: str, revocation: RevocationFacts, shown: frozenset[int]) -> None:
     for check in revocation.checks:
-        if check.status is not RevocationStatus.UNKNOWN:
+        if check.status is not RevocationStatus.UNKNOWN and check.position in shown:
             value = 1.0 if check.status is RevocationStatus.REVOKED else 0.0
             add((CERT_REVOKED, B_POSITION, (name, str(check.position)), value))
     if revocation.fetch_success is not None:

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector,
 
 from exporter import configfile, eventloop, logs, memory, shard
 from exporter.coalesce import Coalesced, in_daemon_thread
-from exporter.collector import ExporterCollector, ExporterFacts
+from exporter.collector import ChainDetail, ExporterCollector, ExporterFacts
 from exporter.config import BrokerConfig, Config, ConfigError, load_config
 from exporter.exposition import BrokerExposition
 from exporter.probe import Prober
@@ -49,6 +49,8 @@ class ServeOptions:
     max_connections: int = webserver.DEFAULT_MAX_CONNECTIONS
     #: --probe.legacy-tls-interval: how often the TLS 1.0/1.1 check runs per broker; None: never
     legacy_tls_interval: float | None = None
+    #: --metrics.chain: which certificates of each chain have series in /metrics
+    chain: ChainDetail = ChainDetail.LEAF_EARLIEST
 
 
 def state_of(result: ProbeResult) -> tuple[str, ...]:
@@ -95,7 +97,7 @@ class Daemon:
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
         self.registry.register(ExporterCollector(self.store, self._facts, brokers=False))
-        self.exposition = BrokerExposition(self.store)
+        self.exposition = BrokerExposition(self.store, chain=options.chain)
         self.connections = webserver.ConnectionGuard(self.options.max_connections)
         self._stopping = asyncio.Event()
         #: the bound /metrics URLs, set before `listening` is

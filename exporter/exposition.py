@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from exporter.collector import broker_samples, configured_samples
+from exporter.collector import ChainDetail, broker_samples, configured_samples
 from exporter.families import BROKER_FAMILIES, PROBE_INTERVAL, Family, Sample
 from exporter.results import ProbeResult
 from exporter.store import ResultStore
@@ -116,9 +116,15 @@ class BrokerExposition:
     ``str.join`` instead of visiting every broker in Python.
     """
 
-    def __init__(self, store: ResultStore, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        store: ResultStore,
+        clock: Callable[[], float] = time.time,
+        chain: ChainDetail = ChainDetail.ALL,
+    ) -> None:
         self._store = store
         self._clock = clock
+        self._chain = chain
         self._static: dict[Family, dict[str, str]] = {
             family: {} for family in BROKER_FAMILIES if not family.relative_to_now
         }
@@ -141,7 +147,8 @@ class BrokerExposition:
             return
         brokers = self._store.brokers
         configured = {name: brokers[name]} if name in brokers else {}
-        lines, relative = _format(broker_samples([results], {}, {}, now=0.0, brokers=configured))
+        samples = broker_samples([results], {}, {}, now=0.0, brokers=configured, chain=self._chain)
+        lines, relative = _format(samples)
         present = (*lines, *relative)
         if formatted is not None and formatted[1] != present:
             for family in formatted[1]:

@@ -41,14 +41,21 @@ class ResultStore:
         """Replace a broker's results (never none); returns (result, the one it replaces at the same
         address) pairs."""
         name = results[0].broker
-        before = {result.address_label: result for result in self.results.get(name, ())}
+        previous = self.results.get(name)
+        before = {result.address_label: result for result in previous or ()}
         published = tuple(self._retain(result, before.get(result.address_label)) for result in results)
         self.results[name] = published
         self.revision += 1
-        addresses = {result.address_label for result in published}
-        gone = [key for key in self.failure_counts if key[0] == name and key[1] and key[1] not in addresses]
-        for stale in gone:
-            del self.failure_counts[stale]  # an address gone from the name takes its counters along
+        # Counters of an address exist only after a result labelled with it: unless the previous results
+        # had a label (or there were none: a first publish, or one after forget), there is nothing to
+        # drop, and the scan over every broker's counters (O(fleet) per publish) is skipped.
+        if previous is None or any(before):
+            addresses = {result.address_label for result in published}
+            gone = [
+                key for key in self.failure_counts if key[0] == name and key[1] and key[1] not in addresses
+            ]
+            for stale in gone:
+                del self.failure_counts[stale]  # an address gone from the name takes its counters along
         for result in published:
             if result.failure is not None:
                 key = (name, result.address_label, result.failure.stage, result.failure.reason)

@@ -120,6 +120,19 @@ def test_a_brokers_results_replace_whole_and_count_per_address() -> None:
     assert list(store.results) == ["plain"] and not store.failure_counts
 
 
+def test_a_broker_replaced_by_one_without_addresses_all_drops_the_per_address_counters() -> None:
+    store = ResultStore()
+    store.publish([result(address="10.0.0.1", failure=REFUSED), result(address="10.0.0.2")])
+    store.publish([result(failure=REFUSED)])  # unlabelled: the counters of 10.0.0.1 go
+    assert store.failure_counts == {("b", "", Stage.CONNECT, Reason.REFUSED): 1}
+    store.publish([result(address="10.0.0.1", failure=REFUSED)])
+    store.forget(["b"])  # the scheduler forgets a broker whose configuration changed (addresses: first)
+    store.publish([result(failure=REFUSED)])
+    assert store.failure_counts == {("b", "", Stage.CONNECT, Reason.REFUSED): 2}
+    store.publish([result(failure=REFUSED)])  # unlabelled after unlabelled: counts on
+    assert store.failure_counts == {("b", "", Stage.CONNECT, Reason.REFUSED): 3}
+
+
 def rendered(
     results: list[ProbeResult], counts: Mapping[FailureKey, int] | None = None
 ) -> list[tuple[str, dict[str, str], float]]:
