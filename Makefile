@@ -9,10 +9,12 @@ PYTEST_ARGS ?=
 
 .PHONY: run serve check test lint unit system-packages venv bench clean lock wheel image
 
-$(STAMP): pyproject.toml
+# Strict editable install: exporter/ is linked into build/ as mqtt_cert_exporter (the import name), which
+# mypy and every tool can follow; a folder's new or removed module needs a re-install, hence the folders.
+$(STAMP): pyproject.toml setup.py $(shell find exporter -type d -not -name __pycache__)
 	$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11) and "Python >= 3.11 is required")'
 	$(PYTHON) -m venv $(VENV) || (bash scripts/ensure-system-packages.sh venv && $(PYTHON) -m venv $(VENV))
-	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e '.[dev]' --config-settings editable_mode=strict
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -32,6 +34,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/mypy -p mqtt_cert_exporter
 
 ## test: lint, type-check and the whole suite (real Mosquitto, RabbitMQ, amqtt, ejabberd, Prometheus,
 ## promtool and chromium)

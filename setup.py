@@ -20,7 +20,8 @@ from setuptools.command.build_py import build_py
 from setuptools.command.sdist import sdist
 
 HERE = Path(__file__).resolve().parent
-RECORD = Path("exporter") / "_build_info.json"
+RECORD = Path("mqtt_cert_exporter") / "_build_info.json"  # in the built package (its import name)
+SOURCE_RECORD = Path("exporter") / "_build_info.json"  # in the source folder, which an sdist carries
 
 
 def _git(*args: str) -> str:
@@ -49,11 +50,11 @@ def build_record() -> dict[str, str] | None:
     return {"revision": revision, "branch": branch or "unknown", "build_date": _build_date()}
 
 
-def write_record(package_root: Path) -> None:
+def write_record(package_root: Path, where: Path = RECORD) -> None:
     record = build_record()
-    target = package_root / RECORD
+    target = package_root / where
     if record is None:
-        carried = HERE / RECORD
+        carried = HERE / SOURCE_RECORD
         if not carried.is_file():
             return
         record = json.loads(carried.read_text(encoding="utf-8"))
@@ -71,7 +72,7 @@ class BuildPyWithRecord(build_py):
 class SdistWithRecord(sdist):
     def make_release_tree(self, base_dir: str, files: list[str]) -> None:
         super().make_release_tree(base_dir, files)
-        write_record(Path(base_dir))
+        write_record(Path(base_dir), SOURCE_RECORD)
 
 
 setup(cmdclass={"build_py": BuildPyWithRecord, "sdist": SdistWithRecord})

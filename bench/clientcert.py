@@ -17,11 +17,11 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from exporter.config import BrokerConfig, MqttSettings, Target, TlsSettings
-from exporter.lab.mosquitto import Listener, Mosquitto
-from exporter.lab.pki import Pki
-from exporter.probe import Prober
-from exporter.results import Phase
+from mqtt_cert_exporter.config import BrokerConfig, MqttSettings, Target, TlsSettings
+from mqtt_cert_exporter.lab.mosquitto import Listener, Mosquitto
+from mqtt_cert_exporter.lab.pki import Pki
+from mqtt_cert_exporter.probe import Prober
+from mqtt_cert_exporter.results import Phase
 
 
 async def tls_phases(brokers: list[BrokerConfig], probes: int) -> list[list[float]]:

@@ -13,7 +13,7 @@ untrusted, a share of black holes (TCP connect never completes) -- and then meas
 2. blackbox_exporter (Debian's ``prometheus-blackbox-exporter``): every broker through ``/probe``, all at
    once, ``--concurrency`` at a time, with a verifying ``tcp`` + ``tls: true`` module and with the
    ``insecure_skip_verify`` module it needs to see an expired certificate's dates; its CPU from /proc;
-3. our exporter as users run it (``python -m exporter`` with a config, scheduled mode): the first sweep
+3. our exporter as users run it (``python -m mqtt_cert_exporter`` with a config, scheduled mode): the first sweep
    (wall time, CPU), ``/metrics`` with every broker (the first scrape formats every result, then the
    median of 5 that reuse it), one steady-state interval (CPU per probe, schedule lag), then a profile
    of a further interval (py-spy ``--gil`` for the Python side; perf, when installed, by layer);
@@ -56,11 +56,11 @@ import aiohttp
 
 from bench.format import FleetText, fleet_texts, handoff_seconds
 from bench.lean import LeanPass, finish_lean, start_lean
-from exporter.collector import ChainDetail
-from exporter.lab.mosquitto import Listener, Mosquitto, mosquitto_binary
-from exporter.lab.pki import Issued, Pki
-from exporter.lab.ports import free_port, wait_for_port
-from exporter.scheduler import grid_offset
+from mqtt_cert_exporter.collector import ChainDetail
+from mqtt_cert_exporter.lab.mosquitto import Listener, Mosquitto, mosquitto_binary
+from mqtt_cert_exporter.lab.pki import Issued, Pki
+from mqtt_cert_exporter.lab.ports import free_port, wait_for_port
+from mqtt_cert_exporter.scheduler import grid_offset
 from tests.lab.hostile import BlackHole
 from tests.lab.process import start_exporter_process, stop_process
 
@@ -1473,7 +1473,7 @@ def document(r: Results) -> str:
             "   against the same CA and server name), driven by an asyncio HTTP client at the same concurrency, all",
             "   at once; then once more with the `insecure_skip_verify` module it needs to report an expired or",
             "   untrusted certificate's dates at all. CPU of its process from `/proc/PID/stat`, RSS from `VmHWM`;",
-            "3. our exporter as users run it (`python -m exporter --config.file=...`, scheduled mode, one process):",
+            "3. our exporter as users run it (`python -m mqtt_cert_exporter --config.file=...`, scheduled mode, one process):",
             "   the first sweep (wall time from the probes' own timestamps, CPU from `/proc`), the cost of",
             "   `/metrics` with every broker (the first scrape of the process, right after the sweep, then the",
             f"   median of {SCRAPES} more, when no result changed), one steady-state interval (every broker exactly",

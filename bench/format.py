@@ -27,12 +27,12 @@ from typing import cast
 from prometheus_client.core import Metric
 from prometheus_client.utils import floatToGoString
 
-from exporter import exposition
-from exporter.collector import ChainDetail, broker_families, broker_samples
-from exporter.config import BrokerConfig, Target
-from exporter.exposition import BrokerExposition
-from exporter.families import BROKER_FAMILIES, Family
-from exporter.results import (
+from mqtt_cert_exporter import exposition
+from mqtt_cert_exporter.collector import ChainDetail, broker_families, broker_samples
+from mqtt_cert_exporter.config import BrokerConfig, Target
+from mqtt_cert_exporter.exposition import BrokerExposition
+from mqtt_cert_exporter.families import BROKER_FAMILIES, Family
+from mqtt_cert_exporter.results import (
     CertFacts,
     Failure,
     Lint,
@@ -50,7 +50,7 @@ from exporter.results import (
     TlsFacts,
     TrustVerdict,
 )
-from exporter.store import ResultStore
+from mqtt_cert_exporter.store import ResultStore
 
 NOW = 1_750_000_000.0
 

@@ -32,7 +32,7 @@ from typing import cast
 
 import uvloop
 
-from exporter.scheduler import grid_offset
+from mqtt_cert_exporter.scheduler import grid_offset
 
 #: MQTT 5 CONNECT: protocol name, level 5, clean start, keep-alive 60 s, no properties, empty client id.
 CONNECT = bytes([0x10, 13]) + b"\x00\x04MQTT\x05\x02\x00\x3c\x00" + b"\x00\x00"

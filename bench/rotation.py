@@ -18,7 +18,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.lab.pki import Pki
+from mqtt_cert_exporter.lab.pki import Pki
 from tests.lab.hostile import HostileServer, after_tls, rotating_certificates
 from tests.lab.process import start_exporter_process, stop_process
 

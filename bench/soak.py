@@ -23,8 +23,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.lab.mosquitto import Listener, Mosquitto
-from exporter.lab.pki import Pki
+from mqtt_cert_exporter.lab.mosquitto import Listener, Mosquitto
+from mqtt_cert_exporter.lab.pki import Pki
 from tests.lab.hostile import (
     BlackHole,
     HostileServer,

@@ -21,16 +21,16 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
 from bench.format import BUILDERS, NOW
-from exporter import eventloop, memory
-from exporter.config import BrokerConfig, Target
-from exporter.exposition import BrokerExposition
-from exporter.report import DEFAULT_WARN_DAYS
-from exporter.store import ResultStore
-from exporter.web.app import WebState, build_app
-from exporter.web.status.broker_page import broker_page
-from exporter.web.status.fleet import Assessor, assess_fleet, fleet_document, parse_query, select
-from exporter.web.status.fleet_page import ProbeHelp, fleet_page
-from exporter.web.status.routes import StatusSource, json_text, latest_results, status_routes
+from mqtt_cert_exporter import eventloop, memory
+from mqtt_cert_exporter.config import BrokerConfig, Target
+from mqtt_cert_exporter.exposition import BrokerExposition
+from mqtt_cert_exporter.report import DEFAULT_WARN_DAYS
+from mqtt_cert_exporter.store import ResultStore
+from mqtt_cert_exporter.web.app import WebState, build_app
+from mqtt_cert_exporter.web.status.broker_page import broker_page
+from mqtt_cert_exporter.web.status.fleet import Assessor, assess_fleet, fleet_document, parse_query, select
+from mqtt_cert_exporter.web.status.fleet_page import ProbeHelp, fleet_page
+from mqtt_cert_exporter.web.status.routes import StatusSource, json_text, latest_results, status_routes
 
 
 def timed(action: Callable[[], object], repeat: int) -> float:

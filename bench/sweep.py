@@ -15,12 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from exporter.config import BrokerConfig, Target, TlsSettings
-from exporter.lab.mosquitto import Listener, Mosquitto
-from exporter.lab.pki import Pki
-from exporter.probe import Prober
-from exporter.scheduler import Scheduler
-from exporter.store import ResultStore
+from mqtt_cert_exporter.config import BrokerConfig, Target, TlsSettings
+from mqtt_cert_exporter.lab.mosquitto import Listener, Mosquitto
+from mqtt_cert_exporter.lab.pki import Pki
+from mqtt_cert_exporter.probe import Prober
+from mqtt_cert_exporter.scheduler import Scheduler
+from mqtt_cert_exporter.store import ResultStore
 from tests.lab.hostile import BlackHole
 
 

@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WRAPPER = """
 import os, resource, sys
 resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
-os.execv(sys.executable, [sys.executable, "-m", "exporter", *sys.argv[1:]])
+os.execv(sys.executable, [sys.executable, "-m", "mqtt_cert_exporter", *sys.argv[1:]])
 """
 
 

@@ -1,3 +1,3 @@
-from exporter.cli import main
+from mqtt_cert_exporter.cli import main
 
 raise SystemExit(main())

@@ -14,7 +14,7 @@ import ssl
 from dataclasses import dataclass
 from importlib import resources
 
-from exporter import __version__
+from mqtt_cert_exporter import __version__
 
 #: Written at build time next to this module; see setup.py.
 BUILD_INFO_FILE = "_build_info.json"
@@ -48,7 +48,11 @@ def parse_recorded(text: str | None) -> dict[str, str]:
 
 def _recorded_text() -> str | None:
     try:
-        return resources.files("exporter").joinpath(BUILD_INFO_FILE).read_text(encoding="utf-8")
+        return (
+            resources.files(__package__ or "mqtt_cert_exporter")
+            .joinpath(BUILD_INFO_FILE)
+            .read_text(encoding="utf-8")
+        )
     except OSError:
         return None
 

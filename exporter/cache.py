@@ -13,7 +13,7 @@ import threading
 from collections import OrderedDict
 from typing import Generic, TypeVar
 
-from exporter.results import CacheSize
+from mqtt_cert_exporter.results import CacheSize
 
 K = TypeVar("K")
 V = TypeVar("V")

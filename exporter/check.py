@@ -49,9 +49,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NoReturn, TextIO
 
-from exporter import eventloop
-from exporter.certs import files
-from exporter.config import (
+from mqtt_cert_exporter import eventloop
+from mqtt_cert_exporter.certs import files
+from mqtt_cert_exporter.config import (
     BrokerConfig,
     ConfigError,
     MqttSettings,
@@ -62,11 +62,11 @@ from exporter.config import (
     parse_duration,
     read_password_file,
 )
-from exporter.probe import Prober
-from exporter.report import DEFAULT_WARN_DAYS, Report, Status, build_report, summary_line, worst
-from exporter.report.brokerkinds import BrokerKind
-from exporter.results import ProbeResult
-from exporter.scheduler import DEFAULT_CONCURRENCY
+from mqtt_cert_exporter.probe import Prober
+from mqtt_cert_exporter.report import DEFAULT_WARN_DAYS, Report, Status, build_report, summary_line, worst
+from mqtt_cert_exporter.report.brokerkinds import BrokerKind
+from mqtt_cert_exporter.results import ProbeResult
+from mqtt_cert_exporter.scheduler import DEFAULT_CONCURRENCY
 
 DEFAULT_TIMEOUT = "10s"
 #: Flags that say how to reach one address; a config file says that per broker.
@@ -425,7 +425,7 @@ def main(argv: Sequence[str], *, stdout: TextIO | None = None, stderr: TextIO | 
     out = stdout or sys.stdout
     err = stderr or sys.stderr
     # The report says everything the probe's log lines would; keep them off stderr.
-    logging.getLogger("exporter").addHandler(logging.NullHandler())
+    logging.getLogger("mqtt_cert_exporter").addHandler(logging.NullHandler())
     parser = build_parser()
     try:
         args = parser.parse_args(list(argv))

@@ -8,13 +8,18 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from exporter import eventloop, logs
-from exporter.buildinfo import build_info, version_text
-from exporter.collector import ChainDetail
-from exporter.config import ConfigError, load_config, parse_duration
-from exporter.scheduler import DEFAULT_CONCURRENCY
-from exporter.web.app import parse_listen_address
-from exporter.web.server import DEFAULT_MAX_CONNECTIONS, ListenError, default_max_connections, systemd_sockets
+from mqtt_cert_exporter import eventloop, logs
+from mqtt_cert_exporter.buildinfo import build_info, version_text
+from mqtt_cert_exporter.collector import ChainDetail
+from mqtt_cert_exporter.config import ConfigError, load_config, parse_duration
+from mqtt_cert_exporter.scheduler import DEFAULT_CONCURRENCY
+from mqtt_cert_exporter.web.app import parse_listen_address
+from mqtt_cert_exporter.web.server import (
+    DEFAULT_MAX_CONNECTIONS,
+    ListenError,
+    default_max_connections,
+    systemd_sockets,
+)
 
 SUBCOMMANDS = ("serve", "check", "demo", "healthcheck")
 
@@ -64,7 +69,7 @@ def _target_pattern(text: str) -> str:
 
 
 def _shard(text: str) -> tuple[int, int]:
-    from exporter.shard import parse_shard
+    from mqtt_cert_exporter.shard import parse_shard
 
     try:
         return parse_shard(text)
@@ -181,7 +186,7 @@ def serve(argv: Sequence[str]) -> int:
         return 1
     web_config = None
     if args.web_config_file:
-        from exporter.web.webconfig import load_web_config
+        from mqtt_cert_exporter.web.webconfig import load_web_config
 
         try:
             web_config = load_web_config(args.web_config_file)
@@ -191,7 +196,7 @@ def serve(argv: Sequence[str]) -> int:
     if args.config_check:
         print(f"{args.config_file}: OK, {len(config.brokers)} brokers")
         return 0
-    from exporter.daemon import Daemon, ServeOptions
+    from mqtt_cert_exporter.daemon import Daemon, ServeOptions
 
     addresses: tuple[str, ...] = tuple(args.listen_addresses) or (":9883",)
     sockets: tuple[socket.socket, ...] = ()
@@ -227,15 +232,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments and arguments[0] == command:
         arguments = arguments[1:]
     if command == "check":
-        from exporter.check import main as check_main
+        from mqtt_cert_exporter.check import main as check_main
 
         return check_main(arguments)
     if command == "healthcheck":
-        from exporter.healthcheck import main as healthcheck_main
+        from mqtt_cert_exporter.healthcheck import main as healthcheck_main
 
         return healthcheck_main(arguments)
     if command == "demo":
-        from exporter.demo import main as demo_main
+        from mqtt_cert_exporter.demo import main as demo_main
 
         return demo_main(arguments)
     return serve(arguments)

@@ -13,10 +13,10 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from exporter import logs
+from mqtt_cert_exporter import logs
 
 T = TypeVar("T")
-log = logs.get_logger("exporter")
+log = logs.get_logger("mqtt_cert_exporter")
 
 
 class Coalesced:

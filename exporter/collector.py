@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.buildinfo import build_info
-from exporter.config import BrokerConfig
-from exporter.families import (
+from mqtt_cert_exporter.buildinfo import build_info
+from mqtt_cert_exporter.config import BrokerConfig
+from mqtt_cert_exporter.families import (
     ADDRESSES_SAME_LEAF,
     ANCHOR_EXPIRES_IN,
     ANCHOR_NOT_AFTER,
@@ -89,7 +89,7 @@ from exporter.families import (
     Family,
     Sample,
 )
-from exporter.results import (
+from mqtt_cert_exporter.results import (
     CacheSize,
     CertFacts,
     ProbeResult,
@@ -100,7 +100,7 @@ from exporter.results import (
     chain_seen,
     same_leaf,
 )
-from exporter.store import BrokerResults, FailureKey, ResultStore
+from mqtt_cert_exporter.store import BrokerResults, FailureKey, ResultStore
 
 #: Certificate fields come from whoever runs the broker: bound what we put in a label value.
 MAX_LABEL_LENGTH = 256

@@ -11,23 +11,23 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
-from exporter import configfile, eventloop, logs, memory, shard
-from exporter.coalesce import Coalesced, in_daemon_thread
-from exporter.collector import ChainDetail, ExporterCollector, ExporterFacts
-from exporter.config import BrokerConfig, Config, ConfigError, load_config
-from exporter.exposition import BrokerExposition
-from exporter.probe import Prober
-from exporter.probe.wire.connection import FD_EXHAUSTION
-from exporter.results import ProbeResult
-from exporter.scheduler import Scheduler
-from exporter.store import ResultStore
-from exporter.web import server as webserver
-from exporter.web.app import WebState, build_app
-from exporter.web.multitarget import probe_handler
-from exporter.web.status.routes import StatusSource, latest_results, status_routes
-from exporter.web.webconfig import WebConfig
+from mqtt_cert_exporter import configfile, eventloop, logs, memory, shard
+from mqtt_cert_exporter.coalesce import Coalesced, in_daemon_thread
+from mqtt_cert_exporter.collector import ChainDetail, ExporterCollector, ExporterFacts
+from mqtt_cert_exporter.config import BrokerConfig, Config, ConfigError, load_config
+from mqtt_cert_exporter.exposition import BrokerExposition
+from mqtt_cert_exporter.probe import Prober
+from mqtt_cert_exporter.probe.wire.connection import FD_EXHAUSTION
+from mqtt_cert_exporter.results import ProbeResult
+from mqtt_cert_exporter.scheduler import Scheduler
+from mqtt_cert_exporter.store import ResultStore
+from mqtt_cert_exporter.web import server as webserver
+from mqtt_cert_exporter.web.app import WebState, build_app
+from mqtt_cert_exporter.web.multitarget import probe_handler
+from mqtt_cert_exporter.web.status.routes import StatusSource, latest_results, status_routes
+from mqtt_cert_exporter.web.webconfig import WebConfig
 
-log = logs.get_logger("exporter")
+log = logs.get_logger("mqtt_cert_exporter")
 
 
 @dataclass(frozen=True)

@@ -34,13 +34,20 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from exporter import eventloop, logs
-from exporter.check import probe_all, use_colour
-from exporter.config import Config, ConfigError, load_config
-from exporter.lab import Listener, Mosquitto, MosquittoError, Pki, make_password_file, mosquitto_binary
-from exporter.report import build_report, summary_line
-from exporter.scheduler import DEFAULT_CONCURRENCY
-from exporter.web.app import parse_listen_address
+from mqtt_cert_exporter import eventloop, logs
+from mqtt_cert_exporter.check import probe_all, use_colour
+from mqtt_cert_exporter.config import Config, ConfigError, load_config
+from mqtt_cert_exporter.lab import (
+    Listener,
+    Mosquitto,
+    MosquittoError,
+    Pki,
+    make_password_file,
+    mosquitto_binary,
+)
+from mqtt_cert_exporter.report import build_report, summary_line
+from mqtt_cert_exporter.scheduler import DEFAULT_CONCURRENCY
+from mqtt_cert_exporter.web.app import parse_listen_address
 
 DEFAULT_LISTEN_ADDRESS = "127.0.0.1:9883"
 INSTALL_HINT = (
@@ -262,7 +269,7 @@ def _configure_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     for handler in root.handlers:
         handler.setLevel(chosen)
-    logging.getLogger("exporter").setLevel(min(chosen, logging.INFO))
+    logging.getLogger("mqtt_cert_exporter").setLevel(min(chosen, logging.INFO))
 
 
 class _ListeningUrl(logging.Handler):
@@ -282,7 +289,7 @@ def _own_command() -> str:
     """How this program was started, so that the command printed works as it is."""
     if Path(sys.argv[0]).name == "mqtt-cert-exporter":
         return sys.argv[0]
-    return f"{sys.executable} -m exporter"
+    return f"{sys.executable} -m mqtt_cert_exporter"
 
 
 def _shown_url(url: str) -> str:
@@ -300,12 +307,12 @@ async def _serve(
     mosquitto_pid: int,
     workdir: Path,
 ) -> int:
-    from exporter.daemon import Daemon, ServeOptions
+    from mqtt_cert_exporter.daemon import Daemon, ServeOptions
 
     loop = asyncio.get_running_loop()
     found: asyncio.Future[str] = loop.create_future()
     catcher = _ListeningUrl(found)
-    logging.getLogger("exporter").addHandler(catcher)
+    logging.getLogger("mqtt_cert_exporter").addHandler(catcher)
     try:
         daemon = Daemon(
             ServeOptions(
@@ -319,7 +326,7 @@ async def _serve(
         started: set[asyncio.Future[Any]] = {serving, found}
         await asyncio.wait(started, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        logging.getLogger("exporter").removeHandler(catcher)
+        logging.getLogger("mqtt_cert_exporter").removeHandler(catcher)
     if serving.done():
         error = serving.exception()
         if error is None:  # stopped (Ctrl-C) before it listened

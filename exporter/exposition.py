@@ -16,10 +16,10 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from exporter.collector import ChainDetail, broker_samples, configured_samples
-from exporter.families import BROKER_FAMILIES, PROBE_INTERVAL, Family, Sample
-from exporter.results import ProbeResult
-from exporter.store import ResultStore
+from mqtt_cert_exporter.collector import ChainDetail, broker_samples, configured_samples
+from mqtt_cert_exporter.families import BROKER_FAMILIES, PROBE_INTERVAL, Family, Sample
+from mqtt_cert_exporter.results import ProbeResult
+from mqtt_cert_exporter.store import ResultStore
 
 
 def _escape(value: str) -> str:

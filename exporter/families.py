@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from exporter.results import Lint
+from mqtt_cert_exporter.results import Lint
 
 GAUGE: Final = "gauge"
 COUNTER: Final = "counter"

@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
-from exporter.printable import cut, escape_controls
+from mqtt_cert_exporter.printable import cut, escape_controls
 
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 #: The record attribute that carries the extra fields whose names LogRecord reserves.

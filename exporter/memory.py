@@ -17,7 +17,7 @@ import gc
 from collections.abc import Callable
 from functools import cache
 
-from exporter import logs
+from mqtt_cert_exporter import logs
 
 log = logs.get_logger(__name__)
 

@@ -24,12 +24,12 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 
-from exporter import logs
-from exporter.config import BrokerConfig
-from exporter.probe import Prober
-from exporter.probe.wire.connection import DescriptorsExhausted
-from exporter.results import ProbeResult, Reason
-from exporter.store import ResultStore
+from mqtt_cert_exporter import logs
+from mqtt_cert_exporter.config import BrokerConfig
+from mqtt_cert_exporter.probe import Prober
+from mqtt_cert_exporter.probe.wire.connection import DescriptorsExhausted
+from mqtt_cert_exporter.results import ProbeResult, Reason
+from mqtt_cert_exporter.store import ResultStore
 
 log = logs.get_logger(__name__)
 

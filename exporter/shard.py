@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-from exporter.config import BrokerConfig
+from mqtt_cert_exporter.config import BrokerConfig
 
 Shard = tuple[int, int]  # (index, count), 0 <= index < count
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from exporter.config import DEFAULT_CHAIN_RETENTION, BrokerConfig
-from exporter.results import ProbeResult, Reason, Stage, chain_seen
+from mqtt_cert_exporter.config import DEFAULT_CHAIN_RETENTION, BrokerConfig
+from mqtt_cert_exporter.results import ProbeResult, Reason, Stage, chain_seen
 
 #: A broker's results: one, or one per address (``addresses: all``).
 BrokerResults = tuple[ProbeResult, ...]

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def main() -> int:
     output = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / "docs" / "status.png"
     demo = subprocess.Popen(
-        [sys.executable, "-m", "exporter", "demo", "--web.listen-address", "127.0.0.1:0"],
+        [sys.executable, "-m", "mqtt_cert_exporter", "demo", "--web.listen-address", "127.0.0.1:0"],
         stdout=subprocess.PIPE,
         text=True,
         cwd=ROOT,

@@ -22,12 +22,12 @@ from typing import Any
 
 import pytest
 
-from exporter import eventloop
-from exporter.config import BrokerConfig, MqttSettings, Secret, Target, TlsSettings
-from exporter.lab.mosquitto import Listener, Mosquitto, make_password_file, mosquitto_binary
-from exporter.lab.pki import Issued, Pki
-from exporter.probe.wire.mqtt import encode_varint
-from exporter.results import CertFacts
+from mqtt_cert_exporter import eventloop
+from mqtt_cert_exporter.config import BrokerConfig, MqttSettings, Secret, Target, TlsSettings
+from mqtt_cert_exporter.lab.mosquitto import Listener, Mosquitto, make_password_file, mosquitto_binary
+from mqtt_cert_exporter.lab.pki import Issued, Pki
+from mqtt_cert_exporter.probe.wire.mqtt import encode_varint
+from mqtt_cert_exporter.results import CertFacts
 from tests.lab.hostile import BlackHole, HostileServer, after_tls, garbage, reset_on_accept, silent
 from tests.lab.process import start_exporter_process, stop_process
 

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter.collector import broker_families
-from exporter.probe.wire.addresses import select_addresses
-from exporter.results import (
+from mqtt_cert_exporter.collector import broker_families
+from mqtt_cert_exporter.probe.wire.addresses import select_addresses
+from mqtt_cert_exporter.results import (
     CertFacts,
     Failure,
     Phase,
@@ -25,7 +25,7 @@ from exporter.results import (
     WebSocketFacts,
     same_leaf,
 )
-from exporter.store import FailureKey, ResultStore
+from mqtt_cert_exporter.store import FailureKey, ResultStore
 from tests.conftest import cert_facts, configured
 
 

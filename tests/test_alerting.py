@@ -36,8 +36,8 @@ import yaml
 from aiohttp import web
 from cryptography.hazmat.primitives import hashes
 
-from exporter.lab.mosquitto import Listener, Mosquitto
-from exporter.lab.pki import Issued, Pki
+from mqtt_cert_exporter.lab.mosquitto import Listener, Mosquitto
+from mqtt_cert_exporter.lab.pki import Issued, Pki
 from tests.conftest import ROOT, ExporterProcess, start_exporter, wait_for
 from tests.test_prometheus import (
     DaemonProcess,

@@ -12,7 +12,9 @@ from pathlib import Path
 
 from tests.conftest import ROOT
 
-PACKAGE = "exporter"
+#: the folder (fixed by the project layout) and the import package it installs as (pyproject package-dir)
+SOURCE = "exporter"
+PACKAGE = "mqtt_cert_exporter"
 MAX_LINES = 600
 
 #: Modules still over MAX_LINES, with who is shrinking them. Shrink this list; never grow it.
@@ -25,12 +27,12 @@ CYCLE_EDGES_ALLOWED: frozenset[tuple[str, str]] = frozenset()
 
 
 def module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT).with_suffix("").parts
+    parts = (PACKAGE, *path.relative_to(ROOT / SOURCE).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def modules() -> dict[str, Path]:
-    return {module_name(path): path for path in sorted((ROOT / PACKAGE).rglob("*.py"))}
+    return {module_name(path): path for path in sorted((ROOT / SOURCE).rglob("*.py"))}
 
 
 def imported(name: str, path: Path, known: Mapping[str, Path]) -> Iterator[str]:
@@ -91,11 +93,13 @@ def find_cycle(graph: Mapping[str, set[str]]) -> list[str]:
 def test_the_import_graph_is_read_from_every_kind_of_import() -> None:
     """The graph sees absolute, relative and function-level imports: a check that sees none is no check."""
     graph = import_graph()
-    assert "exporter.report.assessment" in graph["exporter.report"]  # from exporter.report.assessment import
     assert (
-        "exporter.probe.wire.websocket" in graph["exporter.probe.wire.transport"]
+        "mqtt_cert_exporter.report.assessment" in graph["mqtt_cert_exporter.report"]
+    )  # from mqtt_cert_exporter.report.assessment import
+    assert (
+        "mqtt_cert_exporter.probe.wire.websocket" in graph["mqtt_cert_exporter.probe.wire.transport"]
     )  # from package import submodule
-    assert "exporter.check" in graph["exporter.cli"]  # an import inside main()
+    assert "mqtt_cert_exporter.check" in graph["mqtt_cert_exporter.cli"]  # an import inside main()
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) == []
 
@@ -115,3 +119,26 @@ def test_no_module_over_600_lines() -> None:
     assert over == [], {name: sizes[name] for name in over}
     shrunk = sorted(name for name in OVER_MAX_LINES if sizes.get(name, 0) <= MAX_LINES)
     assert shrunk == [], "these are within the limit now: remove them from OVER_MAX_LINES"
+
+
+def test_nothing_imports_the_source_folder_by_its_name() -> None:
+    """exporter/ installs as mqtt_cert_exporter; from a checkout `exporter` is importable too, so a stray
+    an import of `exporter.x` would pass here and break every installed copy."""
+    stray = []
+    sources = [
+        *(ROOT / SOURCE).rglob("*.py"),
+        *(ROOT / "tests").rglob("*.py"),
+        *(ROOT / "bench").rglob("*.py"),
+    ]
+    for path in sorted(sources):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            stray += [
+                f"{path.relative_to(ROOT)}:{node.lineno}" for name in names if name.split(".")[0] == SOURCE
+            ]
+    assert not stray

@@ -12,10 +12,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from exporter.config import ConfigError
-from exporter.web import basicauth
-from exporter.web.basicauth import BasicAuth, hash_problem
-from exporter.web.webconfig import WebConfig, parse_web_config
+from mqtt_cert_exporter.config import ConfigError
+from mqtt_cert_exporter.web import basicauth
+from mqtt_cert_exporter.web.basicauth import BasicAuth, hash_problem
+from mqtt_cert_exporter.web.webconfig import WebConfig, parse_web_config
 
 PASSWORD = b"scrape-me-please"
 CHECKPW = bcrypt.checkpw

@@ -8,10 +8,10 @@ from typing import get_args
 
 import pytest
 
-from exporter.certs.lints import legacy_tls_accepted
-from exporter.config import BrokerConfig, MqttSettings, Target
-from exporter.config.model import BrokerKindName
-from exporter.report import (
+from mqtt_cert_exporter.certs.lints import legacy_tls_accepted
+from mqtt_cert_exporter.config import BrokerConfig, MqttSettings, Target
+from mqtt_cert_exporter.config.model import BrokerKindName
+from mqtt_cert_exporter.report import (
     FAILURE_FIXES,
     FULL_CHAIN_FIX,
     RELOAD_FIX,
@@ -19,9 +19,9 @@ from exporter.report import (
     WRONG_FILE_FIX,
     failure_finding,
 )
-from exporter.report.brokerfixes import MOSQUITTO_ONLY, tailor
-from exporter.report.brokerkinds import BrokerKind
-from exporter.results import (
+from mqtt_cert_exporter.report.brokerfixes import MOSQUITTO_ONLY, tailor
+from mqtt_cert_exporter.report.brokerkinds import BrokerKind
+from mqtt_cert_exporter.results import (
     REASONS_BY_STAGE,
     Failure,
     LegacyTlsFacts,

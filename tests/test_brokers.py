@@ -23,15 +23,22 @@ from typing import Any
 
 import pytest
 
-from exporter import check
-from exporter.config import BrokerConfig, MqttSettings, RoundtripSettings, Secret, Target, TlsSettings
-from exporter.lab.pki import Pki
-from exporter.probe import Prober
-from exporter.probe.wire.connection import connect
-from exporter.probe.wire.tls import ClientCertificateRequired, TlsSession, client_context
-from exporter.report import build_report, failure_finding
-from exporter.report.brokerfixes import MOSQUITTO_ONLY
-from exporter.results import ProbeResult
+from mqtt_cert_exporter import check
+from mqtt_cert_exporter.config import (
+    BrokerConfig,
+    MqttSettings,
+    RoundtripSettings,
+    Secret,
+    Target,
+    TlsSettings,
+)
+from mqtt_cert_exporter.lab.pki import Pki
+from mqtt_cert_exporter.probe import Prober
+from mqtt_cert_exporter.probe.wire.connection import connect
+from mqtt_cert_exporter.probe.wire.tls import ClientCertificateRequired, TlsSession, client_context
+from mqtt_cert_exporter.report import build_report, failure_finding
+from mqtt_cert_exporter.report.brokerfixes import MOSQUITTO_ONLY
+from mqtt_cert_exporter.results import ProbeResult
 from tests.conftest import Lab
 from tests.lab.amqtt import Amqtt, amqtt_available
 from tests.lab.daemon import LabBroker, LabBrokerError

@@ -8,12 +8,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from exporter.cache import BoundedCache
-from exporter.certs import chain, parse
-from exporter.collector import ExporterFacts, exporter_families
-from exporter.config import BrokerConfig, Target, TlsSettings
-from exporter.lab.pki import Pki
-from exporter.probe import Prober
+from mqtt_cert_exporter.cache import BoundedCache
+from mqtt_cert_exporter.certs import chain, parse
+from mqtt_cert_exporter.collector import ExporterFacts, exporter_families
+from mqtt_cert_exporter.config import BrokerConfig, Target, TlsSettings
+from mqtt_cert_exporter.lab.pki import Pki
+from mqtt_cert_exporter.probe import Prober
 from tests.conftest import Lab
 from tests.lab.hostile import HostileServer, after_tls, rotating_certificates
 

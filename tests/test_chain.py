@@ -12,11 +12,11 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.certs.chain import VerdictCache, classify, hostname_matches
-from exporter.certs.parse import Parsed, TrustStore, parse_der
-from exporter.lab.pki import Issued, Pki
-from exporter.probe import Prober
-from exporter.results import CertFacts, TrustVerdict
+from mqtt_cert_exporter.certs.chain import VerdictCache, classify, hostname_matches
+from mqtt_cert_exporter.certs.parse import Parsed, TrustStore, parse_der
+from mqtt_cert_exporter.lab.pki import Issued, Pki
+from mqtt_cert_exporter.probe import Prober
+from mqtt_cert_exporter.results import CertFacts, TrustVerdict
 from tests.conftest import Lab, cert_facts
 
 UTC = dt.UTC

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from exporter.cli import serve_parser
-from exporter.collector import ChainDetail, broker_samples, shown_positions
-from exporter.daemon import ServeOptions
-from exporter.exposition import BrokerExposition
-from exporter.families import (
+from mqtt_cert_exporter.cli import serve_parser
+from mqtt_cert_exporter.collector import ChainDetail, broker_samples, shown_positions
+from mqtt_cert_exporter.daemon import ServeOptions
+from mqtt_cert_exporter.exposition import BrokerExposition
+from mqtt_cert_exporter.families import (
     CERT_EXPIRES_IN,
     CERT_INFO,
     CERT_NOT_AFTER,
@@ -18,7 +18,7 @@ from exporter.families import (
     Family,
     Sample,
 )
-from exporter.results import (
+from mqtt_cert_exporter.results import (
     CertFacts,
     Phase,
     ProbeResult,
@@ -28,7 +28,7 @@ from exporter.results import (
     TlsFacts,
     TrustVerdict,
 )
-from exporter.store import ResultStore
+from mqtt_cert_exporter.store import ResultStore
 from tests.conftest import cert_facts, configured
 
 DAY = 86400.0

@@ -21,11 +21,11 @@ from typing import Any
 import jsonschema
 import pytest
 
-from exporter import check
-from exporter.lab.mosquitto import Listener, Mosquitto
-from exporter.probe import Prober
-from exporter.report import FULL_CHAIN_FIX, RELOAD_FIX, RENEW_FIX, REVOKED_FIX
-from exporter.results import Lint, Phase, Problem, Reason, Stage
+from mqtt_cert_exporter import check
+from mqtt_cert_exporter.lab.mosquitto import Listener, Mosquitto
+from mqtt_cert_exporter.probe import Prober
+from mqtt_cert_exporter.report import FULL_CHAIN_FIX, RELOAD_FIX, RENEW_FIX, REVOKED_FIX
+from mqtt_cert_exporter.results import Lint, Phase, Problem, Reason, Stage
 from tests.conftest import PASSWORD, ROOT, Lab
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -33,7 +33,7 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 def run_check(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "exporter", "check", *args],
+        [sys.executable, "-m", "mqtt_cert_exporter", "check", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -504,7 +504,7 @@ def test_the_whole_report_reaches_a_slow_reader(lab: Lab, tmp_path: Path) -> Non
     config = tmp_path / "config.yaml"
     config.write_text(lab.config_yaml(*lab.brokers))
     out = tmp_path / "out.json"
-    command = f"{shlex.quote(sys.executable)} -m exporter check --config.file {shlex.quote(str(config))} --output json"
+    command = f"{shlex.quote(sys.executable)} -m mqtt_cert_exporter check --config.file {shlex.quote(str(config))} --output json"
     subprocess.run(
         ["bash", "-c", f"{command} | (sleep 1; cat) > {shlex.quote(str(out))}"],
         cwd=ROOT,

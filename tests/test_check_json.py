@@ -6,10 +6,10 @@ import re
 import time
 from pathlib import Path
 
-from exporter import families
-from exporter.config import BrokerConfig, Target
-from exporter.report import build_report
-from exporter.results import Phase, ProbeResult
+from mqtt_cert_exporter import families
+from mqtt_cert_exporter.config import BrokerConfig, Target
+from mqtt_cert_exporter.report import build_report
+from mqtt_cert_exporter.results import Phase, ProbeResult
 
 #: Every per-broker metric and where its value is in check's JSON document ("" for: not a probe fact).
 WHERE_IN_JSON = {

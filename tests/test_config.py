@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.config import (
+from mqtt_cert_exporter.config import (
     BrokerConfig,
     Config,
     ConfigError,
@@ -225,7 +225,7 @@ def test_config_error_lists_one_error_per_line_and_pickles() -> None:
 @pytest.fixture(scope="module")
 def pems(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     """Real PEM files: the loader checks that OpenSSL can use the TLS files it is given."""
-    from exporter.lab.pki import Pki
+    from mqtt_cert_exporter.lab.pki import Pki
 
     pki = Pki(tmp_path_factory.mktemp("pems"))
     root = pki.root("Config Test CA")
@@ -1068,7 +1068,7 @@ def test_reaching_a_broker_defaults(tmp_path: Path) -> None:
 
 
 def test_reaching_a_broker_settings_and_inheritance(tmp_path: Path) -> None:
-    from exporter.config import ProxySettings, RoundtripSettings
+    from mqtt_cert_exporter.config import ProxySettings, RoundtripSettings
 
     config = parse(
         """

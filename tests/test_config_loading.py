@@ -14,7 +14,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter.config import (
+from mqtt_cert_exporter.config import (
     BrokerConfig,
     ConfigError,
     ModuleConfig,
@@ -26,10 +26,10 @@ from exporter.config import (
     parse_config,
     read_password_file,
 )
-from exporter.config import document as yaml_document
-from exporter.config.keys import DEFAULTS, KEYS, Scope
-from exporter.lab.pki import Pki
-from exporter.probe.wire import tls as probe_tls
+from mqtt_cert_exporter.config import document as yaml_document
+from mqtt_cert_exporter.config.keys import DEFAULTS, KEYS, Scope
+from mqtt_cert_exporter.lab.pki import Pki
+from mqtt_cert_exporter.probe.wire import tls as probe_tls
 
 
 def errors(text: str, base_dir: Path) -> list[str]:

@@ -7,9 +7,9 @@ import gc
 
 import pytest
 
-from exporter.probe import Prober
-from exporter.probe.wire.connection import Connection
-from exporter.probe.wire.tls import TlsSession
+from mqtt_cert_exporter.probe import Prober
+from mqtt_cert_exporter.probe.wire.connection import Connection
+from mqtt_cert_exporter.probe.wire.tls import TlsSession
 from tests.conftest import Lab
 
 

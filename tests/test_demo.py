@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter import demo
+from mqtt_cert_exporter import demo
 from tests.conftest import ROOT
 
 DEMO_BROKERS = (
@@ -48,7 +48,7 @@ class DemoProcess:
     def __init__(self, log_path: Path) -> None:
         self.log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "exporter", "demo", "--web.listen-address", "127.0.0.1:0"],
+            [sys.executable, "-m", "mqtt_cert_exporter", "demo", "--web.listen-address", "127.0.0.1:0"],
             stdout=subprocess.PIPE,
             stderr=self.log,
             text=True,

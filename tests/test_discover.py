@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import discovery as discover
-from exporter.config import load_config
-from exporter.config.discovery import ConfFile, MosquittoListener
-from exporter.lab.mosquitto import mosquitto_binary
-from exporter.lab.pki import Issued, Pki
-from exporter.lab.ports import free_port, wait_for_port
-from exporter.probe import Prober
-from exporter.results import CertFacts
+from mqtt_cert_exporter.config import discovery as discover
+from mqtt_cert_exporter.config import load_config
+from mqtt_cert_exporter.config.discovery import ConfFile, MosquittoListener
+from mqtt_cert_exporter.lab.mosquitto import mosquitto_binary
+from mqtt_cert_exporter.lab.pki import Issued, Pki
+from mqtt_cert_exporter.lab.ports import free_port, wait_for_port
+from mqtt_cert_exporter.probe import Prober
+from mqtt_cert_exporter.results import CertFacts
 from tests.conftest import cert_facts
 
 

@@ -227,7 +227,7 @@ def test_config_check_lists_every_error(tmp_path: Path) -> None:
         "brokers:\n  - name: a\n    address: 'h:0'\n  - name: a\n    address: h\n    colour: red\n"
     )
     result = subprocess.run(
-        [sys.executable, "-m", "exporter", f"--config.file={config}", "--config.check"],
+        [sys.executable, "-m", "mqtt_cert_exporter", f"--config.file={config}", "--config.check"],
         capture_output=True,
         text=True,
     )

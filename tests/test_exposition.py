@@ -14,13 +14,13 @@ from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
-from exporter import exposition
-from exporter.collector import broker_families, broker_samples
-from exporter.config import DEFAULT_CHAIN_RETENTION
-from exporter.exposition import BrokerExposition, number
-from exporter.families import BROKER_FAMILIES
-from exporter.probe import Prober
-from exporter.results import (
+from mqtt_cert_exporter import exposition
+from mqtt_cert_exporter.collector import broker_families, broker_samples
+from mqtt_cert_exporter.config import DEFAULT_CHAIN_RETENTION
+from mqtt_cert_exporter.exposition import BrokerExposition, number
+from mqtt_cert_exporter.families import BROKER_FAMILIES
+from mqtt_cert_exporter.probe import Prober
+from mqtt_cert_exporter.results import (
     Failure,
     Lint,
     LintFinding,
@@ -39,7 +39,7 @@ from exporter.results import (
     TrustVerdict,
     WebSocketFacts,
 )
-from exporter.store import ResultStore
+from mqtt_cert_exporter.store import ResultStore
 from tests.conftest import Lab, cert_facts, configured
 
 Sample = tuple[str, tuple[tuple[str, str], ...], float]

@@ -7,10 +7,10 @@ import ssl
 
 import pytest
 
-from exporter.probe import failures
-from exporter.probe.wire.proxy import ProxyError, ProxyFailure
-from exporter.probe.wire.tls import ClientCertificateRequired, TlsHandshakeFailure, TlsProtocolError
-from exporter.results import REASONS_BY_STAGE, Reason, Stage
+from mqtt_cert_exporter.probe import failures
+from mqtt_cert_exporter.probe.wire.proxy import ProxyError, ProxyFailure
+from mqtt_cert_exporter.probe.wire.tls import ClientCertificateRequired, TlsHandshakeFailure, TlsProtocolError
+from mqtt_cert_exporter.results import REASONS_BY_STAGE, Reason, Stage
 
 TABLES = {
     "resolve": failures.RESOLVE,

@@ -16,9 +16,9 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from exporter.healthcheck import loopback_target
-from exporter.lab.ports import free_port
-from exporter.web.webconfig import is_loopback
+from mqtt_cert_exporter.healthcheck import loopback_target
+from mqtt_cert_exporter.lab.ports import free_port
+from mqtt_cert_exporter.web.webconfig import is_loopback
 from tests.conftest import ExporterProcess, Lab, start_exporter
 
 pytestmark = pytest.mark.slow
@@ -26,7 +26,11 @@ pytestmark = pytest.mark.slow
 
 def healthcheck(process: ExporterProcess | None, *args: str) -> subprocess.CompletedProcess[str]:
     port = urllib.parse.urlsplit(process.url).port if process else free_port()
-    command = [sys.executable, "-c", "from exporter.healthcheck import run; raise SystemExit(run())"]
+    command = [
+        sys.executable,
+        "-c",
+        "from mqtt_cert_exporter.healthcheck import run; raise SystemExit(run())",
+    ]
     return subprocess.run(
         [*command, f"--web.listen-address=:{port}", *args], capture_output=True, text=True, timeout=30
     )
@@ -71,7 +75,13 @@ def test_plain_exporter_is_healthy_and_ready(lab: Lab, tmp_path: Path) -> None:
         assert healthcheck(process).returncode == 0
         assert healthcheck(process, "--path=/-/ready").returncode == 0
         port = urllib.parse.urlsplit(process.url).port
-        subcommand = [sys.executable, "-m", "exporter", "healthcheck", f"--web.listen-address=:{port}"]
+        subcommand = [
+            sys.executable,
+            "-m",
+            "mqtt_cert_exporter",
+            "healthcheck",
+            f"--web.listen-address=:{port}",
+        ]
         assert subprocess.run(subcommand, capture_output=True, timeout=30).returncode == 0
     finally:
         process.stop()

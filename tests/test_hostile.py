@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from exporter.config import BrokerConfig, MqttSettings, Target, TlsSettings
-from exporter.lab.mosquitto import Listener, Mosquitto
-from exporter.lab.pki import Issued, Pki
-from exporter.probe import Prober
-from exporter.results import ProbeResult
+from mqtt_cert_exporter.config import BrokerConfig, MqttSettings, Target, TlsSettings
+from mqtt_cert_exporter.lab.mosquitto import Listener, Mosquitto
+from mqtt_cert_exporter.lab.pki import Issued, Pki
+from mqtt_cert_exporter.probe import Prober
+from mqtt_cert_exporter.results import ProbeResult
 from tests.conftest import ExporterProcess, Lab, promtool, start_exporter, wait_for
 from tests.lab.hostile import HostileServer, after_tls, endless, reset_mid_handshake, slow_bytes
 

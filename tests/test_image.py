@@ -27,9 +27,9 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from exporter.lab.mosquitto import Listener, Mosquitto, mosquitto_binary
-from exporter.lab.pki import Issued, Pki
-from exporter.lab.ports import free_port
+from mqtt_cert_exporter.lab.mosquitto import Listener, Mosquitto, mosquitto_binary
+from mqtt_cert_exporter.lab.pki import Issued, Pki
+from mqtt_cert_exporter.lab.ports import free_port
 from tests.conftest import wait_for
 from tests.lab.container import ROOT, Unavailable, base_image, build_image, docker, engine
 

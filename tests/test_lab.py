@@ -1,4 +1,4 @@
-"""The lab is real: certificates from exporter.lab.pki, served by real Mosquitto, judged by OpenSSL."""
+"""The lab is real: certificates from mqtt_cert_exporter.lab.pki, served by real Mosquitto, judged by OpenSSL."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID
 
-from exporter.lab import (
+from mqtt_cert_exporter.lab import (
     Issued,
     Listener,
     Mosquitto,
@@ -30,7 +30,7 @@ from exporter.lab import (
     mosquitto_binary,
     wait_for_port,
 )
-from exporter.lab import mosquitto as mosquitto_module
+from mqtt_cert_exporter.lab import mosquitto as mosquitto_module
 
 pytestmark = pytest.mark.skipif(
     mosquitto_binary() is None, reason="mosquitto not installed: run scripts/ensure-system-packages.sh"

@@ -27,13 +27,13 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from exporter.certs.parse import facts_of
-from exporter.collector import broker_families
-from exporter.config import BrokerConfig, Target, TlsSettings
-from exporter.lab.mosquitto import Listener, Mosquitto
-from exporter.lab.pki import Issued, Pki
-from exporter.probe import Prober
-from exporter.results import (
+from mqtt_cert_exporter.certs.parse import facts_of
+from mqtt_cert_exporter.collector import broker_families
+from mqtt_cert_exporter.config import BrokerConfig, Target, TlsSettings
+from mqtt_cert_exporter.lab.mosquitto import Listener, Mosquitto
+from mqtt_cert_exporter.lab.pki import Issued, Pki
+from mqtt_cert_exporter.probe import Prober
+from mqtt_cert_exporter.results import (
     Lint,
     ProbeResult,
     RevocationStatus,
@@ -221,7 +221,7 @@ async def probe(broker: BrokerConfig, prober: Prober | None = None) -> ProbeResu
 
 
 async def test_renewed_in_place_serves_old_until_sighup(life: Life, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="exporter.probe")
+    caplog.set_level(logging.INFO, logger="mqtt_cert_exporter.probe")
     served_file = str(life.directory / "inplace" / "server.crt")
     broker = life.broker("inplace", served_cert_file=served_file)
     websockets = life.broker("websockets", served_cert_file=served_file)
@@ -307,7 +307,7 @@ async def _probe_until(broker: BrokerConfig, done: Any, timeout: float = 10) -> 
 async def test_unreadable_certificate_file_is_logged_not_a_failure(
     life: Life, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="exporter.probe")
+    caplog.set_level(logging.INFO, logger="mqtt_cert_exporter.probe")
     dangling = tmp_path / "cert.pem"
     dangling.symlink_to(tmp_path / "archive" / "cert9.pem")
     garbage = tmp_path / "garbage.pem"

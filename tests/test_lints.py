@@ -10,10 +10,10 @@ import time
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from exporter.certs import lints
-from exporter.certs.parse import facts_of
-from exporter.lab.pki import Issued, Pki
-from exporter.results import CertFacts, LegacyTlsFacts, Lint
+from mqtt_cert_exporter.certs import lints
+from mqtt_cert_exporter.certs.parse import facts_of
+from mqtt_cert_exporter.lab.pki import Issued, Pki
+from mqtt_cert_exporter.results import CertFacts, LegacyTlsFacts, Lint
 from tests.conftest import cert_facts
 
 DAY = 86400.0

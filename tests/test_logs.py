@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from exporter import logs
+from mqtt_cert_exporter import logs
 from tests.conftest import ROOT, ExporterProcess, Lab, start_exporter
 
 RESERVED = sorted(set(vars(logging.makeLogRecord({}))) | {"message", "asctime"})
@@ -59,7 +59,8 @@ def test_every_log_call_with_fields_goes_through_a_field_logger() -> None:
     """The guard holds only if the exporter's loggers are FieldLoggers: a plain Logger raises again."""
     offenders = []
     for path in sorted((ROOT / "exporter").rglob("*.py")):
-        module_name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+        parts = ("mqtt_cert_exporter", *path.relative_to(ROOT / "exporter").with_suffix("").parts)
+        module_name = ".".join(parts).removesuffix(".__init__")
         for node in ast.walk(ast.parse(path.read_text())):
             if not (
                 isinstance(node, ast.Call)
@@ -117,12 +118,12 @@ def test_warn_is_both_the_flag_value_and_the_printed_level() -> None:
     logs.configure("warn")
     root.handlers[0].setStream(stream)  # type: ignore[attr-defined]
     try:
-        logs.get_logger("exporter.test").warning("careful")
-        logs.get_logger("exporter.test").info("not shown")
+        logs.get_logger("mqtt_cert_exporter.test").warning("careful")
+        logs.get_logger("mqtt_cert_exporter.test").info("not shown")
     finally:
         root.handlers[:] = handlers
         root.setLevel(level)
-    assert "level=warn logger=exporter.test msg=careful" in stream.getvalue()
+    assert "level=warn logger=mqtt_cert_exporter.test msg=careful" in stream.getvalue()
     assert "not shown" not in stream.getvalue()
 
 
@@ -193,7 +194,7 @@ def test_every_path_at_debug_level(debug_exporter: ExporterProcess, lab: Lab) ->
         "/nowhere": 404,
     }
     log = debug_exporter.log()
-    assert "level=debug logger=exporter.multitarget msg=probed" in log
+    assert "level=debug logger=mqtt_cert_exporter.multitarget msg=probed" in log
     probed = [line for line in log.splitlines() if "msg=probed" in line and f"target={good}" in line]
     assert probed and "module=lab" in probed[0] and "success=True" in probed[0]
     assert "Traceback" not in log

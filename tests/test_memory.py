@@ -8,11 +8,11 @@ import textwrap
 
 import pytest
 
-from exporter import memory
+from mqtt_cert_exporter import memory
 
 SCRIPT = textwrap.dedent(
     """
-    from exporter import memory
+    from mqtt_cert_exporter import memory
 
     def rss_kb():
         with open("/proc/self/status") as status:

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter.connack import connack_meaning
-from exporter.probe.wire.mqtt import (
+from mqtt_cert_exporter.connack import connack_meaning
+from mqtt_cert_exporter.probe.wire.mqtt import (
     IncompletePacket,
     PacketError,
     decode_varint,

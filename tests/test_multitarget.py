@@ -16,9 +16,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.config import Config, ModuleConfig, TlsSettings, parse_config
-from exporter.probe import Prober
-from exporter.web.multitarget import (
+from mqtt_cert_exporter.config import Config, ModuleConfig, TlsSettings, parse_config
+from mqtt_cert_exporter.probe import Prober
+from mqtt_cert_exporter.web.multitarget import (
     DEFAULT_MODULE,
     SCRAPE_TIMEOUT_HEADER,
     AllowList,
@@ -352,7 +352,13 @@ def test_an_invalid_pattern_stops_the_exporter_at_start(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("brokers: []\n")
     run = subprocess.run(
-        [sys.executable, "-m", "exporter", f"--config.file={config}", "--probe.allowed-target=(oops"],
+        [
+            sys.executable,
+            "-m",
+            "mqtt_cert_exporter",
+            f"--config.file={config}",
+            "--probe.allowed-target=(oops",
+        ],
         capture_output=True,
         cwd=ROOT,
         timeout=30,

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.connack import connack_meaning
-from exporter.probe.negotiation import ProtocolMemory, Where, spoken
-from exporter.probe.wire.mqtt import parse_connack
+from mqtt_cert_exporter.connack import connack_meaning
+from mqtt_cert_exporter.probe.negotiation import ProtocolMemory, Where, spoken
+from mqtt_cert_exporter.probe.wire.mqtt import parse_connack
 
 
 @pytest.mark.parametrize(

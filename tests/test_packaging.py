@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter import __version__
-from exporter.buildinfo import BuildInfo, parse_recorded, version_text
-from exporter.configfile import replaced_file_message, replaced_since_mounted
+from mqtt_cert_exporter import __version__
+from mqtt_cert_exporter.buildinfo import BuildInfo, parse_recorded, version_text
+from mqtt_cert_exporter.configfile import replaced_file_message, replaced_since_mounted
 from tests.conftest import ROOT
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -63,20 +63,31 @@ def test_wheel_records_the_git_revision(wheel: zipfile.ZipFile) -> None:
     revision = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
     if revision.returncode != 0:
         pytest.skip("not a git checkout")
-    recorded = json.loads(wheel.read("exporter/_build_info.json"))
+    recorded = json.loads(wheel.read("mqtt_cert_exporter/_build_info.json"))
     assert recorded["revision"].removesuffix("-dirty") == revision.stdout.strip()
     assert recorded["build_date"].endswith("Z") and recorded["branch"]
 
 
 def test_wheel_ships_the_demo_lab_but_not_the_test_lab(wheel: zipfile.ZipFile) -> None:
     names = set(wheel.namelist())
-    assert {"exporter/lab/pki.py", "exporter/lab/mosquitto.py", "exporter/demo.py"} <= names
+    assert {
+        "mqtt_cert_exporter/lab/pki.py",
+        "mqtt_cert_exporter/lab/mosquitto.py",
+        "mqtt_cert_exporter/demo.py",
+    } <= names
     assert not [name for name in names if "hostile" in name or name.startswith("tests/")]
-    assert "exporter/lab/process.py" not in names
-    assert "exporter/py.typed" in names
+    assert "mqtt_cert_exporter/lab/process.py" not in names
+    assert "mqtt_cert_exporter/py.typed" in names
+    # every package of the source folder is in the wheel, under the import name that cannot collide
+    packages = {
+        "mqtt_cert_exporter/" + init.relative_to(ROOT / "exporter").as_posix()
+        for init in (ROOT / "exporter").rglob("__init__.py")
+    }
+    assert packages <= names, sorted(packages - names)
+    assert not [name for name in names if name.startswith("exporter/")]
     entry_points = dist_info(wheel, "entry_points.txt")
-    assert "mqtt-cert-exporter = exporter.cli:main" in entry_points
-    assert "mqtt-cert-exporter-healthcheck = exporter.healthcheck:run" in entry_points
+    assert "mqtt-cert-exporter = mqtt_cert_exporter.cli:main" in entry_points
+    assert "mqtt-cert-exporter-healthcheck = mqtt_cert_exporter.healthcheck:run" in entry_points
 
 
 def test_version_text_reads_like_blackbox_exporter() -> None:

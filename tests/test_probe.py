@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import BrokerConfig, Target
-from exporter.probe import Prober
-from exporter.results import REASONS_BY_STAGE, ProbeResult, Problem, Reason, Stage
+from mqtt_cert_exporter.config import BrokerConfig, Target
+from mqtt_cert_exporter.probe import Prober
+from mqtt_cert_exporter.results import REASONS_BY_STAGE, ProbeResult, Problem, Reason, Stage
 from tests.conftest import ROOT, Lab
 
 
@@ -191,8 +191,8 @@ def _probe_in_empty_network_namespace(broker: BrokerConfig) -> dict[str, str]:
         pytest.skip("needs root and unshare for a private network namespace")
     script = (
         "import asyncio, json, sys\n"
-        "from exporter.config import BrokerConfig, Target\n"
-        "from exporter.probe import Prober\n"
+        "from mqtt_cert_exporter.config import BrokerConfig, Target\n"
+        "from mqtt_cert_exporter.probe import Prober\n"
         "host, port = sys.argv[1], int(sys.argv[2])\n"
         "r = asyncio.run(Prober().probe(BrokerConfig(name='x', target=Target(host, port), timeout=2)))\n"
         "print(json.dumps({'stage': r.failure.stage.value, 'reason': r.failure.reason.value}))\n"
@@ -246,7 +246,7 @@ async def test_a_replaced_ca_file_is_read_again(lab: Lab, tmp_path: Path) -> Non
 
 
 def test_brokers_differing_only_in_name_share_one_tls_context(lab: Lab) -> None:
-    from exporter.probe.wire.tls import client_context
+    from mqtt_cert_exporter.probe.wire.tls import client_context
 
     a = lab.broker("good", tls={"server_name": "a.example.com"})
     b = lab.broker("good", tls={"server_name": "b.example.com"})

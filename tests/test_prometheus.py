@@ -31,11 +31,11 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.config import parse_config
-from exporter.lab.mosquitto import mosquitto_binary
-from exporter.lab.pki import Pki
-from exporter.lab.ports import free_port, wait_for_port
-from exporter.probe import Prober
+from mqtt_cert_exporter.config import parse_config
+from mqtt_cert_exporter.lab.mosquitto import mosquitto_binary
+from mqtt_cert_exporter.lab.pki import Pki
+from mqtt_cert_exporter.lab.ports import free_port, wait_for_port
+from mqtt_cert_exporter.probe import Prober
 from tests.conftest import ROOT, ExporterProcess, Lab, promtool, start_exporter, wait_for
 from tests.lab.process import stop_process
 from tests.test_rules import ALERTS, contract_metrics, in_contract, metric_names, recorded

@@ -7,9 +7,9 @@ import socket
 
 import pytest
 
-from exporter.config import ProxySettings, Secret
-from exporter.probe.wire import proxy
-from exporter.probe.wire.proxy import ProxyError, ProxyFailure, ReadExactly, ReadHead, Send
+from mqtt_cert_exporter.config import ProxySettings, Secret
+from mqtt_cert_exporter.probe.wire import proxy
+from mqtt_cert_exporter.probe.wire.proxy import ProxyError, ProxyFailure, ReadExactly, ReadHead, Send
 
 SOCKS_OK_V4 = bytes([5, 0, 0, 1, 127, 0, 0, 1, 0x04, 0x38])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter.probe.wire.records import certificates_in_flight
+from mqtt_cert_exporter.probe.wire.records import certificates_in_flight
 
 
 def _u24(value: int) -> bytes:

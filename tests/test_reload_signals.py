@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.coalesce import Coalesced, in_daemon_thread
+from mqtt_cert_exporter.coalesce import Coalesced, in_daemon_thread
 from tests.conftest import Lab, start_exporter
 
 

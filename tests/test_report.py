@@ -15,9 +15,9 @@ from dataclasses import replace
 
 import pytest
 
-from exporter.check import probe_all
-from exporter.config import BrokerConfig, ExpiryThreshold, MqttProtocol, MqttSettings, Target
-from exporter.report import (
+from mqtt_cert_exporter.check import probe_all
+from mqtt_cert_exporter.config import BrokerConfig, ExpiryThreshold, MqttProtocol, MqttSettings, Target
+from mqtt_cert_exporter.report import (
     ANCHOR_FIX,
     CLIENT_CERT_FIX,
     FULL_CHAIN_FIX,
@@ -35,7 +35,7 @@ from exporter.report import (
     failure_finding,
     worst,
 )
-from exporter.results import (
+from mqtt_cert_exporter.results import (
     REASONS_BY_STAGE,
     CertFacts,
     Failure,

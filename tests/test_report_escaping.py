@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from exporter.lab.pki import Pki
+from mqtt_cert_exporter.lab.pki import Pki
 from tests.conftest import Lab
 from tests.lab.hostile import HostileServer, after_tls
 from tests.test_check import run_check

@@ -18,16 +18,16 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from exporter.cache import BoundedCache
-from exporter.certs import files
-from exporter.certs.parse import Parsed, TrustStore, parse_der
-from exporter.certs.revocation import check, issuer_of, parse_crl
-from exporter.collector import ExporterFacts, exporter_families
-from exporter.lab.pki import Issued, Pki
-from exporter.probe import Prober
-from exporter.probe.lifecycle import crl as crl_module
-from exporter.probe.lifecycle.crl import CrlFetcher
-from exporter.results import CacheSize, RevocationStatus
+from mqtt_cert_exporter.cache import BoundedCache
+from mqtt_cert_exporter.certs import files
+from mqtt_cert_exporter.certs.parse import Parsed, TrustStore, parse_der
+from mqtt_cert_exporter.certs.revocation import check, issuer_of, parse_crl
+from mqtt_cert_exporter.collector import ExporterFacts, exporter_families
+from mqtt_cert_exporter.lab.pki import Issued, Pki
+from mqtt_cert_exporter.probe import Prober
+from mqtt_cert_exporter.probe.lifecycle import crl as crl_module
+from mqtt_cert_exporter.probe.lifecycle.crl import CrlFetcher
+from mqtt_cert_exporter.results import CacheSize, RevocationStatus
 
 UTC = dt.UTC
 

@@ -12,11 +12,11 @@ import time
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter.config import BrokerConfig, Target
-from exporter.probe import Prober
-from exporter.results import Failure, ProbeResult, Reason, Stage
-from exporter.scheduler import Scheduler, SlotBudget, grid_offset, next_start
-from exporter.store import ResultStore
+from mqtt_cert_exporter.config import BrokerConfig, Target
+from mqtt_cert_exporter.probe import Prober
+from mqtt_cert_exporter.results import Failure, ProbeResult, Reason, Stage
+from mqtt_cert_exporter.scheduler import Scheduler, SlotBudget, grid_offset, next_start
+from mqtt_cert_exporter.store import ResultStore
 
 
 @given(st.text(min_size=1, max_size=30), st.floats(min_value=0.5, max_value=86400), st.floats(0, 2e9))

@@ -51,7 +51,7 @@ def test_password_is_in_no_output_of_a_full_run(lab: Lab, tmp_path: Path) -> Non
         ["check", "--config.file", str(config)],
         ["check", "--config.file", str(config), "--output", "json"],
     ):
-        command = [sys.executable, "-m", "exporter", *args]
+        command = [sys.executable, "-m", "mqtt_cert_exporter", *args]
         if args[0] == "--config.check":
             command.append(f"--config.file={config}")
         result = subprocess.run(

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.cli import serve_parser
-from exporter.config import BrokerConfig, Target
-from exporter.shard import in_shard, parse_shard, select, shard_of
+from mqtt_cert_exporter.cli import serve_parser
+from mqtt_cert_exporter.config import BrokerConfig, Target
+from mqtt_cert_exporter.shard import in_shard, parse_shard, select, shard_of
 from tests.conftest import ROOT, ExporterProcess, Lab, start_exporter, wait_for
 
 NAMES = [f"plant-{i}.edge.example.com" for i in range(10_000)]
@@ -40,7 +40,7 @@ def test_shard_is_a_stable_sha256_of_the_name_not_pythons_hash() -> None:
     assert shard_of("plant-a", 1000) == int.from_bytes(digest[-8:], "big") % 1000
     pinned = {name: shard_of(name, 4) for name in ("plant-a", "plant-b", "plant-c", "bröker-ü")}
     script = (
-        "from exporter.shard import shard_of; "
+        "from mqtt_cert_exporter.shard import shard_of; "
         "print([shard_of(n, 4) for n in ('plant-a', 'plant-b', 'plant-c', 'bröker-ü')])"
     )
     for seed in ("0", "1", "random"):

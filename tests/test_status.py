@@ -20,9 +20,9 @@ from typing import Any
 import bcrypt
 import pytest
 
-from exporter import check
-from exporter.lab.mosquitto import Listener, Mosquitto
-from exporter.report import FAILURE_FIXES, FULL_CHAIN_FIX, RENEW_FIX
+from mqtt_cert_exporter import check
+from mqtt_cert_exporter.lab.mosquitto import Listener, Mosquitto
+from mqtt_cert_exporter.report import FAILURE_FIXES, FULL_CHAIN_FIX, RENEW_FIX
 from tests.conftest import ROOT, ExporterProcess, Lab, start_exporter, wait_for
 from tests.lab.browser import chromium_binary, dump_dom, screenshot
 

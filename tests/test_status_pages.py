@@ -13,9 +13,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from exporter.config import BrokerConfig, Target, TlsSettings
-from exporter.report import RELOAD_FIX, RENEW_FIX, REVOKED_FIX
-from exporter.results import (
+from mqtt_cert_exporter.config import BrokerConfig, Target, TlsSettings
+from mqtt_cert_exporter.report import RELOAD_FIX, RENEW_FIX, REVOKED_FIX
+from mqtt_cert_exporter.results import (
     Failure,
     LegacyTlsFacts,
     Lint,
@@ -33,12 +33,12 @@ from exporter.results import (
     TlsFacts,
     TrustVerdict,
 )
-from exporter.web.app import WebState, build_app
-from exporter.web.status.broker_page import broker_page
-from exporter.web.status.fleet import Assessor, QueryError, assess_fleet, parse_query, select
-from exporter.web.status.fleet_page import ProbeHelp, fleet_page
-from exporter.web.status.html import Html, el, join
-from exporter.web.status.routes import StatusSource, status_routes
+from mqtt_cert_exporter.web.app import WebState, build_app
+from mqtt_cert_exporter.web.status.broker_page import broker_page
+from mqtt_cert_exporter.web.status.fleet import Assessor, QueryError, assess_fleet, parse_query, select
+from mqtt_cert_exporter.web.status.fleet_page import ProbeHelp, fleet_page
+from mqtt_cert_exporter.web.status.html import Html, el, join
+from mqtt_cert_exporter.web.status.routes import StatusSource, status_routes
 from tests.conftest import cert_facts
 from tests.test_status import read
 
@@ -229,7 +229,7 @@ async def test_a_failing_page_answers_503_not_500_and_logs(caplog: pytest.LogCap
     source = StatusSource(brokers=lambda: [broker("plant")], results=broken)
     app = build_app(CollectorRegistry(), WebState(), pages=status_routes(source))
     async with TestClient(TestServer(app)) as client:
-        with caplog.at_level(logging.ERROR, logger="exporter.status"):
+        with caplog.at_level(logging.ERROR, logger="mqtt_cert_exporter.status"):
             response = await client.get("/")
             assert response.status == 503 and "exporter's log" in await response.text()
         assert "status page failed" in caplog.text

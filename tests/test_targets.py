@@ -16,9 +16,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from exporter.config import Config, ModuleConfig, Target, parse_address
-from exporter.probe import Prober
-from exporter.web.multitarget import probe_handler
+from mqtt_cert_exporter.config import Config, ModuleConfig, Target, parse_address
+from mqtt_cert_exporter.probe import Prober
+from mqtt_cert_exporter.web.multitarget import probe_handler
 from tests.conftest import ROOT
 
 SUFFIX_PATTERN = r".*\.example\.com:[0-9]+"
@@ -69,7 +69,7 @@ def test_config_check_refuses_a_nul_in_an_address_with_its_path(tmp_path: Path) 
     config = tmp_path / "config.yaml"
     config.write_text('brokers:\n  - name: plant\n    address: "127.0.0.1\\0.example.com:8883"\n')
     run = subprocess.run(
-        [sys.executable, "-m", "exporter", f"--config.file={config}", "--config.check"],
+        [sys.executable, "-m", "mqtt_cert_exporter", f"--config.file={config}", "--config.check"],
         capture_output=True,
         cwd=ROOT,
         timeout=60,

@@ -31,8 +31,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.collector import ExporterCollector, ExporterFacts
-from exporter.config import (
+from mqtt_cert_exporter.collector import ExporterCollector, ExporterFacts
+from mqtt_cert_exporter.config import (
     BrokerConfig,
     MqttSettings,
     ProxyScheme,
@@ -43,14 +43,14 @@ from exporter.config import (
     TargetScheme,
     TlsSettings,
 )
-from exporter.lab.mosquitto import Listener, Mosquitto
-from exporter.lab.pki import Issued
-from exporter.lab.ports import free_port
-from exporter.probe import Prober
-from exporter.probe.wire import websocket as ws
-from exporter.results import ProbeResult
-from exporter.scheduler import Scheduler
-from exporter.store import ResultStore
+from mqtt_cert_exporter.lab.mosquitto import Listener, Mosquitto
+from mqtt_cert_exporter.lab.pki import Issued
+from mqtt_cert_exporter.lab.ports import free_port
+from mqtt_cert_exporter.probe import Prober
+from mqtt_cert_exporter.probe.wire import websocket as ws
+from mqtt_cert_exporter.results import ProbeResult
+from mqtt_cert_exporter.scheduler import Scheduler
+from mqtt_cert_exporter.store import ResultStore
 from tests.conftest import Lab, promtool, start_exporter, wait_for
 
 pytestmark = pytest.mark.slow

@@ -14,8 +14,8 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from exporter.config import ConfigError
-from exporter.web.webconfig import parse_web_config
+from mqtt_cert_exporter.config import ConfigError
+from mqtt_cert_exporter.web.webconfig import parse_web_config
 from tests.conftest import ROOT, ExporterProcess, Lab, start_exporter
 
 WEB_PASSWORD = "scrape-me-please"
@@ -116,7 +116,13 @@ def test_invalid_web_config_is_rejected_at_start(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text("brokers: []\n")
     result = subprocess.run(
-        [sys.executable, "-m", "exporter", f"--config.file={config}", f"--web.config.file={web_config}"],
+        [
+            sys.executable,
+            "-m",
+            "mqtt_cert_exporter",
+            f"--config.file={config}",
+            f"--web.config.file={web_config}",
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -22,12 +22,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
 
-from exporter.config import Config, ModuleConfig
-from exporter.probe import Prober
-from exporter.web import openmetrics
-from exporter.web import server as webserver
-from exporter.web.app import accepts_gzip
-from exporter.web.multitarget import probe_handler
+from mqtt_cert_exporter.config import Config, ModuleConfig
+from mqtt_cert_exporter.probe import Prober
+from mqtt_cert_exporter.web import openmetrics
+from mqtt_cert_exporter.web import server as webserver
+from mqtt_cert_exporter.web.app import accepts_gzip
+from mqtt_cert_exporter.web.multitarget import probe_handler
 from tests.conftest import PASSWORD, ROOT, ExporterProcess, Lab, start_exporter, wait_for
 
 OPENMETRICS_ACCEPT = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
@@ -183,7 +183,7 @@ def test_a_bad_request_logs_one_short_line_without_credentials(exporter: Exporte
 LOW_FD_LIMIT_WRAPPER = """
 import os, resource, sys
 resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
-os.execv(sys.executable, [sys.executable, "-m", "exporter", *sys.argv[1:]])
+os.execv(sys.executable, [sys.executable, "-m", "mqtt_cert_exporter", *sys.argv[1:]])
 """
 
 
@@ -295,7 +295,13 @@ def test_a_telemetry_path_that_cannot_work_stops_the_exporter(tmp_path: Path, pa
     config = tmp_path / "config.yaml"
     config.write_text("brokers: []\n")
     run = subprocess.run(
-        [sys.executable, "-m", "exporter", f"--config.file={config}", f"--web.telemetry-path={path}"],
+        [
+            sys.executable,
+            "-m",
+            "mqtt_cert_exporter",
+            f"--config.file={config}",
+            f"--web.telemetry-path={path}",
+        ],
         capture_output=True,
         cwd=ROOT,
         timeout=30,
@@ -311,7 +317,7 @@ import os, sys
 os.dup2(int(sys.argv[1]), 3)
 os.environ["LISTEN_FDS"] = "1"
 os.environ["LISTEN_PID"] = str(os.getpid())
-os.execv(sys.executable, [sys.executable, "-m", "exporter", *sys.argv[2:]])
+os.execv(sys.executable, [sys.executable, "-m", "mqtt_cert_exporter", *sys.argv[2:]])
 """
 
 
@@ -350,7 +356,7 @@ def test_an_address_in_use_is_a_clear_error(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "exporter",
+                "mqtt_cert_exporter",
                 f"--config.file={config}",
                 f"--web.listen-address=127.0.0.1:{port}",
             ],
@@ -368,7 +374,7 @@ def test_systemd_socket_without_sockets_is_a_clear_error(tmp_path: Path) -> None
     config.write_text("brokers: []\n")
     env = {key: value for key, value in os.environ.items() if not key.startswith("LISTEN_")}
     run = subprocess.run(
-        [sys.executable, "-m", "exporter", f"--config.file={config}", "--web.systemd-socket"],
+        [sys.executable, "-m", "mqtt_cert_exporter", f"--config.file={config}", "--web.systemd-socket"],
         capture_output=True,
         cwd=ROOT,
         env=env,
@@ -386,7 +392,7 @@ def test_systemd_socket_without_sockets_is_a_clear_error(tmp_path: Path) -> None
 STARVED_WRAPPER = """
 import os, resource, sys
 resource.setrlimit(resource.RLIMIT_NOFILE, (48, 48))
-os.execv(sys.executable, [sys.executable, "-m", "exporter", *sys.argv[1:]])
+os.execv(sys.executable, [sys.executable, "-m", "mqtt_cert_exporter", *sys.argv[1:]])
 """
 
 

@@ -8,8 +8,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter.probe.wire import websocket as ws
-from exporter.probe.wire.http1 import MAX_HEAD, HttpError, HttpResponse, head_length, parse_response_head
+from mqtt_cert_exporter.probe.wire import websocket as ws
+from mqtt_cert_exporter.probe.wire.http1 import (
+    MAX_HEAD,
+    HttpError,
+    HttpResponse,
+    head_length,
+    parse_response_head,
+)
 
 # RFC 6455 §1.3's worked example.
 RFC_KEY = "dGhlIHNhbXBsZSBub25jZQ=="

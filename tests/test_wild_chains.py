@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from exporter.certs import chain, files
-from exporter.certs.parse import Parsed, parse_der
-from exporter.config import BrokerConfig, MqttSettings, Target, TlsSettings
-from exporter.lab.pki import Issued, Pki
-from exporter.probe import Prober
-from exporter.report import build_report
-from exporter.results import ProbeResult, Problem
+from mqtt_cert_exporter.certs import chain, files
+from mqtt_cert_exporter.certs.parse import Parsed, parse_der
+from mqtt_cert_exporter.config import BrokerConfig, MqttSettings, Target, TlsSettings
+from mqtt_cert_exporter.lab.pki import Issued, Pki
+from mqtt_cert_exporter.probe import Prober
+from mqtt_cert_exporter.report import build_report
+from mqtt_cert_exporter.results import ProbeResult, Problem
 from tests.lab.hostile import HostileServer, after_tls
 
 CONNACK = b"\x20\x03\x00\x00\x00"

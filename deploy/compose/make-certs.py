@@ -14,7 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from exporter.lab.pki import Pki
+from mqtt_cert_exporter.lab.pki import Pki
 
 
 def main(directory: Path) -> int:

@@ -13,12 +13,12 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from exporter.cache import BoundedCache
-from exporter.certs.parse import Parsed, TrustStore, load_certificate
-from exporter.certs.purpose import unsuitable_for_tls_server
-from exporter.certs.signatures import signed_by
-from exporter.config.grammar import certificate_covers
-from exporter.results import CacheSize, CertFacts, Problem, TrustVerdict
+from mqtt_cert_exporter.cache import BoundedCache
+from mqtt_cert_exporter.certs.parse import Parsed, TrustStore, load_certificate
+from mqtt_cert_exporter.certs.purpose import unsuitable_for_tls_server
+from mqtt_cert_exporter.certs.signatures import signed_by
+from mqtt_cert_exporter.config.grammar import certificate_covers
+from mqtt_cert_exporter.results import CacheSize, CertFacts, Problem, TrustVerdict
 
 MAX_CHAIN_DEPTH = 10
 #: Minimum sizes at OpenSSL security level 2 (Debian's default): what clients will refuse below.

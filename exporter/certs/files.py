@@ -7,8 +7,8 @@ import ssl
 from dataclasses import dataclass
 from functools import lru_cache
 
-from exporter.certs.parse import Parsed, TrustStore, load_pem_bundle
-from exporter.config import file_stamp
+from mqtt_cert_exporter.certs.parse import Parsed, TrustStore, load_pem_bundle
+from mqtt_cert_exporter.config import file_stamp
 
 
 @lru_cache(maxsize=256)

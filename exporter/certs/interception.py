@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from exporter.results import CertFacts
+from mqtt_cert_exporter.results import CertFacts
 
 #: (pattern on a subject or issuer, the product as the fix names it)
 _PRODUCTS: tuple[tuple[re.Pattern[str], str], ...] = tuple(

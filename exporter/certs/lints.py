@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable, Sequence
 
-from exporter.results import CertFacts, LegacyTlsFacts, Lint, LintFinding
+from mqtt_cert_exporter.results import CertFacts, LegacyTlsFacts, Lint, LintFinding
 
 DAY = 86400.0
 #: CA/Browser Forum limit for publicly trusted TLS certificates since 2020-09-01; Apple and Chrome

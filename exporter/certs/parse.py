@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import AuthorityInformationAccessOID, NameOID
 
-from exporter.cache import BoundedCache
-from exporter.results import CacheSize, CertFacts
+from mqtt_cert_exporter.cache import BoundedCache
+from mqtt_cert_exporter.results import CacheSize, CertFacts
 
 # --------------------------------------------------------------------------------------------------
 # Parsing: once per distinct certificate (a fleet serves few distinct chains; probes repeat them).

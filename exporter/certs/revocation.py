@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
-from exporter.certs.chain import is_issued_by
-from exporter.certs.parse import Parsed, TrustStore
-from exporter.results import RevocationCheck, RevocationStatus
+from mqtt_cert_exporter.certs.chain import is_issued_by
+from mqtt_cert_exporter.certs.parse import Parsed, TrustStore
+from mqtt_cert_exporter.results import RevocationCheck, RevocationStatus
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,10 +11,10 @@ discovery.py  mosquitto.conf -> brokers
 files.py      file stamps, TLS-file checks, password files, a certificate file's names
 """
 
-from exporter.config.files import file_stamp, read_password_file, tls_files_problem
-from exporter.config.grammar import parse_address, parse_duration, parse_proxy_url
-from exporter.config.loader import load_config, parse_config
-from exporter.config.model import (
+from mqtt_cert_exporter.config.files import file_stamp, read_password_file, tls_files_problem
+from mqtt_cert_exporter.config.grammar import parse_address, parse_duration, parse_proxy_url
+from mqtt_cert_exporter.config.loader import load_config, parse_config
+from mqtt_cert_exporter.config.model import (
     DEFAULT_CHAIN_RETENTION,
     DEFAULT_EXPIRY_CRITICAL,
     DEFAULT_EXPIRY_WARNING,

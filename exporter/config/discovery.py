@@ -30,7 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from exporter.config.grammar import certificate_covers
+from mqtt_cert_exporter.config.grammar import certificate_covers
 
 DEFAULT_PORT = 1883
 WSS_PATH = "/mqtt"

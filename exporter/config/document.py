@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import yaml
 
-from exporter.config.model import ConfigError
+from mqtt_cert_exporter.config.model import ConfigError
 
 #: About 25,000 brokers; loading this much takes seconds on a small machine (a 50 MB file took 101 s).
 MAX_CONFIG_BYTES = 4 << 20

@@ -16,8 +16,8 @@ from cryptography import x509
 from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import NameOID
 
-from exporter.config.model import Secret, TlsSettings
-from exporter.config.values import MQTT_FIELD_MAX_BYTES
+from mqtt_cert_exporter.config.model import Secret, TlsSettings
+from mqtt_cert_exporter.config.values import MQTT_FIELD_MAX_BYTES
 
 #: A certificate file (leaf + intermediates, perhaps a key) is a few KB; refuse to slurp a wrong path.
 MAX_CERTIFICATE_FILE = 1 << 20

@@ -12,7 +12,7 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import get_args
 
-from exporter.config.model import ProxyScheme, ProxySettings, Secret, Target, TargetScheme
+from mqtt_cert_exporter.config.model import ProxyScheme, ProxySettings, Secret, Target, TargetScheme
 
 
 def preview(text: str, limit: int = 40) -> str:

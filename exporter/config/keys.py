@@ -11,8 +11,8 @@ from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
 from typing import Any
 
-from exporter.config.files import read_password_file
-from exporter.config.model import (
+from mqtt_cert_exporter.config.files import read_password_file
+from mqtt_cert_exporter.config.model import (
     AddressSelection,
     BrokerConfig,
     BrokerKindName,
@@ -21,7 +21,7 @@ from exporter.config.model import (
     Secret,
     TlsSettings,
 )
-from exporter.config.values import (
+from mqtt_cert_exporter.config.values import (
     Invalid,
     alpn,
     choice_of,

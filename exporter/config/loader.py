@@ -11,12 +11,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from exporter.config.discovery import discovered_brokers, server_name_for
-from exporter.config.discovery import load as load_mosquitto_conf
-from exporter.config.document import MAX_CONFIG_BYTES, load_document, too_big
-from exporter.config.files import certificate_names, readable_file_problem, tls_files_problem
-from exporter.config.grammar import format_seconds, parse_address
-from exporter.config.keys import (
+from mqtt_cert_exporter.config.discovery import discovered_brokers, server_name_for
+from mqtt_cert_exporter.config.discovery import load as load_mosquitto_conf
+from mqtt_cert_exporter.config.document import MAX_CONFIG_BYTES, load_document, too_big
+from mqtt_cert_exporter.config.files import certificate_names, readable_file_problem, tls_files_problem
+from mqtt_cert_exporter.config.grammar import format_seconds, parse_address
+from mqtt_cert_exporter.config.keys import (
     BY_NAME,
     DEFAULTS,
     IDENTITY,
@@ -27,7 +27,7 @@ from exporter.config.keys import (
     Key,
     Scope,
 )
-from exporter.config.model import (
+from mqtt_cert_exporter.config.model import (
     BrokerConfig,
     Config,
     ConfigError,
@@ -37,7 +37,7 @@ from exporter.config.model import (
     Target,
     TlsSettings,
 )
-from exporter.config.values import (
+from mqtt_cert_exporter.config.values import (
     TLS_VERSION_ORDER,
     Invalid,
     address,

@@ -7,13 +7,13 @@ import datetime
 from collections.abc import Callable, Mapping
 from typing import Any, get_args
 
-from exporter.config.grammar import (
+from mqtt_cert_exporter.config.grammar import (
     parse_address,
     parse_duration,
     parse_proxy_url,
     preview,
 )
-from exporter.config.model import (
+from mqtt_cert_exporter.config.model import (
     ExpiryThreshold,
     MqttProtocol,
     ProxySettings,

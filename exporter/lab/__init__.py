@@ -5,7 +5,7 @@ What only they need (hostile servers, the exporter as a child process) lives in 
 here is meant for production: keys are written unencrypted and world-readable so a broker can load them.
 """
 
-from exporter.lab.mosquitto import (
+from mqtt_cert_exporter.lab.mosquitto import (
     Listener,
     Mosquitto,
     MosquittoError,
@@ -14,8 +14,8 @@ from exporter.lab.mosquitto import (
     mosquitto_binary,
     password_line,
 )
-from exporter.lab.pki import Issued, Pki, PrivateKey
-from exporter.lab.ports import free_port, port_open, wait_for_port
+from mqtt_cert_exporter.lab.pki import Issued, Pki, PrivateKey
+from mqtt_cert_exporter.lab.ports import free_port, port_open, wait_for_port
 
 __all__ = [
     "Issued",

@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 
-from exporter.lab.ports import free_port, port_open
+from mqtt_cert_exporter.lab.ports import free_port, port_open
 
 DEFAULT_BINARY = "/usr/sbin/mosquitto"
 STOP_GRACE_SECONDS = 5.0

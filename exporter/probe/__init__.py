@@ -4,6 +4,6 @@
 The pure certificate analysis the probe relies on lives in ``exporter.certs``.
 """
 
-from exporter.probe.prober import Prober, Resolver, getaddrinfo_resolver
+from mqtt_cert_exporter.probe.prober import Prober, Resolver, getaddrinfo_resolver
 
 __all__ = ["Prober", "Resolver", "getaddrinfo_resolver"]

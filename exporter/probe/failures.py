@@ -12,17 +12,17 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from exporter.probe.wire.mqtt import PacketError
-from exporter.probe.wire.proxy import ProxyError
-from exporter.probe.wire.tls import (
+from mqtt_cert_exporter.probe.wire.mqtt import PacketError
+from mqtt_cert_exporter.probe.wire.proxy import ProxyError
+from mqtt_cert_exporter.probe.wire.tls import (
     ClientCertificateRequired,
     TlsCertificateTooLarge,
     TlsClosed,
     TlsHandshakeFailure,
     TlsProtocolError,
 )
-from exporter.probe.wire.websocket import UpgradeRejected, WebSocketProtocolError
-from exporter.results import Failure, Reason, Stage
+from mqtt_cert_exporter.probe.wire.websocket import UpgradeRejected, WebSocketProtocolError
+from mqtt_cert_exporter.results import Failure, Reason, Stage
 
 #: (the exception, where it happened: a host:port, a proxy, a path) -> the failure's detail
 Detail = Callable[[BaseException, str], str]

@@ -14,16 +14,16 @@ import ssl
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from exporter.config.model import MqttProtocol
-from exporter.connack import PROTOCOL_311
-from exporter.probe.wire.mqtt import Connack, PacketError
-from exporter.probe.wire.tls import (
+from mqtt_cert_exporter.config.model import MqttProtocol
+from mqtt_cert_exporter.connack import PROTOCOL_311
+from mqtt_cert_exporter.probe.wire.mqtt import Connack, PacketError
+from mqtt_cert_exporter.probe.wire.tls import (
     ClientCertificateRequired,
     TlsClosed,
     TlsHandshakeFailure,
     TlsProtocolError,
 )
-from exporter.probe.wire.websocket import UpgradeRejected, WebSocketProtocolError
+from mqtt_cert_exporter.probe.wire.websocket import UpgradeRejected, WebSocketProtocolError
 
 #: Brokers remembered at most (multi-target mode lets strangers name targets: the memory is bounded).
 MAX_REMEMBERED = 4096

@@ -25,13 +25,13 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
-from exporter import logs
-from exporter.certs import chain as chains
-from exporter.certs import files
-from exporter.certs.parse import Parsed, parse_der, parsed_cache_size
-from exporter.config import BrokerConfig, ProxySettings
-from exporter.connack import PROTOCOL_5, PROTOCOL_AUTO, UNSUPPORTED_VERSION_CODES, connack_meaning
-from exporter.probe.failures import (
+from mqtt_cert_exporter import logs
+from mqtt_cert_exporter.certs import chain as chains
+from mqtt_cert_exporter.certs import files
+from mqtt_cert_exporter.certs.parse import Parsed, parse_der, parsed_cache_size
+from mqtt_cert_exporter.config import BrokerConfig, ProxySettings
+from mqtt_cert_exporter.connack import PROTOCOL_5, PROTOCOL_AUTO, UNSUPPORTED_VERSION_CODES, connack_meaning
+from mqtt_cert_exporter.probe.failures import (
     CONNACK,
     CONNECT,
     RESOLVE,
@@ -40,19 +40,19 @@ from exporter.probe.failures import (
     WEBSOCKET_UPGRADE,
     websocket_closed,
 )
-from exporter.probe.lifecycle import Lifecycle
-from exporter.probe.lifecycle.aia import AiaFetcher
-from exporter.probe.lifecycle.crl import CrlFetcher
-from exporter.probe.negotiation import ANSWERLESS, LEARN_TIMEOUT, ProtocolMemory, Where, spoken
-from exporter.probe.roundtrip import run_roundtrip
-from exporter.probe.secondlook import second_look
-from exporter.probe.wire.addresses import family_name, literal_ip, select_addresses
-from exporter.probe.wire.connection import Connection, connect
-from exporter.probe.wire.mqtt import DISCONNECT, Connack, encode_connect, read_connack
-from exporter.probe.wire.proxy import dialogue, tunnel
-from exporter.probe.wire.tls import TlsClosed, TlsSession, client_context
-from exporter.probe.wire.transport import Stream, WebSocketStream
-from exporter.results import (
+from mqtt_cert_exporter.probe.lifecycle import Lifecycle
+from mqtt_cert_exporter.probe.lifecycle.aia import AiaFetcher
+from mqtt_cert_exporter.probe.lifecycle.crl import CrlFetcher
+from mqtt_cert_exporter.probe.negotiation import ANSWERLESS, LEARN_TIMEOUT, ProtocolMemory, Where, spoken
+from mqtt_cert_exporter.probe.roundtrip import run_roundtrip
+from mqtt_cert_exporter.probe.secondlook import second_look
+from mqtt_cert_exporter.probe.wire.addresses import family_name, literal_ip, select_addresses
+from mqtt_cert_exporter.probe.wire.connection import Connection, connect
+from mqtt_cert_exporter.probe.wire.mqtt import DISCONNECT, Connack, encode_connect, read_connack
+from mqtt_cert_exporter.probe.wire.proxy import dialogue, tunnel
+from mqtt_cert_exporter.probe.wire.tls import TlsClosed, TlsSession, client_context
+from mqtt_cert_exporter.probe.wire.transport import Stream, WebSocketStream
+from mqtt_cert_exporter.results import (
     CacheSize,
     Failure,
     MqttFacts,

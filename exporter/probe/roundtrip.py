@@ -48,14 +48,14 @@ import aiomqtt
 from aiomqtt import MqttError
 from aiomqtt.exceptions import MqttConnectError
 
-from exporter import logs
-from exporter.config import BrokerConfig, ProxySettings, RoundtripSettings
-from exporter.probe.wire.proxy import ProxyError, dialogue, tunnel_blocking
-from exporter.probe.wire.websocket import host_header
-from exporter.results import Failure, Reason, RoundtripFacts, Stage
+from mqtt_cert_exporter import logs
+from mqtt_cert_exporter.config import BrokerConfig, ProxySettings, RoundtripSettings
+from mqtt_cert_exporter.probe.wire.proxy import ProxyError, dialogue, tunnel_blocking
+from mqtt_cert_exporter.probe.wire.websocket import host_header
+from mqtt_cert_exporter.results import Failure, Reason, RoundtripFacts, Stage
 
 log = logs.get_logger(__name__)
-_PAHO_LOG = logging.getLogger("exporter.probe.roundtrip.paho")
+_PAHO_LOG = logging.getLogger("mqtt_cert_exporter.probe.roundtrip.paho")
 
 #: CONNACK codes that mean "you may not" (3.1.1: 4 bad credentials, 5 not authorized; 5: 0x86, 0x87).
 _NOT_AUTHORIZED = frozenset({4, 5, 0x86, 0x87})

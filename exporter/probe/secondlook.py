@@ -17,12 +17,12 @@ import ssl
 from dataclasses import replace
 from functools import lru_cache
 
-from exporter.certs.chain import weak_key
-from exporter.certs.parse import parse_der
-from exporter.config import BrokerConfig
-from exporter.probe.wire.connection import connect
-from exporter.probe.wire.records import certificates_in_flight
-from exporter.probe.wire.tls import (
+from mqtt_cert_exporter.certs.chain import weak_key
+from mqtt_cert_exporter.certs.parse import parse_der
+from mqtt_cert_exporter.config import BrokerConfig
+from mqtt_cert_exporter.probe.wire.connection import connect
+from mqtt_cert_exporter.probe.wire.records import certificates_in_flight
+from mqtt_cert_exporter.probe.wire.tls import (
     MAX_HANDSHAKE_BYTES,
     READ_CHUNK,
     ClientCertificateRequired,
@@ -32,7 +32,16 @@ from exporter.probe.wire.tls import (
     TlsProtocolError,
     TlsSession,
 )
-from exporter.results import CertFacts, Failure, ProbeResult, Problem, Reason, Stage, TlsFacts, TrustVerdict
+from mqtt_cert_exporter.results import (
+    CertFacts,
+    Failure,
+    ProbeResult,
+    Problem,
+    Reason,
+    Stage,
+    TlsFacts,
+    TrustVerdict,
+)
 
 #: At most this long for the second look (within the probe's deadline)
 SECOND_LOOK_TIMEOUT = 3.0

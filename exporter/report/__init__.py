@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from exporter.config import BrokerConfig
-from exporter.report.assessment import (
+from mqtt_cert_exporter.config import BrokerConfig
+from mqtt_cert_exporter.report.assessment import (
     DEFAULT_WARN_DAYS,
     SECONDS_PER_DAY,
     Assessment,
@@ -31,7 +31,7 @@ from exporter.report.assessment import (
     served_file_finding,
     worst,
 )
-from exporter.report.fixes import (
+from mqtt_cert_exporter.report.fixes import (
     ANCHOR_FIX,
     CAFILE_HOWTO,
     CLIENT_CERT_FIX,
@@ -46,10 +46,10 @@ from exporter.report.fixes import (
     failure_finding,
     problem_fix,
 )
-from exporter.report.json import SCHEMA_VERSION, render_document
-from exporter.report.text import MAX_NAME_WIDTH, render_text, summary_line
-from exporter.report.wording import display_name, iso8601, names_covered
-from exporter.results import ProbeResult
+from mqtt_cert_exporter.report.json import SCHEMA_VERSION, render_document
+from mqtt_cert_exporter.report.text import MAX_NAME_WIDTH, render_text, summary_line
+from mqtt_cert_exporter.report.wording import display_name, iso8601, names_covered
+from mqtt_cert_exporter.results import ProbeResult
 
 __all__ = [
     "ANCHOR_FIX",

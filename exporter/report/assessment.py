@@ -32,9 +32,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from enum import IntEnum
 
-from exporter.config import DEFAULT_EXPIRY_CRITICAL, DEFAULT_EXPIRY_WARNING, BrokerConfig, ExpiryThreshold
-from exporter.report.brokerfixes import tailor
-from exporter.report.fixes import (
+from mqtt_cert_exporter.config import (
+    DEFAULT_EXPIRY_CRITICAL,
+    DEFAULT_EXPIRY_WARNING,
+    BrokerConfig,
+    ExpiryThreshold,
+)
+from mqtt_cert_exporter.report.brokerfixes import tailor
+from mqtt_cert_exporter.report.fixes import (
     ANCHOR_FIX,
     CLIENT_CERT_FIX,
     RELOAD_FIX,
@@ -46,7 +51,7 @@ from exporter.report.fixes import (
     problem_fix,
     reload_fix,
 )
-from exporter.report.wording import (
+from mqtt_cert_exporter.report.wording import (
     cert_label,
     chain_label,
     display_name,
@@ -57,7 +62,7 @@ from exporter.report.wording import (
     utc_date,
     utc_date_time,
 )
-from exporter.results import (
+from mqtt_cert_exporter.results import (
     CertFacts,
     ProbeResult,
     Problem,

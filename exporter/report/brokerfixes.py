@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from exporter.report.brokerkinds import BrokerKind, Topic, specifics
+from mqtt_cert_exporter.report.brokerkinds import BrokerKind, Topic, specifics
 
 _Replacement = Callable[[re.Match[str]], str]
 

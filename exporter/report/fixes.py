@@ -8,11 +8,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from exporter.certs.interception import interception_product
-from exporter.config import BrokerConfig
-from exporter.connack import PROTOCOL_5, PROTOCOL_311, RefusalCause, connack_meaning, refusal_cause
-from exporter.report.wording import display_name, file_name, host_port, names_covered, utc_date
-from exporter.results import CertFacts, Failure, ProbeResult, Problem, ServedFileFacts
+from mqtt_cert_exporter.certs.interception import interception_product
+from mqtt_cert_exporter.config import BrokerConfig
+from mqtt_cert_exporter.connack import PROTOCOL_5, PROTOCOL_311, RefusalCause, connack_meaning, refusal_cause
+from mqtt_cert_exporter.report.wording import display_name, file_name, host_port, names_covered, utc_date
+from mqtt_cert_exporter.results import CertFacts, Failure, ProbeResult, Problem, ServedFileFacts
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from exporter.connack import connack_meaning
-from exporter.report.assessment import Assessment, days_left
-from exporter.report.brokerfixes import tailor
-from exporter.report.fixes import REVOKED_FIX, Finding, failure_finding
-from exporter.report.wording import iso8601
-from exporter.results import CertFacts, Failure, LegacyTlsFacts, RevocationStatus, ServedFileFacts
+from mqtt_cert_exporter.connack import connack_meaning
+from mqtt_cert_exporter.report.assessment import Assessment, days_left
+from mqtt_cert_exporter.report.brokerfixes import tailor
+from mqtt_cert_exporter.report.fixes import REVOKED_FIX, Finding, failure_finding
+from mqtt_cert_exporter.report.wording import iso8601
+from mqtt_cert_exporter.results import CertFacts, Failure, LegacyTlsFacts, RevocationStatus, ServedFileFacts
 
 SCHEMA_VERSION = 1
 

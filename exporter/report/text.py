@@ -11,12 +11,12 @@ import re
 import secrets
 from collections.abc import Mapping, Sequence
 
-from exporter.connack import connack_meaning
-from exporter.printable import cut, escape_controls
-from exporter.report.assessment import Assessment, Status, days_left
-from exporter.report.brokerfixes import tailor
-from exporter.report.fixes import Finding
-from exporter.report.wording import (
+from mqtt_cert_exporter.connack import connack_meaning
+from mqtt_cert_exporter.printable import cut, escape_controls
+from mqtt_cert_exporter.report.assessment import Assessment, Status, days_left
+from mqtt_cert_exporter.report.brokerfixes import tailor
+from mqtt_cert_exporter.report.fixes import Finding
+from mqtt_cert_exporter.report.wording import (
     chain_label,
     display_name,
     file_name,
@@ -26,7 +26,7 @@ from exporter.report.wording import (
     utc_date,
     utc_date_time,
 )
-from exporter.results import CertFacts, LegacyTlsFacts, ProbeResult, RevocationStatus
+from mqtt_cert_exporter.results import CertFacts, LegacyTlsFacts, ProbeResult, RevocationStatus
 
 #: Longest subject/issuer shown in the chain table; the JSON document always has them whole.
 MAX_NAME_WIDTH = 40

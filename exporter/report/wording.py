@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from exporter.config import BrokerConfig
-from exporter.results import CertFacts, ProbeResult, ServedFileFacts
+from mqtt_cert_exporter.config import BrokerConfig
+from mqtt_cert_exporter.results import CertFacts, ProbeResult, ServedFileFacts
 
 _RDN_SEPARATOR = re.compile(r"(?<!\\),")
 

@@ -10,8 +10,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder, generate_latest
 
-from exporter import __version__
-from exporter.web import openmetrics
+from mqtt_cert_exporter import __version__
+from mqtt_cert_exporter.web import openmetrics
 
 INDEX = """<!doctype html>
 <html><head><title>mqtt-cert-exporter</title></head>

@@ -25,15 +25,15 @@ from prometheus_client.core import Metric
 from prometheus_client.exposition import choose_encoder, generate_latest
 from prometheus_client.registry import Collector
 
-from exporter import logs
-from exporter.collector import broker_families
-from exporter.config import BrokerConfig, Config, ModuleConfig, Target, parse_address
-from exporter.probe import Prober
-from exporter.probe.wire.connection import DescriptorsExhausted
-from exporter.results import ProbeResult
-from exporter.web.app import compressed
+from mqtt_cert_exporter import logs
+from mqtt_cert_exporter.collector import broker_families
+from mqtt_cert_exporter.config import BrokerConfig, Config, ModuleConfig, Target, parse_address
+from mqtt_cert_exporter.probe import Prober
+from mqtt_cert_exporter.probe.wire.connection import DescriptorsExhausted
+from mqtt_cert_exporter.results import ProbeResult
+from mqtt_cert_exporter.web.app import compressed
 
-log = logs.get_logger("exporter.multitarget")
+log = logs.get_logger("mqtt_cert_exporter.multitarget")
 
 #: The module used when the request names none, built in when the config does not define it.
 DEFAULT_MODULE = "default"

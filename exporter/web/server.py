@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from exporter.web.app import parse_listen_address
+from mqtt_cert_exporter.web.app import parse_listen_address
 
 #: Seconds from the first byte of a request (or a new connection) to the end of its head.
 HEADER_TIMEOUT = 10.0

@@ -28,11 +28,11 @@ import yaml
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from exporter import logs
-from exporter.config import ConfigError
-from exporter.web.basicauth import BasicAuth, hash_problem
+from mqtt_cert_exporter import logs
+from mqtt_cert_exporter.config import ConfigError
+from mqtt_cert_exporter.web.basicauth import BasicAuth, hash_problem
 
-log = logs.get_logger("exporter.web")
+log = logs.get_logger("mqtt_cert_exporter.web")
 
 _CLIENT_AUTH = {
     "NoClientCert": ssl.CERT_NONE,

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from exporter.lab.ports import free_port
+from mqtt_cert_exporter.lab.ports import free_port
 from tests.lab.daemon import LabBroker, LabBrokerError, LabProcess
 
 _BOOTSTRAP = """\

@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from exporter.lab.mosquitto import log_tail
-from exporter.lab.ports import port_open
+from mqtt_cert_exporter.lab.mosquitto import log_tail
+from mqtt_cert_exporter.lab.ports import port_open
 
 STOP_GRACE_SECONDS = 10.0
 

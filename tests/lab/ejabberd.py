@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-from exporter.lab.ports import free_port
+from mqtt_cert_exporter.lab.ports import free_port
 from tests.lab.daemon import LabBrokerError, LabProcess, ServiceUserBroker
 
 CTL = "/usr/sbin/ejabberdctl"

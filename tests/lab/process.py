@@ -1,4 +1,4 @@
-"""The exporter as a real process (`python -m exporter`), for the tests, the soak and the benchmark."""
+"""The exporter as a real process (`python -m mqtt_cert_exporter`), for the tests, the soak and the benchmark."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def start_exporter_process(
             [
                 sys.executable,
                 "-m",
-                "exporter",
+                "mqtt_cert_exporter",
                 f"--config.file={config}",
                 "--web.listen-address=127.0.0.1:0",
                 *flags,

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.lab.ports import free_port
+from mqtt_cert_exporter.lab.ports import free_port
 from tests.lab.daemon import LabBrokerError, LabProcess, ServiceUserBroker
 
 SERVER_BINARY = "/usr/lib/rabbitmq/bin/rabbitmq-server"

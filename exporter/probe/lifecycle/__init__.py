@@ -2,6 +2,6 @@
 with their bounded caches (``crl``, ``aia``, ``fetch``; the cache is ``exporter.cache``) and the TLS
 1.0/1.1 handshake (``legacy``)."""
 
-from exporter.probe.lifecycle.checks import LEGACY_TLS_INTERVAL, Lifecycle
+from mqtt_cert_exporter.probe.lifecycle.checks import LEGACY_TLS_INTERVAL, Lifecycle
 
 __all__ = ["LEGACY_TLS_INTERVAL", "Lifecycle"]

@@ -8,11 +8,11 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from exporter import logs
-from exporter.cache import BoundedCache
-from exporter.certs.parse import Parsed, load_pem_bundle
-from exporter.probe.lifecycle.fetch import fetch_bounded
-from exporter.results import CacheSize
+from mqtt_cert_exporter import logs
+from mqtt_cert_exporter.cache import BoundedCache
+from mqtt_cert_exporter.certs.parse import Parsed, load_pem_bundle
+from mqtt_cert_exporter.probe.lifecycle.fetch import fetch_bounded
+from mqtt_cert_exporter.results import CacheSize
 
 log = logs.get_logger(__name__)
 

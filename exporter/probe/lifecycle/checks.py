@@ -16,14 +16,14 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from exporter import logs
-from exporter.certs import files, lints, revocation
-from exporter.certs.parse import Parsed
-from exporter.certs.revocation import Crl
-from exporter.config import BrokerConfig
-from exporter.probe.lifecycle.crl import CrlFetcher
-from exporter.probe.lifecycle.legacy import check_legacy_tls
-from exporter.results import (
+from mqtt_cert_exporter import logs
+from mqtt_cert_exporter.certs import files, lints, revocation
+from mqtt_cert_exporter.certs.parse import Parsed
+from mqtt_cert_exporter.certs.revocation import Crl
+from mqtt_cert_exporter.config import BrokerConfig
+from mqtt_cert_exporter.probe.lifecycle.crl import CrlFetcher
+from mqtt_cert_exporter.probe.lifecycle.legacy import check_legacy_tls
+from mqtt_cert_exporter.results import (
     CertFacts,
     LegacyTlsFacts,
     ProbeResult,
@@ -35,7 +35,7 @@ from exporter.results import (
     Stage,
 )
 
-log = logs.get_logger("exporter.probe")
+log = logs.get_logger("mqtt_cert_exporter.probe")
 
 #: The TLS 1.0/1.1 check, when turned on (``--probe.legacy-tls-interval``), runs at most this often per
 #: broker and address by default.

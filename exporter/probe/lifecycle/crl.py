@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from exporter import logs
-from exporter.cache import BoundedCache
-from exporter.certs.revocation import Crl, parse_crl
-from exporter.probe.lifecycle.fetch import fetch_bounded
-from exporter.results import CacheSize
+from mqtt_cert_exporter import logs
+from mqtt_cert_exporter.cache import BoundedCache
+from mqtt_cert_exporter.certs.revocation import Crl, parse_crl
+from mqtt_cert_exporter.probe.lifecycle.fetch import fetch_bounded
+from mqtt_cert_exporter.results import CacheSize
 
 log = logs.get_logger(__name__)
 

@@ -14,15 +14,15 @@ import time
 import warnings
 from functools import lru_cache
 
-from exporter.probe.wire.connection import connect
-from exporter.probe.wire.tls import (
+from mqtt_cert_exporter.probe.wire.connection import connect
+from mqtt_cert_exporter.probe.wire.tls import (
     ClientCertificateRequired,
     TlsHandshakeFailure,
     TlsProtocolError,
     TlsSession,
     note_certificate_request,
 )
-from exporter.results import LegacyTlsFacts
+from mqtt_cert_exporter.results import LegacyTlsFacts
 
 LEGACY_VERSIONS = frozenset({"TLSv1", "TLSv1.1"})
 

@@ -11,7 +11,7 @@ import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from exporter.connack import PROTOCOL_5, PROTOCOL_311, UNSUPPORTED_VERSION_CODES
+from mqtt_cert_exporter.connack import PROTOCOL_5, PROTOCOL_311, UNSUPPORTED_VERSION_CODES
 
 CONNACK_TYPE = 0x20
 DISCONNECT = b"\xe0\x00"  # valid for 3.1.1 and for 5 (reason 0x00 "normal disconnection" implied)

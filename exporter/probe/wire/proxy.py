@@ -17,9 +17,9 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from enum import StrEnum
 
-from exporter.config import ProxySettings
-from exporter.probe.wire.connection import Connection
-from exporter.probe.wire.http1 import HttpError, head_length, parse_response_head
+from mqtt_cert_exporter.config import ProxySettings
+from mqtt_cert_exporter.probe.wire.connection import Connection
+from mqtt_cert_exporter.probe.wire.http1 import HttpError, head_length, parse_response_head
 
 
 class ProxyFailure(StrEnum):

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from exporter.config import TlsSettings, file_stamp
-from exporter.probe.wire.connection import Connection
+from mqtt_cert_exporter.config import TlsSettings, file_stamp
+from mqtt_cert_exporter.probe.wire.connection import Connection
 
 #: Never buffer more than this from a peer during the handshake (a hostile "chain" of megabytes).
 MAX_HANDSHAKE_BYTES = 1 << 20

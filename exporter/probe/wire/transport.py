@@ -11,10 +11,10 @@ import os
 from collections.abc import Callable
 from typing import Protocol
 
-from exporter import __version__
-from exporter.probe.wire import websocket as ws
-from exporter.probe.wire.http1 import HttpError, HttpResponse, head_length, parse_response_head
-from exporter.probe.wire.tls import TlsClosed
+from mqtt_cert_exporter import __version__
+from mqtt_cert_exporter.probe.wire import websocket as ws
+from mqtt_cert_exporter.probe.wire.http1 import HttpError, HttpResponse, head_length, parse_response_head
+from mqtt_cert_exporter.probe.wire.tls import TlsClosed
 
 
 class Stream(Protocol):

@@ -25,7 +25,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
-from exporter.probe.wire.http1 import HttpResponse
+from mqtt_cert_exporter.probe.wire.http1 import HttpResponse
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 SUBPROTOCOL = "mqtt"

@@ -9,12 +9,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from urllib.parse import quote
 
-from exporter.connack import connack_meaning
-from exporter.report import Report, days_left, display_name
-from exporter.results import CertFacts, ProbeResult, RevocationStatus
-from exporter.web.status.fleet import Row
-from exporter.web.status.fleet_page import REFRESH_SECONDS, badge, finding_list
-from exporter.web.status.html import Html, Links, age, date_time, days_bar, days_text, el, join, page, void
+from mqtt_cert_exporter.connack import connack_meaning
+from mqtt_cert_exporter.report import Report, days_left, display_name
+from mqtt_cert_exporter.results import CertFacts, ProbeResult, RevocationStatus
+from mqtt_cert_exporter.web.status.fleet import Row
+from mqtt_cert_exporter.web.status.fleet_page import REFRESH_SECONDS, badge, finding_list
+from mqtt_cert_exporter.web.status.html import (
+    Html,
+    Links,
+    age,
+    date_time,
+    days_bar,
+    days_text,
+    el,
+    join,
+    page,
+    void,
+)
 
 #: The broker page lives one level below ``/``.
 ROOT = "../"

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from exporter.config import BrokerConfig
-from exporter.report import Finding, Report, build_report, days_left, iso8601
-from exporter.results import ProbeResult
+from mqtt_cert_exporter.config import BrokerConfig
+from mqtt_cert_exporter.report import Finding, Report, build_report, days_left, iso8601
+from mqtt_cert_exporter.results import ProbeResult
 
 SCHEMA_VERSION = 1
 #: The row status of a broker without a result yet (just configured, or the exporter just started).

@@ -7,9 +7,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
-from exporter.report import DEFAULT_WARN_DAYS
-from exporter.web.status.fleet import PENDING, STATUS_ORDER, Item, Row, View
-from exporter.web.status.html import Html, Links, age, date_time, days_bar, days_text, el, join, page, void
+from mqtt_cert_exporter.report import DEFAULT_WARN_DAYS
+from mqtt_cert_exporter.web.status.fleet import PENDING, STATUS_ORDER, Item, Row, View
+from mqtt_cert_exporter.web.status.html import (
+    Html,
+    Links,
+    age,
+    date_time,
+    days_bar,
+    days_text,
+    el,
+    join,
+    page,
+    void,
+)
 
 #: Seconds between automatic reloads of the fleet page (a meta refresh: no script).
 REFRESH_SECONDS = 30

@@ -13,7 +13,7 @@ import html
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from exporter import __version__
+from mqtt_cert_exporter import __version__
 
 #: The project's documentation, linked from every page (a link, not a resource: pages load nothing).
 DOCS_URL = "https://github.com/mqtt-cert-exporter/mqtt-cert-exporter#readme"

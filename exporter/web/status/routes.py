@@ -16,14 +16,14 @@ from typing import Any
 
 from aiohttp import web
 
-from exporter import logs
-from exporter.config import BrokerConfig
-from exporter.report import iso8601
-from exporter.results import ProbeResult
-from exporter.store import ResultStore
-from exporter.web.multitarget import DEFAULT_MODULE
-from exporter.web.status.broker_page import broker_page
-from exporter.web.status.fleet import (
+from mqtt_cert_exporter import logs
+from mqtt_cert_exporter.config import BrokerConfig
+from mqtt_cert_exporter.report import iso8601
+from mqtt_cert_exporter.results import ProbeResult
+from mqtt_cert_exporter.store import ResultStore
+from mqtt_cert_exporter.web.multitarget import DEFAULT_MODULE
+from mqtt_cert_exporter.web.status.broker_page import broker_page
+from mqtt_cert_exporter.web.status.fleet import (
     Assessor,
     QueryError,
     Row,
@@ -32,10 +32,10 @@ from exporter.web.status.fleet import (
     parse_query,
     select,
 )
-from exporter.web.status.fleet_page import ProbeHelp, fleet_page
-from exporter.web.status.html import SECURITY_HEADERS, Links, el, page
+from mqtt_cert_exporter.web.status.fleet_page import ProbeHelp, fleet_page
+from mqtt_cert_exporter.web.status.html import SECURITY_HEADERS, Links, el, page
 
-log = logs.get_logger("exporter.status")
+log = logs.get_logger("mqtt_cert_exporter.status")
 
 #: Query parameters the pages carry from link to link (anything else is ignored).
 PAGE_PARAMETERS = ("q", "status", "page", "per_page")
