@@ -21,15 +21,17 @@ from tests.conftest import ROOT
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
-#: One worker builds the wheel once, and never while the image test builds from the same source tree.
-pytestmark = pytest.mark.xdist_group("image")
-
-
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> zipfile.ZipFile:
+    """The wheel as a release builds it: from a clean checkout of this commit, never from the working
+    tree, whose build/ holds the editable install and may hold a stale build that would end up in it."""
     out = tmp_path_factory.mktemp("wheel")
+    source = out / "source"
+    if not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout: the wheel is built from a clean clone of the commit")
+    subprocess.run(["git", "clone", "--quiet", "--local", str(ROOT), str(source)], check=True, timeout=120)
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(out), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--wheel-dir", str(out), str(source)],
         check=False,
         capture_output=True,
         text=True,
