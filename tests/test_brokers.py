@@ -91,9 +91,24 @@ def _running(kind: str, broker: LabBroker, ca_file: Path) -> Iterator[Running]:
             if attempt == 2:
                 pytest.fail(f"{kind} did not start: {exc}")
     try:
-        yield Running(kind, broker, ca_file)
+        running = Running(kind, broker, ca_file)
+        _wait_until_serving(running)
+        yield running
     finally:
         broker.stop()
+
+
+def _wait_until_serving(running: Running, timeout: float = 45) -> None:
+    """Open ports are not yet a broker that serves MQTT: RabbitMQ listens before its MQTT plugin and
+    users are ready and closes such early connections. Wait until a probe with the right version
+    passes over both transports, so the tests see the broker, not its start-up."""
+    deadline = time.monotonic() + timeout
+    for wss in (False, True):
+        config = running.config(wss=wss, protocol=SPEAKS[running.kind])
+        while (result := asyncio.run(Prober().probe(config))).failure is not None:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{running.kind} does not serve MQTT after {timeout:g} s: {result.failure}")
+            time.sleep(0.5)
 
 
 @pytest.fixture(scope="session")
