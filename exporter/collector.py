@@ -98,6 +98,7 @@ from mqtt_cert_exporter.results import (
     SeenChain,
     ServedFileFacts,
     chain_seen,
+    leaf_lifetime,
     same_leaf,
 )
 from mqtt_cert_exporter.store import BrokerResults, FailureKey, ResultStore
@@ -214,12 +215,8 @@ def _threshold_samples(add: Add, broker: BrokerConfig, lifetime: float | None) -
 
 def _leaf_lifetime(results: Iterable[ProbeResult]) -> float | None:
     """The shortest lifetime of the leaves these results show (one per address of a broker)."""
-    lifetimes = [
-        seen.tls.chain[0].not_after - seen.tls.chain[0].not_before
-        for seen in map(chain_seen, results)
-        if seen is not None and not seen.tls.chain[0].parse_error
-    ]
-    return min(lifetimes, default=None)
+    lifetimes = [leaf_lifetime(seen.tls.chain) for seen in map(chain_seen, results) if seen is not None]
+    return min((lifetime for lifetime in lifetimes if lifetime is not None), default=None)
 
 
 def broker_samples(

@@ -6,7 +6,7 @@ documented in docs/metrics.md.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -259,6 +259,13 @@ class SeenChain:
     tls: TlsFacts
     revocation: RevocationFacts | None = None
     lints: tuple[LintFinding, ...] = ()
+
+
+def leaf_lifetime(chain: Sequence[CertFacts]) -> float | None:
+    """Seconds from the leaf's not-before to its not-after; None without a parsed leaf."""
+    if not chain or chain[0].parse_error:
+        return None
+    return chain[0].not_after - chain[0].not_before
 
 
 def chain_seen(result: ProbeResult) -> SeenChain | None:

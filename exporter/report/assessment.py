@@ -70,32 +70,36 @@ from mqtt_cert_exporter.results import (
     RevocationStatus,
     ServedFileFacts,
     Stage,
+    leaf_lifetime,
 )
+
+SECONDS_PER_DAY = 86400.0
+
+
+def _fixed_days(threshold: ExpiryThreshold) -> float:
+    assert threshold.seconds is not None, "the built-in expiry thresholds are durations"
+    return threshold.seconds / SECONDS_PER_DAY
+
 
 #: The warning threshold when neither --warn-days nor the broker's expiry_warning gives one (the
 #: broker's threshold is a share of a lifetime not known yet): expiry_warning's own default.
-DEFAULT_WARN_DAYS = DEFAULT_EXPIRY_WARNING.seconds / 86400 if DEFAULT_EXPIRY_WARNING.seconds else 28.0
+DEFAULT_WARN_DAYS = _fixed_days(DEFAULT_EXPIRY_WARNING)
 
 
 def warning_days(result: ProbeResult, broker: BrokerConfig) -> float:
     """The broker's ``expiry_warning`` in days, for this result's leaf (the alerts' own threshold)."""
-    return _threshold_days(result, broker.expiry_warning, DEFAULT_WARN_DAYS)
+    return _threshold_days(result, broker.expiry_warning, DEFAULT_EXPIRY_WARNING)
 
 
 def critical_days(result: ProbeResult, broker: BrokerConfig) -> float:
     """The broker's ``expiry_critical`` in days, for this result's leaf (where the alerts page)."""
-    default = DEFAULT_EXPIRY_CRITICAL.seconds / 86400 if DEFAULT_EXPIRY_CRITICAL.seconds else 14.0
-    return _threshold_days(result, broker.expiry_critical, default)
+    return _threshold_days(result, broker.expiry_critical, DEFAULT_EXPIRY_CRITICAL)
 
 
-def _threshold_days(result: ProbeResult, threshold: ExpiryThreshold, default: float) -> float:
-    chain = result.tls.chain if result.tls else ()
-    leaf = chain[0] if chain and not chain[0].parse_error else None
-    seconds = threshold.for_lifetime(None if leaf is None else leaf.not_after - leaf.not_before)
-    return default if seconds is None else seconds / 86400
-
-
-SECONDS_PER_DAY = 86400.0
+def _threshold_days(result: ProbeResult, threshold: ExpiryThreshold, default: ExpiryThreshold) -> float:
+    """The threshold for this result's leaf; the built-in one when it is a share of an unknown lifetime."""
+    seconds = threshold.for_lifetime(leaf_lifetime(result.tls.chain if result.tls else ()))
+    return _fixed_days(default) if seconds is None else seconds / SECONDS_PER_DAY
 
 
 class Status(IntEnum):
