@@ -256,9 +256,11 @@ def broker_samples(
         if verdict is not None:
             add((ADDRESSES_SAME_LEAF, B, (name,), 1.0 if verdict else 0.0))
         broker = brokers.get(name)
-        lifetime = _leaf_lifetime(broker_results)
-        if broker is not None and lifetime is not None:
-            _threshold_samples(add, broker, lifetime)
+        # only a share of the lifetime needs a leaf; fixed thresholds come from the configuration
+        if broker is not None and None in (broker.expiry_warning.seconds, broker.expiry_critical.seconds):
+            lifetime = _leaf_lifetime(broker_results)
+            if lifetime is not None:
+                _threshold_samples(add, broker, lifetime)
     return samples
 
 
@@ -287,13 +289,17 @@ def _result_samples(add: Add, result: ProbeResult, now: float, chain: ChainDetai
         ]
         positions = shown_positions(seen.tls.chain, revoked, chain)
         shown = (positions, dated_positions(seen.tls.chain, positions, chain))
-    _probe_samples(add, result, now, shown)
-    _lifecycle_samples(add, result, now, shown)
+    _probe_samples(add, result, seen, now, shown)
+    _lifecycle_samples(add, result, seen, now, shown)
     _transport_samples(add, result)
 
 
 def _probe_samples(
-    add: Add, result: ProbeResult, now: float, shown: tuple[frozenset[int], frozenset[int]]
+    add: Add,
+    result: ProbeResult,
+    seen: SeenChain | None,
+    now: float,
+    shown: tuple[frozenset[int], frozenset[int]],
 ) -> None:
     name = result.broker
     broker = (name,)
@@ -312,7 +318,6 @@ def _probe_samples(
         )
     if result.tls is not None:
         _session_samples(add, result)
-    seen = chain_seen(result)
     if seen is not None:
         _chain_samples(add, name, seen, now, shown)
     mqtt = result.mqtt
@@ -372,7 +377,11 @@ def _chain_samples(
 
 
 def _lifecycle_samples(
-    add: Add, result: ProbeResult, now: float, shown: tuple[frozenset[int], frozenset[int]]
+    add: Add,
+    result: ProbeResult,
+    seen: SeenChain | None,
+    now: float,
+    shown: tuple[frozenset[int], frozenset[int]],
 ) -> None:
     name = result.broker
     broker = (name,)
@@ -383,7 +392,6 @@ def _lifecycle_samples(
     if client is not None and not client.parse_error:
         add((CLIENT_CERT_NOT_AFTER, B, broker, client.not_after))
         add((CLIENT_CERT_EXPIRES_IN, B, broker, client.not_after - now))
-    seen = chain_seen(result)
     lints = result.lints if seen is None else seen.lints
     if seen is not None:
         anchor = seen.tls.verdict.anchor

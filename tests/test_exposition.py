@@ -16,7 +16,7 @@ from prometheus_client.utils import floatToGoString
 
 from mqtt_cert_exporter import exposition
 from mqtt_cert_exporter.collector import broker_families, broker_samples
-from mqtt_cert_exporter.config import DEFAULT_CHAIN_RETENTION
+from mqtt_cert_exporter.config import DEFAULT_CHAIN_RETENTION, ExpiryThreshold
 from mqtt_cert_exporter.exposition import BrokerExposition, number
 from mqtt_cert_exporter.families import BROKER_FAMILIES
 from mqtt_cert_exporter.probe import Prober
@@ -284,3 +284,27 @@ def test_families_know_whether_they_are_relative_to_now() -> None:
     later = broker_samples(brokers, store.failure_counts, store.intervals, now=1000.0)
     moved = {a[0] for a, b in zip(early, later, strict=True) if a[3] != b[3] and a[3] == a[3]}  # NaN aside
     assert moved == {family for family in BROKER_FAMILIES if family.relative_to_now}
+
+
+def test_a_share_of_the_lifetime_is_a_threshold_once_a_leaf_is_known() -> None:
+    """7-day certificates, expiry_warning 40%: 2.8 days once the leaf is seen; a fixed 1-day critical
+    threshold is there from the configuration on."""
+    day = 86400.0
+    broker = dataclasses.replace(
+        configured({"short": 60.0})["short"],
+        expiry_warning=ExpiryThreshold(share=0.4),
+        expiry_critical=ExpiryThreshold(seconds=day),
+    )
+    store = ResultStore()
+    store.configure({"short": broker})
+    exposition = BrokerExposition(store, clock=lambda: 1_700_000_100.0)
+    before = samples(exposition.render())
+    warning = "mqtt_broker_cert_expiry_warning_threshold_seconds"
+    critical = ("mqtt_broker_cert_expiry_critical_threshold_seconds", (("broker", "short"),), day)
+    assert critical in before and not [s for s in before if s[0] == warning]
+    leaf = cert_facts(not_before=1_700_000_000.0 - 4 * day, not_after=1_700_000_000.0 + 3 * day)
+    store.publish([full_result("short", tls=TlsFacts("TLSv1.3", "c", (leaf,), TrustVerdict(True)))])
+    exposition.prepare("short")
+    after = samples(exposition.render())
+    assert (warning, (("broker", "short"),), round(0.4 * 7 * day, 6)) in after
+    assert critical in after
