@@ -178,6 +178,7 @@ class Scheduler:
             task = asyncio.create_task(self._run(broker), name=f"probe:{name}")
             self._jobs[name] = _Job(broker, task)
         self._store.configure(wanted)
+        self._prober.configure(wanted.values())
         return added, len(removed), changed
 
     async def stop(self) -> None:

@@ -255,6 +255,50 @@ async def test_auto_protocol_learns_v5_on_mosquitto_and_learns_again_after_an_mq
     assert len(prober.protocols) == 1
 
 
+def _connections_logged(lab: Lab, port: int) -> int:
+    """How many TCP connections the lab's Mosquitto logged on ``port`` (``connection_messages true``)."""
+    marker = f" on port {port}."
+    return sum(m.log_path.read_text().count(marker) for m in lab.mosquitto if m.running)
+
+
+async def test_auto_protocol_without_credentials_learns_on_the_probes_own_connection(lab: Lab) -> None:
+    # Nothing secret in its CONNECT: the probe's own CONNACK teaches the version, one connection, not two.
+    broker = lab.broker("good", mqtt={"protocol": "auto"})
+    assert broker.mqtt.username is None and broker.mqtt.password is None
+    prober = Prober()
+    for expected_connections in (1, 1):  # learned, then remembered
+        before = _connections_logged(lab, broker.target.port)
+        result = await prober.probe(broker)
+        assert summary(result) is None, result.failure
+        assert result.mqtt is not None and (result.mqtt.protocol, result.mqtt.requested) == ("5", "5")
+        await asyncio.sleep(0.2)  # Mosquitto writes its log line after the accept
+        assert _connections_logged(lab, broker.target.port) - before == expected_connections
+    assert len(prober.protocols) == 1
+
+
+async def test_auto_protocol_without_credentials_probes_a_broker_that_only_speaks_311_in_311(
+    amqtt: Running,
+) -> None:
+    # amqtt answers an anonymous v5 CONNECT with the 3.1.1 code 1: the probe is made again in 3.1.1,
+    # whose answer is the result (amqtt refuses anonymous clients: 5, not authorized), and it is remembered
+    broker = amqtt.config()
+    anonymous = dataclasses.replace(
+        broker, mqtt=dataclasses.replace(broker.mqtt, username=None, password=None)
+    )
+    assert anonymous.mqtt.protocol == "auto"
+    prober = Prober()
+    for _ in range(2):
+        result = await prober.probe(anonymous)
+        assert summary(result) == ("mqtt", "refused"), result.failure
+        assert result.mqtt is not None
+        assert (result.mqtt.protocol, result.mqtt.requested, result.mqtt.connack_code) == (
+            "3.1.1",
+            "3.1.1",
+            5,
+        )
+    assert len(prober.protocols) == 1
+
+
 async def _verdict_session(broker: BrokerConfig) -> TlsSession:
     """A handshake with the probe's context, then the wait for the client-certificate verdict."""
     connection = await connect(broker.target.host, broker.target.port)

@@ -54,3 +54,20 @@ def test_memory_is_bounded_and_forgets_the_least_recently_used() -> None:
     assert (memory.get(first), memory.get(second), memory.get(third)) == ("5", None, "5")
     memory.forget(first)
     assert memory.get(first) is None and len(memory) == 1
+
+
+def test_configured_brokers_are_remembered_beyond_the_bound_and_strangers_cannot_push_them_out() -> None:
+    # a fleet larger than the bound once learned every version again on every probe (a second handshake)
+    memory = ProtocolMemory(size=2)
+    fleet = [Where(f"b{i}", "127.0.0.1", 8883 + i, "mqtts", "") for i in range(10)]
+    memory.configure(where.broker for where in fleet)
+    for where in fleet:
+        memory.learn(where, "5")
+    strangers = [Where(f"127.0.0.1:{port}", "127.0.0.1", port, "mqtts", "") for port in range(9000, 9100)]
+    for where in strangers:
+        memory.learn(where, "3.1.1")
+    assert [memory.get(where) for where in fleet] == ["5"] * 10
+    assert [memory.get(where) for where in strangers[-2:]] == ["3.1.1"] * 2
+    assert memory.get(strangers[0]) is None and len(memory) == 12
+    memory.configure(where.broker for where in fleet[:3])  # a reload that drops seven brokers
+    assert len(memory) == 5 and memory.get(fleet[5]) is None

@@ -21,7 +21,7 @@ import socket
 import ssl
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -29,8 +29,13 @@ from mqtt_cert_exporter import logs
 from mqtt_cert_exporter.certs import chain as chains
 from mqtt_cert_exporter.certs import files
 from mqtt_cert_exporter.certs.parse import Parsed, parse_der, parsed_cache_size
-from mqtt_cert_exporter.config import BrokerConfig, ProxySettings
-from mqtt_cert_exporter.connack import PROTOCOL_5, PROTOCOL_AUTO, UNSUPPORTED_VERSION_CODES, connack_meaning
+from mqtt_cert_exporter.config import BrokerConfig, MqttProtocol, ProxySettings
+from mqtt_cert_exporter.connack import (
+    PROTOCOL_5,
+    PROTOCOL_AUTO,
+    UNSUPPORTED_VERSION_CODES,
+    connack_meaning,
+)
 from mqtt_cert_exporter.probe.failures import (
     CONNACK,
     CONNECT,
@@ -85,6 +90,10 @@ async def getaddrinfo_resolver(host: str, port: int) -> list[str]:
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return [str(info[4][0]) for info in infos]
+
+
+class _SpeaksOlder(Exception):
+    """This probe's own v5 CONNECT showed that the broker speaks 3.1.1: probe it again in 3.1.1."""
 
 
 class _Failed(Exception):
@@ -154,6 +163,10 @@ class Prober:
         #: around the chain (served file, client certificate, CRLs, legacy TLS, lints); never fails a probe
         self.lifecycle = Lifecycle(crl or CrlFetcher(), legacy_tls_interval)
 
+    def configure(self, brokers: Iterable[BrokerConfig]) -> None:
+        """The scheduled brokers now: what is remembered about them is kept while they are configured."""
+        self.protocols.configure(broker.name for broker in brokers)
+
     def cache_sizes(self) -> tuple[CacheSize, ...]:
         """The caches brokers can grow (by the URLs their certificates name), for the exporter's metrics."""
         return (
@@ -193,7 +206,12 @@ class Prober:
         return tuple(await asyncio.gather(*probes))
 
     async def _probe(self, broker: BrokerConfig, clock: _Clock, draft: ProbeResult) -> ProbeResult:
-        draft, presented = await self._run(broker, clock, draft)
+        try:
+            ran, presented = await self._run(broker, clock, draft)
+        except _SpeaksOlder:
+            clock.durations.clear()  # the phases of the probe that counts, the one in 3.1.1
+            ran, presented = await self._run(_speaking(broker, "3.1.1"), clock, draft)
+        draft = ran
         if broker.mqtt.protocol == PROTOCOL_AUTO and _may_be_the_version(
             draft.failure or draft.secondary_failure
         ):
@@ -230,17 +248,17 @@ class Prober:
                         await _client_certificate_verdict(session, clock)
                 if not verified:
                     session.close()
-                    negotiated = await self._negotiated(broker, clock, draft)
-                    draft = await self._mqtt_over_unverified(negotiated, clock, draft)
+                    negotiated, learn_at = await self._negotiated(broker, clock, draft)
+                    draft = await self._mqtt_over_unverified(negotiated, clock, draft, learn_at)
                     problems = ", ".join(tls.verdict.problems)
                     failure = Failure(
                         Stage.TRUST, Reason.UNTRUSTED, f"certificate chain not trusted: {problems}"
                     )
                     return replace(draft, failure=failure), presented
-                broker = await self._negotiated(broker, clock, draft)
+                broker, learn_at = await self._negotiated(broker, clock, draft)
                 stream, draft = await _open_stream(session, broker, clock, draft)
                 with clock.phase(Phase.MQTT):
-                    draft = replace(draft, mqtt=await _exchange(stream, broker, clock))
+                    draft = replace(draft, mqtt=await self._exchange(stream, broker, clock, learn_at))
             finally:
                 session.close()
             refused = _refusal(draft.mqtt)
@@ -252,19 +270,54 @@ class Prober:
             draft = replace(failed.draft or draft, failure=failed.failure)
             return await second_look(broker, draft, clock.remaining()), presented
 
-    async def _negotiated(self, broker: BrokerConfig, clock: _Clock, draft: ProbeResult) -> BrokerConfig:
-        """The broker with ``mqtt.protocol: auto`` replaced by the version it speaks (remembered, or
-        learned now on a connection of its own with a CONNECT that carries no credentials)."""
+    async def _negotiated(
+        self, broker: BrokerConfig, clock: _Clock, draft: ProbeResult
+    ) -> tuple[BrokerConfig, Where | None]:
+        """The broker with ``mqtt.protocol: auto`` replaced by the version it speaks: remembered, or
+        learned now. A CONNECT without credentials teaches it on the probe's own connection (the version
+        is then where to learn it, the second value); one with credentials never goes to a broker that
+        may not parse it: a credential-less CONNECT on a connection of its own asks first."""
         if broker.mqtt.protocol != PROTOCOL_AUTO:
-            return broker
+            return broker, None
         where = _where(broker, draft)
         protocol = self.protocols.get(where)
+        if protocol is None and not _sends_credentials(broker):
+            return _speaking(broker, "5"), where
         if protocol is None:
             answer, definite = await _ask_version(broker, clock.fork(), draft.ip)
             protocol = spoken(answer)
             if definite:
                 self.protocols.learn(where, protocol)
-        return replace(broker, mqtt=replace(broker.mqtt, protocol=protocol))
+        return _speaking(broker, protocol), None
+
+    async def _exchange(
+        self,
+        stream: Stream,
+        broker: BrokerConfig,
+        clock: _Clock,
+        learn_at: Where | None,
+        *,
+        unverified: bool = False,
+    ) -> MqttFacts:
+        """CONNECT/CONNACK; with ``learn_at`` the v5 CONNECT also teaches the version (``spoken``), within
+        the learning time. ``_SpeaksOlder`` when it is 3.1.1: a CONNACK cannot be taken back."""
+        if learn_at is None:
+            return await _exchange(stream, broker, clock, unverified=unverified)
+        try:
+            async with asyncio.timeout(min(LEARN_TIMEOUT, clock.remaining())):
+                connack = await _connack(stream, broker, clock)
+        except TimeoutError:
+            if clock.remaining() <= 0:
+                raise _Failed(CONNACK.failure(TimeoutError())) from None
+            raise _SpeaksOlder from None  # as with a connection of its own: 3.1.1 now, learned later
+        except _Failed:
+            self.protocols.learn(learn_at, spoken(None))  # a broker that cannot parse v5 closes or garbles
+            raise _SpeaksOlder from None
+        protocol = spoken(connack)
+        self.protocols.learn(learn_at, protocol)
+        if protocol != PROTOCOL_5:
+            raise _SpeaksOlder
+        return await _after_connack(stream, broker, connack, unverified=unverified)
 
     async def _resolve(self, broker: BrokerConfig, clock: _Clock) -> list[str]:
         """The addresses to probe, best first (see ``select_addresses``); never empty."""
@@ -348,7 +401,7 @@ class Prober:
         return verdict
 
     async def _mqtt_over_unverified(
-        self, broker: BrokerConfig, clock: _Clock, draft: ProbeResult
+        self, broker: BrokerConfig, clock: _Clock, draft: ProbeResult, learn_at: Where | None
     ) -> ProbeResult:
         """The chain is untrusted; does the broker still answer MQTT? (broker down vs certificate bad)
 
@@ -376,7 +429,8 @@ class Prober:
                     draft = replace(draft, tls=facts)
                 stream, draft = await _open_stream(session, broker, clock, draft)
                 with clock.phase(Phase.MQTT):
-                    draft = replace(draft, mqtt=await _exchange(stream, broker, clock, unverified=True))
+                    mqtt = await self._exchange(stream, broker, clock, learn_at, unverified=True)
+                    draft = replace(draft, mqtt=mqtt)
             finally:
                 session.close()
         except _Failed as failed:
@@ -535,9 +589,22 @@ def _session(connection: Connection, broker: BrokerConfig, *, verify: bool) -> T
     return TlsSession(connection, context, server_name, sends_client_certificate=bool(broker.tls.cert_file))
 
 
+def _sends_credentials(broker: BrokerConfig) -> bool:
+    return broker.mqtt.username is not None or broker.mqtt.password is not None
+
+
+def _speaking(broker: BrokerConfig, protocol: MqttProtocol) -> BrokerConfig:
+    return replace(broker, mqtt=replace(broker.mqtt, protocol=protocol))
+
+
 async def _exchange(
     stream: Stream, broker: BrokerConfig, clock: _Clock, *, unverified: bool = False
 ) -> MqttFacts:
+    return await _after_connack(stream, broker, await _connack(stream, broker, clock), unverified=unverified)
+
+
+async def _connack(stream: Stream, broker: BrokerConfig, clock: _Clock) -> Connack:
+    """Send the CONNECT, read the CONNACK; failures as the CONNACK table says."""
     settings = broker.mqtt
     connect = encode_connect(
         protocol=settings.protocol,
@@ -554,6 +621,12 @@ async def _exchange(
         if isinstance(stream, WebSocketStream) and stream.close_status is not None:
             raise _Failed(websocket_closed(*stream.close_status)) from None
         raise _Failed(CONNACK.failure(exc)) from None
+    return connack
+
+
+async def _after_connack(
+    stream: Stream, broker: BrokerConfig, connack: Connack, *, unverified: bool
+) -> MqttFacts:
     if connack.code == 0:
         try:
             await stream.write(DISCONNECT, flush=False)  # leaves with the close_notify
@@ -563,5 +636,5 @@ async def _exchange(
         protocol=connack.protocol,
         connack_code=connack.code,
         unverified_connection=unverified,
-        requested=settings.protocol or PROTOCOL_5,
+        requested=broker.mqtt.protocol or PROTOCOL_5,
     )
