@@ -20,43 +20,32 @@ import asyncio
 import socket
 import ssl
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import replace
 
 from mqtt_cert_exporter import logs
 from mqtt_cert_exporter.certs import chain as chains
 from mqtt_cert_exporter.certs import files
 from mqtt_cert_exporter.certs.parse import Parsed, parse_der, parsed_cache_size
-from mqtt_cert_exporter.config import BrokerConfig, MqttProtocol, ProxySettings
+from mqtt_cert_exporter.config import BrokerConfig
 from mqtt_cert_exporter.connack import (
     PROTOCOL_5,
     PROTOCOL_AUTO,
-    UNSUPPORTED_VERSION_CODES,
-    connack_meaning,
 )
+from mqtt_cert_exporter.probe import steps
 from mqtt_cert_exporter.probe.failures import (
-    CONNACK,
-    CONNECT,
     RESOLVE,
     TLS_HANDSHAKE,
-    TUNNEL,
-    WEBSOCKET_UPGRADE,
-    websocket_closed,
 )
 from mqtt_cert_exporter.probe.lifecycle import Lifecycle
 from mqtt_cert_exporter.probe.lifecycle.aia import AiaFetcher
 from mqtt_cert_exporter.probe.lifecycle.crl import CrlFetcher
-from mqtt_cert_exporter.probe.negotiation import ANSWERLESS, LEARN_TIMEOUT, ProtocolMemory, Where, spoken
-from mqtt_cert_exporter.probe.roundtrip import run_roundtrip
+from mqtt_cert_exporter.probe.negotiation import ProtocolMemory, Where, spoken
 from mqtt_cert_exporter.probe.secondlook import second_look
+from mqtt_cert_exporter.probe.steps import Clock, Failed, blank_result
 from mqtt_cert_exporter.probe.wire.addresses import family_name, literal_ip, select_addresses
-from mqtt_cert_exporter.probe.wire.connection import Connection, connect
-from mqtt_cert_exporter.probe.wire.mqtt import DISCONNECT, Connack, encode_connect, read_connack
-from mqtt_cert_exporter.probe.wire.proxy import dialogue, tunnel
-from mqtt_cert_exporter.probe.wire.tls import TlsClosed, TlsSession, client_context
-from mqtt_cert_exporter.probe.wire.transport import Stream, WebSocketStream
+from mqtt_cert_exporter.probe.wire.tls import TlsSession
+from mqtt_cert_exporter.probe.wire.transport import Stream
 from mqtt_cert_exporter.results import (
     CacheSize,
     Failure,
@@ -67,16 +56,10 @@ from mqtt_cert_exporter.results import (
     Stage,
     TlsFacts,
     TrustVerdict,
-    WebSocketFacts,
 )
 
 log = logs.get_logger(__name__)
 
-#: Under TLS 1.3 a server's verdict on our client certificate follows the handshake: wait this long
-#: for it (only when the server asked for a certificate).
-CLIENT_CERT_VERDICT_WAIT = 0.5
-#: Phases in declaration order, for sorting a probe's durations (not ``list(Phase).index``: per probe).
-_PHASE_ORDER = {phase: index for index, phase in enumerate(Phase)}
 #: Spend at most this share of what is left of the deadline fetching a missing intermediate.
 AIA_TIMEOUT = 3.0
 
@@ -94,54 +77,6 @@ async def getaddrinfo_resolver(host: str, port: int) -> list[str]:
 
 class _SpeaksOlder(Exception):
     """This probe's own v5 CONNECT showed that the broker speaks 3.1.1: probe it again in 3.1.1."""
-
-
-class _Failed(Exception):
-    """A phase failed; ``draft`` when the phase had added facts to the draft before it failed."""
-
-    def __init__(self, failure: Failure, draft: ProbeResult | None = None) -> None:
-        super().__init__(failure.detail)
-        self.failure = failure
-        self.draft = draft
-
-
-@dataclass
-class _Clock:
-    deadline: float
-    durations: list[tuple[Phase, float]] = field(default_factory=list)
-    started: float = field(default_factory=time.monotonic)
-
-    def fork(self) -> _Clock:
-        """The same deadline and the phases so far, for one of several concurrent probes."""
-        return _Clock(self.deadline, list(self.durations), self.started)
-
-    @contextmanager
-    def phase(self, phase: Phase) -> Iterator[None]:
-        start = time.monotonic()
-        try:
-            yield
-        finally:
-            self.durations.append((phase, time.monotonic() - start))
-
-    def remaining(self) -> float:
-        return max(0.0, self.deadline - time.monotonic())
-
-    def sorted_durations(self) -> tuple[tuple[Phase, float], ...]:
-        return tuple(sorted(self.durations, key=lambda item: _PHASE_ORDER[item[0]]))
-
-
-def _draft(broker: BrokerConfig, started: float, *, ip: str = "", address_label: str = "") -> ProbeResult:
-    """A result before any phase ran: what the probe adds to it comes phase by phase."""
-    return ProbeResult(
-        broker=broker.name,
-        address=broker.address,
-        ip=ip,
-        started=started,
-        finished=started,
-        durations=(),
-        failure=None,
-        address_label=address_label,
-    )
 
 
 class Prober:
@@ -179,8 +114,8 @@ class Prober:
 
     async def probe(self, broker: BrokerConfig) -> ProbeResult:
         """One probe at one address: the first of the name, as ``ip_protocol`` orders them."""
-        clock = _Clock(time.monotonic() + broker.timeout)
-        return await self._probe(broker, clock, _draft(broker, time.time()))
+        clock = Clock(time.monotonic() + broker.timeout)
+        return await self._probe(broker, clock, blank_result(broker, time.time()))
 
     async def probe_group(self, broker: BrokerConfig) -> tuple[ProbeResult, ...]:
         """What the scheduler runs: a broker's results. One for most brokers (``probe``); with
@@ -192,25 +127,28 @@ class Prober:
         if broker.addresses != "all":
             return (await self.probe(broker),)
         started = time.time()
-        clock = _Clock(time.monotonic() + broker.timeout)
+        clock = Clock(time.monotonic() + broker.timeout)
         try:
             with clock.phase(Phase.RESOLVE):
                 ips = await self._resolve(broker, clock)
-        except _Failed as failed:
+        except Failed as failed:
             return (
-                await self._complete(broker, clock, replace(_draft(broker, started), failure=failed.failure)),
+                await self._complete(
+                    broker, clock, replace(blank_result(broker, started), failure=failed.failure)
+                ),
             )
         probes = [
-            self._probe(broker, clock.fork(), _draft(broker, started, ip=ip, address_label=ip)) for ip in ips
+            self._probe(broker, clock.fork(), blank_result(broker, started, ip=ip, address_label=ip))
+            for ip in ips
         ]
         return tuple(await asyncio.gather(*probes))
 
-    async def _probe(self, broker: BrokerConfig, clock: _Clock, draft: ProbeResult) -> ProbeResult:
+    async def _probe(self, broker: BrokerConfig, clock: Clock, draft: ProbeResult) -> ProbeResult:
         try:
             ran, presented = await self._run(broker, clock, draft)
         except _SpeaksOlder:
             clock.durations.clear()  # the phases of the probe that counts, the one in 3.1.1
-            ran, presented = await self._run(_speaking(broker, "3.1.1"), clock, draft)
+            ran, presented = await self._run(steps.speaking(broker, "3.1.1"), clock, draft)
         draft = ran
         if broker.mqtt.protocol == PROTOCOL_AUTO and _may_be_the_version(
             draft.failure or draft.secondary_failure
@@ -219,7 +157,7 @@ class Prober:
         return await self._complete(broker, clock, draft, presented)
 
     async def _complete(
-        self, broker: BrokerConfig, clock: _Clock, draft: ProbeResult, presented: Presented = ()
+        self, broker: BrokerConfig, clock: Clock, draft: ProbeResult, presented: Presented = ()
     ) -> ProbeResult:
         clock.durations.append((Phase.TOTAL, time.monotonic() - clock.started))
         timed = replace(draft, durations=clock.sorted_durations())
@@ -227,25 +165,25 @@ class Prober:
         return replace(result, finished=time.time())
 
     async def _run(
-        self, broker: BrokerConfig, clock: _Clock, draft: ProbeResult
+        self, broker: BrokerConfig, clock: Clock, draft: ProbeResult
     ) -> tuple[ProbeResult, Presented]:
         """The probe proper: the draft with every fact the phases found, and the failure that ended it."""
         presented: Presented = ()
         try:
-            if not draft.ip and not _proxy_resolves(broker):
+            if not draft.ip and not steps.proxy_resolves(broker):
                 with clock.phase(Phase.RESOLVE):
                     draft = replace(draft, ip=(await self._resolve(broker, clock))[0])
             with clock.phase(Phase.CONNECT):
-                connection = await _connect(
+                connection = await steps.connect_tcp(
                     draft.ip or broker.target.host, broker.target.port, clock, broker.proxy
                 )
-            session = _session(connection, broker, verify=True)
+            session = steps.open_session(connection, broker, verify=True)
             try:
                 with clock.phase(Phase.TLS):
                     tls, presented, verified = await self._handshake(session, broker, clock)
                     draft = replace(draft, tls=tls)
                     if verified:
-                        await _client_certificate_verdict(session, clock)
+                        await steps.client_certificate_verdict(session, clock)
                 if not verified:
                     session.close()
                     negotiated, learn_at = await self._negotiated(broker, clock, draft)
@@ -256,22 +194,22 @@ class Prober:
                     )
                     return replace(draft, failure=failure), presented
                 broker, learn_at = await self._negotiated(broker, clock, draft)
-                stream, draft = await _open_stream(session, broker, clock, draft)
+                stream, draft = await steps.open_stream(session, broker, clock, draft)
                 with clock.phase(Phase.MQTT):
-                    draft = replace(draft, mqtt=await self._exchange(stream, broker, clock, learn_at))
+                    draft = replace(draft, mqtt=await self._mqtt_exchange(stream, broker, clock, learn_at))
             finally:
                 session.close()
-            refused = _refusal(draft.mqtt)
+            refused = steps.refusal(draft.mqtt)
             if refused is not None:
                 return replace(draft, failure=refused), presented
-            draft = await _roundtrip(broker, clock, draft, verified=True)
+            draft = await steps.round_trip(broker, clock, draft, verified=True)
             return replace(draft, failure=draft.roundtrip.failure if draft.roundtrip else None), presented
-        except _Failed as failed:
+        except Failed as failed:
             draft = replace(failed.draft or draft, failure=failed.failure)
             return await second_look(broker, draft, clock.remaining()), presented
 
     async def _negotiated(
-        self, broker: BrokerConfig, clock: _Clock, draft: ProbeResult
+        self, broker: BrokerConfig, clock: Clock, draft: ProbeResult
     ) -> tuple[BrokerConfig, Where | None]:
         """The broker with ``mqtt.protocol: auto`` replaced by the version it speaks: remembered, or
         learned now. A CONNECT without credentials teaches it on the probe's own connection (the version
@@ -281,45 +219,44 @@ class Prober:
             return broker, None
         where = _where(broker, draft)
         protocol = self.protocols.get(where)
-        if protocol is None and not _sends_credentials(broker):
-            return _speaking(broker, "5"), where
+        if protocol is None and not steps.sends_credentials(broker):
+            return steps.speaking(broker, "5"), where
         if protocol is None:
-            answer, definite = await _ask_version(broker, clock.fork(), draft.ip)
+            answer, definite = await steps.ask_version(broker, clock.fork(), draft.ip)
             protocol = spoken(answer)
             if definite:
                 self.protocols.learn(where, protocol)
-        return _speaking(broker, protocol), None
+        return steps.speaking(broker, protocol), None
 
-    async def _exchange(
+    async def _mqtt_exchange(
         self,
         stream: Stream,
         broker: BrokerConfig,
-        clock: _Clock,
+        clock: Clock,
         learn_at: Where | None,
         *,
         unverified: bool = False,
     ) -> MqttFacts:
-        """CONNECT/CONNACK; with ``learn_at`` the v5 CONNECT also teaches the version (``spoken``), within
-        the learning time. ``_SpeaksOlder`` when it is 3.1.1: a CONNACK cannot be taken back."""
+        """CONNECT/CONNACK; with ``learn_at`` the v5 CONNECT also teaches the version (``spoken``).
+        ``_SpeaksOlder`` when it is 3.1.1: a CONNACK cannot be taken back. A broker silent until the
+        deadline times out as with a known version (no broker is known to stay silent on a v5 CONNECT
+        without credentials; they answer or close)."""
         if learn_at is None:
-            return await _exchange(stream, broker, clock, unverified=unverified)
+            return await steps.exchange(stream, broker, clock, unverified=unverified)
         try:
-            async with asyncio.timeout(min(LEARN_TIMEOUT, clock.remaining())):
-                connack = await _connack(stream, broker, clock)
-        except TimeoutError:
-            if clock.remaining() <= 0:
-                raise _Failed(CONNACK.failure(TimeoutError())) from None
-            raise _SpeaksOlder from None  # as with a connection of its own: 3.1.1 now, learned later
-        except _Failed:
+            connack = await steps.connack(stream, broker, clock)
+        except Failed as failed:
+            if failed.failure.reason is Reason.TIMEOUT:
+                raise
             self.protocols.learn(learn_at, spoken(None))  # a broker that cannot parse v5 closes or garbles
             raise _SpeaksOlder from None
         protocol = spoken(connack)
         self.protocols.learn(learn_at, protocol)
         if protocol != PROTOCOL_5:
             raise _SpeaksOlder
-        return await _after_connack(stream, broker, connack, unverified=unverified)
+        return await steps.after_connack(stream, broker, connack, unverified=unverified)
 
-    async def _resolve(self, broker: BrokerConfig, clock: _Clock) -> list[str]:
+    async def _resolve(self, broker: BrokerConfig, clock: Clock) -> list[str]:
         """The addresses to probe, best first (see ``select_addresses``); never empty."""
         host = broker.target.host
         literal = literal_ip(host)
@@ -329,15 +266,15 @@ class Prober:
             async with asyncio.timeout(clock.remaining()):
                 candidates = await self.resolver(host, broker.target.port)
         except RESOLVE.catches as exc:
-            raise _Failed(RESOLVE.failure(exc, host)) from None
+            raise Failed(RESOLVE.failure(exc, host)) from None
         addresses = select_addresses(candidates, broker.ip_protocol)
         if not addresses:
             family = family_name(broker.ip_protocol)
-            raise _Failed(Failure(Stage.RESOLVE, Reason.DNS_ERROR, f"{host} has no {family} address"))
+            raise Failed(Failure(Stage.RESOLVE, Reason.DNS_ERROR, f"{host} has no {family} address"))
         return addresses
 
     async def _handshake(
-        self, session: TlsSession, broker: BrokerConfig, clock: _Clock
+        self, session: TlsSession, broker: BrokerConfig, clock: Clock
     ) -> tuple[TlsFacts, Presented, bool]:
         """The TLS facts, the chain as presented, and whether the chain verified (else the facts say why)."""
         verify: tuple[int, str] | None = None
@@ -349,7 +286,7 @@ class Prober:
                     assert session.verify_error is not None
                     verify = (session.verify_error.code, session.verify_error.message)
         except TLS_HANDSHAKE.catches as exc:
-            raise _Failed(TLS_HANDSHAKE.failure(exc)) from None
+            raise Failed(TLS_HANDSHAKE.failure(exc)) from None
         presented = tuple(parse_der(der) for der in session.chain_der)
         verdict = await self._verdict(session.chain_der, presented, broker, clock, verify)
         tls = TlsFacts(
@@ -366,7 +303,7 @@ class Prober:
         chain_der: tuple[bytes, ...],
         presented: Presented,
         broker: BrokerConfig,
-        clock: _Clock,
+        clock: Clock,
         verify: tuple[int, str] | None,
     ) -> TrustVerdict:
         """The verdict on the chain: remembered from an earlier probe while nothing it depends on changed."""
@@ -401,23 +338,23 @@ class Prober:
         return verdict
 
     async def _mqtt_over_unverified(
-        self, broker: BrokerConfig, clock: _Clock, draft: ProbeResult, learn_at: Where | None
+        self, broker: BrokerConfig, clock: Clock, draft: ProbeResult, learn_at: Where | None
     ) -> ProbeResult:
         """The chain is untrusted; does the broker still answer MQTT? (broker down vs certificate bad)
 
         The failures of this second connection go to ``secondary_failure``, mapped by the same tables.
         """
         try:
-            connection = await _connect(
+            connection = await steps.connect_tcp(
                 draft.ip or broker.target.host, broker.target.port, clock, broker.proxy
             )
-            session = _session(connection, broker, verify=False)
+            session = steps.open_session(connection, broker, verify=False)
             try:
                 try:
                     async with asyncio.timeout(clock.remaining()):
                         await session.handshake()
                 except TLS_HANDSHAKE.catches as exc:
-                    raise _Failed(TLS_HANDSHAKE.failure(exc)) from None
+                    raise Failed(TLS_HANDSHAKE.failure(exc)) from None
                 if draft.tls is not None:
                     # The failed verifying handshake cannot tell version and cipher; this one can.
                     facts = replace(
@@ -427,40 +364,19 @@ class Prober:
                         alpn_protocol=session.alpn_protocol,
                     )
                     draft = replace(draft, tls=facts)
-                stream, draft = await _open_stream(session, broker, clock, draft)
+                stream, draft = await steps.open_stream(session, broker, clock, draft)
                 with clock.phase(Phase.MQTT):
-                    mqtt = await self._exchange(stream, broker, clock, learn_at, unverified=True)
+                    mqtt = await self._mqtt_exchange(stream, broker, clock, learn_at, unverified=True)
                     draft = replace(draft, mqtt=mqtt)
             finally:
                 session.close()
-        except _Failed as failed:
+        except Failed as failed:
             return replace(failed.draft or draft, secondary_failure=failed.failure)
-        refused = _refusal(draft.mqtt)
+        refused = steps.refusal(draft.mqtt)
         if refused is not None:
             return replace(draft, secondary_failure=refused)
         # ACL or routing problems are worth knowing even while the certificate is bad.
-        return await _roundtrip(broker, clock, draft, verified=False)
-
-
-async def _client_certificate_verdict(session: TlsSession, clock: _Clock) -> None:
-    try:
-        await session.await_client_certificate_verdict(min(CLIENT_CERT_VERDICT_WAIT, clock.remaining()))
-    except TLS_HANDSHAKE.catches as exc:
-        raise _Failed(TLS_HANDSHAKE.failure(exc)) from None
-
-
-def _refusal(mqtt: MqttFacts | None) -> Failure | None:
-    if mqtt is None or mqtt.connack_code in (None, 0):
-        return None
-    code = mqtt.connack_code
-    assert code is not None
-    meaning = connack_meaning(mqtt.protocol, code)
-    if code == UNSUPPORTED_VERSION_CODES.get(mqtt.protocol):
-        detail = (
-            f"the broker does not speak MQTT {mqtt.requested or mqtt.protocol}: CONNACK {code} ({meaning})"
-        )
-        return Failure(Stage.MQTT, Reason.UNSUPPORTED_PROTOCOL, detail)
-    return Failure(Stage.MQTT, Reason.REFUSED, f"CONNACK refused the connection: {code} ({meaning})")
+        return await steps.round_trip(broker, clock, draft, verified=False)
 
 
 def _where(broker: BrokerConfig, draft: ProbeResult) -> Where:
@@ -471,170 +387,3 @@ def _where(broker: BrokerConfig, draft: ProbeResult) -> Where:
 def _may_be_the_version(failure: Failure | None) -> bool:
     """Whether a failure may come from speaking the wrong MQTT version (then it is learned again)."""
     return failure is not None and failure.stage == Stage.MQTT and failure.reason != Reason.REFUSED
-
-
-async def _ask_version(broker: BrokerConfig, clock: _Clock, ip: str) -> tuple[Connack | None, bool]:
-    """Send a v5 CONNECT without credentials on a connection of its own: (the CONNACK or None, whether
-    the answer says something about the broker -- a failure before the CONNECT left says nothing)."""
-    sent = False
-    try:
-        connection = await _connect(ip or broker.target.host, broker.target.port, clock, broker.proxy)
-        session = _session(connection, broker, verify=False)  # trust was judged on the probe's connection
-        try:
-            async with asyncio.timeout(min(LEARN_TIMEOUT, clock.remaining())):
-                await session.handshake()
-                stream, _ = await _open_stream(session, broker, clock, _draft(broker, 0.0, ip=ip))
-                await stream.write(encode_connect(protocol=PROTOCOL_5, client_id=_client_id(broker)))
-                sent = True
-                answer = await read_connack(stream.read, PROTOCOL_5)
-            if answer.code == 0:
-                await stream.write(DISCONNECT, flush=False)
-            return answer, True
-        finally:
-            session.close()
-    except TimeoutError:
-        return None, False
-    except ANSWERLESS:
-        return None, sent
-    except _Failed:
-        return None, sent
-
-
-def _client_id(broker: BrokerConfig) -> str:
-    return broker.mqtt.client_id or f"mqtt-cert-exporter-{uuid.uuid4().hex[:12]}"
-
-
-def _proxy_resolves(broker: BrokerConfig) -> bool:
-    """Whether the proxy, not we, resolves the broker's name (socks5h://, http:// CONNECT)."""
-    if broker.proxy is None or not broker.proxy.resolves_names:
-        return False
-    return literal_ip(broker.target.host) is None
-
-
-def _host_port(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-async def _connect(host: str, port: int, clock: _Clock, proxy: ProxySettings | None = None) -> Connection:
-    """TCP to ``host`` (an IP, or a name the proxy resolves), directly or through ``proxy``."""
-    where = _host_port(host, port)
-    try:
-        async with asyncio.timeout(clock.remaining()):
-            connection = await connect(host, port) if proxy is None else await connect(proxy.host, proxy.port)
-    except CONNECT.catches as exc:
-        raise _Failed(CONNECT.failure(exc, where if proxy is None else f"proxy {proxy}")) from None
-    if proxy is None:
-        return connection
-    try:
-        async with asyncio.timeout(clock.remaining()):
-            await tunnel(connection, dialogue(proxy, host, port))
-    except TUNNEL.catches as exc:
-        connection.close()
-        raise _Failed(TUNNEL.failure(exc, f"proxy {proxy} -> {where}")) from None
-    return connection
-
-
-async def _open_stream(
-    session: TlsSession, broker: BrokerConfig, clock: _Clock, draft: ProbeResult
-) -> tuple[Stream, ProbeResult]:
-    """mqtts: MQTT goes straight over TLS. wss: the HTTP upgrade first, then MQTT in binary frames.
-
-    The draft gains the upgrade's answer, also when the upgrade failed (``_Failed`` then carries it).
-    """
-    if broker.target.scheme != "wss":
-        return session, draft
-    stream = WebSocketStream(session)
-    failure: Failure | None = None
-    with clock.phase(Phase.WEBSOCKET):
-        try:
-            async with asyncio.timeout(clock.remaining()):
-                await stream.upgrade(
-                    host=broker.server_name.strip("[]"), port=broker.target.port, path=broker.target.path
-                )
-        except WEBSOCKET_UPGRADE.catches as exc:
-            failure = WEBSOCKET_UPGRADE.failure(exc, broker.target.path)
-    if stream.response is not None:
-        draft = replace(draft, websocket=WebSocketFacts(stream.response.status, stream.subprotocol))
-    if failure is not None:
-        raise _Failed(failure, draft)
-    return stream, draft
-
-
-async def _roundtrip(
-    broker: BrokerConfig, clock: _Clock, draft: ProbeResult, *, verified: bool
-) -> ProbeResult:
-    """The optional publish/receive round trip, on a connection of its own (aiomqtt)."""
-    if broker.mqtt.roundtrip is None or draft.mqtt is None or not draft.mqtt.accepted:
-        return draft
-    with clock.phase(Phase.ROUNDTRIP):
-        facts = await run_roundtrip(
-            broker,
-            ip=draft.ip or None,
-            context=client_context(broker.tls, verify=verified),
-            budget=clock.remaining(),
-            unverified=not verified,
-        )
-    return replace(draft, roundtrip=facts)
-
-
-def _session(connection: Connection, broker: BrokerConfig, *, verify: bool) -> TlsSession:
-    server_name = broker.server_name.strip("[]")
-    try:
-        context = client_context(broker.tls, verify=verify)
-    except (ssl.SSLError, OSError, ValueError) as exc:
-        # The files were usable when the config was loaded; they changed since.
-        connection.close()
-        detail = f"cannot load the configured CA or client certificate files: {exc}"
-        raise _Failed(Failure(Stage.TLS, Reason.HANDSHAKE_FAILURE, detail)) from None
-    return TlsSession(connection, context, server_name, sends_client_certificate=bool(broker.tls.cert_file))
-
-
-def _sends_credentials(broker: BrokerConfig) -> bool:
-    return broker.mqtt.username is not None or broker.mqtt.password is not None
-
-
-def _speaking(broker: BrokerConfig, protocol: MqttProtocol) -> BrokerConfig:
-    return replace(broker, mqtt=replace(broker.mqtt, protocol=protocol))
-
-
-async def _exchange(
-    stream: Stream, broker: BrokerConfig, clock: _Clock, *, unverified: bool = False
-) -> MqttFacts:
-    return await _after_connack(stream, broker, await _connack(stream, broker, clock), unverified=unverified)
-
-
-async def _connack(stream: Stream, broker: BrokerConfig, clock: _Clock) -> Connack:
-    """Send the CONNECT, read the CONNACK; failures as the CONNACK table says."""
-    settings = broker.mqtt
-    connect = encode_connect(
-        protocol=settings.protocol,
-        client_id=_client_id(broker),
-        username=settings.username,
-        password=settings.password.reveal() if settings.password else None,
-        keepalive=settings.keepalive,
-    )
-    try:
-        async with asyncio.timeout(clock.remaining()):
-            await stream.write(connect)
-            connack = await read_connack(stream.read, settings.protocol)
-    except CONNACK.catches as exc:
-        if isinstance(stream, WebSocketStream) and stream.close_status is not None:
-            raise _Failed(websocket_closed(*stream.close_status)) from None
-        raise _Failed(CONNACK.failure(exc)) from None
-    return connack
-
-
-async def _after_connack(
-    stream: Stream, broker: BrokerConfig, connack: Connack, *, unverified: bool
-) -> MqttFacts:
-    if connack.code == 0:
-        try:
-            await stream.write(DISCONNECT, flush=False)  # leaves with the close_notify
-        except (TlsClosed, OSError):
-            pass  # the broker already answered what we asked; a close race is not a failure
-    return MqttFacts(
-        protocol=connack.protocol,
-        connack_code=connack.code,
-        unverified_connection=unverified,
-        requested=broker.mqtt.protocol or PROTOCOL_5,
-    )

@@ -1,0 +1,291 @@
+"""The I/O steps of one probe, phase by phase, for the orchestrator (``prober``): the TCP connect
+(directly or through a proxy), the TLS session, the WebSocket upgrade, CONNECT/CONNACK, the optional round
+trip and the credential-less version question. Each maps its exceptions to a ``Failure`` through the
+tables of ``failures`` and raises ``Failed``; all share the probe's ``Clock`` (one deadline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+
+from mqtt_cert_exporter.config import BrokerConfig, MqttProtocol, ProxySettings
+from mqtt_cert_exporter.connack import (
+    PROTOCOL_5,
+    UNSUPPORTED_VERSION_CODES,
+    connack_meaning,
+)
+from mqtt_cert_exporter.probe.failures import (
+    CONNACK,
+    CONNECT,
+    TLS_HANDSHAKE,
+    TUNNEL,
+    WEBSOCKET_UPGRADE,
+    websocket_closed,
+)
+from mqtt_cert_exporter.probe.negotiation import ANSWERLESS, LEARN_TIMEOUT
+from mqtt_cert_exporter.probe.roundtrip import run_roundtrip
+from mqtt_cert_exporter.probe.wire.addresses import literal_ip
+from mqtt_cert_exporter.probe.wire.connection import Connection, connect
+from mqtt_cert_exporter.probe.wire.mqtt import DISCONNECT, Connack, encode_connect, read_connack
+from mqtt_cert_exporter.probe.wire.proxy import dialogue, tunnel
+from mqtt_cert_exporter.probe.wire.tls import TlsClosed, TlsSession, client_context
+from mqtt_cert_exporter.probe.wire.transport import Stream, WebSocketStream
+from mqtt_cert_exporter.results import (
+    Failure,
+    MqttFacts,
+    Phase,
+    ProbeResult,
+    Reason,
+    Stage,
+    WebSocketFacts,
+)
+
+#: Under TLS 1.3 a server's verdict on our client certificate follows the handshake: wait this long
+#: for it (only when the server asked for a certificate).
+CLIENT_CERT_VERDICT_WAIT = 0.5
+#: Phases in declaration order, for sorting a probe's durations (not ``list(Phase).index``: per probe).
+PHASE_ORDER = {phase: index for index, phase in enumerate(Phase)}
+
+
+class Failed(Exception):
+    """A phase failed; ``draft`` when the phase had added facts to the draft before it failed."""
+
+    def __init__(self, failure: Failure, draft: ProbeResult | None = None) -> None:
+        super().__init__(failure.detail)
+        self.failure = failure
+        self.draft = draft
+
+
+@dataclass
+class Clock:
+    deadline: float
+    durations: list[tuple[Phase, float]] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+    def fork(self) -> Clock:
+        """The same deadline and the phases so far, for one of several concurrent probes."""
+        return Clock(self.deadline, list(self.durations), self.started)
+
+    @contextmanager
+    def phase(self, phase: Phase) -> Iterator[None]:
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.durations.append((phase, time.monotonic() - start))
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    def sorted_durations(self) -> tuple[tuple[Phase, float], ...]:
+        return tuple(sorted(self.durations, key=lambda item: PHASE_ORDER[item[0]]))
+
+
+def blank_result(
+    broker: BrokerConfig, started: float, *, ip: str = "", address_label: str = ""
+) -> ProbeResult:
+    """A result before any phase ran: what the probe adds to it comes phase by phase."""
+    return ProbeResult(
+        broker=broker.name,
+        address=broker.address,
+        ip=ip,
+        started=started,
+        finished=started,
+        durations=(),
+        failure=None,
+        address_label=address_label,
+    )
+
+
+async def client_certificate_verdict(session: TlsSession, clock: Clock) -> None:
+    try:
+        await session.await_client_certificate_verdict(min(CLIENT_CERT_VERDICT_WAIT, clock.remaining()))
+    except TLS_HANDSHAKE.catches as exc:
+        raise Failed(TLS_HANDSHAKE.failure(exc)) from None
+
+
+def refusal(mqtt: MqttFacts | None) -> Failure | None:
+    if mqtt is None or mqtt.connack_code in (None, 0):
+        return None
+    code = mqtt.connack_code
+    assert code is not None
+    meaning = connack_meaning(mqtt.protocol, code)
+    if code == UNSUPPORTED_VERSION_CODES.get(mqtt.protocol):
+        detail = (
+            f"the broker does not speak MQTT {mqtt.requested or mqtt.protocol}: CONNACK {code} ({meaning})"
+        )
+        return Failure(Stage.MQTT, Reason.UNSUPPORTED_PROTOCOL, detail)
+    return Failure(Stage.MQTT, Reason.REFUSED, f"CONNACK refused the connection: {code} ({meaning})")
+
+
+async def ask_version(broker: BrokerConfig, clock: Clock, ip: str) -> tuple[Connack | None, bool]:
+    """Send a v5 CONNECT without credentials on a connection of its own: (the CONNACK or None, whether
+    the answer says something about the broker -- a failure before the CONNECT left says nothing)."""
+    sent = False
+    try:
+        connection = await connect_tcp(ip or broker.target.host, broker.target.port, clock, broker.proxy)
+        session = open_session(connection, broker, verify=False)  # trust was judged on the probe's connection
+        try:
+            async with asyncio.timeout(min(LEARN_TIMEOUT, clock.remaining())):
+                await session.handshake()
+                stream, _ = await open_stream(session, broker, clock, blank_result(broker, 0.0, ip=ip))
+                await stream.write(encode_connect(protocol=PROTOCOL_5, client_id=client_id(broker)))
+                sent = True
+                answer = await read_connack(stream.read, PROTOCOL_5)
+            if answer.code == 0:
+                await stream.write(DISCONNECT, flush=False)
+            return answer, True
+        finally:
+            session.close()
+    except TimeoutError:
+        return None, False
+    except ANSWERLESS:
+        return None, sent
+    except Failed:
+        return None, sent
+
+
+def client_id(broker: BrokerConfig) -> str:
+    return broker.mqtt.client_id or f"mqtt-cert-exporter-{uuid.uuid4().hex[:12]}"
+
+
+def proxy_resolves(broker: BrokerConfig) -> bool:
+    """Whether the proxy, not we, resolves the broker's name (socks5h://, http:// CONNECT)."""
+    if broker.proxy is None or not broker.proxy.resolves_names:
+        return False
+    return literal_ip(broker.target.host) is None
+
+
+def host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+async def connect_tcp(host: str, port: int, clock: Clock, proxy: ProxySettings | None = None) -> Connection:
+    """TCP to ``host`` (an IP, or a name the proxy resolves), directly or through ``proxy``."""
+    where = host_port(host, port)
+    try:
+        async with asyncio.timeout(clock.remaining()):
+            connection = await connect(host, port) if proxy is None else await connect(proxy.host, proxy.port)
+    except CONNECT.catches as exc:
+        raise Failed(CONNECT.failure(exc, where if proxy is None else f"proxy {proxy}")) from None
+    if proxy is None:
+        return connection
+    try:
+        async with asyncio.timeout(clock.remaining()):
+            await tunnel(connection, dialogue(proxy, host, port))
+    except TUNNEL.catches as exc:
+        connection.close()
+        raise Failed(TUNNEL.failure(exc, f"proxy {proxy} -> {where}")) from None
+    return connection
+
+
+async def open_stream(
+    session: TlsSession, broker: BrokerConfig, clock: Clock, draft: ProbeResult
+) -> tuple[Stream, ProbeResult]:
+    """mqtts: MQTT goes straight over TLS. wss: the HTTP upgrade first, then MQTT in binary frames.
+
+    The draft gains the upgrade's answer, also when the upgrade failed (``Failed`` then carries it).
+    """
+    if broker.target.scheme != "wss":
+        return session, draft
+    stream = WebSocketStream(session)
+    failure: Failure | None = None
+    with clock.phase(Phase.WEBSOCKET):
+        try:
+            async with asyncio.timeout(clock.remaining()):
+                await stream.upgrade(
+                    host=broker.server_name.strip("[]"), port=broker.target.port, path=broker.target.path
+                )
+        except WEBSOCKET_UPGRADE.catches as exc:
+            failure = WEBSOCKET_UPGRADE.failure(exc, broker.target.path)
+    if stream.response is not None:
+        draft = replace(draft, websocket=WebSocketFacts(stream.response.status, stream.subprotocol))
+    if failure is not None:
+        raise Failed(failure, draft)
+    return stream, draft
+
+
+async def round_trip(
+    broker: BrokerConfig, clock: Clock, draft: ProbeResult, *, verified: bool
+) -> ProbeResult:
+    """The optional publish/receive round trip, on a connection of its own (aiomqtt)."""
+    if broker.mqtt.roundtrip is None or draft.mqtt is None or not draft.mqtt.accepted:
+        return draft
+    with clock.phase(Phase.ROUNDTRIP):
+        facts = await run_roundtrip(
+            broker,
+            ip=draft.ip or None,
+            context=client_context(broker.tls, verify=verified),
+            budget=clock.remaining(),
+            unverified=not verified,
+        )
+    return replace(draft, roundtrip=facts)
+
+
+def open_session(connection: Connection, broker: BrokerConfig, *, verify: bool) -> TlsSession:
+    server_name = broker.server_name.strip("[]")
+    try:
+        context = client_context(broker.tls, verify=verify)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        # The files were usable when the config was loaded; they changed since.
+        connection.close()
+        detail = f"cannot load the configured CA or client certificate files: {exc}"
+        raise Failed(Failure(Stage.TLS, Reason.HANDSHAKE_FAILURE, detail)) from None
+    return TlsSession(connection, context, server_name, sends_client_certificate=bool(broker.tls.cert_file))
+
+
+def sends_credentials(broker: BrokerConfig) -> bool:
+    return broker.mqtt.username is not None or broker.mqtt.password is not None
+
+
+def speaking(broker: BrokerConfig, protocol: MqttProtocol) -> BrokerConfig:
+    return replace(broker, mqtt=replace(broker.mqtt, protocol=protocol))
+
+
+async def exchange(
+    stream: Stream, broker: BrokerConfig, clock: Clock, *, unverified: bool = False
+) -> MqttFacts:
+    return await after_connack(stream, broker, await connack(stream, broker, clock), unverified=unverified)
+
+
+async def connack(stream: Stream, broker: BrokerConfig, clock: Clock) -> Connack:
+    """Send the CONNECT, read the CONNACK; failures as the CONNACK table says."""
+    settings = broker.mqtt
+    connect = encode_connect(
+        protocol=settings.protocol,
+        client_id=client_id(broker),
+        username=settings.username,
+        password=settings.password.reveal() if settings.password else None,
+        keepalive=settings.keepalive,
+    )
+    try:
+        async with asyncio.timeout(clock.remaining()):
+            await stream.write(connect)
+            connack = await read_connack(stream.read, settings.protocol)
+    except CONNACK.catches as exc:
+        if isinstance(stream, WebSocketStream) and stream.close_status is not None:
+            raise Failed(websocket_closed(*stream.close_status)) from None
+        raise Failed(CONNACK.failure(exc)) from None
+    return connack
+
+
+async def after_connack(
+    stream: Stream, broker: BrokerConfig, connack: Connack, *, unverified: bool
+) -> MqttFacts:
+    if connack.code == 0:
+        try:
+            await stream.write(DISCONNECT, flush=False)  # leaves with the close_notify
+        except (TlsClosed, OSError):
+            pass  # the broker already answered what we asked; a close race is not a failure
+    return MqttFacts(
+        protocol=connack.protocol,
+        connack_code=connack.code,
+        unverified_connection=unverified,
+        requested=broker.mqtt.protocol or PROTOCOL_5,
+    )
