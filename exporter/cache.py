@@ -57,6 +57,11 @@ class BoundedCache(Generic[K, V]):
             while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
                 self._drop(next(iter(self._entries)))
 
+    def pop(self, key: K) -> None:
+        with self._lock:
+            if key in self._entries:
+                self._drop(key)
+
     def size(self) -> CacheSize:
         with self._lock:
             return CacheSize(self.name, len(self._entries), self._bytes)

@@ -70,6 +70,11 @@ class Lab:
             **changes,
         )
 
+    def connections_logged(self, port: int) -> int:
+        """How many TCP connections the lab's Mosquitto logged on ``port`` (``connection_messages true``)."""
+        marker = f" on port {port}."
+        return sum(m.log_path.read_text().count(marker) for m in self.mosquitto if m.running)
+
     def config_yaml(self, *scenarios: str, interval: str = "2s", timeout: str = "1s") -> str:
         """A config file text probing these scenarios (names = scenario names)."""
         lines = ["defaults:", f"  interval: {interval}", f"  timeout: {timeout}", "brokers:"]

@@ -255,24 +255,18 @@ async def test_auto_protocol_learns_v5_on_mosquitto_and_learns_again_after_an_mq
     assert len(prober.protocols) == 1
 
 
-def _connections_logged(lab: Lab, port: int) -> int:
-    """How many TCP connections the lab's Mosquitto logged on ``port`` (``connection_messages true``)."""
-    marker = f" on port {port}."
-    return sum(m.log_path.read_text().count(marker) for m in lab.mosquitto if m.running)
-
-
 async def test_auto_protocol_without_credentials_learns_on_the_probes_own_connection(lab: Lab) -> None:
     # Nothing secret in its CONNECT: the probe's own CONNACK teaches the version, one connection, not two.
     broker = lab.broker("good", mqtt={"protocol": "auto"})
     assert broker.mqtt.username is None and broker.mqtt.password is None
     prober = Prober()
     for expected_connections in (1, 1):  # learned, then remembered
-        before = _connections_logged(lab, broker.target.port)
+        before = lab.connections_logged(broker.target.port)
         result = await prober.probe(broker)
         assert summary(result) is None, result.failure
         assert result.mqtt is not None and (result.mqtt.protocol, result.mqtt.requested) == ("5", "5")
         await asyncio.sleep(0.2)  # Mosquitto writes its log line after the accept
-        assert _connections_logged(lab, broker.target.port) - before == expected_connections
+        assert lab.connections_logged(broker.target.port) - before == expected_connections
     assert len(prober.protocols) == 1
 
 

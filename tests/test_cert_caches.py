@@ -11,11 +11,10 @@ import pytest
 from mqtt_cert_exporter.cache import BoundedCache
 from mqtt_cert_exporter.certs import chain, parse
 from mqtt_cert_exporter.collector import ExporterFacts, exporter_families
-from mqtt_cert_exporter.config import BrokerConfig, Target, TlsSettings
-from mqtt_cert_exporter.lab.pki import Pki
+from mqtt_cert_exporter.config import BrokerConfig
 from mqtt_cert_exporter.probe import Prober
 from tests.conftest import Lab
-from tests.lab.hostile import HostileServer, after_tls, rotating_certificates
+from tests.lab.hostile import rotating_broker
 
 PROBES = 12
 #: small enough that a dozen probes overflow each cache
@@ -24,18 +23,14 @@ SMALL = 8_000
 
 @pytest.fixture(scope="module")
 def rotating(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerConfig]:
-    pki = Pki(tmp_path_factory.mktemp("rotating"))
-    context = rotating_certificates(pki, lab.intermediate, lab.intermediate.cert_path)
-    server = HostileServer(after_tls(lambda _: b"\x20\x02\x00\x00", close=True), context=context).start()
-    try:
-        yield BrokerConfig(
-            "rotating",
-            Target("127.0.0.1", server.port),
-            timeout=5,
-            tls=TlsSettings(ca_file=str(lab.root.cert_path), server_name="localhost"),
-        )
-    finally:
-        server.stop()
+    with rotating_broker(
+        tmp_path_factory.mktemp("rotating"),
+        lab.intermediate,
+        lab.intermediate.cert_path,
+        ca_file=lab.root.cert_path,
+        connack=b"\x20\x02\x00\x00",
+    ) as broker:
+        yield broker
 
 
 def exported(prober: Prober) -> dict[tuple[str, str], float]:

@@ -343,15 +343,22 @@ class VerdictCache:
     ) -> None:
         """Remember ``verdict`` until the first date after ``now`` of ``certificates`` (those it was
         judged on), at most ``ttl``."""
-        until = now + self._ttl
-        for facts in certificates:
-            for date in (facts.not_before, facts.not_after):
-                if now < date < until:
-                    until = date
+        until = first_date_after(now, certificates, limit=now + self._ttl)
         self._verdicts.put(key, verdict, size=_held_bytes(key) + VERDICT_BYTES, expires=until)
 
     def size(self) -> CacheSize:
         return self._verdicts.size()
+
+
+def first_date_after(now: float, certificates: Iterable[CertFacts], *, limit: float) -> float:
+    """The first notBefore or notAfter of ``certificates`` after ``now`` (when what OpenSSL says of them
+    may change), at most ``limit``."""
+    until = limit
+    for facts in certificates:
+        for date in (facts.not_before, facts.not_after):
+            if now < date < until:
+                until = date
+    return until
 
 
 #: A verdict's own objects (problems, messages; its certificates' facts are shared with the parsed cache).

@@ -21,12 +21,13 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from mqtt_cert_exporter import logs
+from mqtt_cert_exporter.cache import BoundedCache
 from mqtt_cert_exporter.certs import chain as chains
 from mqtt_cert_exporter.certs import files
-from mqtt_cert_exporter.certs.parse import Parsed, parse_der, parsed_cache_size
+from mqtt_cert_exporter.certs.parse import Parsed, TrustStore, parse_der, parsed_cache_size
 from mqtt_cert_exporter.config import BrokerConfig
 from mqtt_cert_exporter.connack import (
     PROTOCOL_5,
@@ -44,6 +45,7 @@ from mqtt_cert_exporter.probe.negotiation import ProtocolMemory, Where, spoken
 from mqtt_cert_exporter.probe.secondlook import second_look
 from mqtt_cert_exporter.probe.steps import Clock, Failed, blank_result
 from mqtt_cert_exporter.probe.wire.addresses import family_name, literal_ip, select_addresses
+from mqtt_cert_exporter.probe.wire.connection import Connection
 from mqtt_cert_exporter.probe.wire.tls import TlsSession
 from mqtt_cert_exporter.probe.wire.transport import Stream
 from mqtt_cert_exporter.results import (
@@ -63,6 +65,13 @@ log = logs.get_logger(__name__)
 #: Spend at most this share of what is left of the deadline fetching a missing intermediate.
 AIA_TIMEOUT = 3.0
 
+#: OpenSSL's rejection of a chain is reused at most this long (and never past a date of the chain).
+REJECTION_TTL = 3600.0
+REJECTIONS_MAX = 65536
+REJECTIONS_MAX_BYTES = 16 << 20
+#: What a remembered rejection holds besides the chain's DER.
+REJECTION_BYTES = 512
+
 #: Resolves a host name to its addresses (IP strings); ``getaddrinfo`` unless a test injects another.
 Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 #: The chain as sent, parsed: for what runs after the probe (revocation), never part of the result.
@@ -73,6 +82,16 @@ async def getaddrinfo_resolver(host: str, port: int) -> list[str]:
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return [str(info[4][0]) for info in infos]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """OpenSSL rejected ``chain_der`` for ``server_name`` against ``store``: (code, message)."""
+
+    chain_der: tuple[bytes, ...]
+    server_name: str
+    store: TrustStore
+    verify: tuple[int, str]
 
 
 class _SpeaksOlder(Exception):
@@ -92,6 +111,10 @@ class Prober:
     ) -> None:
         self.aia = aia or AiaFetcher()
         self.verdicts = chains.VerdictCache()
+        #: listener -> OpenSSL's rejection of the chain it served last
+        self.rejections: BoundedCache[Where, Rejection] = BoundedCache(
+            "rejections", max_entries=REJECTIONS_MAX, max_bytes=REJECTIONS_MAX_BYTES
+        )
         #: ``mqtt.protocol: auto``: the version each broker speaks, learned without credentials
         self.protocols = ProtocolMemory()
         self.resolver: Resolver = resolver or getaddrinfo_resolver
@@ -110,6 +133,7 @@ class Prober:
             parsed_cache_size(),
             chains.signature_cache_size(),
             self.verdicts.size(),
+            self.rejections.size(),
         )
 
     async def probe(self, broker: BrokerConfig) -> ProbeResult:
@@ -173,26 +197,26 @@ class Prober:
             if not draft.ip and not steps.proxy_resolves(broker):
                 with clock.phase(Phase.RESOLVE):
                     draft = replace(draft, ip=(await self._resolve(broker, clock))[0])
-            with clock.phase(Phase.CONNECT):
-                connection = await steps.connect_tcp(
-                    draft.ip or broker.target.host, broker.target.port, clock, broker.proxy
-                )
+            connection = await _connected(broker, clock, draft)
+            rejected = self._rejected(broker, draft)
+            if rejected is not None:
+                known = await self._as_rejected_before(connection, broker, clock, draft, rejected)
+                if known is not None:
+                    return known
+                connection = await _connected(broker, clock, draft)  # another chain: OpenSSL judges it
             session = steps.open_session(connection, broker, verify=True)
             try:
                 with clock.phase(Phase.TLS):
                     tls, presented, verified = await self._handshake(session, broker, clock)
                     draft = replace(draft, tls=tls)
+                    self._remember_rejection(broker, draft, session, presented)
                     if verified:
                         await steps.client_certificate_verdict(session, clock)
                 if not verified:
                     session.close()
                     negotiated, learn_at = await self._negotiated(broker, clock, draft)
                     draft = await self._mqtt_over_unverified(negotiated, clock, draft, learn_at)
-                    problems = ", ".join(tls.verdict.problems)
-                    failure = Failure(
-                        Stage.TRUST, Reason.UNTRUSTED, f"certificate chain not trusted: {problems}"
-                    )
-                    return replace(draft, failure=failure), presented
+                    return replace(draft, failure=_untrusted(tls.verdict)), presented
                 broker, learn_at = await self._negotiated(broker, clock, draft)
                 stream, draft = await steps.open_stream(session, broker, clock, draft)
                 with clock.phase(Phase.MQTT):
@@ -350,11 +374,7 @@ class Prober:
             )
             session = steps.open_session(connection, broker, verify=False)
             try:
-                try:
-                    async with asyncio.timeout(clock.remaining()):
-                        await session.handshake()
-                except TLS_HANDSHAKE.catches as exc:
-                    raise Failed(TLS_HANDSHAKE.failure(exc)) from None
+                await steps.unverified_handshake(session, clock)
                 if draft.tls is not None:
                     # The failed verifying handshake cannot tell version and cipher; this one can.
                     facts = replace(
@@ -364,12 +384,26 @@ class Prober:
                         alpn_protocol=session.alpn_protocol,
                     )
                     draft = replace(draft, tls=facts)
-                stream, draft = await steps.open_stream(session, broker, clock, draft)
-                with clock.phase(Phase.MQTT):
-                    mqtt = await self._mqtt_exchange(stream, broker, clock, learn_at, unverified=True)
-                    draft = replace(draft, mqtt=mqtt)
+                return await self._mqtt_unverified(session, broker, clock, draft, learn_at)
             finally:
                 session.close()
+        except Failed as failed:
+            return replace(failed.draft or draft, secondary_failure=failed.failure)
+
+    async def _mqtt_unverified(
+        self,
+        session: TlsSession,
+        broker: BrokerConfig,
+        clock: Clock,
+        draft: ProbeResult,
+        learn_at: Where | None,
+    ) -> ProbeResult:
+        """MQTT over a session that verified nothing: its failures are ``secondary_failure``."""
+        try:
+            stream, draft = await steps.open_stream(session, broker, clock, draft)
+            with clock.phase(Phase.MQTT):
+                mqtt = await self._mqtt_exchange(stream, broker, clock, learn_at, unverified=True)
+                draft = replace(draft, mqtt=mqtt)
         except Failed as failed:
             return replace(failed.draft or draft, secondary_failure=failed.failure)
         refused = steps.refusal(draft.mqtt)
@@ -377,6 +411,82 @@ class Prober:
             return replace(draft, secondary_failure=refused)
         # ACL or routing problems are worth knowing even while the certificate is bad.
         return await steps.round_trip(broker, clock, draft, verified=False)
+
+    # -- a chain OpenSSL rejected before ----------------------------------------------------------
+    def _rejected(self, broker: BrokerConfig, draft: ProbeResult) -> Rejection | None:
+        """OpenSSL's rejection of the chain this listener served at an earlier probe, while nothing it
+        depends on changed: the server name, the trust store, and no date of the chain passed since."""
+        rejection = self.rejections.get(_where(broker, draft), time.time())
+        if rejection is None or rejection.server_name != broker.server_name:
+            return None
+        return rejection if rejection.store == files.trust_store(broker.tls.ca_file) else None
+
+    def _remember_rejection(
+        self, broker: BrokerConfig, draft: ProbeResult, session: TlsSession, presented: Presented
+    ) -> None:
+        if session.verify_error is None:
+            self.rejections.pop(_where(broker, draft))
+            return
+        now = time.time()
+        rejection = Rejection(
+            session.chain_der,
+            broker.server_name,
+            files.trust_store(broker.tls.ca_file),
+            (session.verify_error.code, session.verify_error.message),
+        )
+        until = chains.first_date_after(
+            now, [parsed.facts for parsed in presented], limit=now + REJECTION_TTL
+        )
+        size = sum(map(len, session.chain_der)) + REJECTION_BYTES
+        self.rejections.put(_where(broker, draft), rejection, size=size, expires=until)
+
+    async def _as_rejected_before(
+        self,
+        connection: Connection,
+        broker: BrokerConfig,
+        clock: Clock,
+        draft: ProbeResult,
+        rejected: Rejection,
+    ) -> tuple[ProbeResult, Presented] | None:
+        """The probe of a listener whose chain OpenSSL rejected before, on one connection that verifies
+        nothing: while the broker sends the same chain, a verifying handshake would only be rejected
+        again, and a second connection would then ask whether the broker speaks MQTT. None when the
+        broker now sends another chain: OpenSSL must judge that one."""
+        session = steps.open_session(connection, broker, verify=False)
+        try:
+            with clock.phase(Phase.TLS):
+                await steps.unverified_handshake(session, clock)
+                if session.chain_der != rejected.chain_der:
+                    self.rejections.pop(_where(broker, draft))
+                    return None
+                presented = tuple(parse_der(der) for der in session.chain_der)
+                verdict = await self._verdict(session.chain_der, presented, broker, clock, rejected.verify)
+                tls = TlsFacts(
+                    version=session.version,
+                    cipher=session.cipher,
+                    chain=tuple(parsed.facts for parsed in presented),
+                    verdict=verdict,
+                    alpn_protocol=session.alpn_protocol,
+                )
+                draft = replace(draft, tls=tls)
+            negotiated, learn_at = await self._negotiated(broker, clock, draft)
+            draft = await self._mqtt_unverified(session, negotiated, clock, draft, learn_at)
+        finally:
+            session.close()
+        return replace(draft, failure=_untrusted(tls.verdict)), presented
+
+
+def _untrusted(verdict: TrustVerdict) -> Failure:
+    return Failure(
+        Stage.TRUST, Reason.UNTRUSTED, f"certificate chain not trusted: {', '.join(verdict.problems)}"
+    )
+
+
+async def _connected(broker: BrokerConfig, clock: Clock, draft: ProbeResult) -> Connection:
+    with clock.phase(Phase.CONNECT):
+        return await steps.connect_tcp(
+            draft.ip or broker.target.host, broker.target.port, clock, broker.proxy
+        )
 
 
 def _where(broker: BrokerConfig, draft: ProbeResult) -> Where:

@@ -103,6 +103,15 @@ def blank_result(
     )
 
 
+async def unverified_handshake(session: TlsSession, clock: Clock) -> None:
+    """A handshake with a context that verifies nothing (only a failure to speak TLS fails it)."""
+    try:
+        async with asyncio.timeout(clock.remaining()):
+            await session.handshake()
+    except TLS_HANDSHAKE.catches as exc:
+        raise Failed(TLS_HANDSHAKE.failure(exc)) from None
+
+
 async def client_certificate_verdict(session: TlsSession, clock: Clock) -> None:
     try:
         await session.await_client_certificate_verdict(min(CLIENT_CERT_VERDICT_WAIT, clock.remaining()))

@@ -12,10 +12,12 @@ import socket
 import ssl
 import struct
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mqtt_cert_exporter.config import BrokerConfig, Target, TlsSettings
 from mqtt_cert_exporter.lab.pki import Issued, Pki
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -232,3 +234,22 @@ def rotating_certificates(pki: Pki, issuer: Issued, chain_file: Path) -> ssl.SSL
     context.load_cert_chain(first.cert_path, first.key_path)
     context.sni_callback = fresh
     return context
+
+
+@contextmanager
+def rotating_broker(
+    directory: Path, issuer: Issued, chain_file: Path, *, ca_file: Path, connack: bytes
+) -> Iterator[BrokerConfig]:
+    """A broker that presents a new leaf of ``issuer`` on every connection (``rotating_certificates``),
+    answers a CONNECT with ``connack`` and closes; probed against ``ca_file``."""
+    context = rotating_certificates(Pki(directory), issuer, chain_file)
+    server = HostileServer(after_tls(lambda _: connack, close=True), context=context).start()
+    try:
+        yield BrokerConfig(
+            "rotating",
+            Target("127.0.0.1", server.port),
+            timeout=5,
+            tls=TlsSettings(ca_file=str(ca_file), server_name="localhost"),
+        )
+    finally:
+        server.stop()
