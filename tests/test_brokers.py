@@ -372,7 +372,7 @@ async def test_a_healthy_probe_leaves_nothing_above_info_in_rabbitmqs_log(rabbit
         for line in node.node_log_text().splitlines()[seen:]
         if re.search(r"\[(error|warning|notice)\]", line)
     ]
-    assert loud == []
+    assert loud == [], "\n".join(loud)
 
 
 async def _log_flushed(broker: RabbitMQ, prober: Prober, config: BrokerConfig) -> int:
