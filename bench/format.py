@@ -1,6 +1,7 @@
 """What formatting one published result costs, and what a /metrics scrape of a big fleet costs.
 
     python -m bench.format [--brokers 10000] [--repeat 2000]   (--repeat 0: the fleet only)
+    python -m bench.format --baseline DIR   (DIR: an older checkout, e.g. `git archive main | tar -x -C DIR`)
 
 No network: the results are built by hand (a healthy broker with a two-certificate chain, lints,
 revocation and the served-file check; an untrusted one; one refused). Runs the formatting the daemon did
@@ -8,6 +9,11 @@ before (prometheus_client metric families, kept below for the comparison only) a
 side on the same results, checks they produce the same text, and reports the per-result ratio. Then
 publishes one result per broker the way the daemon does (``store.publish`` then ``exposition.prepare``)
 and times ``BrokerExposition.render()``.
+
+Steady state is what the daemon spends on most publishes: a broker's next result, its chain's facts (parsed
+certificates, verdict) the very objects of the previous one (the probe's caches), session facts, lints and
+revocation new but equal, durations and times new. ``--baseline DIR`` measures the same in the code of an
+older checkout, in subprocesses alternating with this one's, and prints both side by side.
 """
 
 from __future__ import annotations
@@ -16,12 +22,19 @@ import argparse
 import dataclasses
 import gc
 import itertools
+import json
+import math
+import os
 import pickle
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import cast
 
 from prometheus_client.core import Metric
@@ -253,6 +266,100 @@ def compare(repeat: int) -> None:
         print(f"{kind:<10} {before * 1e6:>10.1f} {after * 1e6:>10.1f} {ratio:>6.1f}x {prepared * 1e6:>19.1f}")
 
 
+def successor(result: ProbeResult, step: int) -> ProbeResult:
+    """The broker's result ``step`` probes later, as the daemon makes it in steady state: the chain's
+    parsed certificates and verdict are the same objects (the probe's caches); the session facts, lints,
+    revocation and the rest are new objects with equal values; times and durations move."""
+    tls = result.tls
+    revocation = result.revocation
+    return replace(
+        result,
+        started=result.started + 60 * step,
+        finished=result.finished + 60 * step,
+        durations=tuple((phase, seconds * (1 + step / 997)) for phase, seconds in result.durations),
+        failure=None if result.failure is None else replace(result.failure),
+        tls=None if tls is None else replace(tls, chain=tuple(list(tls.chain))),
+        mqtt=None if result.mqtt is None else replace(result.mqtt),
+        served_file=None if result.served_file is None else replace(result.served_file),
+        revocation=None
+        if revocation is None
+        else replace(revocation, checks=tuple(replace(check) for check in revocation.checks)),
+        lints=tuple(replace(finding) for finding in result.lints),
+    )
+
+
+def steady_publish(build: Callable[[str], ProbeResult], repeat: int) -> tuple[float, float]:
+    """Seconds per steady-state publish of one broker: ``store.publish`` alone, and with ``prepare``."""
+    store = ResultStore()
+    view = BrokerExposition(store)
+    first = build("broker-0042")
+    results = [successor(first, step) for step in range(1, 65)]
+    store.publish([first])
+    view.prepare(first.broker)
+    published = itertools.cycle(results)
+
+    def publish() -> None:
+        store.publish([next(published)])
+
+    def prepare() -> None:
+        store.publish([next(published)])
+        view.prepare("broker-0042")
+
+    return cast(tuple[float, float], tuple(best([publish, prepare], repeat)))
+
+
+STEADY_FORMAT = "{:<10} {:>12.1f} {:>12.1f} {:>14.1f}"
+
+
+def steady(repeat: int) -> dict[str, float]:
+    """Steady-state µs of prepare (publish+prepare less publish) per kind of result."""
+    print(f"steady-state publish of one broker, best of 9 rounds of {repeat} calls")
+    print(f"{'result':<10} {'publish µs':>12} {'+prepare µs':>12} {'prepare µs':>14}")
+    found = {}
+    for kind, build in BUILDERS.items():
+        publish, prepared = steady_publish(build, repeat)
+        found[kind] = (prepared - publish) * 1e6
+        print(STEADY_FORMAT.format(kind, publish * 1e6, prepared * 1e6, found[kind]))
+    return found
+
+
+def against(baseline: Path, repeat: int, brokers: int, runs: int = 3) -> None:
+    """This code and ``baseline``'s (a checkout: its ``exporter/`` is imported as the package) measured by
+    this benchmark in alternating subprocesses; the best of ``runs`` each."""
+    here = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory() as packages:
+        os.symlink(baseline.resolve() / "exporter", Path(packages) / "mqtt_cert_exporter")
+        sides = {"before": f"{packages}{os.pathsep}{here}", "after": str(here)}
+        found: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
+        for _ in range(runs):
+            for side, path in sides.items():
+                command = [sys.executable, "-m", "bench.format", "--json", "--repeat", str(repeat)]
+                command += ["--brokers", str(brokers)]
+                env = {**os.environ, "PYTHONPATH": path}
+                done = subprocess.run(command, env=env, cwd=here, check=True, capture_output=True, text=True)
+                found[side].append(json.loads(done.stdout.splitlines()[-1]))
+    bests = {side: {key: min(run[key] for run in runs_) for key in runs_[0]} for side, runs_ in found.items()}
+    print(f"before ({baseline}) and after (this checkout), best of {runs} alternating runs each")
+    print(f"{'':<44} {'before':>9} {'after':>9} {'ratio':>7}")
+    for key in bests["after"]:
+        before, after = bests["before"].get(key, math.nan), bests["after"][key]
+        print(f"{key:<44} {before:>9.1f} {after:>9.1f} {before / after:>6.2f}x")
+
+
+def quick(repeat: int, brokers: int) -> dict[str, float]:
+    """The figures ``--baseline`` compares: steady-state prepare µs per kind, and the default fleet's
+    steady publish+prepare µs per result and render ms."""
+    found = {}
+    for kind, build in BUILDERS.items():
+        publish, prepared = steady_publish(build, repeat)
+        found[f"steady prepare µs, {kind}"] = (prepared - publish) * 1e6
+    text = fleet(brokers, ChainDetail.LEAF_EARLIEST)
+    found[f"{brokers} brokers: first publish+prepare µs"] = text.publish / brokers * 1e6
+    found[f"{brokers} brokers: steady publish+prepare µs"] = text.steady_publish / brokers * 1e6
+    found[f"{brokers} brokers: render ms"] = text.render * 1e3
+    return found
+
+
 def with_root(result: ProbeResult) -> ProbeResult:
     """The result with the root sent as well (leaf, intermediate, root: a common broker configuration)."""
     assert result.tls is not None and result.tls.verdict.anchor is not None
@@ -267,12 +374,13 @@ class FleetText:
     brokers: int
     chain: ChainDetail
     root_sent: bool  # healthy chains are leaf, intermediate, root (else leaf, intermediate)
-    publish: float  # seconds to publish + prepare every result
+    publish: float  # seconds to publish + prepare every result (each broker's first)
     render: float  # median seconds of render() with every broker formatted
     series: int
     bytes: int
     gzip_bytes: int  # at aiohttp's level (6)
     gzip_seconds: float  # compressing it (aiohttp does it in a thread: not blocking the loop)
+    steady_publish: float  # seconds to publish + prepare every broker's next result (``successor``)
 
     def line(self) -> str:
         chains = "leaf, intermediate, root" if self.root_sent else "leaf, intermediate"
@@ -280,9 +388,19 @@ class FleetText:
             f"{self.brokers} brokers, healthy chains {chains}, --metrics.chain={self.chain}: "
             f"render {self.render * 1e3:.0f} ms; {self.series} series ({self.series / self.brokers:.1f} per "
             f"broker), {self.bytes / 2**20:.1f} MiB, gzip {self.gzip_bytes / 2**20:.2f} MiB "
-            f"(compressed in {self.gzip_seconds * 1e3:.0f} ms); publish+prepare {self.publish / self.brokers * 1e6:.0f} µs "
-            "per result"
+            f"(compressed in {self.gzip_seconds * 1e3:.0f} ms); publish+prepare per result: first "
+            f"{self.publish / self.brokers * 1e6:.0f} µs, steady {self.steady_publish / self.brokers * 1e6:.1f} µs"
         )
+
+
+def publish_all(store: ResultStore, view: BrokerExposition, results: Sequence[ProbeResult]) -> float:
+    """Seconds to publish and prepare each result, as the daemon does."""
+    gc.collect()
+    started = time.perf_counter()
+    for result in results:
+        store.publish([result])
+        view.prepare(result.broker)
+    return time.perf_counter() - started
 
 
 def fleet(brokers: int, chain: ChainDetail = ChainDetail.ALL, root_sent: bool = False) -> FleetText:
@@ -295,12 +413,8 @@ def fleet(brokers: int, chain: ChainDetail = ChainDetail.ALL, root_sent: bool = 
         (refused, untrusted)[i % 10](name) if i % 10 < 2 else good(name)
         for i, name in enumerate(store.intervals)
     ]
-    gc.collect()
-    started = time.perf_counter()
-    for result in results:
-        store.publish([result])
-        view.prepare(result.broker)
-    publishing = time.perf_counter() - started
+    publishing = publish_all(store, view, results)
+    steady_publishing = publish_all(store, view, [successor(result, 1) for result in results])
     view.render()  # the first scrape formats the intervals
     timings = []
     for _ in range(5):
@@ -323,6 +437,7 @@ def fleet(brokers: int, chain: ChainDetail = ChainDetail.ALL, root_sent: bool = 
         len(body),
         len(packed),
         packing,
+        steady_publishing,
     )
 
 
@@ -344,9 +459,20 @@ def main() -> None:
     )
     parser.add_argument("--brokers", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=2_000)
+    parser.add_argument("--baseline", type=Path, help="an older checkout to compare with, side by side")
+    parser.add_argument(
+        "--json", action="store_true", help="(for --baseline) the figures it compares, as JSON"
+    )
     options = parser.parse_args()
+    if options.json:
+        print(json.dumps(quick(options.repeat, options.brokers)))
+        return
+    if options.baseline:
+        against(options.baseline, options.repeat, options.brokers)
+        return
     if options.repeat:
         compare(options.repeat)
+        steady(options.repeat)
     for found in fleet_texts(options.brokers):
         print(found.line())
 
