@@ -16,6 +16,7 @@ import functools
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Final
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -92,6 +93,7 @@ from mqtt_cert_exporter.families import (
 from mqtt_cert_exporter.results import (
     CacheSize,
     CertFacts,
+    Phase,
     ProbeResult,
     RevocationFacts,
     RevocationStatus,
@@ -235,6 +237,8 @@ def broker_samples(
     A result labelled with its address (``addresses: all``) gets an ``address`` label right after
     ``broker``, and so do its failure counts; every other series is exactly as if the feature did not
     exist (the contract for default brokers does not change).
+
+    A broker's samples are its ``per_probe_samples`` and its ``lasting_samples``: no family has both.
     """
     brokers = brokers or {}
     samples: list[Sample] = []
@@ -244,24 +248,89 @@ def broker_samples(
     for (name, address, stage, reason), count in failure_counts.items():
         add(_labelled((PROBE_FAILURES, B_STAGE_REASON, (name, stage.value, reason.value), count), address))
     for broker_results in results:
-        for result in broker_results:
-            start = len(samples)
-            _result_samples(add, result, now, chain)
-            if result.address_label:
-                samples[start:] = [_labelled(sample, result.address_label) for sample in samples[start:]]
-        if not broker_results:
-            continue
-        name = broker_results[0].broker
-        verdict = same_leaf(result for result in broker_results if result.address_label)
-        if verdict is not None:
-            add((ADDRESSES_SAME_LEAF, B, (name,), 1.0 if verdict else 0.0))
-        broker = brokers.get(name)
-        # only a share of the lifetime needs a leaf; fixed thresholds come from the configuration
-        if broker is not None and None in (broker.expiry_warning.seconds, broker.expiry_critical.seconds):
-            lifetime = _leaf_lifetime(broker_results)
-            if lifetime is not None:
-                _threshold_samples(add, broker, lifetime)
+        if broker_results:
+            samples += per_probe_samples(broker_results, now)
+            samples += lasting_samples(broker_results, brokers.get(broker_results[0].broker), now, chain)
     return samples
+
+
+#: The families a probe's own outcome fills (success, times, the CONNACK, the chain's age): new values
+#: at nearly every probe. Every other broker family is ``lasting_samples``'.
+PER_PROBE_FAMILIES: Final = frozenset(
+    {
+        PROBE_SUCCESS,
+        PROBE_TIMESTAMP,
+        PROBE_DURATION,
+        PROBE_FAILURE,
+        CHAIN_AGE,
+        CONNECT_SUCCESS,
+        CONNACK_REASON_CODE,
+        WEBSOCKET_UPGRADE_STATUS,
+        ROUNDTRIP_SUCCESS,
+        ROUNDTRIP_DURATION,
+    }
+)
+
+
+#: ``phase.value`` without going through Enum's slow descriptor (Python 3.11): every probe has 3-6 phases
+_PHASES: Final = {phase: phase.value for phase in Phase}
+
+
+def per_probe_samples(results: BrokerResults, now: float) -> list[Sample]:
+    """Pure: one broker's samples of the ``PER_PROBE_FAMILIES`` as of ``now``."""
+    samples: list[Sample] = []
+    for result in results:
+        start = len(samples)
+        _probe_samples(samples.append, result, now)
+        _address_labelled(samples, start, result)
+    return samples
+
+
+def lasting_samples(
+    results: BrokerResults, broker: BrokerConfig | None, now: float, chain: ChainDetail
+) -> list[Sample]:
+    """Pure: one broker's samples of the families not in ``PER_PROBE_FAMILIES`` as of ``now``: the
+    session, the chain and what is around it, the thresholds. A function of ``lasting_key`` (and ``now``,
+    for the families relative to it), so they can be kept from one probe to the next."""
+    samples: list[Sample] = []
+    add = samples.append
+    for result in results:
+        start = len(samples)
+        _lasting_result_samples(add, result, now, chain)
+        _address_labelled(samples, start, result)
+    name = results[0].broker
+    verdict = same_leaf(result for result in results if result.address_label)
+    if verdict is not None:
+        add((ADDRESSES_SAME_LEAF, B, (name,), 1.0 if verdict else 0.0))
+    # only a share of the lifetime needs a leaf; fixed thresholds come from the configuration
+    if broker is not None and None in (broker.expiry_warning.seconds, broker.expiry_critical.seconds):
+        lifetime = _leaf_lifetime(results)
+        if lifetime is not None:
+            _threshold_samples(add, broker, lifetime)
+    return samples
+
+
+def lasting_key(results: BrokerResults, broker: BrokerConfig | None, chain: ChainDetail) -> object:
+    """Everything ``lasting_samples`` reads: equal keys give equal samples (for the same ``now``). Mostly
+    the same objects from one probe to the next (parsed certificates, verdicts: the probe's caches), so
+    comparing two keys is cheap."""
+    return (
+        broker,
+        chain,
+        tuple(
+            (
+                result.broker,
+                result.address_label,
+                result.tls,
+                result.retained,
+                result.revocation,
+                result.lints,
+                result.served_file,
+                result.client_cert,
+            )
+            for result in results
+        ),
+    )
 
 
 @functools.cache
@@ -277,7 +346,44 @@ def _labelled(sample: Sample, address: str) -> Sample:
     return (family, _address_labels(labels), (values[0], address, *values[1:]), value)
 
 
-def _result_samples(add: Add, result: ProbeResult, now: float, chain: ChainDetail) -> None:
+def _address_labelled(samples: list[Sample], start: int, result: ProbeResult) -> None:
+    """The samples from ``start`` on (``result``'s) labelled with its address, if it has one."""
+    if result.address_label:
+        samples[start:] = [_labelled(sample, result.address_label) for sample in samples[start:]]
+
+
+def _probe_samples(add: Add, result: ProbeResult, now: float) -> None:
+    name = result.broker
+    broker = (name,)
+    add((PROBE_SUCCESS, B, broker, 1.0 if result.success else 0.0))
+    add((PROBE_TIMESTAMP, B, broker, result.finished))
+    for phase, seconds in result.durations:
+        add((PROBE_DURATION, B_PHASE, (name, _PHASES[phase]), seconds))
+    if result.failure is not None:
+        add(
+            (
+                PROBE_FAILURE,
+                B_STAGE_REASON,
+                (name, result.failure.stage.value, result.failure.reason.value),
+                1.0,
+            )
+        )
+    seen = chain_seen(result)
+    if seen is not None:
+        add((CHAIN_AGE, B, broker, now - seen.seen))
+    mqtt = result.mqtt
+    if mqtt is not None and mqtt.connack_code is not None:
+        add((CONNECT_SUCCESS, B, broker, 1.0 if mqtt.connack_code == 0 else 0.0))
+        add((CONNACK_REASON_CODE, B, broker, float(mqtt.connack_code)))
+    if result.websocket is not None:
+        add((WEBSOCKET_UPGRADE_STATUS, B, broker, float(result.websocket.status_code)))
+    if result.roundtrip is not None:
+        add((ROUNDTRIP_SUCCESS, B, broker, 1.0 if result.roundtrip.success else 0.0))
+        if result.roundtrip.latency is not None:
+            add((ROUNDTRIP_DURATION, B, broker, result.roundtrip.latency))
+
+
+def _lasting_result_samples(add: Add, result: ProbeResult, now: float, chain: ChainDetail) -> None:
     seen = chain_seen(result)
     shown: tuple[frozenset[int], frozenset[int]] = (frozenset(), frozenset())
     if seen is not None:
@@ -289,41 +395,11 @@ def _result_samples(add: Add, result: ProbeResult, now: float, chain: ChainDetai
         ]
         positions = shown_positions(seen.tls.chain, revoked, chain)
         shown = (positions, dated_positions(seen.tls.chain, positions, chain))
-    _probe_samples(add, result, seen, now, shown)
-    _lifecycle_samples(add, result, seen, now, shown)
-    _transport_samples(add, result)
-
-
-def _probe_samples(
-    add: Add,
-    result: ProbeResult,
-    seen: SeenChain | None,
-    now: float,
-    shown: tuple[frozenset[int], frozenset[int]],
-) -> None:
-    name = result.broker
-    broker = (name,)
-    add((PROBE_SUCCESS, B, broker, 1.0 if result.success else 0.0))
-    add((PROBE_TIMESTAMP, B, broker, result.finished))
-    for phase, seconds in result.durations:
-        add((PROBE_DURATION, B_PHASE, (name, phase.value), seconds))
-    if result.failure is not None:
-        add(
-            (
-                PROBE_FAILURE,
-                B_STAGE_REASON,
-                (name, result.failure.stage.value, result.failure.reason.value),
-                1.0,
-            )
-        )
     if result.tls is not None:
         _session_samples(add, result)
     if seen is not None:
-        _chain_samples(add, name, seen, now, shown)
-    mqtt = result.mqtt
-    if mqtt is not None and mqtt.connack_code is not None:
-        add((CONNECT_SUCCESS, B, broker, 1.0 if mqtt.connack_code == 0 else 0.0))
-        add((CONNACK_REASON_CODE, B, broker, float(mqtt.connack_code)))
+        _chain_samples(add, result.broker, seen, now, shown)
+    _lifecycle_samples(add, result, seen, now, shown)
 
 
 def _session_samples(add: Add, result: ProbeResult) -> None:
@@ -345,7 +421,8 @@ def _chain_samples(
     add: Add, name: str, seen: SeenChain, now: float, shown: tuple[frozenset[int], frozenset[int]]
 ) -> None:
     """The series of the chain a result shows: received by this probe, or retained from an earlier one;
-    per-certificate series for the ``shown`` positions (those with series, those with dates too)."""
+    per-certificate series for the ``shown`` positions (those with series, those with dates too). Its age
+    is a per-probe series (``_probe_samples``)."""
     tls = seen.tls
     broker = (name,)
     add((TLS_TRUSTED, B, broker, 1.0 if tls.verdict.trusted else 0.0))
@@ -373,7 +450,6 @@ def _chain_samples(
             cert.signature_algorithm,
         )
         add((CERT_INFO, CERT_INFO_LABELS, identity, 1.0))
-    add((CHAIN_AGE, B, broker, now - seen.seen))
 
 
 def _lifecycle_samples(
@@ -420,16 +496,6 @@ def _revocation_samples(add: Add, name: str, revocation: RevocationFacts, shown:
             add((CERT_REVOKED, B_POSITION, (name, str(check.position)), value))
     if revocation.fetch_success is not None:
         add((CRL_FETCH_SUCCESS, B, (name,), 1.0 if revocation.fetch_success else 0.0))
-
-
-def _transport_samples(add: Add, result: ProbeResult) -> None:
-    broker = (result.broker,)
-    if result.websocket is not None:
-        add((WEBSOCKET_UPGRADE_STATUS, B, broker, float(result.websocket.status_code)))
-    if result.roundtrip is not None:
-        add((ROUNDTRIP_SUCCESS, B, broker, 1.0 if result.roundtrip.success else 0.0))
-        if result.roundtrip.latency is not None:
-            add((ROUNDTRIP_DURATION, B, broker, result.roundtrip.latency))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 `collector.broker_samples` stays the one definition of which series exist; this module only decides
 *when* to format them, and formats those plain samples itself (escaped and numbered exactly as
 prometheus_client does). A broker's text is formatted when its result is published and reused by every scrape until then.
+Of a new result, only its ``per_probe_samples`` are formatted as long as its ``lasting_key`` (the chain's
+facts, the session, the configuration) equals the previous result's: the lasting text stays in place.
 The few values relative to the scrape time (families with a ``now_slope``: ``*_expires_in_seconds``,
 the chain's age) are kept as absolute timestamps and shifted by the scrape's time at each scrape.
 Rendering 10,000 brokers through prometheus_client on every scrape took about 3 s here; with this
@@ -14,9 +16,17 @@ from __future__ import annotations
 import operator
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
 
-from mqtt_cert_exporter.collector import ChainDetail, broker_samples, configured_samples
+from mqtt_cert_exporter.collector import (
+    ChainDetail,
+    broker_samples,
+    configured_samples,
+    lasting_key,
+    lasting_samples,
+    per_probe_samples,
+)
 from mqtt_cert_exporter.families import BROKER_FAMILIES, PROBE_INTERVAL, Family, Sample
 from mqtt_cert_exporter.results import ProbeResult
 from mqtt_cert_exporter.store import ResultStore
@@ -51,18 +61,19 @@ _NON_FINITE: Final = {"inf": "+Inf", "-inf": "-Inf", "nan": "NaN"}
 _NUMBERS: dict[float, str] = {}
 _MAX_NUMBERS: Final = 1 << 15
 
-#: (family, label names) -> the text around the label values: ``name{a="``, ``",b="``, ``"} ``
-_PIECES: dict[tuple[Family, tuple[str, ...]], tuple[str, ...]] = {}
+#: (family, label names) -> the text around the label values (``name{a="``, ``",b="``, ``"} ``), and
+#: whether the family's values are relative to now
+_PIECES: dict[tuple[Family, tuple[str, ...]], tuple[tuple[str, ...], bool]] = {}
 
 
-def _pieces(family: Family, labels: tuple[str, ...]) -> tuple[str, ...]:
+def _pieces(family: Family, labels: tuple[str, ...]) -> tuple[tuple[str, ...], bool]:
     if labels:
         head = f'{family.sample_name}{{{labels[0]}="'
         pieces = (head, *(f'",{label}="' for label in labels[1:]), '"} ')
     else:
         pieces = (family.sample_name + " ",)
-    _PIECES[(family, labels)] = pieces
-    return pieces
+    found = _PIECES[(family, labels)] = (pieces, family.relative_to_now)
+    return found
 
 
 def _escaped(samples: list[Sample]) -> list[Sample]:
@@ -74,6 +85,8 @@ def _escaped(samples: list[Sample]) -> list[Sample]:
 
 
 Lines = dict[Family, list[str]]
+#: the families a part of a broker's samples has text in
+Present = tuple[Family, ...]
 #: family -> (``name{labels} ``, value) of a family whose value is shifted at scrape time
 Relative = dict[Family, list[tuple[str, float]]]
 
@@ -86,14 +99,17 @@ def _format(samples: list[Sample]) -> tuple[Lines, Relative]:
     lines: Lines = {}
     relative: Relative = {}
     for family, labels, values, value in _escaped(samples):
-        pieces = _PIECES.get((family, labels)) or _pieces(family, labels)
-        if len(values) == 1:
+        pieces, moving = _PIECES.get((family, labels)) or _pieces(family, labels)
+        count = len(values)
+        if count == 1:
             series = pieces[0] + values[0] + pieces[1]
-        elif len(values) == 2:
+        elif count == 2:
             series = pieces[0] + values[0] + pieces[1] + values[1] + pieces[2]
+        elif count == 3:  # a failure's stage and reason
+            series = pieces[0] + values[0] + pieces[1] + values[1] + pieces[2] + values[2] + pieces[3]
         else:
             series = "".join([text for pair in zip(pieces, (*values, ""), strict=True) for text in pair])
-        if family.relative_to_now:
+        if moving:
             relative.setdefault(family, []).append((series, value))
         else:
             lines.setdefault(family, []).append(series + ("1.0" if value == 1.0 else number(value)) + "\n")
@@ -131,8 +147,8 @@ class BrokerExposition:
         self._relative: dict[Family, dict[str, tuple[tuple[str, float], ...]]] = {
             family: {} for family in BROKER_FAMILIES if family.relative_to_now
         }
-        #: broker -> the results its text was formatted from, and the families that have its samples
-        self._formatted: dict[str, tuple[tuple[ProbeResult, ...], tuple[Family, ...]]] = {}
+        #: broker -> the results its text was formatted from
+        self._formatted: dict[str, _Formatted] = {}
         self._intervals_of: object = None
         self._interval_lines = ""
         self._configured_of: object = None
@@ -143,22 +159,33 @@ class BrokerExposition:
 
     def _refresh(self, name: str, results: tuple[ProbeResult, ...]) -> None:
         formatted = self._formatted.get(name)
-        if formatted is not None and _same(formatted[0], results):
+        if formatted is not None and _same(formatted.results, results):
             return
-        brokers = self._store.brokers
-        configured = {name: brokers[name]} if name in brokers else {}
-        samples = broker_samples([results], {}, {}, now=0.0, brokers=configured, chain=self._chain)
+        broker = self._store.brokers.get(name)
+        key = lasting_key(results, broker, self._chain)
+        if formatted is not None and formatted.lasting_key == key:
+            lasting = formatted.lasting  # its text is in place
+        else:
+            samples = lasting_samples(results, broker, now=0.0, chain=self._chain)
+            lasting = self._place(name, samples, formatted.lasting if formatted is not None else ())
+        before = formatted.per_probe if formatted is not None else ()
+        per_probe = self._place(name, per_probe_samples(results, now=0.0), before)
+        self._formatted[name] = _Formatted(results, key, lasting, per_probe)
+
+    def _place(self, name: str, samples: list[Sample], before: Present) -> Present:
+        """Format a broker's samples into its text of their families; those of ``before`` (the families
+        the same part had text in) without samples now lose it. Returns the families with text."""
         lines, relative = _format(samples)
         present = (*lines, *relative)
-        if formatted is not None and formatted[1] != present:
-            for family in formatted[1]:
+        if before != present:
+            for family in before:
                 if family not in lines and family not in relative:
                     (self._relative if family.relative_to_now else self._static)[family].pop(name)
         for family, texts in lines.items():
             self._static[family][name] = "".join(texts)
         for family, series in relative.items():
             self._relative[family][name] = tuple(series)
-        self._formatted[name] = (results, present)
+        return present
 
     def _forget(self, name: str) -> None:
         self._formatted.pop(name, None)
@@ -222,6 +249,17 @@ class BrokerExposition:
             else:
                 parts.extend(self._static[family].values())
         return "".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class _Formatted:
+    """What a broker's text was formatted from, in two parts: no family has text from both."""
+
+    results: tuple[ProbeResult, ...]
+    lasting_key: object
+    #: the families with text from ``lasting_samples`` and from ``per_probe_samples``
+    lasting: Present
+    per_probe: Present
 
 
 def _same(formatted: tuple[ProbeResult, ...], results: tuple[ProbeResult, ...]) -> bool:
