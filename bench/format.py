@@ -288,12 +288,28 @@ def successor(result: ProbeResult, step: int) -> ProbeResult:
     )
 
 
-def steady_publish(build: Callable[[str], ProbeResult], repeat: int) -> tuple[float, float]:
+def renewed(result: ProbeResult, step: int) -> ProbeResult:
+    """``successor`` with a new leaf: the worst case, where nothing of the previous text can be kept."""
+    following = successor(result, step)
+    assert following.tls is not None
+    leaf = replace(following.tls.chain[0], serial=f"{step:x}", fingerprint_sha256=f"{step:064x}")
+    return replace(following, tls=replace(following.tls, chain=(leaf, *following.tls.chain[1:])))
+
+
+#: what each kind of result is followed by in steady state
+STEADY: dict[str, tuple[Callable[[str], ProbeResult], Callable[[ProbeResult, int], ProbeResult]]] = {
+    **{kind: (build, successor) for kind, build in BUILDERS.items()},
+    "renewed": (healthy, renewed),
+}
+
+
+def steady_publish(kind: str, repeat: int) -> tuple[float, float]:
     """Seconds per steady-state publish of one broker: ``store.publish`` alone, and with ``prepare``."""
     store = ResultStore()
     view = BrokerExposition(store)
+    build, follow = STEADY[kind]
     first = build("broker-0042")
-    results = [successor(first, step) for step in range(1, 65)]
+    results = [follow(first, step) for step in range(1, 65)]
     store.publish([first])
     view.prepare(first.broker)
     published = itertools.cycle(results)
@@ -312,12 +328,13 @@ STEADY_FORMAT = "{:<10} {:>12.1f} {:>12.1f} {:>14.1f}"
 
 
 def steady(repeat: int) -> dict[str, float]:
-    """Steady-state µs of prepare (publish+prepare less publish) per kind of result."""
+    """Steady-state µs of prepare (publish+prepare less publish) per kind of result (renewed: a healthy
+    broker whose leaf changes at every probe, the worst case)."""
     print(f"steady-state publish of one broker, best of 9 rounds of {repeat} calls")
     print(f"{'result':<10} {'publish µs':>12} {'+prepare µs':>12} {'prepare µs':>14}")
     found = {}
-    for kind, build in BUILDERS.items():
-        publish, prepared = steady_publish(build, repeat)
+    for kind in STEADY:
+        publish, prepared = steady_publish(kind, repeat)
         found[kind] = (prepared - publish) * 1e6
         print(STEADY_FORMAT.format(kind, publish * 1e6, prepared * 1e6, found[kind]))
     return found
@@ -350,8 +367,8 @@ def quick(repeat: int, brokers: int) -> dict[str, float]:
     """The figures ``--baseline`` compares: steady-state prepare µs per kind, and the default fleet's
     steady publish+prepare µs per result and render ms."""
     found = {}
-    for kind, build in BUILDERS.items():
-        publish, prepared = steady_publish(build, repeat)
+    for kind in STEADY:
+        publish, prepared = steady_publish(kind, repeat)
         found[f"steady prepare µs, {kind}"] = (prepared - publish) * 1e6
     text = fleet(brokers, ChainDetail.LEAF_EARLIEST)
     found[f"{brokers} brokers: first publish+prepare µs"] = text.publish / brokers * 1e6

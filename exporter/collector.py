@@ -254,21 +254,11 @@ def broker_samples(
     return samples
 
 
-#: The families a probe's own outcome fills (success, times, the CONNACK, the chain's age): new values
-#: at nearly every probe. Every other broker family is ``lasting_samples``'.
+#: The families whose values move with every probe: its time, its durations, the age of the chain shown,
+#: the round trip. Every other broker family is ``lasting_samples``' (the outcome, the session, the
+#: chain, what is around it, the thresholds: mostly the same from one probe to the next).
 PER_PROBE_FAMILIES: Final = frozenset(
-    {
-        PROBE_SUCCESS,
-        PROBE_TIMESTAMP,
-        PROBE_DURATION,
-        PROBE_FAILURE,
-        CHAIN_AGE,
-        CONNECT_SUCCESS,
-        CONNACK_REASON_CODE,
-        WEBSOCKET_UPGRADE_STATUS,
-        ROUNDTRIP_SUCCESS,
-        ROUNDTRIP_DURATION,
-    }
+    {PROBE_TIMESTAMP, PROBE_DURATION, CHAIN_AGE, ROUNDTRIP_SUCCESS, ROUNDTRIP_DURATION}
 )
 
 
@@ -289,9 +279,9 @@ def per_probe_samples(results: BrokerResults, now: float) -> list[Sample]:
 def lasting_samples(
     results: BrokerResults, broker: BrokerConfig | None, now: float, chain: ChainDetail
 ) -> list[Sample]:
-    """Pure: one broker's samples of the families not in ``PER_PROBE_FAMILIES`` as of ``now``: the
-    session, the chain and what is around it, the thresholds. A function of ``lasting_key`` (and ``now``,
-    for the families relative to it), so they can be kept from one probe to the next."""
+    """Pure: one broker's samples of the families not in ``PER_PROBE_FAMILIES`` as of ``now``. A function
+    of ``lasting_key`` (and ``now``, for the families relative to it), so they can be kept from one probe
+    to the next."""
     samples: list[Sample] = []
     add = samples.append
     for result in results:
@@ -321,6 +311,9 @@ def lasting_key(results: BrokerResults, broker: BrokerConfig | None, chain: Chai
             (
                 result.broker,
                 result.address_label,
+                result.failure,
+                result.mqtt,
+                result.websocket,
                 result.tls,
                 result.retained,
                 result.revocation,
@@ -355,10 +348,23 @@ def _address_labelled(samples: list[Sample], start: int, result: ProbeResult) ->
 def _probe_samples(add: Add, result: ProbeResult, now: float) -> None:
     name = result.broker
     broker = (name,)
-    add((PROBE_SUCCESS, B, broker, 1.0 if result.success else 0.0))
     add((PROBE_TIMESTAMP, B, broker, result.finished))
     for phase, seconds in result.durations:
         add((PROBE_DURATION, B_PHASE, (name, _PHASES[phase]), seconds))
+    seen = chain_seen(result)
+    if seen is not None:
+        add((CHAIN_AGE, B, broker, now - seen.seen))
+    if result.roundtrip is not None:
+        add((ROUNDTRIP_SUCCESS, B, broker, 1.0 if result.roundtrip.success else 0.0))
+        if result.roundtrip.latency is not None:
+            add((ROUNDTRIP_DURATION, B, broker, result.roundtrip.latency))
+
+
+def _outcome_samples(add: Add, result: ProbeResult) -> None:
+    """Whether the probe succeeded, how it failed, what the broker answered."""
+    name = result.broker
+    broker = (name,)
+    add((PROBE_SUCCESS, B, broker, 1.0 if result.success else 0.0))
     if result.failure is not None:
         add(
             (
@@ -368,19 +374,12 @@ def _probe_samples(add: Add, result: ProbeResult, now: float) -> None:
                 1.0,
             )
         )
-    seen = chain_seen(result)
-    if seen is not None:
-        add((CHAIN_AGE, B, broker, now - seen.seen))
     mqtt = result.mqtt
     if mqtt is not None and mqtt.connack_code is not None:
         add((CONNECT_SUCCESS, B, broker, 1.0 if mqtt.connack_code == 0 else 0.0))
         add((CONNACK_REASON_CODE, B, broker, float(mqtt.connack_code)))
     if result.websocket is not None:
         add((WEBSOCKET_UPGRADE_STATUS, B, broker, float(result.websocket.status_code)))
-    if result.roundtrip is not None:
-        add((ROUNDTRIP_SUCCESS, B, broker, 1.0 if result.roundtrip.success else 0.0))
-        if result.roundtrip.latency is not None:
-            add((ROUNDTRIP_DURATION, B, broker, result.roundtrip.latency))
 
 
 def _lasting_result_samples(add: Add, result: ProbeResult, now: float, chain: ChainDetail) -> None:
@@ -395,6 +394,7 @@ def _lasting_result_samples(add: Add, result: ProbeResult, now: float, chain: Ch
         ]
         positions = shown_positions(seen.tls.chain, revoked, chain)
         shown = (positions, dated_positions(seen.tls.chain, positions, chain))
+    _outcome_samples(add, result)
     if result.tls is not None:
         _session_samples(add, result)
     if seen is not None:
