@@ -27,6 +27,7 @@ from mqtt_cert_exporter.collector import (
     lasting_samples,
     per_probe_samples,
 )
+from mqtt_cert_exporter.config import BrokerConfig
 from mqtt_cert_exporter.families import BROKER_FAMILIES, PROBE_INTERVAL, Family, Sample
 from mqtt_cert_exporter.results import ProbeResult
 from mqtt_cert_exporter.store import ResultStore
@@ -162,22 +163,23 @@ class BrokerExposition:
         if formatted is not None and _same(formatted.results, results):
             return
         broker = self._store.brokers.get(name)
-        key = lasting_key(results, broker, self._chain)
-        if formatted is not None and formatted.lasting_key == key:
+        if formatted is not None and lasting_key(results, broker, self._chain) == lasting_key(
+            formatted.results, formatted.broker, self._chain
+        ):
             lasting = formatted.lasting  # its text is in place
         else:
             samples = lasting_samples(results, broker, now=0.0, chain=self._chain)
             lasting = self._place(name, samples, formatted.lasting if formatted is not None else ())
         before = formatted.per_probe if formatted is not None else ()
         per_probe = self._place(name, per_probe_samples(results, now=0.0), before)
-        self._formatted[name] = _Formatted(results, key, lasting, per_probe)
+        self._formatted[name] = _Formatted(results, broker, lasting, per_probe)
 
     def _place(self, name: str, samples: list[Sample], before: Present) -> Present:
         """Format a broker's samples into its text of their families; those of ``before`` (the families
         the same part had text in) without samples now lose it. Returns the families with text."""
         lines, relative = _format(samples)
-        present = (*lines, *relative)
-        if before != present:
+        present = _present((*lines, *relative))
+        if before is not present:
             for family in before:
                 if family not in lines and family not in relative:
                     (self._relative if family.relative_to_now else self._static)[family].pop(name)
@@ -256,10 +258,25 @@ class _Formatted:
     """What a broker's text was formatted from, in two parts: no family has text from both."""
 
     results: tuple[ProbeResult, ...]
-    lasting_key: object
+    #: the configuration of the broker then (the results and it give the ``lasting_key``)
+    broker: BrokerConfig | None
     #: the families with text from ``lasting_samples`` and from ``per_probe_samples``
     lasting: Present
     per_probe: Present
+
+
+#: one tuple for each set of families brokers have text in (a few dozen: kept by every broker)
+_PRESENT: dict[Present, Present] = {}
+_MAX_PRESENT: Final = 1 << 12
+
+
+def _present(families: Present) -> Present:
+    found = _PRESENT.get(families)
+    if found is None:
+        if len(_PRESENT) >= _MAX_PRESENT:
+            _PRESENT.clear()
+        found = _PRESENT[families] = families
+    return found
 
 
 def _same(formatted: tuple[ProbeResult, ...], results: tuple[ProbeResult, ...]) -> bool:
