@@ -6,7 +6,9 @@ until expiry) are computed here and a removed broker simply has no result to ren
 
 ``broker_samples`` is the one definition of the broker series: plain tuples of (``Family``, label names,
 label values, value), cheap enough to build at every published result. exporter.exposition formats them
-as text directly; ``broker_families`` turns them into prometheus_client families for a registry.
+as text directly; ``broker_families`` turns them into prometheus_client families for a registry. A broker's
+samples are its ``per_probe_samples`` (times, durations: new at every probe) and its ``lasting_samples``
+(a function of ``lasting_key``), so the exposition formats the latter again only when their facts change.
 """
 
 from __future__ import annotations
@@ -365,15 +367,9 @@ def _outcome_samples(add: Add, result: ProbeResult) -> None:
     name = result.broker
     broker = (name,)
     add((PROBE_SUCCESS, B, broker, 1.0 if result.success else 0.0))
-    if result.failure is not None:
-        add(
-            (
-                PROBE_FAILURE,
-                B_STAGE_REASON,
-                (name, result.failure.stage.value, result.failure.reason.value),
-                1.0,
-            )
-        )
+    failure = result.failure
+    if failure is not None:
+        add((PROBE_FAILURE, B_STAGE_REASON, (name, failure.stage.value, failure.reason.value), 1.0))
     mqtt = result.mqtt
     if mqtt is not None and mqtt.connack_code is not None:
         add((CONNECT_SUCCESS, B, broker, 1.0 if mqtt.connack_code == 0 else 0.0))
