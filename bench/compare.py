@@ -1251,7 +1251,7 @@ def cpu_target_lines(r: Results) -> list[str]:
         "- a certificate's extensions read in one pass by OID: parsing a leaf 285 → 148 µs;",
         "- a broker's next result formats only its per-probe series (time, durations, the chain's age): the",
         "  rest of its text stays while the facts it is made of are equal (`collector.lasting_key`); steady-state",
-        "  publish of a healthy broker ~40 → ~13 µs (`python -m bench.format --baseline DIR`).",
+        "  publish of a healthy broker ~40 → ~14 µs, untrusted ~28 → ~12 µs (`python -m bench.format --baseline DIR`).",
         "",
     ]
     return lines

@@ -340,7 +340,7 @@ def steady(repeat: int) -> dict[str, float]:
     return found
 
 
-def against(baseline: Path, repeat: int, brokers: int, runs: int = 3) -> None:
+def against(baseline: Path, repeat: int, brokers: int, runs: int = 5) -> None:
     """This code and ``baseline``'s (a checkout: its ``exporter/`` is imported as the package) measured by
     this benchmark in alternating subprocesses; the best of ``runs`` each."""
     here = Path(__file__).resolve().parent.parent

@@ -148,7 +148,7 @@ class BrokerExposition:
         self._relative: dict[Family, dict[str, tuple[tuple[str, float], ...]]] = {
             family: {} for family in BROKER_FAMILIES if family.relative_to_now
         }
-        #: broker -> the results its text was formatted from
+        #: broker -> what its text was formatted from
         self._formatted: dict[str, _Formatted] = {}
         self._intervals_of: object = None
         self._interval_lines = ""
