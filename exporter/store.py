@@ -36,6 +36,9 @@ class ResultStore:
     #: bumped by every change of the results (publish, forget, configure): readers that kept up with
     #: every change need not look at every broker again
     revision: int = 0
+    #: broker name -> its counters' keys that carry an address label (``addresses: all``): what an
+    #: address gone from the name takes along, found without scanning the fleet's counters
+    _labelled: dict[str, set[FailureKey]] = field(default_factory=dict)
 
     def publish(self, results: Sequence[ProbeResult]) -> list[tuple[ProbeResult, ProbeResult | None]]:
         """Replace a broker's results (never none); returns (result, the one it replaces at the same
@@ -46,20 +49,18 @@ class ResultStore:
         published = tuple(self._retain(result, before.get(result.address_label)) for result in results)
         self.results[name] = published
         self.revision += 1
-        # Counters of an address exist only after a result labelled with it: unless the previous results
-        # had a label (or there were none: a first publish, or one after forget), there is nothing to
-        # drop, and the scan over every broker's counters (O(fleet) per publish) is skipped.
-        if previous is None or any(before):
+        labelled = self._labelled.get(name)
+        if labelled:
             addresses = {result.address_label for result in published}
-            gone = [
-                key for key in self.failure_counts if key[0] == name and key[1] and key[1] not in addresses
-            ]
-            for stale in gone:
+            for stale in [key for key in labelled if key[1] not in addresses]:
                 del self.failure_counts[stale]  # an address gone from the name takes its counters along
+                labelled.discard(stale)
         for result in published:
             if result.failure is not None:
                 key = (name, result.address_label, result.failure.stage, result.failure.reason)
                 self.failure_counts[key] = self.failure_counts.get(key, 0) + 1
+                if result.address_label:
+                    self._labelled.setdefault(name, set()).add(key)
         return [(result, before.get(result.address_label)) for result in published]
 
     def _retain(self, result: ProbeResult, previous: ProbeResult | None) -> ProbeResult:
@@ -84,6 +85,8 @@ class ResultStore:
         self.forget(name for name in self.results if name not in keep)
         for key in [key for key in self.failure_counts if key[0] not in keep]:
             del self.failure_counts[key]
+        for name in [name for name in self._labelled if name not in keep]:
+            del self._labelled[name]
 
     def forget(self, names: Iterable[str]) -> None:
         self.revision += 1
