@@ -79,6 +79,8 @@ AIA_TIMEOUT = 3.0
 Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 #: The chain as sent, parsed: for what runs after the probe (revocation), never part of the result.
 Presented = tuple[Parsed, ...]
+#: What the scheduler passes to wait for a slot once TCP is connected (``exporter.admission``).
+Admit = Callable[[], Awaitable[None]]
 
 
 async def getaddrinfo_resolver(host: str, port: int) -> list[str]:
@@ -101,10 +103,22 @@ class _Clock:
     deadline: float
     durations: list[tuple[Phase, float]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    admit: Admit | None = None
 
     def fork(self) -> _Clock:
         """The same deadline and the phases so far, for one of several concurrent probes."""
-        return _Clock(self.deadline, list(self.durations), self.started)
+        return _Clock(self.deadline, list(self.durations), self.started, self.admit)
+
+    async def admitted(self) -> None:
+        """Wait for the scheduler's slot once connected. The wait is the exporter's queue, not the
+        broker's time: it moves the deadline and is left out of the durations."""
+        if self.admit is None:
+            return
+        waiting = time.monotonic()
+        await self.admit()
+        waited = time.monotonic() - waiting
+        self.deadline += waited
+        self.started += waited
 
     @contextmanager
     def phase(self, phase: Phase) -> Iterator[None]:
@@ -164,22 +178,23 @@ class Prober:
             self.verdicts.size(),
         )
 
-    async def probe(self, broker: BrokerConfig) -> ProbeResult:
+    async def probe(self, broker: BrokerConfig, admit: Admit | None = None) -> ProbeResult:
         """One probe at one address: the first of the name, as ``ip_protocol`` orders them."""
-        clock = _Clock(time.monotonic() + broker.timeout)
+        clock = _Clock(time.monotonic() + broker.timeout, admit=admit)
         return await self._probe(broker, clock, _draft(broker, time.time()))
 
-    async def probe_group(self, broker: BrokerConfig) -> tuple[ProbeResult, ...]:
+    async def probe_group(self, broker: BrokerConfig, admit: Admit | None = None) -> tuple[ProbeResult, ...]:
         """What the scheduler runs: a broker's results. One for most brokers (``probe``); with
         ``addresses: all`` one per address of the name, probed concurrently under the one deadline,
         each labelled with its address.
 
         A name that does not resolve gives one unlabelled result (``resolve``/``dns_error``).
+        ``admit``: awaited once TCP is connected, before the handshake (the scheduler's slot).
         """
         if broker.addresses != "all":
-            return (await self.probe(broker),)
+            return (await self.probe(broker, admit),)
         started = time.time()
-        clock = _Clock(time.monotonic() + broker.timeout)
+        clock = _Clock(time.monotonic() + broker.timeout, admit=admit)
         try:
             with clock.phase(Phase.RESOLVE):
                 ips = await self._resolve(broker, clock)
@@ -223,6 +238,7 @@ class Prober:
                 )
             session = _session(connection, broker, verify=True)
             try:
+                await clock.admitted()
                 with clock.phase(Phase.TLS):
                     tls, presented, verified = await self._handshake(session, broker, clock)
                     draft = replace(draft, tls=tls)
