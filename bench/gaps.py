@@ -2,12 +2,14 @@
 are? (issue 18.13: 450 of 500 silent, healthy brokers slipped to 40-50 s gaps on a 30 s interval)
 
     python -m bench.gaps [--healthy 50] [--silent 450] [--interval 30] [--timeout 10] [--seconds 150]
-                         [--concurrency 128] [--fifo]
+                         [--concurrency 128] [--connects N] [--fifo]
 
 Runs the real scheduler and prober in this process: the healthy brokers are names on one Mosquitto TLS
 listener, the silent ones names on one TCP black hole (a connect never completes, so each holds its
 slot for the whole timeout). Reports the gaps between consecutive probe starts of each broker after the
 first interval. ``--fifo`` never marks a broker as a suspect: one queue for all, as before the fix.
+Black holes hold connect permits, not slots (issue 16): ``--connects`` makes those scarce (default:
+what the open-file limit leaves, as the daemon does).
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ async def run(brokers: list[BrokerConfig], args: argparse.Namespace) -> dict[str
     def on_result(result: ProbeResult, _: ProbeResult | None) -> None:
         starts[result.broker].append(result.started)
 
-    scheduler = Scheduler(Prober(), ResultStore(), concurrency=args.concurrency, on_result=on_result)
+    scheduler = Scheduler(
+        Prober(), ResultStore(), concurrency=args.concurrency, connects=args.connects, on_result=on_result
+    )
     if args.fifo:
         scheduler.suspects = _NeverSuspect()
     scheduler.apply(brokers)
@@ -79,6 +83,7 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=10.0)
     parser.add_argument("--seconds", type=float, default=150.0)
     parser.add_argument("--concurrency", type=int, default=128)
+    parser.add_argument("--connects", type=int, default=None)
     parser.add_argument("--fifo", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -112,7 +117,8 @@ def main() -> None:
     policy = "one queue (--fifo)" if args.fifo else "suspects' pool"
     print(
         f"{args.healthy} healthy + {args.silent} silent brokers, interval {args.interval:.0f} s, "
-        f"timeout {args.timeout:.0f} s, concurrency {args.concurrency}, {args.seconds:.0f} s, {policy}"
+        f"timeout {args.timeout:.0f} s, concurrency {args.concurrency}, connects {args.connects or 'default'}, "
+        f"{args.seconds:.0f} s, {policy}"
     )
     for prefix, label in (("ok", "healthy"), ("hole", "silent")):
         probes = sum(len(times) for name, times in starts.items() if name.startswith(prefix))

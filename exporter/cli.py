@@ -120,7 +120,8 @@ def serve_parser() -> argparse.ArgumentParser:
         dest="concurrency",
         type=_positive_int,
         default=DEFAULT_CONCURRENCY,
-        help="probes in flight at most (a black-holed broker holds a slot for its whole timeout)",
+        help="probes past their TCP connect at most (TLS, MQTT: the part that costs CPU); connects in progress "
+        "are bounded by the open-file limit instead, so black holes do not hold these slots",
     )
     parser.add_argument(
         "--web.config.file",

@@ -70,6 +70,7 @@ from mqtt_cert_exporter.families import (
     PROBE_INTERVAL,
     PROBE_SUCCESS,
     PROBE_TIMESTAMP,
+    PROBES_CONNECTING,
     PROBES_IN_FLIGHT,
     RELOAD_SUCCESSFUL,
     RELOAD_TIMESTAMP,
@@ -125,6 +126,8 @@ class ExporterFacts:
     last_reload_successful: bool = True
     last_reload_success_timestamp: float = 0.0
     probes_in_flight: int = 0
+    #: probes whose TCP connect is in progress, or connected and waiting for a slot
+    probes_connecting: int = 0
     tasks: int = 0
     #: the largest delay between a probe's scheduled start and its actual start, since startup
     max_schedule_lag: float = 0.0
@@ -543,6 +546,7 @@ def exporter_samples(facts: ExporterFacts) -> list[Sample]:
         (RELOAD_SUCCESSFUL, (), (), 1.0 if facts.last_reload_successful else 0.0),
         (RELOAD_TIMESTAMP, (), (), facts.last_reload_success_timestamp),
         (PROBES_IN_FLIGHT, (), (), facts.probes_in_flight),
+        (PROBES_CONNECTING, (), (), facts.probes_connecting),
         (TASKS, (), (), facts.tasks),
         (SCHEDULE_LAG, (), (), facts.max_schedule_lag),
         (RENDER_SECONDS, (), (), facts.metrics_render_seconds),

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 
-from mqtt_cert_exporter import configfile, eventloop, logs, memory, shard
+from mqtt_cert_exporter import admission, configfile, eventloop, logs, memory, shard
 from mqtt_cert_exporter.coalesce import Coalesced, in_daemon_thread
 from mqtt_cert_exporter.collector import ChainDetail, ExporterCollector, ExporterFacts
 from mqtt_cert_exporter.config import BrokerConfig, Config, ConfigError, load_config
@@ -109,6 +109,15 @@ class Daemon:
         self._reloading = asyncio.Lock()
 
     @property
+    def connect_limit(self) -> int:
+        """TCP connects in progress at most: what the open-file limit leaves after the slots, the HTTP
+        connections and /probe's probes (each may hold two connections)."""
+        probe_mode = (
+            admission.DESCRIPTORS_PER_SLOT * self.options.concurrency if self.options.allowed_targets else 0
+        )
+        return admission.connect_limit(self.options.concurrency, self.options.max_connections + probe_mode)
+
+    @property
     def brokers(self) -> tuple[BrokerConfig, ...]:
         """The configured brokers this process probes (all of them, or its --shard's)."""
         config, selected = self._selected
@@ -127,6 +136,7 @@ class Daemon:
             last_reload_successful=self.reload_ok,
             last_reload_success_timestamp=self.reload_time,
             probes_in_flight=self.scheduler.probes_in_flight if self.scheduler else 0,
+            probes_connecting=self.scheduler.budgets.connecting if self.scheduler else 0,
             tasks=len(asyncio.all_tasks()),
             max_schedule_lag=self.scheduler.max_lag if self.scheduler else 0.0,
             metrics_render_seconds=self.web_state.metrics_render_seconds,
@@ -188,7 +198,11 @@ class Daemon:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         self.scheduler = Scheduler(
-            self.prober, self.store, concurrency=self.options.concurrency, on_result=self._on_result
+            self.prober,
+            self.store,
+            concurrency=self.options.concurrency,
+            connects=self.connect_limit,
+            on_result=self._on_result,
         )
         web_config = self.options.web_config or WebConfig()
         probe = probe_handler(
@@ -249,6 +263,8 @@ class Daemon:
             "brokers": len(self.brokers),
             "config": self.options.config_file,
             "event_loop": eventloop.running_name(),
+            "probe_concurrency": self.options.concurrency,
+            "connect_limit": self.connect_limit,
         }
         if self.options.shard is not None:
             started["shard"] = "{}/{}".format(*self.options.shard)

@@ -357,6 +357,12 @@ RELOAD_TIMESTAMP: Final = Family(
 PROBES_IN_FLIGHT: Final = Family(
     "mqtt_cert_exporter_probes_in_flight", GAUGE, "Probes running right now.", ()
 )
+PROBES_CONNECTING: Final = Family(
+    "mqtt_cert_exporter_probes_connecting",
+    GAUGE,
+    "Probes whose TCP connect is in progress, or connected and waiting for a --probe.concurrency slot.",
+    (),
+)
 TASKS: Final = Family(
     "mqtt_cert_exporter_asyncio_tasks", GAUGE, "asyncio tasks alive in the exporter (leak detector).", ()
 )
@@ -412,6 +418,7 @@ EXPORTER_FAMILIES: Final = (
     RELOAD_SUCCESSFUL,
     RELOAD_TIMESTAMP,
     PROBES_IN_FLIGHT,
+    PROBES_CONNECTING,
     TASKS,
     SCHEDULE_LAG,
     RENDER_SECONDS,

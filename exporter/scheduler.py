@@ -1,15 +1,20 @@
 """Probe every broker on its own interval, concurrently but bounded, and keep the latest results.
 
-Each broker has one task. Its first probe runs as soon as a slot is free; later probes start on a
+Each broker has one task. Its first probe runs as soon as it is admitted; later probes start on a
 fixed grid (a stable per-broker offset within the interval, as Prometheus spreads scrapes), so a fleet
 is not probed in lock-step and every broker is probed once per interval. A slow or dead broker holds
-one slot for at most its own timeout and never delays another broker's schedule beyond that.
+its place for at most its own timeout and never delays another broker's schedule beyond that.
 
-Fair slots (issue 18.13): a silent broker or a black hole holds its slot for its whole timeout, a
-healthy one for milliseconds. When silent brokers need more slot-seconds than there are (450 of 500
-brokers with a 10 s timeout on a 30 s interval need 150 slots), one queue made healthy brokers wait
+Admission (``exporter.admission``, issue 16): a probe takes a CPU-bearing slot only once TCP is
+connected; a black hole (a connect that never completes) holds only a connect permit, bounded by the
+open-file limit, so on a first sweep the black holes wait out their timeouts together instead of
+taking turns in the slots.
+
+Fair budgets (issue 18.13): a silent broker or a black hole holds its place for its whole timeout, a
+healthy one for milliseconds. When silent brokers need more place-seconds than there are (450 of 500
+brokers with a 10 s timeout on a 30 s interval need 150 places), one queue made healthy brokers wait
 behind them and slip off their grid. So brokers whose last probe timed out (suspects) never hold
-the last quarter of the slots, and a freed slot goes to a healthy broker first (``SlotBudget``). The
+the last quarter of a budget, and a freed place goes to a healthy broker first (``SlotBudget``). The
 price is paid by the suspects alone: past their share their probes run later than their grid (a
 recovered broker is seen at its next probe, then is healthy again).
 """
@@ -17,14 +22,13 @@ recovered broker is seen at its next probe, then is healthy again).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from mqtt_cert_exporter import logs
+from mqtt_cert_exporter.admission import Budgets, connect_limit
 from mqtt_cert_exporter.config import BrokerConfig
 from mqtt_cert_exporter.probe import Prober
 from mqtt_cert_exporter.probe.wire.connection import DescriptorsExhausted
@@ -34,8 +38,6 @@ from mqtt_cert_exporter.store import ResultStore
 log = logs.get_logger(__name__)
 
 DEFAULT_CONCURRENCY = 128
-#: 1/HEALTHY_RESERVE of the slots never hold a broker whose last probe timed out.
-HEALTHY_RESERVE = 4
 #: Seconds between two log lines about running out of file descriptors.
 EXHAUSTION_LOG_INTERVAL = 10.0
 
@@ -71,58 +73,6 @@ def timed_out(results: Sequence[ProbeResult]) -> bool:
     )
 
 
-class SlotBudget:
-    """At most ``concurrency`` probes at once. Suspects (brokers whose last probe timed out) may hold
-    all but a quarter of the slots, which stay for the others; and a freed slot goes to a waiting
-    healthy broker before any suspect. Healthy probes hold a slot for milliseconds, so the reserve
-    serves them without a queue, while suspects still get every slot the others leave unused."""
-
-    def __init__(self, concurrency: int) -> None:
-        self._free = concurrency
-        self._suspect_limit = max(1, concurrency - concurrency // HEALTHY_RESERVE)
-        self._suspects = 0
-        self._waiting: dict[bool, deque[asyncio.Future[None]]] = {False: deque(), True: deque()}
-
-    @contextlib.asynccontextmanager
-    async def slot(self, *, suspect: bool) -> AsyncIterator[None]:
-        await self._acquire(suspect)
-        try:
-            yield
-        finally:
-            self._release(suspect)
-
-    def _may_take(self, suspect: bool) -> bool:
-        return self._free > 0 and (not suspect or self._suspects < self._suspect_limit)
-
-    def _take(self, suspect: bool) -> None:
-        self._free -= 1
-        self._suspects += suspect
-
-    async def _acquire(self, suspect: bool) -> None:
-        if self._may_take(suspect) and not self._waiting[suspect]:
-            self._take(suspect)
-            return
-        granted = asyncio.get_running_loop().create_future()
-        self._waiting[suspect].append(granted)
-        try:
-            await granted
-        except asyncio.CancelledError:
-            if granted.done() and not granted.cancelled():
-                self._release(suspect)  # granted, then cancelled before it could run
-            raise
-
-    def _release(self, suspect: bool) -> None:
-        self._free += 1
-        self._suspects -= suspect
-        for waiting_suspect in (False, True):  # the healthy first
-            queue = self._waiting[waiting_suspect]
-            while queue and self._may_take(waiting_suspect):
-                granted = queue.popleft()
-                if not granted.done():  # else cancelled while waiting
-                    self._take(waiting_suspect)
-                    granted.set_result(None)
-
-
 @dataclass
 class _Job:
     broker: BrokerConfig
@@ -136,11 +86,13 @@ class Scheduler:
         store: ResultStore,
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
+        connects: int | None = None,
         on_result: Callable[[ProbeResult, ProbeResult | None], None] | None = None,
     ) -> None:
         self._prober = prober
         self._store = store
-        self._slots = SlotBudget(concurrency)
+        #: connect permits, slots and pipeline (exporter.admission); connects: from the open-file limit
+        self.budgets = Budgets(concurrency, connects or connect_limit(concurrency, other_descriptors=0))
         #: brokers whose last probe timed out (they wait for the suspects' pool)
         self.suspects: set[str] = set()
         self._jobs: dict[str, _Job] = {}
@@ -209,13 +161,13 @@ class Scheduler:
             await asyncio.sleep(max(0.0, scheduled - time.time()))
 
     async def _probe_once(self, broker: BrokerConfig, scheduled: float | None) -> float:
-        async with self._slots.slot(suspect=broker.name in self.suspects):
+        async with self.budgets.admission(suspect=broker.name in self.suspects) as admission:
             started = time.time()
             if scheduled is not None:
                 self.max_lag = max(self.max_lag, started - scheduled)
             self.probes_in_flight += 1
             try:
-                results = await self._prober.probe_group(broker)
+                results = await self._prober.probe_group(broker, admit=admission.admit)
             except asyncio.CancelledError:
                 raise
             except DescriptorsExhausted as exc:

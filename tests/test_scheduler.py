@@ -12,10 +12,12 @@ import time
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mqtt_cert_exporter.admission import SlotBudget
 from mqtt_cert_exporter.config import BrokerConfig, Target
 from mqtt_cert_exporter.probe import Prober
+from mqtt_cert_exporter.probe.steps import Admit
 from mqtt_cert_exporter.results import Failure, ProbeResult, Reason, Stage
-from mqtt_cert_exporter.scheduler import Scheduler, SlotBudget, grid_offset, next_start
+from mqtt_cert_exporter.scheduler import Scheduler, grid_offset, next_start
 from mqtt_cert_exporter.store import ResultStore
 
 
@@ -53,8 +55,10 @@ class RecordingProber(Prober):
         self.running = 0
         self.max_running = 0
 
-    async def probe(self, broker: BrokerConfig) -> ProbeResult:
+    async def probe(self, broker: BrokerConfig, admit: Admit | None = None) -> ProbeResult:
         self.calls.append(broker.name)
+        if admit is not None:  # "connected": the slot, as the real prober takes it
+            await admit()
         self.running += 1
         self.max_running = max(self.max_running, self.running)
         try:
@@ -178,8 +182,8 @@ class TimingOutProber(RecordingProber):
         super().__init__(delay=0)
         self.silent: set[str] = set()
 
-    async def probe(self, broker: BrokerConfig) -> ProbeResult:
-        result = await super().probe(broker)
+    async def probe(self, broker: BrokerConfig, admit: Admit | None = None) -> ProbeResult:
+        result = await super().probe(broker, admit)
         if broker.name in self.silent:
             return dataclasses.replace(result, failure=Failure(Stage.CONNECT, Reason.TIMEOUT))
         return result

@@ -43,7 +43,7 @@ from mqtt_cert_exporter.probe.lifecycle.aia import AiaFetcher
 from mqtt_cert_exporter.probe.lifecycle.crl import CrlFetcher
 from mqtt_cert_exporter.probe.negotiation import ProtocolMemory, Where, spoken
 from mqtt_cert_exporter.probe.secondlook import second_look
-from mqtt_cert_exporter.probe.steps import Clock, Failed, blank_result
+from mqtt_cert_exporter.probe.steps import Admit, Clock, Failed, blank_result
 from mqtt_cert_exporter.probe.wire.addresses import family_name, literal_ip, select_addresses
 from mqtt_cert_exporter.probe.wire.connection import Connection
 from mqtt_cert_exporter.probe.wire.tls import TlsSession
@@ -136,22 +136,23 @@ class Prober:
             self.rejections.size(),
         )
 
-    async def probe(self, broker: BrokerConfig) -> ProbeResult:
+    async def probe(self, broker: BrokerConfig, admit: Admit | None = None) -> ProbeResult:
         """One probe at one address: the first of the name, as ``ip_protocol`` orders them."""
-        clock = Clock(time.monotonic() + broker.timeout)
+        clock = Clock(time.monotonic() + broker.timeout, admit=admit)
         return await self._probe(broker, clock, blank_result(broker, time.time()))
 
-    async def probe_group(self, broker: BrokerConfig) -> tuple[ProbeResult, ...]:
+    async def probe_group(self, broker: BrokerConfig, admit: Admit | None = None) -> tuple[ProbeResult, ...]:
         """What the scheduler runs: a broker's results. One for most brokers (``probe``); with
         ``addresses: all`` one per address of the name, probed concurrently under the one deadline,
         each labelled with its address.
 
         A name that does not resolve gives one unlabelled result (``resolve``/``dns_error``).
+        ``admit``: awaited once TCP is connected, before the handshake (the scheduler's slot).
         """
         if broker.addresses != "all":
-            return (await self.probe(broker),)
+            return (await self.probe(broker, admit),)
         started = time.time()
-        clock = Clock(time.monotonic() + broker.timeout)
+        clock = Clock(time.monotonic() + broker.timeout, admit=admit)
         try:
             with clock.phase(Phase.RESOLVE):
                 ips = await self._resolve(broker, clock)
@@ -483,10 +484,17 @@ def _untrusted(verdict: TrustVerdict) -> Failure:
 
 
 async def _connected(broker: BrokerConfig, clock: Clock, draft: ProbeResult) -> Connection:
+    """TCP to the broker, then the scheduler's slot (a connect that never completes never holds one)."""
     with clock.phase(Phase.CONNECT):
-        return await steps.connect_tcp(
+        connection = await steps.connect_tcp(
             draft.ip or broker.target.host, broker.target.port, clock, broker.proxy
         )
+    try:
+        await clock.admitted()
+    except BaseException:
+        connection.close()
+        raise
+    return connection
 
 
 def _where(broker: BrokerConfig, draft: ProbeResult) -> Where:

@@ -10,7 +10,7 @@ import asyncio
 import ssl
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -62,15 +62,31 @@ class Failed(Exception):
         self.draft = draft
 
 
+#: What the scheduler passes to wait for a slot once TCP is connected (``exporter.admission``).
+Admit = Callable[[], Awaitable[None]]
+
+
 @dataclass
 class Clock:
     deadline: float
     durations: list[tuple[Phase, float]] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
+    admit: Admit | None = None
 
     def fork(self) -> Clock:
         """The same deadline and the phases so far, for one of several concurrent probes."""
-        return Clock(self.deadline, list(self.durations), self.started)
+        return Clock(self.deadline, list(self.durations), self.started, self.admit)
+
+    async def admitted(self) -> None:
+        """Wait for the scheduler's slot once connected. The wait is the exporter's queue, not the
+        broker's time: it moves the deadline and is left out of the durations."""
+        if self.admit is None:
+            return
+        waiting = time.monotonic()
+        await self.admit()
+        waited = time.monotonic() - waiting
+        self.deadline += waited
+        self.started += waited
 
     @contextmanager
     def phase(self, phase: Phase) -> Iterator[None]:
