@@ -367,12 +367,27 @@ async def test_a_healthy_probe_leaves_nothing_above_info_in_rabbitmqs_log(rabbit
         for broker in brokers:
             assert summary(await prober.probe(broker)) is None
     await _log_flushed(node, prober, brokers[0])
+    lines = node.node_log_text().splitlines()[seen:]
+    racing = _channel_shutdown_races(lines)
     loud = [
         line
-        for line in node.node_log_text().splitlines()[seen:]
-        if re.search(r"\[(error|warning|notice)\]", line)
+        for line in lines
+        if re.search(r"\[(error|warning|notice)\]", line) and not any(pid in line for pid in racing)
     ]
     assert loud == [], "\n".join(loud)
+
+
+def _channel_shutdown_races(lines: list[str]) -> set[str]:
+    """The processes of RabbitMQ's own supervisor reports "amqp_channel_sup_sup ... shutdown_error": its
+    MQTT plugin (before 3.12) runs an internal AMQP channel per connection, and when the client's TCP close
+    overtakes that channel's shutdown, RabbitMQ logs the race at error level (rabbitmq-erlang-client#90,
+    rabbitmq-server#1552, #2124). Any client that closes after DISCONNECT, as the MQTT spec asks, may meet
+    it, now and then (2 in ~20 runs here); it says nothing about the probe."""
+    return {
+        f"<{match.group(1)}>"
+        for line in lines
+        if (match := re.search(r"supervisor: \{<([0-9.]+)>,amqp_channel_sup_sup\}", line))
+    }
 
 
 async def _log_flushed(broker: RabbitMQ, prober: Prober, config: BrokerConfig) -> int:
