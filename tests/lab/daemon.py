@@ -40,9 +40,22 @@ def _stop_group(process: subprocess.Popen[bytes], log: IO[bytes]) -> None:
                 _signal_group(process.pid, signal.SIGKILL)
                 process.wait()
         # The group may outlive its leader (the Erlang VM under a shell script).
-        _signal_group(process.pid, signal.SIGKILL)
+        _kill_orphans(process.pid)
     finally:
         log.close()
+
+
+def _kill_orphans(group: int) -> None:
+    """SIGKILL what is left of a group whose leader was reaped. Linux keeps a PID unused while it names a
+    live group, so a live process with the leader's PID is another process whose PID was reused (the
+    leader may have been reaped long ago), leading a group of its own: never signalled. It once was the
+    dockerd another test had started (pid_max is 32,768 here; a suite spawns thousands of processes)."""
+    try:
+        os.kill(group, 0)
+    except ProcessLookupError:
+        _signal_group(group, signal.SIGKILL)
+    except PermissionError:
+        pass
 
 
 def _signal_group(group: int, signum: signal.Signals) -> None:
