@@ -54,7 +54,10 @@ def git(*args: str) -> str:
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
-@pytest.fixture(scope="module")
+# The session, not the module: a worker may run this module's tests between other modules' (xdist
+# loadgroup keeps them on one worker, not together), and a module fixture then stopped dockerd and started
+# it again between them; one test found the engine gone between two docker runs (3 CI runs here).
+@pytest.fixture(scope="session")
 def image() -> Iterator[str]:
     with ExitStack() as stack:
         try:
