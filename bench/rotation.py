@@ -19,7 +19,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from mqtt_cert_exporter.lab.pki import Pki
-from tests.lab.hostile import HostileServer, after_tls, rotating_certificates
+from tests.lab.hostile import rotating_broker
 from tests.lab.process import start_exporter_process, stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,36 +54,41 @@ def main() -> None:
         pki = Pki(directory / "pki")
         root = pki.root("Rotation Root")
         intermediate = pki.intermediate("Rotation Intermediate", root)
-        context = rotating_certificates(Pki(directory / "leaves"), intermediate, intermediate.cert_path)
-        server = HostileServer(after_tls(lambda _: b"\x20\x02\x00\x00", close=True), context=context).start()
-        config = directory / "config.yaml"
-        lines = [f"defaults: {{interval: {args.interval}, timeout: 1s}}", "brokers:"]
-        for i in range(args.brokers):
-            lines.append(
-                f"  - {{name: rot{i}, address: '{server.address}', "
-                f"tls: {{ca_file: '{root.cert_path}', server_name: localhost}}}}"
-            )
-        config.write_text("\n".join(lines) + "\n")
-        process, base = start_exporter_process(config, directory / "exporter.log", cwd=ROOT)
-        started = time.monotonic()
-        print(
-            f"{args.brokers} brokers rotating their certificate on every connection, interval {args.interval}"
+        rotating = rotating_broker(
+            directory / "leaves",
+            intermediate,
+            intermediate.cert_path,
+            ca_file=root.cert_path,
+            connack=b"\x20\x02\x00\x00",
         )
-        try:
-            while (elapsed := time.monotonic() - started) < args.minutes * 60:
-                time.sleep(min(args.every, args.minutes * 60 - elapsed))
-                values = sample(base)
-                caches = ", ".join(
-                    f"{cache} {values.get(f'entries:{cache}', 0):.0f} ({values.get(f'bytes:{cache}', 0) / 2**20:.1f} MiB)"
-                    for cache in CACHES
+        with rotating as broker:
+            config = directory / "config.yaml"
+            lines = [f"defaults: {{interval: {args.interval}, timeout: 1s}}", "brokers:"]
+            for i in range(args.brokers):
+                lines.append(
+                    f"  - {{name: rot{i}, address: '{broker.address}', "
+                    f"tls: {{ca_file: '{root.cert_path}', server_name: localhost}}}}"
                 )
-                print(
-                    f"{time.monotonic() - started:5.0f} s  RSS {values.get('rss', 0) / 2**20:6.1f} MB  {caches}",
-                    flush=True,
-                )
-        finally:
-            stop_process(process)
-            server.stop()
+            config.write_text("\n".join(lines) + "\n")
+            process, base = start_exporter_process(config, directory / "exporter.log", cwd=ROOT)
+            started = time.monotonic()
+            print(
+                f"{args.brokers} brokers rotating their certificate on every connection, interval {args.interval}"
+            )
+            try:
+                while (elapsed := time.monotonic() - started) < args.minutes * 60:
+                    time.sleep(min(args.every, args.minutes * 60 - elapsed))
+                    values = sample(base)
+                    caches = ", ".join(
+                        f"{cache} {values.get(f'entries:{cache}', 0):.0f} ({values.get(f'bytes:{cache}', 0) / 2**20:.1f} MiB)"
+                        for cache in CACHES
+                    )
+                    print(
+                        f"{time.monotonic() - started:5.0f} s  RSS {values.get('rss', 0) / 2**20:6.1f} MB  {caches}",
+                        flush=True,
+                    )
+            finally:
+                stop_process(process)
 
 
 if __name__ == "__main__":
