@@ -1,9 +1,9 @@
 """One probe of one broker: resolve, connect, TLS (verdict + chain), CONNECT/CONNACK, DISCONNECT.
 
 Every phase shares one deadline (the broker's ``timeout``), so a broker that accepts and then says
-nothing costs only its own timeout. The outcome is one immutable ``ProbeResult``: it starts as a draft
-(broker, address, start time) and each phase returns a new one with its facts added (``replace``);
-the checks around the chain complete it (``Lifecycle.complete``). No mutable state is copied into it.
+nothing costs only its own timeout. The outcome is one immutable ``ProbeResult``: the phases add their
+facts to the probe's own ``Draft``, the checks around the chain (``Lifecycle.complete``) add theirs, and
+the draft is frozen once at the end.
 
 Around that core: ``wss://`` brokers get the WebSocket upgrade between TLS and MQTT (the CONNACK then
 travels in frames, see ``wire.transport``); ``proxy_url`` tunnels the TCP connect; ``mqtt.roundtrip``
@@ -28,12 +28,13 @@ from mqtt_cert_exporter.cache import BoundedCache
 from mqtt_cert_exporter.certs import chain as chains
 from mqtt_cert_exporter.certs import files
 from mqtt_cert_exporter.certs.parse import Parsed, TrustStore, parse_der, parsed_cache_size
-from mqtt_cert_exporter.config import BrokerConfig
+from mqtt_cert_exporter.config import BrokerConfig, MqttProtocol
 from mqtt_cert_exporter.connack import (
     PROTOCOL_5,
     PROTOCOL_AUTO,
 )
 from mqtt_cert_exporter.probe import steps
+from mqtt_cert_exporter.probe.draft import Draft
 from mqtt_cert_exporter.probe.failures import (
     RESOLVE,
     TLS_HANDSHAKE,
@@ -43,7 +44,7 @@ from mqtt_cert_exporter.probe.lifecycle.aia import AiaFetcher
 from mqtt_cert_exporter.probe.lifecycle.crl import CrlFetcher
 from mqtt_cert_exporter.probe.negotiation import ProtocolMemory, Where, spoken
 from mqtt_cert_exporter.probe.secondlook import second_look
-from mqtt_cert_exporter.probe.steps import Admit, Clock, Failed, blank_result
+from mqtt_cert_exporter.probe.steps import Admit, Clock, Failed
 from mqtt_cert_exporter.probe.wire.addresses import family_name, literal_ip, select_addresses
 from mqtt_cert_exporter.probe.wire.connection import Connection
 from mqtt_cert_exporter.probe.wire.tls import TlsSession
@@ -139,7 +140,8 @@ class Prober:
     async def probe(self, broker: BrokerConfig, admit: Admit | None = None) -> ProbeResult:
         """One probe at one address: the first of the name, as ``ip_protocol`` orders them."""
         clock = Clock(time.monotonic() + broker.timeout, admit=admit)
-        return await self._probe(broker, clock, blank_result(broker, time.time()))
+        started = time.time()
+        return await self._probe(broker, clock, lambda: Draft.of(broker, started))
 
     async def probe_group(self, broker: BrokerConfig, admit: Admit | None = None) -> tuple[ProbeResult, ...]:
         """What the scheduler runs: a broker's results. One for most brokers (``probe``); with
@@ -157,24 +159,20 @@ class Prober:
             with clock.phase(Phase.RESOLVE):
                 ips = await self._resolve(broker, clock)
         except Failed as failed:
-            return (
-                await self._complete(
-                    broker, clock, replace(blank_result(broker, started), failure=failed.failure)
-                ),
-            )
-        probes = [
-            self._probe(broker, clock.fork(), blank_result(broker, started, ip=ip, address_label=ip))
-            for ip in ips
-        ]
+            draft = Draft.of(broker, started)
+            draft.failure = failed.failure
+            return (await self._complete(broker, clock, draft),)
+        probes = [self._probe(broker, clock.fork(), _draft_at(broker, started, ip)) for ip in ips]
         return tuple(await asyncio.gather(*probes))
 
-    async def _probe(self, broker: BrokerConfig, clock: Clock, draft: ProbeResult) -> ProbeResult:
+    async def _probe(self, broker: BrokerConfig, clock: Clock, start: Callable[[], Draft]) -> ProbeResult:
+        draft = start()
         try:
-            ran, presented = await self._run(broker, clock, draft)
+            presented = await self._run(broker, clock, draft)
         except _SpeaksOlder:
             clock.durations.clear()  # the phases of the probe that counts, the one in 3.1.1
-            ran, presented = await self._run(steps.speaking(broker, "3.1.1"), clock, draft)
-        draft = ran
+            draft = start()
+            presented = await self._run(steps.speaking(broker, "3.1.1"), clock, draft)
         if broker.mqtt.protocol == PROTOCOL_AUTO and _may_be_the_version(
             draft.failure or draft.secondary_failure
         ):
@@ -182,81 +180,79 @@ class Prober:
         return await self._complete(broker, clock, draft, presented)
 
     async def _complete(
-        self, broker: BrokerConfig, clock: Clock, draft: ProbeResult, presented: Presented = ()
+        self, broker: BrokerConfig, clock: Clock, draft: Draft, presented: Presented = ()
     ) -> ProbeResult:
         clock.durations.append((Phase.TOTAL, time.monotonic() - clock.started))
-        timed = replace(draft, durations=clock.sorted_durations())
-        result = await self.lifecycle.complete(broker, timed, presented, deadline=clock.deadline)
-        return replace(result, finished=time.time())
+        around = await self.lifecycle.complete(broker, draft, presented, deadline=clock.deadline)
+        return draft.freeze(clock.sorted_durations(), around)
 
-    async def _run(
-        self, broker: BrokerConfig, clock: Clock, draft: ProbeResult
-    ) -> tuple[ProbeResult, Presented]:
-        """The probe proper: the draft with every fact the phases found, and the failure that ended it."""
+    async def _run(self, broker: BrokerConfig, clock: Clock, draft: Draft) -> Presented:
+        """The probe proper: every fact the phases found goes into ``draft``, with the failure that ended
+        it; returns the chain as presented."""
         presented: Presented = ()
         try:
             if not draft.ip and not steps.proxy_resolves(broker):
                 with clock.phase(Phase.RESOLVE):
-                    draft = replace(draft, ip=(await self._resolve(broker, clock))[0])
+                    draft.ip = (await self._resolve(broker, clock))[0]
+            where = _where(broker, draft)
             connection = await _connected(broker, clock, draft)
-            rejected = self._rejected(broker, draft)
+            rejected = self._rejected(broker, where)
             if rejected is not None:
-                known = await self._as_rejected_before(connection, broker, clock, draft, rejected)
+                known = await self._as_rejected_before(connection, broker, clock, draft, where, rejected)
                 if known is not None:
                     return known
                 connection = await _connected(broker, clock, draft)  # another chain: OpenSSL judges it
             session = steps.open_session(connection, broker, verify=True)
             try:
                 with clock.phase(Phase.TLS):
-                    tls, presented, verified = await self._handshake(session, broker, clock)
-                    draft = replace(draft, tls=tls)
-                    self._remember_rejection(broker, draft, session, presented)
+                    presented, verified = await self._handshake(session, broker, clock, draft)
+                    self._remember_rejection(broker, where, session, presented)
                     if verified:
                         await steps.client_certificate_verdict(session, clock)
+                protocol, learn_at = await self._negotiated(broker, clock, draft, where)
                 if not verified:
                     session.close()
-                    negotiated, learn_at = await self._negotiated(broker, clock, draft)
-                    draft = await self._mqtt_over_unverified(negotiated, clock, draft, learn_at)
-                    return replace(draft, failure=_untrusted(tls.verdict)), presented
-                broker, learn_at = await self._negotiated(broker, clock, draft)
-                stream, draft = await steps.open_stream(session, broker, clock, draft)
+                    await self._mqtt_over_unverified(broker, protocol, clock, draft, learn_at)
+                    return presented
+                stream = await steps.open_stream(session, broker, clock, draft)
                 with clock.phase(Phase.MQTT):
-                    draft = replace(draft, mqtt=await self._mqtt_exchange(stream, broker, clock, learn_at))
+                    draft.mqtt = await self._mqtt_exchange(stream, broker, protocol, clock, learn_at)
             finally:
                 session.close()
-            refused = steps.refusal(draft.mqtt)
-            if refused is not None:
-                return replace(draft, failure=refused), presented
-            draft = await steps.round_trip(broker, clock, draft, verified=True)
-            return replace(draft, failure=draft.roundtrip.failure if draft.roundtrip else None), presented
+            draft.failure = steps.refusal(draft.mqtt)
+            if draft.failure is None:
+                await steps.round_trip(broker, protocol, clock, draft, verified=True)
+                draft.failure = draft.roundtrip.failure if draft.roundtrip else None
         except Failed as failed:
-            draft = replace(failed.draft or draft, failure=failed.failure)
-            return await second_look(broker, draft, clock.remaining()), presented
+            draft.failure = failed.failure
+            await second_look(broker, draft, clock.remaining())
+        return presented
 
     async def _negotiated(
-        self, broker: BrokerConfig, clock: Clock, draft: ProbeResult
-    ) -> tuple[BrokerConfig, Where | None]:
-        """The broker with ``mqtt.protocol: auto`` replaced by the version it speaks: remembered, or
-        learned now. A CONNECT without credentials teaches it on the probe's own connection (the version
-        is then where to learn it, the second value); one with credentials never goes to a broker that
-        may not parse it: a credential-less CONNECT on a connection of its own asks first."""
+        self, broker: BrokerConfig, clock: Clock, draft: Draft, where: Where
+    ) -> tuple[MqttProtocol, Where | None]:
+        """The version to speak: the configured one, or with ``mqtt.protocol: auto`` the one the broker
+        speaks, remembered or learned now. A CONNECT without credentials teaches it on the probe's own
+        connection (the version is then where to learn it, the second value); one with credentials never
+        goes to a broker that may not parse it: a credential-less CONNECT on a connection of its own
+        asks first."""
         if broker.mqtt.protocol != PROTOCOL_AUTO:
-            return broker, None
-        where = _where(broker, draft)
+            return broker.mqtt.protocol, None
         protocol = self.protocols.get(where)
         if protocol is None and not steps.sends_credentials(broker):
-            return steps.speaking(broker, "5"), where
+            return "5", where
         if protocol is None:
             answer, definite = await steps.ask_version(broker, clock.fork(), draft.ip)
             protocol = spoken(answer)
             if definite:
                 self.protocols.learn(where, protocol)
-        return steps.speaking(broker, protocol), None
+        return protocol, None
 
     async def _mqtt_exchange(
         self,
         stream: Stream,
         broker: BrokerConfig,
+        protocol: MqttProtocol,
         clock: Clock,
         learn_at: Where | None,
         *,
@@ -267,19 +263,19 @@ class Prober:
         deadline times out as with a known version (no broker is known to stay silent on a v5 CONNECT
         without credentials; they answer or close)."""
         if learn_at is None:
-            return await steps.exchange(stream, broker, clock, unverified=unverified)
+            return await steps.exchange(stream, broker, protocol, clock, unverified=unverified)
         try:
-            connack = await steps.connack(stream, broker, clock)
+            connack = await steps.connack(stream, broker, protocol, clock)
         except Failed as failed:
             if failed.failure.reason is Reason.TIMEOUT:
                 raise
             self.protocols.learn(learn_at, spoken(None))  # a broker that cannot parse v5 closes or garbles
             raise _SpeaksOlder from None
-        protocol = spoken(connack)
-        self.protocols.learn(learn_at, protocol)
-        if protocol != PROTOCOL_5:
+        learned = spoken(connack)
+        self.protocols.learn(learn_at, learned)
+        if learned != PROTOCOL_5:
             raise _SpeaksOlder
-        return await steps.after_connack(stream, broker, connack, unverified=unverified)
+        return await steps.after_connack(stream, protocol, connack, unverified=unverified)
 
     async def _resolve(self, broker: BrokerConfig, clock: Clock) -> list[str]:
         """The addresses to probe, best first (see ``select_addresses``); never empty."""
@@ -299,9 +295,10 @@ class Prober:
         return addresses
 
     async def _handshake(
-        self, session: TlsSession, broker: BrokerConfig, clock: Clock
-    ) -> tuple[TlsFacts, Presented, bool]:
-        """The TLS facts, the chain as presented, and whether the chain verified (else the facts say why)."""
+        self, session: TlsSession, broker: BrokerConfig, clock: Clock, draft: Draft
+    ) -> tuple[Presented, bool]:
+        """The chain as presented, and whether it verified; the draft gains the TLS facts (with the
+        verdict that says why not)."""
         verify: tuple[int, str] | None = None
         try:
             async with asyncio.timeout(clock.remaining()):
@@ -314,14 +311,14 @@ class Prober:
             raise Failed(TLS_HANDSHAKE.failure(exc)) from None
         presented = tuple(parse_der(der) for der in session.chain_der)
         verdict = await self._verdict(session.chain_der, presented, broker, clock, verify)
-        tls = TlsFacts(
+        draft.tls = TlsFacts(
             version=session.version if verify is None else "",
             cipher=session.cipher if verify is None else "",
             chain=tuple(parsed.facts for parsed in presented),
             verdict=verdict,
             alpn_protocol=session.alpn_protocol if verify is None else "",
         )
-        return tls, presented, verify is None
+        return presented, verify is None
 
     async def _verdict(
         self,
@@ -363,12 +360,18 @@ class Prober:
         return verdict
 
     async def _mqtt_over_unverified(
-        self, broker: BrokerConfig, clock: Clock, draft: ProbeResult, learn_at: Where | None
-    ) -> ProbeResult:
-        """The chain is untrusted; does the broker still answer MQTT? (broker down vs certificate bad)
-
-        The failures of this second connection go to ``secondary_failure``, mapped by the same tables.
-        """
+        self,
+        broker: BrokerConfig,
+        protocol: MqttProtocol,
+        clock: Clock,
+        draft: Draft,
+        learn_at: Where | None,
+    ) -> None:
+        """The chain is untrusted (the probe's failure); does the broker still answer MQTT? (broker down
+        vs certificate bad). The failures of this second connection go to ``secondary_failure``, mapped
+        by the same tables."""
+        assert draft.tls is not None
+        draft.failure = _untrusted(draft.tls.verdict)
         try:
             connection = await steps.connect_tcp(
                 draft.ip or broker.target.host, broker.target.port, clock, broker.proxy
@@ -376,57 +379,57 @@ class Prober:
             session = steps.open_session(connection, broker, verify=False)
             try:
                 await steps.unverified_handshake(session, clock)
-                if draft.tls is not None:
-                    # The failed verifying handshake cannot tell version and cipher; this one can.
-                    facts = replace(
-                        draft.tls,
-                        version=session.version,
-                        cipher=session.cipher,
-                        alpn_protocol=session.alpn_protocol,
-                    )
-                    draft = replace(draft, tls=facts)
-                return await self._mqtt_unverified(session, broker, clock, draft, learn_at)
+                # The failed verifying handshake cannot tell version and cipher; this one can.
+                draft.tls = replace(
+                    draft.tls,
+                    version=session.version,
+                    cipher=session.cipher,
+                    alpn_protocol=session.alpn_protocol,
+                )
+                await self._mqtt_unverified(session, broker, protocol, clock, draft, learn_at)
             finally:
                 session.close()
         except Failed as failed:
-            return replace(failed.draft or draft, secondary_failure=failed.failure)
+            draft.secondary_failure = failed.failure
 
     async def _mqtt_unverified(
         self,
         session: TlsSession,
         broker: BrokerConfig,
+        protocol: MqttProtocol,
         clock: Clock,
-        draft: ProbeResult,
+        draft: Draft,
         learn_at: Where | None,
-    ) -> ProbeResult:
+    ) -> None:
         """MQTT over a session that verified nothing: its failures are ``secondary_failure``."""
         try:
-            stream, draft = await steps.open_stream(session, broker, clock, draft)
+            stream = await steps.open_stream(session, broker, clock, draft)
             with clock.phase(Phase.MQTT):
-                mqtt = await self._mqtt_exchange(stream, broker, clock, learn_at, unverified=True)
-                draft = replace(draft, mqtt=mqtt)
+                draft.mqtt = await self._mqtt_exchange(
+                    stream, broker, protocol, clock, learn_at, unverified=True
+                )
         except Failed as failed:
-            return replace(failed.draft or draft, secondary_failure=failed.failure)
-        refused = steps.refusal(draft.mqtt)
-        if refused is not None:
-            return replace(draft, secondary_failure=refused)
-        # ACL or routing problems are worth knowing even while the certificate is bad.
-        return await steps.round_trip(broker, clock, draft, verified=False)
+            draft.secondary_failure = failed.failure
+            return
+        draft.secondary_failure = steps.refusal(draft.mqtt)
+        if draft.secondary_failure is None:
+            # ACL or routing problems are worth knowing even while the certificate is bad.
+            await steps.round_trip(broker, protocol, clock, draft, verified=False)
 
     # -- a chain OpenSSL rejected before ----------------------------------------------------------
-    def _rejected(self, broker: BrokerConfig, draft: ProbeResult) -> Rejection | None:
+    def _rejected(self, broker: BrokerConfig, where: Where) -> Rejection | None:
         """OpenSSL's rejection of the chain this listener served at an earlier probe, while nothing it
         depends on changed: the server name, the trust store, and no date of the chain passed since."""
-        rejection = self.rejections.get(_where(broker, draft), time.time())
+        rejection = self.rejections.get(where, time.time())
         if rejection is None or rejection.server_name != broker.server_name:
             return None
         return rejection if rejection.store == files.trust_store(broker.tls.ca_file) else None
 
     def _remember_rejection(
-        self, broker: BrokerConfig, draft: ProbeResult, session: TlsSession, presented: Presented
+        self, broker: BrokerConfig, where: Where, session: TlsSession, presented: Presented
     ) -> None:
         if session.verify_error is None:
-            self.rejections.pop(_where(broker, draft))
+            self.rejections.pop(where)
             return
         now = time.time()
         rejection = Rejection(
@@ -439,16 +442,17 @@ class Prober:
             now, [parsed.facts for parsed in presented], limit=now + REJECTION_TTL
         )
         size = sum(map(len, session.chain_der)) + REJECTION_BYTES
-        self.rejections.put(_where(broker, draft), rejection, size=size, expires=until)
+        self.rejections.put(where, rejection, size=size, expires=until)
 
     async def _as_rejected_before(
         self,
         connection: Connection,
         broker: BrokerConfig,
         clock: Clock,
-        draft: ProbeResult,
+        draft: Draft,
+        where: Where,
         rejected: Rejection,
-    ) -> tuple[ProbeResult, Presented] | None:
+    ) -> Presented | None:
         """The probe of a listener whose chain OpenSSL rejected before, on one connection that verifies
         nothing: while the broker sends the same chain, a verifying handshake would only be rejected
         again, and a second connection would then ask whether the broker speaks MQTT. None when the
@@ -458,23 +462,23 @@ class Prober:
             with clock.phase(Phase.TLS):
                 await steps.unverified_handshake(session, clock)
                 if session.chain_der != rejected.chain_der:
-                    self.rejections.pop(_where(broker, draft))
+                    self.rejections.pop(where)
                     return None
                 presented = tuple(parse_der(der) for der in session.chain_der)
                 verdict = await self._verdict(session.chain_der, presented, broker, clock, rejected.verify)
-                tls = TlsFacts(
+                draft.tls = TlsFacts(
                     version=session.version,
                     cipher=session.cipher,
                     chain=tuple(parsed.facts for parsed in presented),
                     verdict=verdict,
                     alpn_protocol=session.alpn_protocol,
                 )
-                draft = replace(draft, tls=tls)
-            negotiated, learn_at = await self._negotiated(broker, clock, draft)
-            draft = await self._mqtt_unverified(session, negotiated, clock, draft, learn_at)
+                draft.failure = _untrusted(verdict)
+            protocol, learn_at = await self._negotiated(broker, clock, draft, where)
+            await self._mqtt_unverified(session, broker, protocol, clock, draft, learn_at)
         finally:
             session.close()
-        return replace(draft, failure=_untrusted(tls.verdict)), presented
+        return presented
 
 
 def _untrusted(verdict: TrustVerdict) -> Failure:
@@ -483,7 +487,7 @@ def _untrusted(verdict: TrustVerdict) -> Failure:
     )
 
 
-async def _connected(broker: BrokerConfig, clock: Clock, draft: ProbeResult) -> Connection:
+async def _connected(broker: BrokerConfig, clock: Clock, draft: Draft) -> Connection:
     """TCP to the broker, then the scheduler's slot (a connect that never completes never holds one)."""
     with clock.phase(Phase.CONNECT):
         connection = await steps.connect_tcp(
@@ -497,7 +501,12 @@ async def _connected(broker: BrokerConfig, clock: Clock, draft: ProbeResult) -> 
     return connection
 
 
-def _where(broker: BrokerConfig, draft: ProbeResult) -> Where:
+def _draft_at(broker: BrokerConfig, started: float, ip: str) -> Callable[[], Draft]:
+    """A blank draft for the probe of one of the name's addresses (``addresses: all``)."""
+    return lambda: Draft.of(broker, started, ip=ip, address_label=ip)
+
+
+def _where(broker: BrokerConfig, draft: Draft) -> Where:
     target = broker.target
     return Where(broker.name, draft.ip or target.host, target.port, target.scheme, target.path)
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from dataclasses import replace
 from functools import lru_cache
 
 from mqtt_cert_exporter.certs.chain import weak_key
 from mqtt_cert_exporter.certs.parse import parse_der
 from mqtt_cert_exporter.config import BrokerConfig
+from mqtt_cert_exporter.probe.draft import Draft
 from mqtt_cert_exporter.probe.wire.connection import connect
 from mqtt_cert_exporter.probe.wire.records import certificates_in_flight
 from mqtt_cert_exporter.probe.wire.tls import (
@@ -35,7 +35,6 @@ from mqtt_cert_exporter.probe.wire.tls import (
 from mqtt_cert_exporter.results import (
     CertFacts,
     Failure,
-    ProbeResult,
     Problem,
     Reason,
     Stage,
@@ -92,27 +91,28 @@ async def _tls12_chain(
 _FAILED = (TimeoutError, OSError, TlsProtocolError, TlsHandshakeFailure, ClientCertificateRequired, TlsClosed)
 
 
-async def second_look(broker: BrokerConfig, draft: ProbeResult, remaining: float) -> ProbeResult:
-    """The draft of a probe whose handshake failed, with the cause and the chain when a second look finds
-    them (else as it was)."""
+async def second_look(broker: BrokerConfig, draft: Draft, remaining: float) -> None:
+    """The draft of a probe whose handshake failed gains the cause and the chain when a second look
+    finds them."""
     failure = draft.failure
     if failure is None or failure.stage is not Stage.TLS or failure.reason not in _LOOKED_AT:
-        return draft
+        return
     if broker.proxy is not None or not draft.ip:  # a direct connection would bypass the proxy
-        return draft
+        return
     version, chain = await _tls12_chain(draft.ip, broker.target.port, broker.server_name, remaining)
     if not chain:
-        return draft
+        return
     if failure.reason is Reason.CERTIFICATE_TOO_LARGE:
         detail = "the chain was read from the raw handshake: OpenSSL clients refuse it before verifying it"
         verdict = TrustVerdict(trusted=False, problems=(Problem.INVALID,), details=(detail,))
-        return replace(draft, tls=TlsFacts(version="", cipher="", chain=chain, verdict=verdict))
+        draft.tls = TlsFacts(version="", cipher="", chain=chain, verdict=verdict)
+        return
     if not weak_key(chain[0]):
-        return draft
+        return
     detail = (
         f"the server's certificate has a {chain[0].key} key, too small for TLS 1.3 (no signature algorithm "
         "fits) and for OpenSSL clients at their default security level"
     )
     verdict = TrustVerdict(trusted=False, problems=(Problem.WEAK_KEY,), details=(detail,))
-    tls = TlsFacts(version=version, cipher="", chain=chain, verdict=verdict)
-    return replace(draft, tls=tls, failure=Failure(Stage.TLS, Reason.HANDSHAKE_FAILURE, detail))
+    draft.tls = TlsFacts(version=version, cipher="", chain=chain, verdict=verdict)
+    draft.failure = Failure(Stage.TLS, Reason.HANDSHAKE_FAILURE, detail)

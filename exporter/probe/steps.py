@@ -7,12 +7,12 @@ tables of ``failures`` and raises ``Failed``; all share the probe's ``Clock`` (o
 from __future__ import annotations
 
 import asyncio
+import secrets
 import ssl
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from types import TracebackType
 
 from mqtt_cert_exporter.config import BrokerConfig, MqttProtocol, ProxySettings
 from mqtt_cert_exporter.connack import (
@@ -20,6 +20,7 @@ from mqtt_cert_exporter.connack import (
     UNSUPPORTED_VERSION_CODES,
     connack_meaning,
 )
+from mqtt_cert_exporter.probe.draft import Draft
 from mqtt_cert_exporter.probe.failures import (
     CONNACK,
     CONNECT,
@@ -40,7 +41,6 @@ from mqtt_cert_exporter.results import (
     Failure,
     MqttFacts,
     Phase,
-    ProbeResult,
     Reason,
     Stage,
     WebSocketFacts,
@@ -54,12 +54,11 @@ PHASE_ORDER = {phase: index for index, phase in enumerate(Phase)}
 
 
 class Failed(Exception):
-    """A phase failed; ``draft`` when the phase had added facts to the draft before it failed."""
+    """A phase failed (what it found before is in the probe's draft)."""
 
-    def __init__(self, failure: Failure, draft: ProbeResult | None = None) -> None:
+    def __init__(self, failure: Failure) -> None:
         super().__init__(failure.detail)
         self.failure = failure
-        self.draft = draft
 
 
 #: What the scheduler passes to wait for a slot once TCP is connected (``exporter.admission``).
@@ -88,13 +87,9 @@ class Clock:
         self.deadline += waited
         self.started += waited
 
-    @contextmanager
-    def phase(self, phase: Phase) -> Iterator[None]:
-        start = time.monotonic()
-        try:
-            yield
-        finally:
-            self.durations.append((phase, time.monotonic() - start))
+    def phase(self, phase: Phase) -> _Span:
+        """``with clock.phase(...)``: how long the block took, recorded also when it raised."""
+        return _Span(self.durations, phase)
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - time.monotonic())
@@ -103,20 +98,24 @@ class Clock:
         return tuple(sorted(self.durations, key=lambda item: PHASE_ORDER[item[0]]))
 
 
-def blank_result(
-    broker: BrokerConfig, started: float, *, ip: str = "", address_label: str = ""
-) -> ProbeResult:
-    """A result before any phase ran: what the probe adds to it comes phase by phase."""
-    return ProbeResult(
-        broker=broker.name,
-        address=broker.address,
-        ip=ip,
-        started=started,
-        finished=started,
-        durations=(),
-        failure=None,
-        address_label=address_label,
-    )
+class _Span:
+    """A phase being timed (a class, not ``contextmanager``: a probe times up to eight, and the
+    generator machinery cost more than the timing)."""
+
+    __slots__ = ("_durations", "_phase", "_start")
+
+    def __init__(self, durations: list[tuple[Phase, float]], phase: Phase) -> None:
+        self._durations = durations
+        self._phase = phase
+        self._start = time.monotonic()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self._durations.append((self._phase, time.monotonic() - self._start))
 
 
 async def unverified_handshake(session: TlsSession, clock: Clock) -> None:
@@ -159,7 +158,7 @@ async def ask_version(broker: BrokerConfig, clock: Clock, ip: str) -> tuple[Conn
         try:
             async with asyncio.timeout(min(LEARN_TIMEOUT, clock.remaining())):
                 await session.handshake()
-                stream, _ = await open_stream(session, broker, clock, blank_result(broker, 0.0, ip=ip))
+                stream = await open_stream(session, broker, clock, Draft.of(broker, 0.0, ip=ip))
                 await stream.write(encode_connect(protocol=PROTOCOL_5, client_id=client_id(broker)))
                 sent = True
                 answer = await read_connack(stream.read, PROTOCOL_5)
@@ -177,7 +176,7 @@ async def ask_version(broker: BrokerConfig, clock: Clock, ip: str) -> tuple[Conn
 
 
 def client_id(broker: BrokerConfig) -> str:
-    return broker.mqtt.client_id or f"mqtt-cert-exporter-{uuid.uuid4().hex[:12]}"
+    return broker.mqtt.client_id or f"mqtt-cert-exporter-{secrets.token_hex(6)}"
 
 
 def proxy_resolves(broker: BrokerConfig) -> bool:
@@ -210,15 +209,13 @@ async def connect_tcp(host: str, port: int, clock: Clock, proxy: ProxySettings |
     return connection
 
 
-async def open_stream(
-    session: TlsSession, broker: BrokerConfig, clock: Clock, draft: ProbeResult
-) -> tuple[Stream, ProbeResult]:
+async def open_stream(session: TlsSession, broker: BrokerConfig, clock: Clock, draft: Draft) -> Stream:
     """mqtts: MQTT goes straight over TLS. wss: the HTTP upgrade first, then MQTT in binary frames.
 
-    The draft gains the upgrade's answer, also when the upgrade failed (``Failed`` then carries it).
+    The draft gains the upgrade's answer, also when the upgrade failed.
     """
     if broker.target.scheme != "wss":
-        return session, draft
+        return session
     stream = WebSocketStream(session)
     failure: Failure | None = None
     with clock.phase(Phase.WEBSOCKET):
@@ -230,27 +227,26 @@ async def open_stream(
         except WEBSOCKET_UPGRADE.catches as exc:
             failure = WEBSOCKET_UPGRADE.failure(exc, broker.target.path)
     if stream.response is not None:
-        draft = replace(draft, websocket=WebSocketFacts(stream.response.status, stream.subprotocol))
+        draft.websocket = WebSocketFacts(stream.response.status, stream.subprotocol)
     if failure is not None:
-        raise Failed(failure, draft)
-    return stream, draft
+        raise Failed(failure)
+    return stream
 
 
 async def round_trip(
-    broker: BrokerConfig, clock: Clock, draft: ProbeResult, *, verified: bool
-) -> ProbeResult:
-    """The optional publish/receive round trip, on a connection of its own (aiomqtt)."""
+    broker: BrokerConfig, protocol: MqttProtocol, clock: Clock, draft: Draft, *, verified: bool
+) -> None:
+    """The optional publish/receive round trip, on a connection of its own (aiomqtt), in ``protocol``."""
     if broker.mqtt.roundtrip is None or draft.mqtt is None or not draft.mqtt.accepted:
-        return draft
+        return
     with clock.phase(Phase.ROUNDTRIP):
-        facts = await run_roundtrip(
-            broker,
+        draft.roundtrip = await run_roundtrip(
+            speaking(broker, protocol),
             ip=draft.ip or None,
             context=client_context(broker.tls, verify=verified),
             budget=clock.remaining(),
             unverified=not verified,
         )
-    return replace(draft, roundtrip=facts)
 
 
 def open_session(connection: Connection, broker: BrokerConfig, *, verify: bool) -> TlsSession:
@@ -274,16 +270,17 @@ def speaking(broker: BrokerConfig, protocol: MqttProtocol) -> BrokerConfig:
 
 
 async def exchange(
-    stream: Stream, broker: BrokerConfig, clock: Clock, *, unverified: bool = False
+    stream: Stream, broker: BrokerConfig, protocol: MqttProtocol, clock: Clock, *, unverified: bool = False
 ) -> MqttFacts:
-    return await after_connack(stream, broker, await connack(stream, broker, clock), unverified=unverified)
+    answer = await connack(stream, broker, protocol, clock)
+    return await after_connack(stream, protocol, answer, unverified=unverified)
 
 
-async def connack(stream: Stream, broker: BrokerConfig, clock: Clock) -> Connack:
-    """Send the CONNECT, read the CONNACK; failures as the CONNACK table says."""
+async def connack(stream: Stream, broker: BrokerConfig, protocol: MqttProtocol, clock: Clock) -> Connack:
+    """Send the CONNECT in ``protocol``, read the CONNACK; failures as the CONNACK table says."""
     settings = broker.mqtt
     connect = encode_connect(
-        protocol=settings.protocol,
+        protocol=protocol,
         client_id=client_id(broker),
         username=settings.username,
         password=settings.password.reveal() if settings.password else None,
@@ -292,7 +289,7 @@ async def connack(stream: Stream, broker: BrokerConfig, clock: Clock) -> Connack
     try:
         async with asyncio.timeout(clock.remaining()):
             await stream.write(connect)
-            connack = await read_connack(stream.read, settings.protocol)
+            connack = await read_connack(stream.read, protocol)
     except CONNACK.catches as exc:
         if isinstance(stream, WebSocketStream) and stream.close_status is not None:
             raise Failed(websocket_closed(*stream.close_status)) from None
@@ -301,7 +298,7 @@ async def connack(stream: Stream, broker: BrokerConfig, clock: Clock) -> Connack
 
 
 async def after_connack(
-    stream: Stream, broker: BrokerConfig, connack: Connack, *, unverified: bool
+    stream: Stream, protocol: MqttProtocol, connack: Connack, *, unverified: bool
 ) -> MqttFacts:
     if connack.code == 0:
         try:
@@ -312,5 +309,5 @@ async def after_connack(
         protocol=connack.protocol,
         connack_code=connack.code,
         unverified_connection=unverified,
-        requested=broker.mqtt.protocol or PROTOCOL_5,
+        requested=protocol,
     )

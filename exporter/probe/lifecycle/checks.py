@@ -14,19 +14,19 @@ import asyncio
 import datetime as dt
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from mqtt_cert_exporter import logs
 from mqtt_cert_exporter.certs import files, lints, revocation
 from mqtt_cert_exporter.certs.parse import Parsed
 from mqtt_cert_exporter.certs.revocation import Crl
 from mqtt_cert_exporter.config import BrokerConfig
+from mqtt_cert_exporter.probe.draft import Around, Draft
 from mqtt_cert_exporter.probe.lifecycle.crl import CrlFetcher
 from mqtt_cert_exporter.probe.lifecycle.legacy import check_legacy_tls
 from mqtt_cert_exporter.results import (
     CertFacts,
     LegacyTlsFacts,
-    ProbeResult,
     Reason,
     RevocationCheck,
     RevocationFacts,
@@ -61,18 +61,18 @@ class Lifecycle:
     async def complete(
         self,
         broker: BrokerConfig,
-        result: ProbeResult,
+        draft: Draft,
         presented: Sequence[Parsed],
         *,
         deadline: float,
-    ) -> ProbeResult:
-        """``result`` (the probe proper) with the facts around its chain added; ``presented`` is its chain
-        as parsed. Everything here shares the probe's deadline (monotonic): a broker costs at most its
+    ) -> Around:
+        """The facts around the chain of ``draft`` (the probe proper); ``presented`` is its chain as
+        parsed. Everything here shares the probe's deadline (monotonic): a broker costs at most its
         timeout.
 
         Usually everything comes from caches and nothing is awaited (this runs after every probe).
         """
-        ip, tls, failure = result.ip, result.tls, result.failure
+        ip, tls, failure = draft.ip, draft.tls, draft.failure
         candidates = _revocation_candidates(presented)
         crls = {url: hit for url in _urls(candidates) if (hit := self.crl.cached(url)) is not None}
         missing = [url for url in _urls(candidates) if url not in crls]
@@ -101,8 +101,7 @@ class Lifecycle:
         elif legacy_due:
             legacy = await self._legacy_check(broker, ip, deadline)
         chain = tls.chain if tls is not None else ()
-        return replace(
-            result,
+        return Around(
             served_file=self._served_file(broker, chain),
             client_cert=_client_cert(broker),
             revocation=_revocation(broker, presented, candidates, crls) if presented else None,

@@ -77,9 +77,19 @@ def client_context(settings: TlsSettings, *, verify: bool) -> ssl.SSLContext:
     read again), less the per-broker settings that never shape a context (so a fleet with one CA file
     shares one context). A new ``tls.*`` setting is part of the key unless it is named here.
     """
-    shaping = dataclasses.replace(settings, **_NOT_SHAPING_A_CONTEXT)
-    files = (settings.ca_file, settings.cert_file, settings.key_file)
-    return _client_context(shaping, verify, tuple(file_stamp(path) if path else None for path in files))
+    stamps = (
+        file_stamp(settings.ca_file) if settings.ca_file else None,
+        file_stamp(settings.cert_file) if settings.cert_file else None,
+        file_stamp(settings.key_file) if settings.key_file else None,
+    )
+    return _client_context(_shaping(settings), verify, stamps)
+
+
+@lru_cache(maxsize=1024)
+def _shaping(settings: TlsSettings) -> TlsSettings:
+    """The settings less those that never shape a context (a copy per probe cost more than the probe's
+    other bookkeeping)."""
+    return dataclasses.replace(settings, **_NOT_SHAPING_A_CONTEXT)
 
 
 @lru_cache(maxsize=256)
