@@ -74,8 +74,9 @@ class Lifecycle:
         """
         ip, tls, failure = draft.ip, draft.tls, draft.failure
         candidates = _revocation_candidates(presented)
-        crls = {url: hit for url in _urls(candidates) if (hit := self.crl.cached(url)) is not None}
-        missing = [url for url in _urls(candidates) if url not in crls]
+        urls = _urls(candidates)
+        crls = {url: hit for url in urls if (hit := self.crl.cached(url)) is not None}
+        missing = [url for url in urls if url not in crls]
         # The legacy handshake only makes sense against a server that speaks TLS: it completed the
         # handshake, or refused ours (perhaps it speaks nothing newer than TLS 1.1).
         speaks_tls = tls is not None or (
@@ -87,7 +88,7 @@ class Lifecycle:
             ip
             and speaks_tls
             and self.legacy_tls_interval is not None
-            and getattr(broker, "proxy", None) is None
+            and broker.proxy is None
         ):
             # (a direct connection would bypass the proxy such a broker is reached through)
             legacy_due, legacy = self._legacy_cached(broker, ip)
