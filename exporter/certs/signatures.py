@@ -57,4 +57,9 @@ def key_ids_link(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
         subject = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
     except (x509.ExtensionNotFound, ValueError):
         return False
+    return key_ids_match(authority, subject)
+
+
+def key_ids_match(authority: bytes | None, subject: bytes | None) -> bool:
+    """A certificate's authorityKeyIdentifier names the issuer's subjectKeyIdentifier (both present)."""
     return authority is not None and authority == subject
