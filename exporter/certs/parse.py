@@ -19,6 +19,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtensionOID, NameOID
 
 from mqtt_cert_exporter.cache import BoundedCache
+from mqtt_cert_exporter.certs.der import issuer_name
 from mqtt_cert_exporter.results import CacheSize, CertFacts
 
 # --------------------------------------------------------------------------------------------------
@@ -158,11 +159,13 @@ def _parsed(cert: x509.Certificate, fingerprint: str, der: bytes) -> Parsed:
     except UnsupportedAlgorithm:
         signature_hash = "unknown"
     serial = cert.serial_number
-    common_names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    subject = cert.subject
+    issuer, issuer_text = _issuer(cert, der)
+    common_names = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     facts = CertFacts(
         fingerprint_sha256=fingerprint,
-        subject=cert.subject.rfc4514_string(),
-        issuer=cert.issuer.rfc4514_string(),
+        subject=subject.rfc4514_string(),
+        issuer=issuer_text,
         serial=format(serial, "x") if serial >= 0 else "-" + format(-serial, "x"),
         not_before=cert.not_valid_before_utc.timestamp(),
         not_after=cert.not_valid_after_utc.timestamp(),
@@ -174,11 +177,31 @@ def _parsed(cert: x509.Certificate, fingerprint: str, der: bytes) -> Parsed:
         signature_algorithm=_signature_algorithm_name(cert),
         signature_hash=signature_hash,
         is_ca=is_ca,
-        self_issued=cert.subject == cert.issuer,
+        self_issued=subject == issuer,
         ca_issuers_urls=urls,
         crl_urls=crl_urls,
     )
     return Parsed(facts, der, authority_key_id, subject_key_id)
+
+
+#: Issuer names by their encoding: the Name and its RFC 4514 text, made once for the fleet's leaves that
+#: share an issuer (cryptography builds the Name's Python objects anew for every certificate, and its
+#: text in Python: a fifth of parsing a leaf). A server chooses its issuer's name: bounded by bytes too.
+ISSUER_NAMES: BoundedCache[bytes, tuple[x509.Name, str]] = BoundedCache(
+    "issuer names", max_entries=4096, max_bytes=4 << 20
+)
+
+
+def _issuer(cert: x509.Certificate, der: bytes) -> tuple[x509.Name, str]:
+    encoded = issuer_name(der)
+    if encoded is None:
+        return cert.issuer, cert.issuer.rfc4514_string()
+    known = ISSUER_NAMES.get(encoded, 0.0)
+    if known is None:
+        known = (cert.issuer, cert.issuer.rfc4514_string())
+        # the encoding, the text and the Name's objects (about 300 bytes per attribute)
+        ISSUER_NAMES.put(encoded, known, size=4 * len(encoded) + 1024, expires=math.inf)
+    return known
 
 
 def _ca_issuers(aia: x509.AuthorityInformationAccess) -> tuple[str, ...]:
