@@ -130,35 +130,38 @@ def outcome(results: Sequence[ProbeResult]) -> str:
     return digest.hexdigest()[:16]
 
 
-def measure(directory: Path) -> dict[str, object]:
-    """µs per new leaf of each kind (one pass over distinct leaves: a leaf is new only once)."""
+def warmed(
+    directory: Path, loop: asyncio.AbstractEventLoop
+) -> tuple[FirstProbe, dict[str, list[tuple[bytes, ...]]]]:
+    """A FirstProbe that has seen ``WARM_UP`` leaves of each kind, and the leaves it has not seen."""
     ca_file, chains = load_lab(directory)
     probe = FirstProbe(ca_file)
-    loop = asyncio.new_event_loop()
     for kind in KINDS:
         loop.run_until_complete(probe.run(chains[kind][:WARM_UP], VERIFY[kind]))
     tune_garbage_collector()  # as the daemon does before probing
-    found: dict[str, object] = {}
+    return probe, {kind: found[WARM_UP:] for kind, found in chains.items()}
+
+
+def measure(directory: Path) -> dict[str, float | str]:
+    """µs per new leaf of each kind (one pass over distinct leaves: a leaf is new only once)."""
+    loop = asyncio.new_event_loop()
+    probe, chains = warmed(directory, loop)
+    found: dict[str, float | str] = {}
     for kind in KINDS:
-        measured = chains[kind][WARM_UP:]
         started = time.process_time()
-        results = loop.run_until_complete(probe.run(measured, VERIFY[kind]))
-        found[kind] = (time.process_time() - started) / len(measured) * 1e6
+        results = loop.run_until_complete(probe.run(chains[kind], VERIFY[kind]))
+        found[kind] = (time.process_time() - started) / len(chains[kind]) * 1e6
         found[f"{kind} outcome"] = outcome(results)
     loop.close()
     return found
 
 
 def profile(directory: Path, kind: str, top: int) -> None:
-    ca_file, chains = load_lab(directory)
-    probe = FirstProbe(ca_file)
     loop = asyncio.new_event_loop()
-    for warm in KINDS:
-        loop.run_until_complete(probe.run(chains[warm][:WARM_UP], VERIFY[warm]))
-    tune_garbage_collector()
+    probe, chains = warmed(directory, loop)
     profiler = cProfile.Profile()
     profiler.enable()
-    loop.run_until_complete(probe.run(chains[kind][WARM_UP:], VERIFY[kind]))
+    loop.run_until_complete(probe.run(chains[kind], VERIFY[kind]))
     profiler.disable()
     loop.close()
     stats = pstats.Stats(profiler)
@@ -174,7 +177,7 @@ def against(baseline: Path | None, directory: Path, runs: int) -> None:
         if baseline is not None:
             os.symlink(baseline.resolve() / "exporter", Path(packages) / "mqtt_cert_exporter")
             sides = {"before": packages, **sides}
-        found: dict[str, list[dict[str, object]]] = {side: [] for side in sides}
+        found: dict[str, list[dict[str, float | str]]] = {side: [] for side in sides}
         for _ in range(runs):
             for side, path in sides.items():
                 command = [sys.executable, "-m", "bench.firstprobe", "--measure", str(directory)]
@@ -189,18 +192,22 @@ def against(baseline: Path | None, directory: Path, runs: int) -> None:
         cells = []
         bests = {}
         for side in sides:
-            values = [float(run[kind]) for run in found[side]]  # type: ignore[arg-type]
+            values = [float(run[kind]) for run in found[side]]
             bests[side] = min(values)
             cells.append(f"{min(values):>12.1f} / {statistics.median(values):>7.1f}")
         ratio = f"  {bests['before'] / bests['after']:.2f}x" if baseline else ""
         print(f"{kind:<10}" + "".join(f"{cell:>22}" for cell in cells) + ratio)
-    outcomes = {
-        (side, str(run[f"{kind} outcome"])) for side in sides for run in found[side] for kind in KINDS
-    }
-    per_side = {side: {o for s, o in outcomes if s == side} for side in sides}
     if baseline is not None:
-        same = per_side["before"] == per_side["after"]
-        print("verdicts and lints: " + ("the same on both sides" if same else "DIFFERENT between the sides"))
+        differ = [
+            kind
+            for kind in KINDS
+            if {run[f"{kind} outcome"] for run in found["before"]}
+            != {run[f"{kind} outcome"] for run in found["after"]}
+        ]
+        print(
+            "verdicts and lints: "
+            + (f"DIFFERENT for {', '.join(differ)}" if differ else "the same on both sides")
+        )
 
 
 def main() -> None:
