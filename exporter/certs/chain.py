@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from mqtt_cert_exporter.cache import BoundedCache
-from mqtt_cert_exporter.certs.parse import Parsed, TrustStore, load_certificate
+from mqtt_cert_exporter.certs.parse import Parsed, TrustStore, load_certificate, named_issuer
 from mqtt_cert_exporter.certs.purpose import unsuitable_for_tls_server
 from mqtt_cert_exporter.certs.signatures import key_ids_match, signed_by
 from mqtt_cert_exporter.config.grammar import certificate_covers
@@ -102,7 +102,7 @@ def signature_cache_size() -> CacheSize:
 
 def _issued_by(cert_der: bytes, issuer_der: bytes) -> bool:
     cert, issuer = load_certificate(cert_der), load_certificate(issuer_der)
-    if cert.issuer != issuer.subject:
+    if named_issuer(cert, cert_der)[0] != issuer.subject:
         return False
     return signed_by(cert, issuer)  # also SHA-1/MD5 signatures, which cryptography will not verify
 

@@ -160,7 +160,7 @@ def _parsed(cert: x509.Certificate, fingerprint: str, der: bytes) -> Parsed:
         signature_hash = "unknown"
     serial = cert.serial_number
     subject = cert.subject
-    issuer, issuer_text = _issuer(cert, der)
+    issuer, issuer_text = named_issuer(cert, der)
     common_names = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     facts = CertFacts(
         fingerprint_sha256=fingerprint,
@@ -192,7 +192,9 @@ ISSUER_NAMES: BoundedCache[bytes, tuple[x509.Name, str]] = BoundedCache(
 )
 
 
-def _issuer(cert: x509.Certificate, der: bytes) -> tuple[x509.Name, str]:
+def named_issuer(cert: x509.Certificate, der: bytes) -> tuple[x509.Name, str]:
+    """``cert``'s issuer Name and its RFC 4514 text (``der``: the certificate's DER), as ``cert.issuer``
+    would give them, made once per distinct encoding."""
     encoded = issuer_name(der)
     if encoded is None:
         return cert.issuer, cert.issuer.rfc4514_string()
