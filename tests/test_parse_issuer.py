@@ -4,11 +4,14 @@ per distinct encoding (parse.ISSUER_NAMES). Pure: certificates made here, no net
 from __future__ import annotations
 
 import datetime as dt
+import shutil
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding
 
@@ -90,3 +93,27 @@ def test_the_issuer_names_are_bounded() -> None:
         facts = parse_der(certificate(name((CN, "leaf")), name((CN, f"CA {n}")))).facts
         assert facts.issuer == f"CN=CA {n}"
     assert len(parse.ISSUER_NAMES) == 3  # the least recently used went
+
+
+def test_a_version_1_certificate_has_its_issuer_found_too(tmp_path: Path) -> None:
+    """No version field (openssl x509 -req without extensions still makes these)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("needs the openssl command (Debian package openssl) to make a version 1 certificate")
+    key = tmp_path / "key.pem"
+    key.write_bytes(
+        KEY.private_bytes(Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    csr = (
+        x509.CertificateSigningRequestBuilder().subject_name(name((CN, "v1 leaf"))).sign(KEY, hashes.SHA256())
+    )
+    (tmp_path / "leaf.csr").write_bytes(csr.public_bytes(Encoding.PEM))
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(x509.load_der_x509_certificate(certificate(CA, CA)).public_bytes(Encoding.PEM))
+    command = [openssl, "x509", "-req", "-in", str(tmp_path / "leaf.csr"), "-CA", str(ca), "-CAkey", str(key)]
+    command += ["-set_serial", "7", "-days", "5", "-outform", "DER", "-out", str(tmp_path / "leaf.der")]
+    subprocess.run(command, check=True, capture_output=True)
+    der = (tmp_path / "leaf.der").read_bytes()
+    assert x509.load_der_x509_certificate(der).version is x509.Version.v1
+    assert issuer_name(der) == CA.public_bytes()
+    assert parse_der(der).facts.issuer == "O=Example\\, Inc.,CN=Fleet CA"
