@@ -1209,6 +1209,7 @@ def document(r: Results) -> str:
             "python -m bench.format --repeat 0                           # /metrics of 10,000 brokers, each --metrics.chain",
             "python -m bench.format --baseline DIR                       # an older checkout's publish/render costs, side by side",
             "python -m bench.firstsweep --brokers 2000 --rounds 2        # the first sweep alone: 1 process, 2 shards, blackbox",
+            "python -m bench.firstprobe --baseline DIR                   # a new leaf's chain analysis, in process, side by side",
             "```",
             "",
             "It needs Debian's `mosquitto`, `prometheus-blackbox-exporter` and `openssl`; `py-spy` (pip) for the",

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from mqtt_cert_exporter.cache import BoundedCache
-from mqtt_cert_exporter.certs.parse import Parsed, TrustStore, load_certificate
+from mqtt_cert_exporter.certs.parse import Parsed, TrustStore, load_certificate, named_issuer
 from mqtt_cert_exporter.certs.purpose import unsuitable_for_tls_server
-from mqtt_cert_exporter.certs.signatures import signed_by
+from mqtt_cert_exporter.certs.signatures import key_ids_match, signed_by
 from mqtt_cert_exporter.config.grammar import certificate_covers
 from mqtt_cert_exporter.results import CacheSize, CertFacts, Problem, TrustVerdict
 
@@ -67,20 +67,30 @@ _DIRECT_PROBLEMS = {
 # Checks
 
 
-def is_issued_by(cert: Parsed, issuer: Parsed) -> bool:
-    """Whether ``issuer`` signed ``cert`` (names and signature)."""
+def is_issued_by(cert: Parsed, issuer: Parsed, *, verified: bool = False) -> bool:
+    """Whether ``issuer`` signed ``cert`` (names and signature).
+
+    ``verified``: OpenSSL verified the chain these two are on. It found each issuer by name and key
+    identifier, as here, and checked its signature, so an issuer that names itself so is taken
+    without checking the signature again (an ECDSA verification: a third of a new leaf's first probe).
+    Without key identifiers, or when they differ, the signature decides as for any chain.
+    """
     if not (cert.ok and issuer.ok) or cert.facts.issuer != issuer.facts.subject:
         return False
     key = (cert.der, issuer.der)
     known = SIGNATURES.get(key, 0.0)
     if known is None:
-        known = _issued_by(cert.der, issuer.der)
+        known = (verified and key_ids_match(cert.authority_key_id, issuer.subject_key_id)) or _issued_by(
+            cert.der, issuer.der
+        )
         SIGNATURES.put(key, known, size=len(cert.der) + len(issuer.der) + 256, expires=math.inf)
     return known
 
 
-#: Signature checks by the DER of both certificates (the bytes ``Parsed`` holds anyway), so the answer
-#: outlives the objects. Every rotated leaf adds one: bounded by bytes (each entry holds both DERs).
+#: Issuer links by the DER of both certificates (the bytes ``Parsed`` holds anyway), so the answer
+#: outlives the objects: our signature check, or OpenSSL's for a chain it verified (``is_issued_by``),
+#: which the revocation check then finds here. Every rotated leaf adds one: bounded by bytes (each
+#: entry holds both DERs).
 SIGNATURES: BoundedCache[tuple[bytes, bytes], bool] = BoundedCache(
     "signatures", max_entries=65536, max_bytes=16 << 20
 )
@@ -92,7 +102,7 @@ def signature_cache_size() -> CacheSize:
 
 def _issued_by(cert_der: bytes, issuer_der: bytes) -> bool:
     cert, issuer = load_certificate(cert_der), load_certificate(issuer_der)
-    if cert.issuer != issuer.subject:
+    if named_issuer(cert, cert_der)[0] != issuer.subject:
         return False
     return signed_by(cert, issuer)  # also SHA-1/MD5 signatures, which cryptography will not verify
 
@@ -117,8 +127,11 @@ class Path:
     dead_end: Parsed | None
 
 
-def build_path(presented: Sequence[Parsed], extra: Sequence[Parsed], store: TrustStore) -> Path:
-    """Follow issuers from the leaf through what the server sent, then ``extra``, to a store anchor."""
+def build_path(
+    presented: Sequence[Parsed], extra: Sequence[Parsed], store: TrustStore, *, verified: bool = False
+) -> Path:
+    """Follow issuers from the leaf through what the server sent, then ``extra``, to a store anchor.
+    ``verified``: OpenSSL verified the chain (see ``is_issued_by``)."""
     leaf = presented[0]
     current = leaf
     path: list[Parsed] = [leaf]
@@ -129,15 +142,17 @@ def build_path(presented: Sequence[Parsed], extra: Sequence[Parsed], store: Trus
             return Path(tuple(path), None, tuple(used), current)
         if current.facts.fingerprint_sha256 in fingerprints:
             return Path(tuple(path[:-1]), current, tuple(used), None)
-        anchor = next((a for a in store.issuers_of(current) if is_issued_by(current, a)), None)
+        anchor = next(
+            (a for a in store.issuers_of(current) if is_issued_by(current, a, verified=verified)), None
+        )
         if anchor is not None:
             return Path(tuple(path), anchor, tuple(used), None)
         if current.facts.self_issued:
             return Path(tuple(path), None, tuple(used), current)
         seen = {p.facts.fingerprint_sha256 for p in path}
-        issuer = _find_issuer(current, presented, seen)
+        issuer = _find_issuer(current, presented, seen, verified)
         if issuer is None:
-            issuer = _find_issuer(current, extra, seen)
+            issuer = _find_issuer(current, extra, seen, verified)
             if issuer is not None:
                 used.append(issuer)
         if issuer is None:
@@ -147,11 +162,11 @@ def build_path(presented: Sequence[Parsed], extra: Sequence[Parsed], store: Trus
     return Path(tuple(path), None, tuple(used), current)
 
 
-def _find_issuer(cert: Parsed, pool: Sequence[Parsed], seen: set[str]) -> Parsed | None:
+def _find_issuer(cert: Parsed, pool: Sequence[Parsed], seen: set[str], verified: bool) -> Parsed | None:
     for candidate in pool:
         if candidate.facts.fingerprint_sha256 in seen:
             continue
-        if is_issued_by(cert, candidate):
+        if is_issued_by(cert, candidate, verified=verified):
             return candidate
     return None
 
@@ -198,7 +213,7 @@ def classify(
     """
     if not presented:
         return TrustVerdict(trusted=False, problems=(Problem.INVALID,), details=("no certificate received",))
-    path = build_path(presented, extra_intermediates, store)
+    path = build_path(presented, extra_intermediates, store, verified=verify_code is None)
     anchor_facts = path.anchor.facts if path.anchor else None
     completed = tuple(p.facts for p in path.completed_with)
     if verify_code is None:

@@ -19,6 +19,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtensionOID, NameOID
 
 from mqtt_cert_exporter.cache import BoundedCache
+from mqtt_cert_exporter.certs.der import issuer_name
 from mqtt_cert_exporter.results import CacheSize, CertFacts
 
 # --------------------------------------------------------------------------------------------------
@@ -35,6 +36,10 @@ class Parsed:
 
     facts: CertFacts
     der: bytes = field(repr=False)
+    #: authorityKeyIdentifier's keyIdentifier and subjectKeyIdentifier, when present: how OpenSSL (and
+    #: ``chain.is_issued_by`` for a chain OpenSSL verified) tells which certificate issued which
+    authority_key_id: bytes | None = field(default=None, repr=False)
+    subject_key_id: bytes | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -65,7 +70,7 @@ def parse_der(der: bytes) -> Parsed:
     with warnings.catch_warnings():
         # e.g. negative serial numbers, which real trust stores still contain
         warnings.simplefilter("ignore", CryptographyDeprecationWarning)
-        parsed = Parsed(_parse_der(der), der)
+        parsed = _parse_der(der)
     PARSED.put(der, parsed, size=parsed_bytes(der), expires=math.inf)
     return parsed
 
@@ -83,16 +88,16 @@ def load_certificate(der: bytes) -> x509.Certificate:
         return x509.load_der_x509_certificate(der)
 
 
-def _parse_der(der: bytes) -> CertFacts:
+def _parse_der(der: bytes) -> Parsed:
     fingerprint = hashlib.sha256(der).hexdigest()
     try:
         cert = load_certificate(der)  # the object stays loaded for the verdict that follows a first sight
     except ValueError as exc:
-        return _unparseable(fingerprint, f"not a DER certificate: {exc}")
+        return Parsed(_unparseable(fingerprint, f"not a DER certificate: {exc}"), der)
     try:
-        return _facts(cert, fingerprint)
+        return _parsed(cert, fingerprint, der)
     except (ValueError, TypeError, UnsupportedAlgorithm, x509.DuplicateExtension) as exc:
-        return _unparseable(fingerprint, f"malformed certificate: {exc}")
+        return Parsed(_unparseable(fingerprint, f"malformed certificate: {exc}"), der)
 
 
 def facts_of(der: bytes) -> CertFacts:
@@ -120,7 +125,7 @@ def _unparseable(fingerprint: str, error: str) -> CertFacts:
     )
 
 
-def _facts(cert: x509.Certificate, fingerprint: str) -> CertFacts:
+def _parsed(cert: x509.Certificate, fingerprint: str, der: bytes) -> Parsed:
     # One pass over the extensions by OID: get_extension_for_class walks them all per class, with an
     # abstract isinstance check per extension (a third of parsing a leaf; parsing is most of a broker's
     # first probe beyond the handshake).
@@ -129,6 +134,8 @@ def _facts(cert: x509.Certificate, fingerprint: str) -> CertFacts:
     is_ca = False
     urls: tuple[str, ...] = ()
     crl_urls: tuple[str, ...] = ()
+    authority_key_id: bytes | None = None
+    subject_key_id: bytes | None = None
     for extension in cert.extensions:
         oid, value = extension.oid, extension.value
         if oid == ExtensionOID.SUBJECT_ALTERNATIVE_NAME:
@@ -141,6 +148,10 @@ def _facts(cert: x509.Certificate, fingerprint: str) -> CertFacts:
             urls = _ca_issuers(cast(x509.AuthorityInformationAccess, value))
         elif oid == ExtensionOID.CRL_DISTRIBUTION_POINTS:
             crl_urls = _crl_urls(cast(x509.CRLDistributionPoints, value))
+        elif oid == ExtensionOID.AUTHORITY_KEY_IDENTIFIER:
+            authority_key_id = cast(x509.AuthorityKeyIdentifier, value).key_identifier
+        elif oid == ExtensionOID.SUBJECT_KEY_IDENTIFIER:
+            subject_key_id = cast(x509.SubjectKeyIdentifier, value).digest
     key, bits = describe_key(cert)
     try:
         hash_algorithm = cert.signature_hash_algorithm
@@ -148,11 +159,13 @@ def _facts(cert: x509.Certificate, fingerprint: str) -> CertFacts:
     except UnsupportedAlgorithm:
         signature_hash = "unknown"
     serial = cert.serial_number
-    common_names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return CertFacts(
+    subject = cert.subject
+    issuer, issuer_text = named_issuer(cert, der)
+    common_names = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    facts = CertFacts(
         fingerprint_sha256=fingerprint,
-        subject=cert.subject.rfc4514_string(),
-        issuer=cert.issuer.rfc4514_string(),
+        subject=subject.rfc4514_string(),
+        issuer=issuer_text,
         serial=format(serial, "x") if serial >= 0 else "-" + format(-serial, "x"),
         not_before=cert.not_valid_before_utc.timestamp(),
         not_after=cert.not_valid_after_utc.timestamp(),
@@ -164,10 +177,33 @@ def _facts(cert: x509.Certificate, fingerprint: str) -> CertFacts:
         signature_algorithm=_signature_algorithm_name(cert),
         signature_hash=signature_hash,
         is_ca=is_ca,
-        self_issued=cert.subject == cert.issuer,
+        self_issued=subject == issuer,
         ca_issuers_urls=urls,
         crl_urls=crl_urls,
     )
+    return Parsed(facts, der, authority_key_id, subject_key_id)
+
+
+#: Issuer names by their encoding: the Name and its RFC 4514 text, made once for the fleet's leaves that
+#: share an issuer (cryptography builds the Name's Python objects anew for every certificate, and its
+#: text in Python: a fifth of parsing a leaf). A server chooses its issuer's name: bounded by bytes too.
+ISSUER_NAMES: BoundedCache[bytes, tuple[x509.Name, str]] = BoundedCache(
+    "issuer names", max_entries=4096, max_bytes=4 << 20
+)
+
+
+def named_issuer(cert: x509.Certificate, der: bytes) -> tuple[x509.Name, str]:
+    """``cert``'s issuer Name and its RFC 4514 text (``der``: the certificate's DER), as ``cert.issuer``
+    would give them, made once per distinct encoding."""
+    encoded = issuer_name(der)
+    if encoded is None:
+        return cert.issuer, cert.issuer.rfc4514_string()
+    known = ISSUER_NAMES.get(encoded, 0.0)
+    if known is None:
+        known = (cert.issuer, cert.issuer.rfc4514_string())
+        # the encoding, the text and the Name's objects (about 300 bytes per attribute)
+        ISSUER_NAMES.put(encoded, known, size=4 * len(encoded) + 1024, expires=math.inf)
+    return known
 
 
 def _ca_issuers(aia: x509.AuthorityInformationAccess) -> tuple[str, ...]:

@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 
 from mqtt_cert_exporter.certs.chain import is_issued_by
-from mqtt_cert_exporter.certs.parse import Parsed, TrustStore
+from mqtt_cert_exporter.certs.parse import Parsed, TrustStore, named_issuer
 from mqtt_cert_exporter.results import RevocationCheck, RevocationStatus
 
 
@@ -122,15 +122,16 @@ def check(
         return unknown("the certificate could not be parsed")
     if crl.delta:
         return unknown(f"{url} is a delta CRL (not supported)")
-    if crl.issuer != loaded.issuer:
+    issuer_name, issuer_text = named_issuer(loaded, cert.der)
+    if crl.issuer != issuer_name:
         return unknown(
             f"the CRL at {url} is issued by {crl.issuer.rfc4514_string()}, not by the certificate's issuer "
-            f"{loaded.issuer.rfc4514_string()} (indirect CRLs are not supported)"
+            f"{issuer_text} (indirect CRLs are not supported)"
         )
     signer = issuer.cert if issuer is not None else None
     if issuer is None or signer is None:
         return unknown(
-            f"cannot verify the CRL's signature: the issuer {loaded.issuer.rfc4514_string()} was neither "
+            f"cannot verify the CRL's signature: the issuer {issuer_text} was neither "
             "sent by the server nor found in the trust store"
         )
     if not signed_by(crl, signer):
