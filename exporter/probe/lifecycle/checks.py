@@ -84,12 +84,7 @@ class Lifecycle:
         )
         legacy: LegacyTlsFacts | None = None
         legacy_due = False
-        if (
-            ip
-            and speaks_tls
-            and self.legacy_tls_interval is not None
-            and broker.proxy is None
-        ):
+        if ip and speaks_tls and self.legacy_tls_interval is not None and broker.proxy is None:
             # (a direct connection would bypass the proxy such a broker is reached through)
             legacy_due, legacy = self._legacy_cached(broker, ip)
         if missing and legacy_due:
