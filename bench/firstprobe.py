@@ -1,7 +1,8 @@
 """What the first probe of a chain never seen before costs on the certificates' side, in process.
 
     python -m bench.firstprobe [--leaves 2000] [--runs 5]
-    python -m bench.firstprobe --baseline DIR   (DIR: an older checkout, e.g. `git worktree add DIR main`)
+    python -m bench.firstprobe --baseline DIR   (DIR: an older checkout from 0427f3d on, when the probe
+                                                 gained its Draft; e.g. `git worktree add DIR main`)
     python -m bench.firstprobe --profile good   (cProfile of this checkout, one kind)
 
 No network, no handshake: OpenSSL's verdict is given as the handshake would give it. A lab PKI as in
@@ -34,7 +35,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -44,8 +44,9 @@ from mqtt_cert_exporter.config import BrokerConfig, Target
 from mqtt_cert_exporter.config.model import TlsSettings
 from mqtt_cert_exporter.lab.pki import Pki
 from mqtt_cert_exporter.memory import tune_garbage_collector
+from mqtt_cert_exporter.probe.draft import Draft
 from mqtt_cert_exporter.probe.prober import Prober
-from mqtt_cert_exporter.probe.steps import Clock, blank_result
+from mqtt_cert_exporter.probe.steps import Clock
 from mqtt_cert_exporter.results import ProbeResult, TlsFacts
 
 #: OpenSSL's verdict per kind, as the verifying handshake reports it (None: verified)
@@ -95,7 +96,6 @@ class FirstProbe:
     def __init__(self, ca_file: str) -> None:
         self.prober = Prober()
         self.broker = BrokerConfig("bench", Target("localhost", 8883), tls=TlsSettings(ca_file=ca_file))
-        self.draft = blank_result(self.broker, time.time(), ip="127.0.0.1")
 
     async def once(self, chain_der: tuple[bytes, ...], verify: tuple[int, str] | None) -> ProbeResult:
         # the same calls, in the same order, as Prober._handshake and Prober._complete
@@ -108,8 +108,10 @@ class FirstProbe:
             chain=tuple(parsed.facts for parsed in presented),
             verdict=verdict,
         )
-        draft = replace(self.draft, tls=tls)
-        return await self.prober.lifecycle.complete(self.broker, draft, presented, deadline=clock.deadline)
+        draft = Draft.of(self.broker, time.time(), ip="127.0.0.1")
+        draft.tls = tls
+        around = await self.prober.lifecycle.complete(self.broker, draft, presented, deadline=clock.deadline)
+        return draft.freeze((), around)
 
     async def run(
         self, chains: Sequence[tuple[bytes, ...]], verify: tuple[int, str] | None
