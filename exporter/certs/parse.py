@@ -188,8 +188,12 @@ def _parsed(cert: x509.Certificate, fingerprint: str, der: bytes) -> Parsed:
 #: share an issuer (cryptography builds the Name's Python objects anew for every certificate, and its
 #: text in Python: a fifth of parsing a leaf). A server chooses its issuer's name: bounded by bytes too.
 ISSUER_NAMES: BoundedCache[bytes, tuple[x509.Name, str]] = BoundedCache(
-    "issuer names", max_entries=4096, max_bytes=4 << 20
+    "issuers", max_entries=4096, max_bytes=4 << 20
 )
+
+
+def issuer_cache_size() -> CacheSize:
+    return ISSUER_NAMES.size()
 
 
 def named_issuer(cert: x509.Certificate, der: bytes) -> tuple[x509.Name, str]:

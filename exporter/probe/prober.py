@@ -27,7 +27,13 @@ from mqtt_cert_exporter import logs
 from mqtt_cert_exporter.cache import BoundedCache
 from mqtt_cert_exporter.certs import chain as chains
 from mqtt_cert_exporter.certs import files
-from mqtt_cert_exporter.certs.parse import Parsed, TrustStore, parse_der, parsed_cache_size
+from mqtt_cert_exporter.certs.parse import (
+    Parsed,
+    TrustStore,
+    issuer_cache_size,
+    parse_der,
+    parsed_cache_size,
+)
 from mqtt_cert_exporter.config import BrokerConfig, MqttProtocol
 from mqtt_cert_exporter.connack import (
     PROTOCOL_5,
@@ -132,6 +138,7 @@ class Prober:
             self.lifecycle.crl.size(),
             self.aia.size(),
             parsed_cache_size(),
+            issuer_cache_size(),
             chains.signature_cache_size(),
             self.verdicts.size(),
             self.rejections.size(),
