@@ -21,10 +21,9 @@ import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from mqtt_cert_exporter import logs
-from mqtt_cert_exporter.cache import BoundedCache
 from mqtt_cert_exporter.certs import chain as chains
 from mqtt_cert_exporter.certs import files
 from mqtt_cert_exporter.certs.parse import (
@@ -45,6 +44,7 @@ from mqtt_cert_exporter.probe.failures import (
     RESOLVE,
     TLS_HANDSHAKE,
 )
+from mqtt_cert_exporter.probe.judgements import Judgement, Judgements
 from mqtt_cert_exporter.probe.lifecycle import Lifecycle
 from mqtt_cert_exporter.probe.lifecycle.aia import AiaFetcher
 from mqtt_cert_exporter.probe.lifecycle.crl import CrlFetcher
@@ -72,13 +72,6 @@ log = logs.get_logger(__name__)
 #: Spend at most this share of what is left of the deadline fetching a missing intermediate.
 AIA_TIMEOUT = 3.0
 
-#: OpenSSL's rejection of a chain is reused at most this long (and never past a date of the chain).
-REJECTION_TTL = 3600.0
-REJECTIONS_MAX = 65536
-REJECTIONS_MAX_BYTES = 16 << 20
-#: What a remembered rejection holds besides the chain's DER.
-REJECTION_BYTES = 512
-
 #: Resolves a host name to its addresses (IP strings); ``getaddrinfo`` unless a test injects another.
 Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 #: The chain as sent, parsed: for what runs after the probe (revocation), never part of the result.
@@ -89,16 +82,6 @@ async def getaddrinfo_resolver(host: str, port: int) -> list[str]:
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return [str(info[4][0]) for info in infos]
-
-
-@dataclass(frozen=True, slots=True)
-class Rejection:
-    """OpenSSL rejected ``chain_der`` for ``server_name`` against ``store``: (code, message)."""
-
-    chain_der: tuple[bytes, ...]
-    server_name: str
-    store: TrustStore
-    verify: tuple[int, str]
 
 
 class _SpeaksOlder(Exception):
@@ -118,10 +101,8 @@ class Prober:
     ) -> None:
         self.aia = aia or AiaFetcher()
         self.verdicts = chains.VerdictCache()
-        #: listener -> OpenSSL's rejection of the chain it served last
-        self.rejections: BoundedCache[Where, Rejection] = BoundedCache(
-            "rejections", max_entries=REJECTIONS_MAX, max_bytes=REJECTIONS_MAX_BYTES
-        )
+        #: listener -> what OpenSSL said of the chain it served last
+        self.judgements = Judgements()
         #: ``mqtt.protocol: auto``: the version each broker speaks, learned without credentials
         self.protocols = ProtocolMemory()
         self.resolver: Resolver = resolver or getaddrinfo_resolver
@@ -141,7 +122,7 @@ class Prober:
             issuer_cache_size(),
             chains.signature_cache_size(),
             self.verdicts.size(),
-            self.rejections.size(),
+            self.judgements.size(),
         )
 
     async def probe(self, broker: BrokerConfig, admit: Admit | None = None) -> ProbeResult:
@@ -202,24 +183,15 @@ class Prober:
                 with clock.phase(Phase.RESOLVE):
                     draft.ip = (await self._resolve(broker, clock))[0]
             where = _where(broker, draft)
-            connection = await _connected(broker, clock, draft)
-            rejected = self._rejected(broker, where)
-            if rejected is not None:
-                known = await self._as_rejected_before(connection, broker, clock, draft, where, rejected)
-                if known is not None:
-                    return known
-                connection = await _connected(broker, clock, draft)  # another chain: OpenSSL judges it
-            session = steps.open_session(connection, broker, verify=True)
+            session, presented = await self._tls(broker, clock, draft, where)
             try:
-                with clock.phase(Phase.TLS):
-                    presented, verified = await self._handshake(session, broker, clock, draft)
-                    self._remember_rejection(broker, where, session, presented)
-                    if verified:
-                        await steps.client_certificate_verdict(session, clock)
                 protocol, learn_at = await self._negotiated(broker, clock, draft, where)
-                if not verified:
-                    session.close()
-                    await self._mqtt_over_unverified(broker, protocol, clock, draft, learn_at)
+                if draft.failure is not None:  # the chain is untrusted: does the broker answer MQTT?
+                    if session.handshake_done:  # on a session that verified nothing
+                        await self._mqtt_unverified(session, broker, protocol, clock, draft, learn_at)
+                    else:  # OpenSSL ended the handshake
+                        session.close()
+                        await self._mqtt_over_unverified(broker, protocol, clock, draft, learn_at)
                     return presented
                 stream = await steps.open_stream(session, broker, clock, draft)
                 with clock.phase(Phase.MQTT):
@@ -234,6 +206,34 @@ class Prober:
             draft.failure = failed.failure
             await second_look(broker, draft, clock.remaining())
         return presented
+
+    async def _tls(
+        self, broker: BrokerConfig, clock: Clock, draft: Draft, where: Where
+    ) -> tuple[TlsSession, Presented]:
+        """TCP, then the TLS session and the chain as presented; the draft gains the TLS facts, and the
+        ``untrusted`` failure when OpenSSL rejected the chain. A chain OpenSSL judged before is judged
+        again only when it changed (``judgements``)."""
+        connection = await _connected(broker, clock, draft)
+        judged = self.judgements.recall(where, broker.server_name, files.trust_store(broker.tls.ca_file))
+        if judged is not None:
+            known = await self._as_judged_before(connection, broker, clock, draft, where, judged)
+            if known is not None:
+                return known
+            connection = await _connected(broker, clock, draft)  # another chain: OpenSSL judges it
+        session = steps.open_session(connection, broker, verify=True)
+        try:
+            with clock.phase(Phase.TLS):
+                presented, verified = await self._handshake(session, broker, clock, draft)
+                self._remember(broker, where, session, presented)
+                if verified:
+                    await steps.client_certificate_verdict(session, clock)
+        except BaseException:
+            session.close()
+            raise
+        if not verified:
+            assert draft.tls is not None
+            draft.failure = _untrusted(draft.tls.verdict)
+        return session, presented
 
     async def _negotiated(
         self, broker: BrokerConfig, clock: Clock, draft: Draft, where: Where
@@ -336,11 +336,7 @@ class Prober:
         verify: tuple[int, str] | None,
     ) -> TrustVerdict:
         """The verdict on the chain: remembered from an earlier probe while nothing it depends on changed."""
-        store = files.trust_store(broker.tls.ca_file)
-        configured = (
-            files.certificates_in(broker.tls.intermediates_file) if broker.tls.intermediates_file else ()
-        )
-        key = (chain_der, verify, broker.server_name, store, configured)
+        key, store, configured = _verdict_key(chain_der, broker, verify)
         now = time.time()
         known = self.verdicts.get(key, now)
         if known is not None:
@@ -377,8 +373,7 @@ class Prober:
         """The chain is untrusted (the probe's failure); does the broker still answer MQTT? (broker down
         vs certificate bad). The failures of this second connection go to ``secondary_failure``, mapped
         by the same tables."""
-        assert draft.tls is not None
-        draft.failure = _untrusted(draft.tls.verdict)
+        assert draft.tls is not None  # the verdict on the chain is why this connection is made
         try:
             connection = await steps.connect_tcp(
                 draft.ip or broker.target.host, broker.target.port, clock, broker.proxy
@@ -423,56 +418,50 @@ class Prober:
             # ACL or routing problems are worth knowing even while the certificate is bad.
             await steps.round_trip(broker, protocol, clock, draft, verified=False)
 
-    # -- a chain OpenSSL rejected before ----------------------------------------------------------
-    def _rejected(self, broker: BrokerConfig, where: Where) -> Rejection | None:
-        """OpenSSL's rejection of the chain this listener served at an earlier probe, while nothing it
-        depends on changed: the server name, the trust store, and no date of the chain passed since."""
-        rejection = self.rejections.get(where, time.time())
-        if rejection is None or rejection.server_name != broker.server_name:
-            return None
-        return rejection if rejection.store == files.trust_store(broker.tls.ca_file) else None
-
-    def _remember_rejection(
+    # -- a chain OpenSSL judged before ------------------------------------------------------------
+    def _remember(
         self, broker: BrokerConfig, where: Where, session: TlsSession, presented: Presented
     ) -> None:
-        if session.verify_error is None:
-            self.rejections.pop(where)
-            return
-        now = time.time()
-        rejection = Rejection(
-            session.chain_der,
+        """What OpenSSL said of the chain of this verifying handshake, for the listener's next probe."""
+        error = session.verify_error
+        judged = Judgement(
             broker.server_name,
             files.trust_store(broker.tls.ca_file),
-            (session.verify_error.code, session.verify_error.message),
+            None if error is None else (error.code, error.message),
+            () if error is None else session.chain_der,
         )
-        until = chains.first_date_after(
-            now, [parsed.facts for parsed in presented], limit=now + REJECTION_TTL
-        )
-        size = sum(map(len, session.chain_der)) + REJECTION_BYTES
-        self.rejections.put(where, rejection, size=size, expires=until)
+        self.judgements.remember(where, judged, [parsed.facts for parsed in presented])
 
-    async def _as_rejected_before(
+    async def _as_judged_before(
         self,
         connection: Connection,
         broker: BrokerConfig,
         clock: Clock,
         draft: Draft,
         where: Where,
-        rejected: Rejection,
-    ) -> Presented | None:
-        """The probe of a listener whose chain OpenSSL rejected before, on one connection that verifies
-        nothing: while the broker sends the same chain, a verifying handshake would only be rejected
-        again, and a second connection would then ask whether the broker speaks MQTT. None when the
-        broker now sends another chain: OpenSSL must judge that one."""
-        session = steps.open_session(connection, broker, verify=False)
+        judged: Judgement,
+    ) -> tuple[TlsSession, Presented] | None:
+        """The TLS session of a listener whose chain OpenSSL judged before, on a context that does not
+        judge it again (``judgements``): the session, or None (its connection closed) when the broker
+        now sends a chain other than the one judged."""
+        session = steps.open_session(connection, broker, verify=False, known_chain=judged.accepted)
         try:
             with clock.phase(Phase.TLS):
                 await steps.unverified_handshake(session, clock)
-                if session.chain_der != rejected.chain_der:
-                    self.rejections.pop(where)
+                chain_der = session.chain_der
+                if judged.accepted:
+                    verdict = self.verdicts.get(_verdict_key(chain_der, broker, None)[0], time.time())
+                    same = verdict is not None
+                else:
+                    verdict = None
+                    same = chain_der == judged.chain_der
+                if not same:
+                    self.judgements.forget(where)
+                    session.close()
                     return None
-                presented = tuple(parse_der(der) for der in session.chain_der)
-                verdict = await self._verdict(session.chain_der, presented, broker, clock, rejected.verify)
+                presented = tuple(parse_der(der) for der in chain_der)
+                if verdict is None:
+                    verdict = await self._verdict(chain_der, presented, broker, clock, judged.verify)
                 draft.tls = TlsFacts(
                     version=session.version,
                     cipher=session.cipher,
@@ -480,12 +469,14 @@ class Prober:
                     verdict=verdict,
                     alpn_protocol=session.alpn_protocol,
                 )
-                draft.failure = _untrusted(verdict)
-            protocol, learn_at = await self._negotiated(broker, clock, draft, where)
-            await self._mqtt_unverified(session, broker, protocol, clock, draft, learn_at)
-        finally:
+                if judged.accepted:
+                    await steps.client_certificate_verdict(session, clock)
+                else:
+                    draft.failure = _untrusted(verdict)
+        except BaseException:
             session.close()
-        return presented
+            raise
+        return session, presented
 
 
 def _untrusted(verdict: TrustVerdict) -> Failure:
@@ -511,6 +502,15 @@ async def _connected(broker: BrokerConfig, clock: Clock, draft: Draft) -> Connec
 def _draft_at(broker: BrokerConfig, started: float, ip: str) -> Callable[[], Draft]:
     """A blank draft for the probe of one of the name's addresses (``addresses: all``)."""
     return lambda: Draft.of(broker, started, ip=ip, address_label=ip)
+
+
+def _verdict_key(
+    chain_der: tuple[bytes, ...], broker: BrokerConfig, verify: tuple[int, str] | None
+) -> tuple[chains.VerdictKey, TrustStore, tuple[Parsed, ...]]:
+    """The verdict cache's key for a chain (with the trust store and configured intermediates in it)."""
+    store = files.trust_store(broker.tls.ca_file)
+    configured = files.certificates_in(broker.tls.intermediates_file) if broker.tls.intermediates_file else ()
+    return (chain_der, verify, broker.server_name, store, configured), store, configured
 
 
 def _where(broker: BrokerConfig, draft: Draft) -> Where:

@@ -35,7 +35,7 @@ from mqtt_cert_exporter.probe.wire.addresses import literal_ip
 from mqtt_cert_exporter.probe.wire.connection import Connection, connect
 from mqtt_cert_exporter.probe.wire.mqtt import DISCONNECT, Connack, encode_connect, read_connack
 from mqtt_cert_exporter.probe.wire.proxy import dialogue, tunnel
-from mqtt_cert_exporter.probe.wire.tls import TlsClosed, TlsSession, client_context
+from mqtt_cert_exporter.probe.wire.tls import TlsClosed, TlsSession, client_context, known_chain_context
 from mqtt_cert_exporter.probe.wire.transport import Stream, WebSocketStream
 from mqtt_cert_exporter.results import (
     Failure,
@@ -249,10 +249,16 @@ async def round_trip(
         )
 
 
-def open_session(connection: Connection, broker: BrokerConfig, *, verify: bool) -> TlsSession:
+def open_session(
+    connection: Connection, broker: BrokerConfig, *, verify: bool, known_chain: bool = False
+) -> TlsSession:
+    """A TLS session on ``connection``: verifying the chain and the name, or not at all, or (``known_chain``)
+    checking all but the chain, which the caller compares with one OpenSSL accepted before."""
     server_name = broker.server_name.strip("[]")
     try:
-        context = client_context(broker.tls, verify=verify)
+        context = (
+            known_chain_context(broker.tls) if known_chain else client_context(broker.tls, verify=verify)
+        )
     except (ssl.SSLError, OSError, ValueError) as exc:
         # The files were usable when the config was loaded; they changed since.
         connection.close()

@@ -77,12 +77,27 @@ def client_context(settings: TlsSettings, *, verify: bool) -> ssl.SSLContext:
     read again), less the per-broker settings that never shape a context (so a fleet with one CA file
     shares one context). A new ``tls.*`` setting is part of the key unless it is named here.
     """
-    stamps = (
+    return _client_context(_shaping(settings), _VERIFY if verify else _ANY, _stamps(settings))
+
+
+def known_chain_context(settings: TlsSettings) -> ssl.SSLContext:
+    """As ``client_context(verify=True)`` in everything but the chain and the name it is for, which it
+    does not check: for a chain OpenSSL accepted before, which the caller compares (``judgements``).
+    Without a trust store OpenSSL stops at the leaf's missing issuer, before any signature of the chain;
+    the handshake's own signature is still checked."""
+    return _client_context(_shaping(settings), _KNOWN, _stamps(settings))
+
+
+#: What a context checks: the chain and the name (_VERIFY), nothing (_ANY), all but the chain (_KNOWN).
+_VERIFY, _ANY, _KNOWN = "verify", "any", "known"
+
+
+def _stamps(settings: TlsSettings) -> tuple[tuple[int, int] | None, ...]:
+    return (
         file_stamp(settings.ca_file) if settings.ca_file else None,
         file_stamp(settings.cert_file) if settings.cert_file else None,
         file_stamp(settings.key_file) if settings.key_file else None,
     )
-    return _client_context(_shaping(settings), verify, stamps)
 
 
 @lru_cache(maxsize=1024)
@@ -94,10 +109,13 @@ def _shaping(settings: TlsSettings) -> TlsSettings:
 
 @lru_cache(maxsize=256)
 def _client_context(
-    settings: TlsSettings, verify: bool, stamps: tuple[tuple[int, int] | None, ...]
+    settings: TlsSettings, checks: str, stamps: tuple[tuple[int, int] | None, ...]
 ) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if verify:
+    if checks == _KNOWN:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif checks == _VERIFY:
         context.check_hostname = True
         context.verify_mode = ssl.CERT_REQUIRED
         if settings.ca_file:
