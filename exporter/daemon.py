@@ -216,7 +216,7 @@ class Daemon:
             self.web_state,
             reload=self.reload,
             middlewares=[self.connections.middleware, web_config.middleware()],
-            broker_text=self.exposition.render,
+            broker_body=self.exposition.body,
             probe=probe,
             telemetry_path=self.options.telemetry_path,
             pages=status_routes(

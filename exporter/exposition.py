@@ -13,6 +13,7 @@ cache a scrape costs a join.
 
 from __future__ import annotations
 
+import io
 import operator
 import time
 from collections.abc import Callable
@@ -123,14 +124,18 @@ def _header(family: Family) -> str:
     return f"# HELP {name} {doc}\n# TYPE {name} {family.type}\n"
 
 
-_HEADERS: Final = {family: _header(family) for family in BROKER_FAMILIES}
+_HEADERS: Final = {family: _header(family).encode() for family in BROKER_FAMILIES}
+
+#: Rewrites the text of metric families' HELP and TYPE lines (OpenMetrics: ``web.openmetrics``).
+Headers = Callable[[str], str]
 
 
 class BrokerExposition:
     """Renders the store's broker metrics, reusing each broker's text until its result changes.
 
     Text is kept per family as {broker: text}, so a scrape joins each family's values in one C-level
-    ``str.join`` instead of visiting every broker in Python.
+    ``bytes.join`` instead of visiting every broker in Python. It is kept encoded, as the response sends
+    it: a scrape then builds the body once (24 MB at 10,000 brokers), not a text and then its bytes.
     """
 
     def __init__(
@@ -142,18 +147,20 @@ class BrokerExposition:
         self._store = store
         self._clock = clock
         self._chain = chain
-        self._static: dict[Family, dict[str, str]] = {
+        self._static: dict[Family, dict[str, bytes]] = {
             family: {} for family in BROKER_FAMILIES if not family.relative_to_now
         }
-        self._relative: dict[Family, dict[str, tuple[tuple[str, float], ...]]] = {
+        self._relative: dict[Family, dict[str, tuple[tuple[bytes, float], ...]]] = {
             family: {} for family in BROKER_FAMILIES if family.relative_to_now
         }
         #: broker -> what its text was formatted from
         self._formatted: dict[str, _Formatted] = {}
         self._intervals_of: object = None
-        self._interval_lines = ""
+        self._interval_lines = b""
         self._configured_of: object = None
-        self._configured: Lines = {}
+        self._configured: dict[Family, bytes] = {}
+        #: the last ``headers`` rewrite and the family headers it gave
+        self._rewritten: tuple[Headers | None, dict[Family, bytes]] = (None, _HEADERS)
         #: the store's revision this text reflects (an empty store is reflected by no text at all);
         #: -1: look at every broker at the next scrape
         self._synced = -1 if store.results else store.revision
@@ -184,9 +191,9 @@ class BrokerExposition:
                 if family not in lines and family not in relative:
                     (self._relative if family.relative_to_now else self._static)[family].pop(name)
         for family, texts in lines.items():
-            self._static[family][name] = "".join(texts)
+            self._static[family][name] = "".join(texts).encode()
         for family, series in relative.items():
-            self._relative[family][name] = tuple(series)
+            self._relative[family][name] = tuple([(text.encode(), at) for text, at in series])
         return present
 
     def _forget(self, name: str) -> None:
@@ -219,8 +226,15 @@ class BrokerExposition:
         self._synced = self._store.revision
 
     def render(self, head: str = "") -> str:
-        """The fleet's metrics text after ``head`` (the exporter's own metrics): one join of the brokers'
-        texts, formatted when their results were published (27 MB at 10,000 brokers, copied once).
+        """``body`` as text (0.0.4)."""
+        return self.body(head).decode()
+
+    def body(self, head: str = "", headers: Headers | None = None, tail: str = "") -> bytes:
+        """The encoded fleet's metrics after ``head`` (the exporter's own metrics): one join of the
+        brokers' texts, formatted when their results were published (24 MB at 10,000 brokers, copied
+        once). ``headers`` rewrites each family's HELP and TYPE lines (the text it gives is the same as of
+        the whole text rewritten: the lines of one family only ever depend on that family), ``tail`` ends
+        the body: OpenMetrics is the 0.0.4 text with its headers rewritten and ``# EOF`` at the end.
 
         "Seconds from now" values count from the whole second of the scrape: certificate dates are whole
         seconds, so the values are too, and formatting a whole float costs a third of any other.
@@ -233,24 +247,40 @@ class BrokerExposition:
         if self._intervals_of is not self._store.intervals:
             self._intervals_of = self._store.intervals
             intervals, _ = _format(broker_samples([], {}, self._store.intervals, now=now))
-            self._interval_lines = "".join(intervals.get(PROBE_INTERVAL, ()))
+            self._interval_lines = "".join(intervals.get(PROBE_INTERVAL, ())).encode()
         if self._configured_of is not self._store.brokers:
             self._configured_of = self._store.brokers
-            self._configured, _ = _format(configured_samples(self._store.brokers.values()))
-        parts = [head]
+            configured, _ = _format(configured_samples(self._store.brokers.values()))
+            self._configured = {family: "".join(texts).encode() for family, texts in configured.items()}
+        if self._rewritten[0] is not headers:
+            rewritten = (
+                {family: headers(_header(family)).encode() for family in BROKER_FAMILIES}
+                if headers
+                else _HEADERS
+            )
+            self._rewritten = (headers, rewritten)
+        family_headers = self._rewritten[1]
+        # Written into one growing buffer: ``bytes.join`` would hold a buffer descriptor (80 bytes) per
+        # part meanwhile, 16 MB for the 200,000 parts of 10,000 brokers, and take longer.
+        body = io.BytesIO()
+        write, writelines = body.write, body.writelines
+        write(head.encode())
         for family in BROKER_FAMILIES:
-            parts.append(_HEADERS[family])
-            parts.extend(counters.get(family, ()))
-            parts.extend(self._configured.get(family, ()))
+            write(family_headers[family])
+            if family in counters:
+                write("".join(counters[family]).encode())
+            if family in self._configured:
+                write(self._configured[family])
             if family is PROBE_INTERVAL:
-                parts.append(self._interval_lines)
+                write(self._interval_lines)
             if family.relative_to_now:
-                relative = self._relative[family].values()
                 shift = family.now_slope * now
-                parts.extend([f"{series}{at + shift!r}\n" for values in relative for series, at in values])
+                for values in self._relative[family].values():
+                    writelines([b"%b%a\n" % (series, at + shift) for series, at in values])
             else:
-                parts.extend(self._static[family].values())
-        return "".join(parts)
+                writelines(self._static[family].values())
+        write(tail.encode())
+        return body.getvalue()
 
 
 @dataclass(frozen=True, slots=True)
