@@ -17,8 +17,7 @@ import io
 import operator
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Final
+from typing import Final, NamedTuple
 
 from mqtt_cert_exporter.collector import (
     ChainDetail,
@@ -40,6 +39,8 @@ def _escape(value: str) -> str:
 
 def number(value: float) -> str:
     """``prometheus_client.utils.floatToGoString`` (tests hold them equal)."""
+    if type(value) is float and -1e6 < value < 1e6:  # durations, ages: Python's repr is Go's
+        return repr(value)
     text = _NUMBERS.get(value)
     if text is not None:
         return text
@@ -283,8 +284,7 @@ class BrokerExposition:
         return body.getvalue()
 
 
-@dataclass(frozen=True, slots=True)
-class _Formatted:
+class _Formatted(NamedTuple):
     """What a broker's text was formatted from, in two parts: no family has text from both."""
 
     results: tuple[ProbeResult, ...]
