@@ -19,6 +19,7 @@ older checkout, in subprocesses alternating with this one's, and prints both sid
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gc
 import itertools
@@ -340,21 +341,37 @@ def steady(repeat: int) -> dict[str, float]:
     return found
 
 
-def against(baseline: Path, repeat: int, brokers: int, runs: int = 5) -> None:
-    """This code and ``baseline``'s (a checkout: its ``exporter/`` is imported as the package) measured by
-    this benchmark in alternating subprocesses; the best of ``runs`` each."""
+@contextlib.contextmanager
+def sides_of(baseline: Path) -> Iterator[dict[str, Callable[[list[str]], str]]]:
+    """ "before" and "after": each runs Python with the given arguments (in a subprocess, from this checkout's
+    root: its ``bench``) on the package of ``baseline`` (a checkout: its ``exporter/``) or of this checkout,
+    and returns what it printed."""
     here = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory() as packages:
         os.symlink(baseline.resolve() / "exporter", Path(packages) / "mqtt_cert_exporter")
-        sides = {"before": f"{packages}{os.pathsep}{here}", "after": str(here)}
+
+        def side(path: str) -> Callable[[list[str]], str]:
+            def run(arguments: list[str]) -> str:
+                env = {**os.environ, "PYTHONPATH": path}
+                command = [sys.executable, *arguments]
+                return subprocess.run(
+                    command, env=env, cwd=here, check=True, capture_output=True, text=True
+                ).stdout
+
+            return run
+
+        yield {"before": side(f"{packages}{os.pathsep}{here}"), "after": side(str(here))}
+
+
+def against(baseline: Path, repeat: int, brokers: int, runs: int = 5) -> None:
+    """This code and ``baseline``'s (a checkout: its ``exporter/`` is imported as the package) measured by
+    this benchmark in alternating subprocesses; the best of ``runs`` each."""
+    with sides_of(baseline) as sides:
         found: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
         for _ in range(runs):
-            for side, path in sides.items():
-                command = [sys.executable, "-m", "bench.format", "--json", "--repeat", str(repeat)]
-                command += ["--brokers", str(brokers)]
-                env = {**os.environ, "PYTHONPATH": path}
-                done = subprocess.run(command, env=env, cwd=here, check=True, capture_output=True, text=True)
-                found[side].append(json.loads(done.stdout.splitlines()[-1]))
+            for side, run in sides.items():
+                command = ["-m", "bench.format", "--json", "--repeat", str(repeat), "--brokers", str(brokers)]
+                found[side].append(json.loads(run(command).splitlines()[-1]))
     bests = {side: {key: min(run[key] for run in runs_) for key in runs_[0]} for side, runs_ in found.items()}
     print(f"before ({baseline}) and after (this checkout), best of {runs} alternating runs each")
     print(f"{'':<44} {'before':>9} {'after':>9} {'ratio':>7}")

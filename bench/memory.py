@@ -2,6 +2,7 @@
 
     python -m bench.memory [--brokers 10000] [--rounds 2] [--top 25]      (tracemalloc, by file:line)
     python -m bench.memory --rss                                           (RSS alone, no tracemalloc)
+    python -m bench.memory --baseline DIR    (--rss of an older checkout and this one, side by side)
 
 The daemon's path after the probe, as it runs: the real ``Scheduler`` (one task per broker, admission,
 the grid) with a prober that answers at once with results built as the probe builds them (``bench.format``'s
@@ -23,6 +24,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import math
 import tracemalloc
 import zlib
 from collections.abc import Awaitable, Callable, Iterable
@@ -32,7 +34,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.exposition import generate_latest
 
-from bench.format import healthy, refused, successor, untrusted
+from bench.format import healthy, refused, sides_of, successor, untrusted
 from mqtt_cert_exporter import daemon, eventloop, memory
 from mqtt_cert_exporter.collector import ChainDetail
 from mqtt_cert_exporter.config import BrokerConfig, Target
@@ -184,6 +186,25 @@ async def _admitted() -> None:
     pass
 
 
+def against(baseline: Path, brokers: int, rounds: int, runs: int = 2) -> None:
+    """RSS and high-water mark at each point, this checkout's and ``baseline``'s (an older checkout), in
+    alternating subprocesses; the lowest of ``runs`` each."""
+    found: dict[str, dict[str, tuple[float, float]]] = {"before": {}, "after": {}}
+    with sides_of(baseline) as sides:
+        for _ in range(runs):
+            for side, run in sides.items():
+                command = ["-m", "bench.memory", "--rss", "--brokers", str(brokers), "--rounds", str(rounds)]
+                for line in run(command).splitlines():
+                    label, _, figures = line.partition(" RSS ")
+                    now, high = (float(figures.split()[i]) for i in (0, 3))
+                    seen = found[side].get(label.strip(), (math.inf, math.inf))
+                    found[side][label.strip()] = (min(seen[0], now), min(seen[1], high))
+    print(f"{brokers} brokers: RSS / high-water MB, before ({baseline}) and after (this checkout)")
+    for label, (now, high) in found["after"].items():
+        was, was_high = found["before"][label]
+        print(f"{label:<34} {was:7.1f} -> {now:7.1f}   high-water {was_high:7.1f} -> {high:7.1f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -192,7 +213,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--rss", action="store_true", help="RSS and its high-water mark, no tracemalloc")
+    parser.add_argument("--baseline", type=Path, help="an older checkout: --rss of both, side by side")
     options = parser.parse_args()
+    if options.baseline:
+        against(options.baseline, options.brokers, options.rounds)
+        return
     logging.getLogger("mqtt_cert_exporter").setLevel(logging.CRITICAL)
     if not options.rss:
         tracemalloc.start()

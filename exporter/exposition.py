@@ -17,7 +17,7 @@ import io
 import operator
 import time
 from collections.abc import Callable
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from mqtt_cert_exporter.collector import (
     ChainDetail,
@@ -97,12 +97,17 @@ Relative = dict[Family, list[tuple[str, float]]]
 def _format(samples: list[Sample]) -> tuple[Lines, Relative]:
     """The text lines of the samples, by family; the series alone for families relative to now.
 
-    Runs for every sample of every published result, hence one inlined pass.
+    Runs for every sample of every published result, hence one inlined pass; the samples of a family
+    come one after the other (a probe's phases, a chain's certificates), and share its lookups.
     """
     lines: Lines = {}
     relative: Relative = {}
+    last: tuple[Family, tuple[str, ...]] | None = None
     for family, labels, values, value in _escaped(samples):
-        pieces, moving = _PIECES.get((family, labels)) or _pieces(family, labels)
+        if last is None or family is not last[0] or labels is not last[1]:
+            last = family, labels
+            pieces, moving = _PIECES.get(last) or _pieces(family, labels)
+            found: list[Any] = (relative if moving else lines).setdefault(family, [])
         count = len(values)
         if count == 1:
             series = pieces[0] + values[0] + pieces[1]
@@ -113,9 +118,9 @@ def _format(samples: list[Sample]) -> tuple[Lines, Relative]:
         else:
             series = "".join([text for pair in zip(pieces, (*values, ""), strict=True) for text in pair])
         if moving:
-            relative.setdefault(family, []).append((series, value))
+            found.append((series, value))
         else:
-            lines.setdefault(family, []).append(series + ("1.0" if value == 1.0 else number(value)) + "\n")
+            found.append(series + ("1.0" if value == 1.0 else number(value)) + "\n")
     return lines, relative
 
 
