@@ -203,7 +203,8 @@ class Scheduler:
                 return started
             finally:
                 self.probes_in_flight -= 1
-        if self._jobs.get(broker.name, None) is None or self._jobs[broker.name].broker != broker:
+        job = self._jobs.get(broker.name)
+        if job is None or job.broker is not broker:  # apply() replaces a job only for a changed broker
             return started  # removed or replaced while probing
         if timed_out(results):
             self.suspects.add(broker.name)
