@@ -266,27 +266,38 @@ class BrokerExposition:
             )
             self._rewritten = (headers, rewritten)
         family_headers = self._rewritten[1]
-        # Written into one growing buffer: ``bytes.join`` would hold a buffer descriptor (80 bytes) per
-        # part meanwhile, 16 MB for the 200,000 parts of 10,000 brokers, and take longer.
-        body = io.BytesIO()
-        write, writelines = body.write, body.writelines
-        write(head.encode())
+        parts = [head.encode()]
         for family in BROKER_FAMILIES:
-            write(family_headers[family])
+            parts.append(family_headers[family])
             if family in counters:
-                write("".join(counters[family]).encode())
+                parts.append("".join(counters[family]).encode())
             if family in self._configured:
-                write(self._configured[family])
+                parts.append(self._configured[family])
             if family is PROBE_INTERVAL:
-                write(self._interval_lines)
+                parts.append(self._interval_lines)
             if family.relative_to_now:
                 shift = family.now_slope * now
-                for values in self._relative[family].values():
-                    writelines([b"%b%a\n" % (series, at + shift) for series, at in values])
+                relative = self._relative[family].values()
+                parts.extend(
+                    [b"%b%a\n" % (series, at + shift) for values in relative for series, at in values]
+                )
             else:
-                writelines(self._static[family].values())
-        write(tail.encode())
-        return body.getvalue()
+                parts.extend(self._static[family].values())
+        parts.append(tail.encode())
+        return _joined(parts)
+
+
+def _joined(parts: list[bytes]) -> bytes:
+    """``b"".join(parts)`` without its buffer descriptor per part (80 bytes: 16 MB for the 200,000 parts of
+    10,000 brokers), written into one buffer of the final size: never a copy of the body, never two."""
+    size = sum(map(len, parts))
+    body = io.BytesIO()
+    if size:
+        body.seek(size - 1)
+        body.write(b"\0")  # the buffer at its final size at once (a growing one is copied as it grows)
+        body.seek(0)
+    body.writelines(parts)
+    return body.getvalue()
 
 
 class _Formatted(NamedTuple):
