@@ -165,8 +165,8 @@ class BrokerExposition:
         self._interval_lines = b""
         self._configured_of: object = None
         self._configured: dict[Family, bytes] = {}
-        #: the last ``headers`` rewrite and the family headers it gave
-        self._rewritten: tuple[Headers | None, dict[Family, bytes]] = (None, _HEADERS)
+        #: each ``headers`` rewrite a scrape asked for (the daemon's two formats) -> the family headers
+        self._rewritten: dict[Headers | None, dict[Family, bytes]] = {None: _HEADERS}
         #: the store's revision this text reflects (an empty store is reflected by no text at all);
         #: -1: look at every broker at the next scrape
         self._synced = -1 if store.results else store.revision
@@ -258,14 +258,11 @@ class BrokerExposition:
             self._configured_of = self._store.brokers
             configured, _ = _format(configured_samples(self._store.brokers.values()))
             self._configured = {family: "".join(texts).encode() for family, texts in configured.items()}
-        if self._rewritten[0] is not headers:
-            rewritten = (
-                {family: headers(_header(family)).encode() for family in BROKER_FAMILIES}
-                if headers
-                else _HEADERS
-            )
-            self._rewritten = (headers, rewritten)
-        family_headers = self._rewritten[1]
+        family_headers = self._rewritten.get(headers)
+        if family_headers is None:
+            assert headers is not None  # the 0.0.4 headers are there from the start
+            family_headers = {family: headers(_header(family)).encode() for family in BROKER_FAMILIES}
+            self._rewritten[headers] = family_headers
         parts = [head.encode()]
         for family in BROKER_FAMILIES:
             parts.append(family_headers[family])
