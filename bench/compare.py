@@ -962,6 +962,11 @@ def cpu_target_lines(r: Results) -> list[str]:
         "- a broker's next result formats only its per-probe series (time, durations, the chain's age): the",
         "  rest of its text stays while the facts it is made of are equal (`collector.lasting_key`); steady-state",
         "  publish of a healthy broker ~40 → ~14 µs, untrusted ~28 → ~12 µs (`python -m bench.format --baseline DIR`).",
+        "- memory at 10,000 brokers (`python -m bench.memory --baseline DIR`, in process, the probe's caches and",
+        "  connections aside): a scrape builds one encoded body (brokers' text kept as bytes, OpenMetrics headers",
+        "  rewritten per family) instead of the text, for OpenMetrics its converted copy, then its bytes: RSS",
+        "  high-water 264 → 184 MB; a broker waiting for its next probe holds a timer, not a sleeping task: steady",
+        "  RSS 168 → 147 MB; building the body of a scrape 72–82 → 55–67 ms (min of 15, in process).",
         "",
     ]
     return lines
@@ -1208,6 +1213,7 @@ def document(r: Results) -> str:
             "python -m bench.compare --keep /tmp/bench                   # keep configs, logs, raw profiles",
             "python -m bench.format --repeat 0                           # /metrics of 10,000 brokers, each --metrics.chain",
             "python -m bench.format --baseline DIR                       # an older checkout's publish/render costs, side by side",
+            "python -m bench.memory [--rss | --baseline DIR]             # where memory goes at 10,000 brokers, in process",
             "python -m bench.firstsweep --brokers 2000 --rounds 2        # the first sweep alone: 1 process, 2 shards, blackbox",
             "python -m bench.firstprobe --baseline DIR                   # a new leaf's chain analysis, in process, side by side",
             "```",

@@ -8,7 +8,7 @@ revocation and the served-file check; an untrusted one; one refused). Runs the f
 before (prometheus_client metric families, kept below for the comparison only) and the current one side by
 side on the same results, checks they produce the same text, and reports the per-result ratio. Then
 publishes one result per broker the way the daemon does (``store.publish`` then ``exposition.prepare``)
-and times ``BrokerExposition.render()``.
+and times the body of a scrape (``BrokerExposition.body()``).
 
 Steady state is what the daemon spends on most publishes: a broker's next result, its chain's facts (parsed
 certificates, verdict) the very objects of the previous one (the probe's caches), session facts, lints and
@@ -19,6 +19,7 @@ older checkout, in subprocesses alternating with this one's, and prints both sid
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import gc
 import itertools
@@ -340,21 +341,37 @@ def steady(repeat: int) -> dict[str, float]:
     return found
 
 
-def against(baseline: Path, repeat: int, brokers: int, runs: int = 5) -> None:
-    """This code and ``baseline``'s (a checkout: its ``exporter/`` is imported as the package) measured by
-    this benchmark in alternating subprocesses; the best of ``runs`` each."""
+@contextlib.contextmanager
+def sides_of(baseline: Path) -> Iterator[dict[str, Callable[[list[str]], str]]]:
+    """ "before" and "after": each runs Python with the given arguments (in a subprocess, from this checkout's
+    root: its ``bench``) on the package of ``baseline`` (a checkout: its ``exporter/``) or of this checkout,
+    and returns what it printed."""
     here = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory() as packages:
         os.symlink(baseline.resolve() / "exporter", Path(packages) / "mqtt_cert_exporter")
-        sides = {"before": f"{packages}{os.pathsep}{here}", "after": str(here)}
+
+        def side(path: str) -> Callable[[list[str]], str]:
+            def run(arguments: list[str]) -> str:
+                env = {**os.environ, "PYTHONPATH": path}
+                command = [sys.executable, *arguments]
+                return subprocess.run(
+                    command, env=env, cwd=here, check=True, capture_output=True, text=True
+                ).stdout
+
+            return run
+
+        yield {"before": side(f"{packages}{os.pathsep}{here}"), "after": side(str(here))}
+
+
+def against(baseline: Path, repeat: int, brokers: int, runs: int = 5) -> None:
+    """This code and ``baseline``'s (a checkout: its ``exporter/`` is imported as the package) measured by
+    this benchmark in alternating subprocesses; the best of ``runs`` each."""
+    with sides_of(baseline) as sides:
         found: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
         for _ in range(runs):
-            for side, path in sides.items():
-                command = [sys.executable, "-m", "bench.format", "--json", "--repeat", str(repeat)]
-                command += ["--brokers", str(brokers)]
-                env = {**os.environ, "PYTHONPATH": path}
-                done = subprocess.run(command, env=env, cwd=here, check=True, capture_output=True, text=True)
-                found[side].append(json.loads(done.stdout.splitlines()[-1]))
+            for side, run in sides.items():
+                command = ["-m", "bench.format", "--json", "--repeat", str(repeat), "--brokers", str(brokers)]
+                found[side].append(json.loads(run(command).splitlines()[-1]))
     bests = {side: {key: min(run[key] for run in runs_) for key in runs_[0]} for side, runs_ in found.items()}
     print(f"before ({baseline}) and after (this checkout), best of {runs} alternating runs each")
     print(f"{'':<44} {'before':>9} {'after':>9} {'ratio':>7}")
@@ -392,7 +409,7 @@ class FleetText:
     chain: ChainDetail
     root_sent: bool  # healthy chains are leaf, intermediate, root (else leaf, intermediate)
     publish: float  # seconds to publish + prepare every result (each broker's first)
-    render: float  # median seconds of render() with every broker formatted
+    render: float  # median seconds of the body of a scrape with every broker formatted
     series: int
     bytes: int
     gzip_bytes: int  # at aiohttp's level (6)
@@ -420,6 +437,12 @@ def publish_all(store: ResultStore, view: BrokerExposition, results: Sequence[Pr
     return time.perf_counter() - started
 
 
+def scrape_body(view: BrokerExposition) -> bytes:
+    """The body the /metrics handler sends (of an older checkout, without ``body``: its text, encoded)."""
+    body: Callable[[], bytes] | None = getattr(view, "body", None)
+    return body() if body is not None else view.render().encode()
+
+
 def fleet(brokers: int, chain: ChainDetail = ChainDetail.ALL, root_sent: bool = False) -> FleetText:
     store = ResultStore()
     names = [f"broker-{i:05d}" for i in range(brokers)]
@@ -432,18 +455,17 @@ def fleet(brokers: int, chain: ChainDetail = ChainDetail.ALL, root_sent: bool = 
     ]
     publishing = publish_all(store, view, results)
     steady_publishing = publish_all(store, view, [successor(result, 1) for result in results])
-    view.render()  # the first scrape formats the intervals
+    scrape_body(view)  # the first scrape formats the intervals
     timings = []
     for _ in range(5):
         gc.collect()
         started = time.perf_counter()
-        text = view.render()
+        body = scrape_body(view)
         timings.append(time.perf_counter() - started)
-    body = text.encode()
     started = time.perf_counter()
     packed = zlib.compress(body, 6)
     packing = time.perf_counter() - started
-    series = sum(1 for line in text.splitlines() if line and not line.startswith("#"))
+    series = sum(1 for line in body.splitlines() if line and not line.startswith(b"#"))
     return FleetText(
         brokers,
         chain,

@@ -80,9 +80,15 @@ class SlotBudget:
         self._free -= 1
         self._suspects += suspect
 
-    async def acquire(self, suspect: bool) -> None:
+    def try_acquire(self, suspect: bool) -> bool:
+        """Take a place if one is free for this kind of broker and none of its kind waits for one."""
         if self._may_take(suspect) and not self._waiting[suspect]:
             self._take(suspect)
+            return True
+        return False
+
+    async def acquire(self, suspect: bool) -> None:
+        if self.try_acquire(suspect):
             return
         granted = asyncio.get_running_loop().create_future()
         self._waiting[suspect].append(granted)
@@ -137,9 +143,12 @@ class Admission:
 
     async def __aenter__(self) -> Admission:
         budgets, suspect = self._budgets, self._suspect
-        await budgets.pipeline.acquire(suspect)
+        # try_acquire first: most probes find a free place, and need no coroutine to take it
+        if not budgets.pipeline.try_acquire(suspect):
+            await budgets.pipeline.acquire(suspect)
         try:
-            await budgets.connects.acquire(suspect)
+            if not budgets.connects.try_acquire(suspect):
+                await budgets.connects.acquire(suspect)
         except BaseException:
             budgets.pipeline.release(suspect)
             raise
@@ -171,6 +180,12 @@ class Admission:
         if self._grace is not None:  # connected in time: it stays in the pipeline until it ends
             self._grace.cancel()
             self._grace = None
+        if self._lock is None and self._budgets.slots.try_acquire(self._suspect):
+            # no other address of this probe is waiting for a slot (it would have made the lock), and
+            # taking a free one does not wait: nothing can come in between
+            self._admitted = True
+            self._budgets.connects.release(self._suspect)
+            return
         if self._lock is None:
             self._lock = asyncio.Lock()
         async with self._lock:

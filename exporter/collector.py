@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import operator
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -309,26 +310,23 @@ def lasting_key(results: BrokerResults, broker: BrokerConfig | None, chain: Chai
     """Everything ``lasting_samples`` reads: equal keys give equal samples (for the same ``now``). Mostly
     the same objects from one probe to the next (parsed certificates, verdicts: the probe's caches), so
     comparing two keys is cheap."""
-    return (
-        broker,
-        chain,
-        tuple(
-            (
-                result.broker,
-                result.address_label,
-                result.failure,
-                result.mqtt,
-                result.websocket,
-                result.tls,
-                result.retained,
-                result.revocation,
-                result.lints,
-                result.served_file,
-                result.client_cert,
-            )
-            for result in results
-        ),
-    )
+    return (broker, chain, tuple(map(_LASTING_FIELDS, results)))
+
+
+#: the fields of a result that ``lasting_samples`` reads (one C call per result)
+_LASTING_FIELDS: Final = operator.attrgetter(
+    "broker",
+    "address_label",
+    "failure",
+    "mqtt",
+    "websocket",
+    "tls",
+    "retained",
+    "revocation",
+    "lints",
+    "served_file",
+    "client_cert",
+)
 
 
 @functools.cache

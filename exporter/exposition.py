@@ -13,11 +13,11 @@ cache a scrape costs a join.
 
 from __future__ import annotations
 
+import io
 import operator
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final, NamedTuple
 
 from mqtt_cert_exporter.collector import (
     ChainDetail,
@@ -39,6 +39,8 @@ def _escape(value: str) -> str:
 
 def number(value: float) -> str:
     """``prometheus_client.utils.floatToGoString`` (tests hold them equal)."""
+    if type(value) is float and -1e6 < value < 1e6:  # durations, ages: Python's repr is Go's
+        return repr(value)
     text = _NUMBERS.get(value)
     if text is not None:
         return text
@@ -95,12 +97,17 @@ Relative = dict[Family, list[tuple[str, float]]]
 def _format(samples: list[Sample]) -> tuple[Lines, Relative]:
     """The text lines of the samples, by family; the series alone for families relative to now.
 
-    Runs for every sample of every published result, hence one inlined pass.
+    Runs for every sample of every published result, hence one inlined pass; the samples of a family
+    come one after the other (a probe's phases, a chain's certificates), and share its lookups.
     """
     lines: Lines = {}
     relative: Relative = {}
+    last: tuple[Family, tuple[str, ...]] | None = None
     for family, labels, values, value in _escaped(samples):
-        pieces, moving = _PIECES.get((family, labels)) or _pieces(family, labels)
+        if last is None or family is not last[0] or labels is not last[1]:
+            last = family, labels
+            pieces, moving = _PIECES.get(last) or _pieces(family, labels)
+            found: list[Any] = (relative if moving else lines).setdefault(family, [])
         count = len(values)
         if count == 1:
             series = pieces[0] + values[0] + pieces[1]
@@ -111,9 +118,9 @@ def _format(samples: list[Sample]) -> tuple[Lines, Relative]:
         else:
             series = "".join([text for pair in zip(pieces, (*values, ""), strict=True) for text in pair])
         if moving:
-            relative.setdefault(family, []).append((series, value))
+            found.append((series, value))
         else:
-            lines.setdefault(family, []).append(series + ("1.0" if value == 1.0 else number(value)) + "\n")
+            found.append(series + ("1.0" if value == 1.0 else number(value)) + "\n")
     return lines, relative
 
 
@@ -123,14 +130,18 @@ def _header(family: Family) -> str:
     return f"# HELP {name} {doc}\n# TYPE {name} {family.type}\n"
 
 
-_HEADERS: Final = {family: _header(family) for family in BROKER_FAMILIES}
+_HEADERS: Final = {family: _header(family).encode() for family in BROKER_FAMILIES}
+
+#: Rewrites the text of metric families' HELP and TYPE lines (OpenMetrics: ``web.openmetrics``).
+Headers = Callable[[str], str]
 
 
 class BrokerExposition:
     """Renders the store's broker metrics, reusing each broker's text until its result changes.
 
     Text is kept per family as {broker: text}, so a scrape joins each family's values in one C-level
-    ``str.join`` instead of visiting every broker in Python.
+    ``bytes.join`` instead of visiting every broker in Python. It is kept encoded, as the response sends
+    it: a scrape then builds the body once (24 MB at 10,000 brokers), not a text and then its bytes.
     """
 
     def __init__(
@@ -142,18 +153,20 @@ class BrokerExposition:
         self._store = store
         self._clock = clock
         self._chain = chain
-        self._static: dict[Family, dict[str, str]] = {
+        self._static: dict[Family, dict[str, bytes]] = {
             family: {} for family in BROKER_FAMILIES if not family.relative_to_now
         }
-        self._relative: dict[Family, dict[str, tuple[tuple[str, float], ...]]] = {
+        self._relative: dict[Family, dict[str, tuple[tuple[bytes, float], ...]]] = {
             family: {} for family in BROKER_FAMILIES if family.relative_to_now
         }
         #: broker -> what its text was formatted from
         self._formatted: dict[str, _Formatted] = {}
         self._intervals_of: object = None
-        self._interval_lines = ""
+        self._interval_lines = b""
         self._configured_of: object = None
-        self._configured: Lines = {}
+        self._configured: dict[Family, bytes] = {}
+        #: each ``headers`` rewrite a scrape asked for (the daemon's two formats) -> the family headers
+        self._rewritten: dict[Headers | None, dict[Family, bytes]] = {None: _HEADERS}
         #: the store's revision this text reflects (an empty store is reflected by no text at all);
         #: -1: look at every broker at the next scrape
         self._synced = -1 if store.results else store.revision
@@ -184,9 +197,9 @@ class BrokerExposition:
                 if family not in lines and family not in relative:
                     (self._relative if family.relative_to_now else self._static)[family].pop(name)
         for family, texts in lines.items():
-            self._static[family][name] = "".join(texts)
+            self._static[family][name] = "".join(texts).encode()
         for family, series in relative.items():
-            self._relative[family][name] = tuple(series)
+            self._relative[family][name] = tuple([(text.encode(), at) for text, at in series])
         return present
 
     def _forget(self, name: str) -> None:
@@ -219,8 +232,15 @@ class BrokerExposition:
         self._synced = self._store.revision
 
     def render(self, head: str = "") -> str:
-        """The fleet's metrics text after ``head`` (the exporter's own metrics): one join of the brokers'
-        texts, formatted when their results were published (27 MB at 10,000 brokers, copied once).
+        """``body`` as text (0.0.4)."""
+        return self.body(head).decode()
+
+    def body(self, head: str = "", headers: Headers | None = None, tail: str = "") -> bytes:
+        """The encoded fleet's metrics after ``head`` (the exporter's own metrics): one join of the
+        brokers' texts, formatted when their results were published (24 MB at 10,000 brokers, copied
+        once). ``headers`` rewrites each family's HELP and TYPE lines (the text it gives is the same as of
+        the whole text rewritten: the lines of one family only ever depend on that family), ``tail`` ends
+        the body: OpenMetrics is the 0.0.4 text with its headers rewritten and ``# EOF`` at the end.
 
         "Seconds from now" values count from the whole second of the scrape: certificate dates are whole
         seconds, so the values are too, and formatting a whole float costs a third of any other.
@@ -233,28 +253,51 @@ class BrokerExposition:
         if self._intervals_of is not self._store.intervals:
             self._intervals_of = self._store.intervals
             intervals, _ = _format(broker_samples([], {}, self._store.intervals, now=now))
-            self._interval_lines = "".join(intervals.get(PROBE_INTERVAL, ()))
+            self._interval_lines = "".join(intervals.get(PROBE_INTERVAL, ())).encode()
         if self._configured_of is not self._store.brokers:
             self._configured_of = self._store.brokers
-            self._configured, _ = _format(configured_samples(self._store.brokers.values()))
-        parts = [head]
+            configured, _ = _format(configured_samples(self._store.brokers.values()))
+            self._configured = {family: "".join(texts).encode() for family, texts in configured.items()}
+        family_headers = self._rewritten.get(headers)
+        if family_headers is None:
+            assert headers is not None  # the 0.0.4 headers are there from the start
+            family_headers = {family: headers(_header(family)).encode() for family in BROKER_FAMILIES}
+            self._rewritten[headers] = family_headers
+        parts = [head.encode()]
         for family in BROKER_FAMILIES:
-            parts.append(_HEADERS[family])
-            parts.extend(counters.get(family, ()))
-            parts.extend(self._configured.get(family, ()))
+            parts.append(family_headers[family])
+            if family in counters:
+                parts.append("".join(counters[family]).encode())
+            if family in self._configured:
+                parts.append(self._configured[family])
             if family is PROBE_INTERVAL:
                 parts.append(self._interval_lines)
             if family.relative_to_now:
-                relative = self._relative[family].values()
                 shift = family.now_slope * now
-                parts.extend([f"{series}{at + shift!r}\n" for values in relative for series, at in values])
+                relative = self._relative[family].values()
+                parts.extend(
+                    [b"%b%a\n" % (series, at + shift) for values in relative for series, at in values]
+                )
             else:
                 parts.extend(self._static[family].values())
-        return "".join(parts)
+        parts.append(tail.encode())
+        return _joined(parts)
 
 
-@dataclass(frozen=True, slots=True)
-class _Formatted:
+def _joined(parts: list[bytes]) -> bytes:
+    """``b"".join(parts)`` without its buffer descriptor per part (80 bytes: 16 MB for the 200,000 parts of
+    10,000 brokers), written into one buffer of the final size: never a copy of the body, never two."""
+    size = sum(map(len, parts))
+    body = io.BytesIO()
+    if size:
+        body.seek(size - 1)
+        body.write(b"\0")  # the buffer at its final size at once (a growing one is copied as it grows)
+        body.seek(0)
+    body.writelines(parts)
+    return body.getvalue()
+
+
+class _Formatted(NamedTuple):
     """What a broker's text was formatted from, in two parts: no family has text from both."""
 
     results: tuple[ProbeResult, ...]

@@ -1,9 +1,10 @@
 """Probe every broker on its own interval, concurrently but bounded, and keep the latest results.
 
-Each broker has one task. Its first probe runs as soon as it is admitted; later probes start on a
-fixed grid (a stable per-broker offset within the interval, as Prometheus spreads scrapes), so a fleet
-is not probed in lock-step and every broker is probed once per interval. A slow or dead broker holds
-its place for at most its own timeout and never delays another broker's schedule beyond that.
+Each broker has one task while it is probed, and a timer until its next probe. Its first probe runs as
+soon as it is admitted; later probes start on a fixed grid (a stable per-broker offset within the
+interval, as Prometheus spreads scrapes), so a fleet is not probed in lock-step and every broker is
+probed once per interval. A slow or dead broker holds its place for at most its own timeout and never
+delays another broker's schedule beyond that.
 
 Admission (``exporter.admission``, issue 16): a probe takes a CPU-bearing slot only once TCP is
 connected; a black hole (a connect that never completes) holds only a connect permit, bounded by the
@@ -73,10 +74,22 @@ def timed_out(results: Sequence[ProbeResult]) -> bool:
     )
 
 
-@dataclass
+@dataclass(slots=True)
 class _Job:
+    """A broker's schedule: probing (``task``), or waiting for its next grid point (``timer``). A waiting
+    broker holds a timer, not a sleeping task: 10,000 sleeping tasks (task, coroutine frames, the sleep's
+    future and timer) held about 15 MB."""
+
     broker: BrokerConfig
-    task: asyncio.Task[None]
+    task: asyncio.Task[None] | None = None
+    timer: asyncio.TimerHandle | None = None
+
+    def cancel(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.task is not None:
+            self.task.cancel()
 
 
 class Scheduler:
@@ -114,7 +127,7 @@ class Scheduler:
         wanted = {broker.name: broker for broker in brokers}
         removed = [name for name in self._jobs if name not in wanted]
         for name in removed:
-            self._jobs.pop(name).task.cancel()
+            self._jobs.pop(name).cancel()
             self.suspects.discard(name)
         added = changed = 0
         for name, broker in wanted.items():
@@ -122,22 +135,23 @@ class Scheduler:
             if job is not None and job.broker == broker:
                 continue
             if job is not None:
-                job.task.cancel()
+                job.cancel()
                 self._store.forget([name])
                 changed += 1
             else:
                 added += 1
-            task = asyncio.create_task(self._run(broker), name=f"probe:{name}")
-            self._jobs[name] = _Job(broker, task)
+            job = self._jobs[name] = _Job(broker)
+            self._start(job, None)
         self._store.configure(wanted)
         self._prober.configure(wanted.values())
         return added, len(removed), changed
 
     async def stop(self) -> None:
-        tasks = [job.task for job in self._jobs.values()]
+        jobs = list(self._jobs.values())
         self._jobs.clear()
-        for task in tasks:
-            task.cancel()
+        tasks = [job.task for job in jobs if job.task is not None]
+        for job in jobs:
+            job.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def _report_exhaustion(self, broker: str, detail: str) -> None:
@@ -153,12 +167,22 @@ class Scheduler:
         )
         self._exhaustion_logged, self._exhaustion_skipped = now, 0
 
-    async def _run(self, broker: BrokerConfig) -> None:
-        scheduled: float | None = None  # the first probe is not on the grid: it runs as soon as it can
-        while True:
-            started = await self._probe_once(broker, scheduled)
-            scheduled = next_start(broker.name, broker.interval, started)
-            await asyncio.sleep(max(0.0, scheduled - time.time()))
+    def _start(self, job: _Job, scheduled: float | None) -> None:
+        """Probe the job's broker now (``scheduled``: its grid point; None for the first probe, which is
+        not on the grid: it runs as soon as it can)."""
+        job.timer = None
+        job.task = asyncio.create_task(self._run(job, scheduled), name=f"probe:{job.broker.name}")
+
+    async def _run(self, job: _Job, scheduled: float | None) -> None:
+        """One probe, then a timer for the broker's next grid point."""
+        broker = job.broker
+        started = await self._probe_once(broker, scheduled)
+        if self._jobs.get(broker.name) is not job:
+            return  # removed or replaced while probing
+        job.task = None
+        following = next_start(broker.name, broker.interval, started)
+        loop = asyncio.get_running_loop()
+        job.timer = loop.call_at(loop.time() + max(0.0, following - time.time()), self._start, job, following)
 
     async def _probe_once(self, broker: BrokerConfig, scheduled: float | None) -> float:
         async with self.budgets.admission(suspect=broker.name in self.suspects) as admission:
@@ -179,7 +203,8 @@ class Scheduler:
                 return started
             finally:
                 self.probes_in_flight -= 1
-        if self._jobs.get(broker.name, None) is None or self._jobs[broker.name].broker != broker:
+        job = self._jobs.get(broker.name)
+        if job is None or job.broker is not broker:  # apply() replaces a job only for a changed broker
             return started  # removed or replaced while probing
         if timed_out(results):
             self.suspects.add(broker.name)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
@@ -40,6 +40,7 @@ from mqtt_cert_exporter.results import (
     WebSocketFacts,
 )
 from mqtt_cert_exporter.store import ResultStore
+from mqtt_cert_exporter.web import openmetrics
 from tests.conftest import Lab, cert_facts, configured
 
 Sample = tuple[str, tuple[tuple[str, str], ...], float]
@@ -308,3 +309,21 @@ def test_a_share_of_the_lifetime_is_a_threshold_once_a_leaf_is_known() -> None:
     after = samples(exposition.render())
     assert (warning, (("broker", "short"),), round(0.4 * 7 * day, 6)) in after
     assert critical in after
+
+
+def test_the_openmetrics_body_is_the_text_format_body_converted_whole() -> None:
+    """The body is built encoded, with each family's headers rewritten on their own: byte for byte what
+    converting the whole 0.0.4 text gives (a counter of the head with its ``_created``, the fleet's counter
+    of failures, a hostile broker's label values)."""
+    registry = CollectorRegistry(auto_describe=False)
+    Counter("exporter_things", "Things.", registry=registry).inc()
+    head = generate_latest(registry).decode()
+    exposition = BrokerExposition(fleet(), clock=lambda: 1_700_000_000.0)
+    text = exposition.render(head)
+    assert "mqtt_broker_probe_failures_total{" in text and "exporter_things_created" in text
+    assert exposition.body(head) == text.encode()
+    rewritten = exposition.body(
+        openmetrics.rewrite_headers(head), openmetrics.rewrite_headers, openmetrics.EOF
+    )
+    assert rewritten == openmetrics.from_text_format(text).encode()
+    assert exposition.body(head) == text.encode()  # the 0.0.4 headers again after OpenMetrics

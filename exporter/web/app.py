@@ -27,6 +27,11 @@ INDEX = """<!doctype html>
 """
 
 
+#: The body of /metrics after the exporter's own metrics (``BrokerExposition.body``): (head, a rewrite of
+#: each family's HELP and TYPE lines or None, tail) -> bytes
+BrokerBody = Callable[[str, Callable[[str], str] | None, str], bytes]
+
+
 class WebState:
     def __init__(self) -> None:
         self.ready = False
@@ -41,7 +46,7 @@ def build_app(  # noqa: C901 - counts the small handler closures over the app's 
     reload: Callable[[], Awaitable[tuple[bool, str]]] | None = None,
     middlewares: Sequence[Any] = (),
     probe: Callable[[web.Request], Awaitable[web.StreamResponse]] | None = None,
-    broker_text: Callable[[str], str] | None = None,
+    broker_body: BrokerBody | None = None,
     telemetry_path: str = "/metrics",
     pages: Sequence[web.RouteDef] = (),
 ) -> web.Application:
@@ -49,13 +54,17 @@ def build_app(  # noqa: C901 - counts the small handler closures over the app's 
 
     async def metrics(request: web.Request) -> web.Response:
         wants_openmetrics = wants_open_metrics(request.headers.get("Accept", ""))
-        if broker_text is not None:
-            # The fleet's part is cached 0.0.4 text; OpenMetrics is that text with its headers rewritten.
+        if broker_body is not None:
+            # The fleet's part is cached 0.0.4 text, encoded; OpenMetrics is that text with its headers
+            # rewritten. One body is built, never a text and then its bytes (24 MB each at 10,000 brokers).
             started = time.perf_counter()
-            text = broker_text(generate_latest(registry).decode())
+            head = generate_latest(registry).decode()
             if wants_openmetrics:
-                text = openmetrics.from_text_format(text)
-            body = text.encode()
+                body = broker_body(
+                    openmetrics.rewrite_headers(head), openmetrics.rewrite_headers, openmetrics.EOF
+                )
+            else:
+                body = broker_body(head, None, "")
             state.metrics_render_seconds = time.perf_counter() - started
             content_type = openmetrics.CONTENT_TYPE if wants_openmetrics else CONTENT_TYPE_LATEST
         else:

@@ -18,8 +18,20 @@ _COUNTER = re.compile(r"^# TYPE (\S+)_total counter$", re.MULTILINE)
 _HEADER = re.compile(r"^# (HELP|TYPE) (\S+)(.*)\n", re.MULTILINE)
 
 
+#: the last line of an OpenMetrics body
+EOF = "# EOF\n"
+
+
 def from_text_format(text: str) -> str:
     """OpenMetrics text for 0.0.4 text (as prometheus_client and exporter.exposition write it)."""
+    body = rewrite_headers(text)
+    return body + ("" if body.endswith("\n") or not body else "\n") + EOF
+
+
+def rewrite_headers(text: str) -> str:
+    """0.0.4 text with its HELP and TYPE lines as OpenMetrics has them (no ``# EOF``). A family's header
+    depends on that family alone (a counter and its ``_created`` series are next to each other), so the
+    families of a text can be rewritten each on their own."""
     counters = set(_COUNTER.findall(text))
     created = {f"{name}_created" for name in counters}
 
@@ -33,5 +45,4 @@ def from_text_format(text: str) -> str:
             return f"# TYPE {name} unknown\n"
         return match.group(0)
 
-    body = _HEADER.sub(header, text)
-    return body + ("" if body.endswith("\n") or not body else "\n") + "# EOF\n"
+    return _HEADER.sub(header, text)
