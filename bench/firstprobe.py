@@ -101,7 +101,7 @@ class FirstProbe:
         # the same calls, in the same order, as Prober._handshake and Prober._complete
         clock = Clock(time.monotonic() + 10.0)
         presented = tuple(parse_der(der) for der in chain_der)
-        verdict = await self.prober._verdict(chain_der, presented, self.broker, clock, verify)  # noqa: SLF001 - the verdict step alone, without a handshake
+        verdict = await self.prober._verdict(presented, self.broker, clock, verify)  # noqa: SLF001 - the verdict step alone, without a handshake
         tls = TlsFacts(
             version="TLSv1.3" if verify is None else "",
             cipher="TLS_AES_256_GCM_SHA384" if verify is None else "",

@@ -317,7 +317,7 @@ class Prober:
         except TLS_HANDSHAKE.catches as exc:
             raise Failed(TLS_HANDSHAKE.failure(exc)) from None
         presented = tuple(parse_der(der) for der in session.chain_der)
-        verdict = await self._verdict(session.chain_der, presented, broker, clock, verify)
+        verdict = await self._verdict(presented, broker, clock, verify)
         draft.tls = TlsFacts(
             version=session.version if verify is None else "",
             cipher=session.cipher if verify is None else "",
@@ -329,14 +329,13 @@ class Prober:
 
     async def _verdict(
         self,
-        chain_der: tuple[bytes, ...],
         presented: Presented,
         broker: BrokerConfig,
         clock: Clock,
         verify: tuple[int, str] | None,
     ) -> TrustVerdict:
         """The verdict on the chain: remembered from an earlier probe while nothing it depends on changed."""
-        key, store, configured = _verdict_key(chain_der, broker, verify)
+        key, store, configured = _verdict_key(presented, broker, verify)
         now = time.time()
         known = self.verdicts.get(key, now)
         if known is not None:
@@ -428,7 +427,7 @@ class Prober:
             broker.server_name,
             files.trust_store(broker.tls.ca_file),
             None if error is None else (error.code, error.message),
-            () if error is None else session.chain_der,
+            () if error is None else _ders(presented),
         )
         self.judgements.remember(where, judged, [parsed.facts for parsed in presented])
 
@@ -448,20 +447,19 @@ class Prober:
         try:
             with clock.phase(Phase.TLS):
                 await steps.unverified_handshake(session, clock)
-                chain_der = session.chain_der
+                presented = tuple(parse_der(der) for der in session.chain_der)
                 if judged.accepted:
-                    verdict = self.verdicts.get(_verdict_key(chain_der, broker, None)[0], time.time())
+                    verdict = self.verdicts.get(_verdict_key(presented, broker, None)[0], time.time())
                     same = verdict is not None
                 else:
                     verdict = None
-                    same = chain_der == judged.chain_der
+                    same = session.chain_der == judged.chain_der
                 if not same:
                     self.judgements.forget(where)
                     session.close()
                     return None
-                presented = tuple(parse_der(der) for der in chain_der)
                 if verdict is None:
-                    verdict = await self._verdict(chain_der, presented, broker, clock, judged.verify)
+                    verdict = await self._verdict(presented, broker, clock, judged.verify)
                 draft.tls = TlsFacts(
                     version=session.version,
                     cipher=session.cipher,
@@ -505,12 +503,18 @@ def _draft_at(broker: BrokerConfig, started: float, ip: str) -> Callable[[], Dra
 
 
 def _verdict_key(
-    chain_der: tuple[bytes, ...], broker: BrokerConfig, verify: tuple[int, str] | None
+    presented: Presented, broker: BrokerConfig, verify: tuple[int, str] | None
 ) -> tuple[chains.VerdictKey, TrustStore, tuple[Parsed, ...]]:
     """The verdict cache's key for a chain (with the trust store and configured intermediates in it)."""
     store = files.trust_store(broker.tls.ca_file)
     configured = files.certificates_in(broker.tls.intermediates_file) if broker.tls.intermediates_file else ()
-    return (chain_der, verify, broker.server_name, store, configured), store, configured
+    return (_ders(presented), verify, broker.server_name, store, configured), store, configured
+
+
+def _ders(presented: Presented) -> tuple[bytes, ...]:
+    """The chain's DER as the parsed-certificate cache holds it: a fleet's shared intermediate is kept
+    once, not once per broker in every verdict and judgement."""
+    return tuple(parsed.der for parsed in presented)
 
 
 def _where(broker: BrokerConfig, draft: Draft) -> Where:
