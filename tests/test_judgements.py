@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from mqtt_cert_exporter.certs.chain import VerdictCache
 from mqtt_cert_exporter.config import BrokerConfig, Target, TlsSettings
 from mqtt_cert_exporter.lab.pki import Pki
 from mqtt_cert_exporter.probe import Prober
@@ -117,6 +118,21 @@ async def test_an_accepted_chain_is_probed_again_on_one_connection_with_the_same
     assert first.mqtt is not None and first.mqtt.accepted and not first.mqtt.unverified_connection
     assert [essentials(result) for result in results[1:]] == [essentials(first)] * 2
     assert prober.judgements.size().entries == 1
+
+
+async def test_an_accepted_chain_stays_one_connection_when_its_verdict_was_evicted(lab: Lab) -> None:
+    """A fleet larger than the verdict cache: the verdict is worked out again, the handshake is not."""
+    prober = Prober()
+    prober.verdicts = VerdictCache(size=1)
+    brokers = [lab.broker("good"), lab.broker("expiring")]  # two chains, verdicts evicting each other
+    for _ in range(2):
+        for broker in brokers:
+            before = lab.connections_logged(broker.target.port)
+            result = await prober.probe(broker)
+            await asyncio.sleep(0.2)  # Mosquitto writes its log line after the accept
+            assert result.failure is None, result.failure
+            assert result.tls is not None and result.tls.verdict.trusted
+            assert lab.connections_logged(broker.target.port) - before == 1
 
 
 async def test_an_accepted_chain_is_judged_again_for_another_server_name(lab: Lab) -> None:

@@ -344,7 +344,7 @@ class VerdictCache:
     bounded by entries and by bytes, estimated as the DER in the key plus ``VERDICT_BYTES``.
     """
 
-    def __init__(self, *, ttl: float = 3600.0, size: int = 65536, max_bytes: int = 16 << 20) -> None:
+    def __init__(self, *, ttl: float = 3600.0, size: int = 65536, max_bytes: int = 64 << 20) -> None:
         self._ttl = ttl
         self._verdicts: BoundedCache[VerdictKey, TrustVerdict] = BoundedCache(
             "verdicts", max_entries=size, max_bytes=max_bytes

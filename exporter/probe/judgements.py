@@ -3,8 +3,8 @@ probe need not repeat it while nothing it rests on changed (the server name, the
 the chain passed, at most ``JUDGEMENT_TTL``):
 
 * **accepted**: the next probe's handshake checks everything a verifying client checks but the chain (a
-  context without a trust store, ``wire.tls.known_chain_context``). When the broker sends a chain the
-  verdict cache holds as accepted for this server name and trust store, the acceptance stands. The
+  context without a trust store, ``wire.tls.known_chain_context``). When the broker sends the chain
+  OpenSSL accepted, the acceptance stands. The
   handshake's own signature is still checked: the broker still proves that it holds the leaf's key.
   Verifying the chain was a fifth of a healthy probe's CPU (measured against the lean prober's context).
 * **rejected**: the next probe connects once, verifying nothing. While the broker sends the same chain,
@@ -16,8 +16,9 @@ Another chain: OpenSSL judges it, on a new connection. Pure: the probe does the 
 
 from __future__ import annotations
 
+import hashlib
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from mqtt_cert_exporter.cache import BoundedCache
@@ -30,20 +31,27 @@ from mqtt_cert_exporter.results import CacheSize, CertFacts
 JUDGEMENT_TTL = 3600.0
 JUDGEMENTS_MAX = 65536
 JUDGEMENTS_MAX_BYTES = 16 << 20
-#: What a remembered judgement holds besides a rejected chain's DER.
+#: What a remembered judgement holds (its chain by digest: the entries stay small, whatever a broker sends).
 JUDGEMENT_BYTES = 512
+
+
+def chain_digest(chain_der: Sequence[bytes]) -> bytes:
+    """What identifies a chain as sent (each DER is self-delimiting, so their concatenation is unique)."""
+    digest = hashlib.sha256()
+    for der in chain_der:
+        digest.update(der)
+    return digest.digest()
 
 
 @dataclass(frozen=True, slots=True)
 class Judgement:
     """OpenSSL's ``verify`` (None: accepted; else the rejection's code and message) of the chain a
-    listener served for ``server_name`` against ``store``. A rejected chain is kept (``chain_der``) to be
-    compared; an accepted one is in the verdict cache under everything it rests on."""
+    listener served (``chain``: its ``chain_digest``) for ``server_name`` against ``store``."""
 
     server_name: str
     store: TrustStore
     verify: tuple[int, str] | None
-    chain_der: tuple[bytes, ...] = ()
+    chain: bytes
 
     @property
     def accepted(self) -> bool:
@@ -70,8 +78,7 @@ class Judgements:
         """``judged``, until the first date of ``chain`` (the certificates OpenSSL judged) passes."""
         now = time.time()
         until = first_date_after(now, chain, limit=now + JUDGEMENT_TTL)
-        size = sum(map(len, judged.chain_der)) + JUDGEMENT_BYTES
-        self._cache.put(where, judged, size=size, expires=until)
+        self._cache.put(where, judged, size=JUDGEMENT_BYTES, expires=until)
 
     def forget(self, where: Where) -> None:
         self._cache.pop(where)

@@ -44,7 +44,7 @@ from mqtt_cert_exporter.probe.failures import (
     RESOLVE,
     TLS_HANDSHAKE,
 )
-from mqtt_cert_exporter.probe.judgements import Judgement, Judgements
+from mqtt_cert_exporter.probe.judgements import Judgement, Judgements, chain_digest
 from mqtt_cert_exporter.probe.lifecycle import Lifecycle
 from mqtt_cert_exporter.probe.lifecycle.aia import AiaFetcher
 from mqtt_cert_exporter.probe.lifecycle.crl import CrlFetcher
@@ -427,7 +427,7 @@ class Prober:
             broker.server_name,
             files.trust_store(broker.tls.ca_file),
             None if error is None else (error.code, error.message),
-            () if error is None else _ders(presented),
+            chain_digest(session.chain_der),
         )
         self.judgements.remember(where, judged, [parsed.facts for parsed in presented])
 
@@ -447,19 +447,12 @@ class Prober:
         try:
             with clock.phase(Phase.TLS):
                 await steps.unverified_handshake(session, clock)
-                presented = tuple(parse_der(der) for der in session.chain_der)
-                if judged.accepted:
-                    verdict = self.verdicts.get(_verdict_key(presented, broker, None)[0], time.time())
-                    same = verdict is not None
-                else:
-                    verdict = None
-                    same = session.chain_der == judged.chain_der
-                if not same:
+                if chain_digest(session.chain_der) != judged.chain:
                     self.judgements.forget(where)
                     session.close()
                     return None
-                if verdict is None:
-                    verdict = await self._verdict(presented, broker, clock, judged.verify)
+                presented = tuple(parse_der(der) for der in session.chain_der)
+                verdict = await self._verdict(presented, broker, clock, judged.verify)
                 draft.tls = TlsFacts(
                     version=session.version,
                     cipher=session.cipher,
