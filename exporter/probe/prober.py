@@ -214,7 +214,8 @@ class Prober:
         ``untrusted`` failure when OpenSSL rejected the chain. A chain OpenSSL judged before is judged
         again only when it changed (``judgements``)."""
         connection = await _connected(broker, clock, draft)
-        judged = self.judgements.recall(where, broker.server_name, files.trust_store(broker.tls.ca_file))
+        store = files.trust_store(broker.tls.ca_file)
+        judged = self.judgements.recall(where, broker.server_name, store)
         if judged is not None:
             known = await self._as_judged_before(connection, broker, clock, draft, where, judged)
             if known is not None:
@@ -224,7 +225,7 @@ class Prober:
         try:
             with clock.phase(Phase.TLS):
                 presented, verified = await self._handshake(session, broker, clock, draft)
-                self._remember(broker, where, session, presented)
+                self._remember(broker, store, where, session, presented)
                 if verified:
                     await steps.client_certificate_verdict(session, clock)
         except BaseException:
@@ -318,13 +319,8 @@ class Prober:
             raise Failed(TLS_HANDSHAKE.failure(exc)) from None
         presented = tuple(parse_der(der) for der in session.chain_der)
         verdict = await self._verdict(presented, broker, clock, verify)
-        draft.tls = TlsFacts(
-            version=session.version if verify is None else "",
-            cipher=session.cipher if verify is None else "",
-            chain=tuple(parsed.facts for parsed in presented),
-            verdict=verdict,
-            alpn_protocol=session.alpn_protocol if verify is None else "",
-        )
+        # a handshake OpenSSL ended cannot tell version and cipher
+        draft.tls = _tls_facts(session, presented, verdict, negotiated=verify is None)
         return presented, verify is None
 
     async def _verdict(
@@ -335,7 +331,12 @@ class Prober:
         verify: tuple[int, str] | None,
     ) -> TrustVerdict:
         """The verdict on the chain: remembered from an earlier probe while nothing it depends on changed."""
-        key, store, configured = _verdict_key(presented, broker, verify)
+        store = files.trust_store(broker.tls.ca_file)
+        configured = (
+            files.certificates_in(broker.tls.intermediates_file) if broker.tls.intermediates_file else ()
+        )
+        # the DER as the parsed-certificate cache holds it: a fleet's shared intermediate is kept once
+        key = (tuple(parsed.der for parsed in presented), verify, broker.server_name, store, configured)
         now = time.time()
         known = self.verdicts.get(key, now)
         if known is not None:
@@ -419,13 +420,14 @@ class Prober:
 
     # -- a chain OpenSSL judged before ------------------------------------------------------------
     def _remember(
-        self, broker: BrokerConfig, where: Where, session: TlsSession, presented: Presented
+        self, broker: BrokerConfig, store: TrustStore, where: Where, session: TlsSession, presented: Presented
     ) -> None:
-        """What OpenSSL said of the chain of this verifying handshake, for the listener's next probe."""
+        """What OpenSSL said of the chain of this verifying handshake against ``store``, for the listener's
+        next probe."""
         error = session.verify_error
         judged = Judgement(
             broker.server_name,
-            files.trust_store(broker.tls.ca_file),
+            store,
             None if error is None else (error.code, error.message),
             chain_digest(session.chain_der),
         )
@@ -453,13 +455,7 @@ class Prober:
                     return None
                 presented = tuple(parse_der(der) for der in session.chain_der)
                 verdict = await self._verdict(presented, broker, clock, judged.verify)
-                draft.tls = TlsFacts(
-                    version=session.version,
-                    cipher=session.cipher,
-                    chain=tuple(parsed.facts for parsed in presented),
-                    verdict=verdict,
-                    alpn_protocol=session.alpn_protocol,
-                )
+                draft.tls = _tls_facts(session, presented, verdict, negotiated=True)
                 if judged.accepted:
                     await steps.client_certificate_verdict(session, clock)
                 else:
@@ -468,6 +464,19 @@ class Prober:
             session.close()
             raise
         return session, presented
+
+
+def _tls_facts(
+    session: TlsSession, presented: Presented, verdict: TrustVerdict, *, negotiated: bool
+) -> TlsFacts:
+    """The TLS facts of a handshake; version, cipher and ALPN only when it was ``negotiated``."""
+    return TlsFacts(
+        version=session.version if negotiated else "",
+        cipher=session.cipher if negotiated else "",
+        chain=tuple(parsed.facts for parsed in presented),
+        verdict=verdict,
+        alpn_protocol=session.alpn_protocol if negotiated else "",
+    )
 
 
 def _untrusted(verdict: TrustVerdict) -> Failure:
@@ -493,21 +502,6 @@ async def _connected(broker: BrokerConfig, clock: Clock, draft: Draft) -> Connec
 def _draft_at(broker: BrokerConfig, started: float, ip: str) -> Callable[[], Draft]:
     """A blank draft for the probe of one of the name's addresses (``addresses: all``)."""
     return lambda: Draft.of(broker, started, ip=ip, address_label=ip)
-
-
-def _verdict_key(
-    presented: Presented, broker: BrokerConfig, verify: tuple[int, str] | None
-) -> tuple[chains.VerdictKey, TrustStore, tuple[Parsed, ...]]:
-    """The verdict cache's key for a chain (with the trust store and configured intermediates in it)."""
-    store = files.trust_store(broker.tls.ca_file)
-    configured = files.certificates_in(broker.tls.intermediates_file) if broker.tls.intermediates_file else ()
-    return (_ders(presented), verify, broker.server_name, store, configured), store, configured
-
-
-def _ders(presented: Presented) -> tuple[bytes, ...]:
-    """The chain's DER as the parsed-certificate cache holds it: a fleet's shared intermediate is kept
-    once, not once per broker in every verdict and judgement."""
-    return tuple(parsed.der for parsed in presented)
 
 
 def _where(broker: BrokerConfig, draft: Draft) -> Where:
