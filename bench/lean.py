@@ -6,7 +6,8 @@
 A deliberately minimal asyncio prober (on uvloop, the loop our exporter runs on): TCP, TLS through
 ``ssl.MemoryBIO`` with verification on and one cached context, MQTT 5 CONNECT -> CONNACK -> DISCONNECT,
 the outcome and the leaf's notAfter kept in a dict. No chain analysis, no second connection for a bad
-chain, no phases, no metrics text: what any asyncio prober on this ``ssl`` pays per probe.
+chain, no phases, no metrics text: what any asyncio prober on this ``ssl`` pays per probe. It runs with
+the allocator setting our exporter starts itself with (``exporter/launch.py``), as a process of its own.
 
 Every target (host:port, one a line) once: all at once, ``--concurrency`` at a time, or (``--interval``)
 each at its own offset in the interval (the schedule grid of our exporter, as blackbox is driven).
@@ -32,6 +33,7 @@ from typing import cast
 
 import uvloop
 
+from mqtt_cert_exporter import launch
 from mqtt_cert_exporter.scheduler import grid_offset
 
 #: MQTT 5 CONNECT: protocol name, level 5, clean start, keep-alive 60 s, no properties, empty client id.
@@ -202,7 +204,12 @@ def start_lean(
     if interval:
         command += ["--interval", f"{interval:g}"]
     root = Path(__file__).resolve().parent.parent
-    return subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # the allocator setting our exporter starts itself with (exporter/launch.py): the floor is then
+    # what any asyncio prober pays in a process set up as ours is, not what glibc's default costs
+    environment = launch.tuned_environment(os.environ, launch.glibc_version()) or None
+    return subprocess.Popen(
+        command, cwd=root, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
 
 
 def finish_lean(process: subprocess.Popen[str], mode: str, limit: float) -> LeanPass:

@@ -1,3 +1,3 @@
-from mqtt_cert_exporter.cli import main
+from mqtt_cert_exporter.launch import main
 
 raise SystemExit(main())

@@ -88,7 +88,7 @@ def test_wheel_ships_the_demo_lab_but_not_the_test_lab(wheel: zipfile.ZipFile) -
     assert packages <= names, sorted(packages - names)
     assert not [name for name in names if name.startswith("exporter/")]
     entry_points = dist_info(wheel, "entry_points.txt")
-    assert "mqtt-cert-exporter = mqtt_cert_exporter.cli:main" in entry_points
+    assert "mqtt-cert-exporter = mqtt_cert_exporter.launch:main" in entry_points
     assert "mqtt-cert-exporter-healthcheck = mqtt_cert_exporter.healthcheck:run" in entry_points
 
 
