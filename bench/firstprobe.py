@@ -26,6 +26,7 @@ import asyncio
 import cProfile
 import datetime as dt
 import hashlib
+import inspect
 import json
 import os
 import pstats
@@ -39,7 +40,8 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from mqtt_cert_exporter.certs.parse import parse_der
+from mqtt_cert_exporter.certs import files
+from mqtt_cert_exporter.certs.parse import Parsed, parse_der
 from mqtt_cert_exporter.config import BrokerConfig, Target
 from mqtt_cert_exporter.config.model import TlsSettings
 from mqtt_cert_exporter.lab.pki import Pki
@@ -47,7 +49,7 @@ from mqtt_cert_exporter.memory import tune_garbage_collector
 from mqtt_cert_exporter.probe.draft import Draft
 from mqtt_cert_exporter.probe.prober import Prober
 from mqtt_cert_exporter.probe.steps import Clock
-from mqtt_cert_exporter.results import ProbeResult, TlsFacts
+from mqtt_cert_exporter.results import ProbeResult, TlsFacts, TrustVerdict
 
 #: OpenSSL's verdict per kind, as the verifying handshake reports it (None: verified)
 VERIFY: dict[str, tuple[int, str] | None] = {
@@ -101,7 +103,7 @@ class FirstProbe:
         # the same calls, in the same order, as Prober._handshake and Prober._complete
         clock = Clock(time.monotonic() + 10.0)
         presented = tuple(parse_der(der) for der in chain_der)
-        verdict = await self.prober._verdict(presented, self.broker, clock, verify)  # noqa: SLF001 - the verdict step alone, without a handshake
+        verdict = await self._verdict(presented, clock, verify)
         tls = TlsFacts(
             version="TLSv1.3" if verify is None else "",
             cipher="TLS_AES_256_GCM_SHA384" if verify is None else "",
@@ -112,6 +114,17 @@ class FirstProbe:
         draft.tls = tls
         around = await self.prober.lifecycle.complete(self.broker, draft, presented, deadline=clock.deadline)
         return draft.freeze((), around)
+
+    async def _verdict(
+        self, presented: tuple[Parsed, ...], clock: Clock, verify: tuple[int, str] | None
+    ) -> TrustVerdict:
+        """The verdict step alone, without a handshake. The probe passes it the trust store it looked up;
+        in older checkouts (a ``--baseline``) the step looked the store up itself."""
+        step = self.prober._verdict  # noqa: SLF001 - the verdict step alone, without a handshake
+        if "store" not in inspect.signature(step).parameters:
+            return await step(presented, self.broker, clock, verify)  # type: ignore[call-arg, arg-type]
+        store = files.trust_store(self.broker.tls.ca_file)
+        return await step(presented, self.broker, store, clock, verify)
 
     async def run(
         self, chains: Sequence[tuple[bytes, ...]], verify: tuple[int, str] | None

@@ -224,7 +224,7 @@ class Prober:
         session = steps.open_session(connection, broker, verify=True)
         try:
             with clock.phase(Phase.TLS):
-                presented, verified = await self._handshake(session, broker, clock, draft)
+                presented, verified = await self._handshake(session, broker, store, clock, draft)
                 self._remember(broker, store, where, session, presented)
                 if verified:
                     await steps.client_certificate_verdict(session, clock)
@@ -303,7 +303,7 @@ class Prober:
         return addresses
 
     async def _handshake(
-        self, session: TlsSession, broker: BrokerConfig, clock: Clock, draft: Draft
+        self, session: TlsSession, broker: BrokerConfig, store: TrustStore, clock: Clock, draft: Draft
     ) -> tuple[Presented, bool]:
         """The chain as presented, and whether it verified; the draft gains the TLS facts (with the
         verdict that says why not)."""
@@ -318,7 +318,7 @@ class Prober:
         except TLS_HANDSHAKE.catches as exc:
             raise Failed(TLS_HANDSHAKE.failure(exc)) from None
         presented = tuple(parse_der(der) for der in session.chain_der)
-        verdict = await self._verdict(presented, broker, clock, verify)
+        verdict = await self._verdict(presented, broker, store, clock, verify)
         # a handshake OpenSSL ended cannot tell version and cipher
         draft.tls = _tls_facts(session, presented, verdict, negotiated=verify is None)
         return presented, verify is None
@@ -327,11 +327,12 @@ class Prober:
         self,
         presented: Presented,
         broker: BrokerConfig,
+        store: TrustStore,
         clock: Clock,
         verify: tuple[int, str] | None,
     ) -> TrustVerdict:
-        """The verdict on the chain: remembered from an earlier probe while nothing it depends on changed."""
-        store = files.trust_store(broker.tls.ca_file)
+        """The verdict on the chain against ``store`` (the broker's trust store, looked up once per probe):
+        remembered from an earlier probe while nothing it depends on changed."""
         configured = (
             files.certificates_in(broker.tls.intermediates_file) if broker.tls.intermediates_file else ()
         )
@@ -454,7 +455,8 @@ class Prober:
                     session.close()
                     return None
                 presented = tuple(parse_der(der) for der in session.chain_der)
-                verdict = await self._verdict(presented, broker, clock, judged.verify)
+                # recall() gave this judgement for the trust store of this probe: judged.store is it
+                verdict = await self._verdict(presented, broker, judged.store, clock, judged.verify)
                 draft.tls = _tls_facts(session, presented, verdict, negotiated=True)
                 if judged.accepted:
                     await steps.client_certificate_verdict(session, clock)
