@@ -77,7 +77,9 @@ def client_context(settings: TlsSettings, *, verify: bool) -> ssl.SSLContext:
     read again), less the per-broker settings that never shape a context (so a fleet with one CA file
     shares one context). A new ``tls.*`` setting is part of the key unless it is named here.
     """
-    return _client_context(_shaping(settings), _VERIFY if verify else _ANY, _stamps(settings))
+    return _client_context(
+        _shaping(settings), _VERIFY if verify else _ANY, _stamps(settings, trust_store=verify)
+    )
 
 
 def known_chain_context(settings: TlsSettings) -> ssl.SSLContext:
@@ -85,16 +87,18 @@ def known_chain_context(settings: TlsSettings) -> ssl.SSLContext:
     does not check: for a chain OpenSSL accepted before, which the caller compares (``judgements``).
     Without a trust store OpenSSL stops at the leaf's missing issuer, before any signature of the chain;
     the handshake's own signature is still checked."""
-    return _client_context(_shaping(settings), _KNOWN, _stamps(settings))
+    return _client_context(_shaping(settings), _KNOWN, _stamps(settings, trust_store=False))
 
 
 #: What a context checks: the chain and the name (_VERIFY), nothing (_ANY), all but the chain (_KNOWN).
 _VERIFY, _ANY, _KNOWN = "verify", "any", "known"
 
 
-def _stamps(settings: TlsSettings) -> tuple[tuple[int, int] | None, ...]:
+def _stamps(settings: TlsSettings, *, trust_store: bool) -> tuple[tuple[int, int] | None, ...]:
+    """The files a context is built from, as they are on disk now: the CA file only for a context that
+    loads it (one that verifies), so a steady-state probe stats it once, for the verdict, not twice."""
     return (
-        file_stamp(settings.ca_file) if settings.ca_file else None,
+        file_stamp(settings.ca_file) if settings.ca_file and trust_store else None,
         file_stamp(settings.cert_file) if settings.cert_file else None,
         file_stamp(settings.key_file) if settings.key_file else None,
     )
