@@ -28,11 +28,15 @@ RESTARTED = "MQTT_CERT_EXPORTER_ALLOCATOR_SET"
 
 
 def glibc_version() -> str | None:
-    """'glibc 2.36' on glibc, None elsewhere."""
+    """'glibc 2.36' on glibc, None elsewhere (musl and macOS do not know the name, Windows has no confstr)."""
+    confstr = getattr(os, "confstr", None)
+    if confstr is None:
+        return None
     try:
-        return os.confstr("CS_GNU_LIBC_VERSION")
+        version: str | None = confstr("CS_GNU_LIBC_VERSION")
     except (ValueError, OSError):
         return None
+    return version
 
 
 def tuned_environment(environ: Mapping[str, str], libc: str | None) -> dict[str, str] | None:
