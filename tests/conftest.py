@@ -75,6 +75,17 @@ class Lab:
         marker = f" on port {port}."
         return sum(m.log_path.read_text().count(marker) for m in self.mosquitto if m.running)
 
+    async def connections_since(self, port: int, before: int, expected: int) -> int:
+        """The connections logged on ``port`` since ``before``: Mosquitto writes its line after the accept,
+        later still on a loaded machine, so wait (at most 5 s) until ``expected`` are in, then a little
+        more for any beyond them."""
+        for _ in range(100):  # a file polled: nothing to wait on
+            if self.connections_logged(port) - before >= expected:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+        return self.connections_logged(port) - before
+
     def config_yaml(self, *scenarios: str, interval: str = "2s", timeout: str = "1s") -> str:
         """A config file text probing these scenarios (names = scenario names)."""
         lines = ["defaults:", f"  interval: {interval}", f"  timeout: {timeout}", "brokers:"]

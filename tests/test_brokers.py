@@ -265,8 +265,8 @@ async def test_auto_protocol_without_credentials_learns_on_the_probes_own_connec
         result = await prober.probe(broker)
         assert summary(result) is None, result.failure
         assert result.mqtt is not None and (result.mqtt.protocol, result.mqtt.requested) == ("5", "5")
-        await asyncio.sleep(0.2)  # Mosquitto writes its log line after the accept
-        assert lab.connections_logged(broker.target.port) - before == expected_connections
+        logged = await lab.connections_since(broker.target.port, before, expected_connections)
+        assert logged == expected_connections
     assert len(prober.protocols) == 1
 
 

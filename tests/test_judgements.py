@@ -11,7 +11,6 @@ OpenSSL again at once."""
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,8 +48,7 @@ async def test_a_rejected_chain_is_probed_again_on_one_connection_with_the_same_
     for connections in (2, 1, 1):  # verifying + non-verifying; then the non-verifying one alone
         before = lab.connections_logged(broker.target.port)
         results.append(await prober.probe(broker))
-        await asyncio.sleep(0.2)  # Mosquitto writes its log line after the accept
-        assert lab.connections_logged(broker.target.port) - before == connections
+        assert await lab.connections_since(broker.target.port, before, connections) == connections
     first = results[0]
     assert first.failure is not None and (first.failure.stage, first.failure.reason) == (
         Stage.TRUST,
@@ -110,8 +108,7 @@ async def test_an_accepted_chain_is_probed_again_on_one_connection_with_the_same
     for _ in range(3):
         before = lab.connections_logged(broker.target.port)
         results.append(await prober.probe(broker))
-        await asyncio.sleep(0.2)  # Mosquitto writes its log line after the accept
-        assert lab.connections_logged(broker.target.port) - before == 1
+        assert await lab.connections_since(broker.target.port, before, 1) == 1
     first = results[0]
     assert first.failure is None, first.failure
     assert first.tls is not None and first.tls.verdict.trusted and first.tls.version == "TLSv1.3"
@@ -129,10 +126,9 @@ async def test_an_accepted_chain_stays_one_connection_when_its_verdict_was_evict
         for broker in brokers:
             before = lab.connections_logged(broker.target.port)
             result = await prober.probe(broker)
-            await asyncio.sleep(0.2)  # Mosquitto writes its log line after the accept
             assert result.failure is None, result.failure
             assert result.tls is not None and result.tls.verdict.trusted
-            assert lab.connections_logged(broker.target.port) - before == 1
+            assert await lab.connections_since(broker.target.port, before, 1) == 1
 
 
 async def test_an_accepted_chain_is_judged_again_for_another_server_name(lab: Lab) -> None:
