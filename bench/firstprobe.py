@@ -98,6 +98,9 @@ class FirstProbe:
     def __init__(self, ca_file: str) -> None:
         self.prober = Prober()
         self.broker = BrokerConfig("bench", Target("localhost", 8883), tls=TlsSettings(ca_file=ca_file))
+        # the probe passes the verdict step the trust store it looked up; in older checkouts (a
+        # ``--baseline``) the step looked the store up itself. Asked once, outside the timed probes.
+        self._step_takes_store = "store" in inspect.signature(self.prober._verdict).parameters  # noqa: SLF001 - the verdict step alone, without a handshake
 
     async def once(self, chain_der: tuple[bytes, ...], verify: tuple[int, str] | None) -> ProbeResult:
         # the same calls, in the same order, as Prober._handshake and Prober._complete
@@ -118,10 +121,9 @@ class FirstProbe:
     async def _verdict(
         self, presented: tuple[Parsed, ...], clock: Clock, verify: tuple[int, str] | None
     ) -> TrustVerdict:
-        """The verdict step alone, without a handshake. The probe passes it the trust store it looked up;
-        in older checkouts (a ``--baseline``) the step looked the store up itself."""
+        """The verdict step alone, without a handshake, as the probe calls it."""
         step = self.prober._verdict  # noqa: SLF001 - the verdict step alone, without a handshake
-        if "store" not in inspect.signature(step).parameters:
+        if not self._step_takes_store:
             return await step(presented, self.broker, clock, verify)  # type: ignore[call-arg, arg-type]
         store = files.trust_store(self.broker.tls.ca_file)
         return await step(presented, self.broker, store, clock, verify)

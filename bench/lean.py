@@ -206,7 +206,7 @@ def start_lean(
     root = Path(__file__).resolve().parent.parent
     # the allocator setting our exporter starts itself with (exporter/launch.py): the floor is then
     # what any asyncio prober pays in a process set up as ours is, not what glibc's default costs
-    environment = launch.tuned_environment(os.environ, launch.glibc_version()) or None
+    environment = launch.tuned_environment(os.environ, launch.glibc_version())
     return subprocess.Popen(
         command, cwd=root, env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

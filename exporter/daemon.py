@@ -62,9 +62,7 @@ def state_of(result: ProbeResult) -> tuple[str, ...]:
 
 
 def log_state_change(result: ProbeResult, previous: ProbeResult | None) -> None:
-    if previous is not None and (
-        (previous.failure is None and result.failure is None) or state_of(previous) == state_of(result)
-    ):
+    if previous is not None and state_of(previous) == state_of(result):
         return
     where: dict[str, object] = {"broker": result.broker, "address": result.address}
     if result.address_label:  # addresses: all: which address of the name

@@ -203,8 +203,6 @@ def lint(
     legacy_finding = legacy_tls_accepted(legacy)
     if legacy_finding is not None:
         found.append(legacy_finding)
-    if len(found) < 2:  # the usual case, on every probe
-        return tuple(found)
     return tuple(sorted(found, key=lambda finding: _LINT_ORDER[finding.lint]))
 
 
