@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import re
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mqtt_cert_exporter.config import BrokerConfig, Target
 from mqtt_cert_exporter.connack import connack_meaning
+from mqtt_cert_exporter.probe.steps import client_id
 from mqtt_cert_exporter.probe.wire.mqtt import (
     IncompletePacket,
     PacketError,
@@ -117,3 +121,14 @@ def test_read_connack_split_across_reads() -> None:
 
     connack = asyncio.run(read_connack(read, "5"))
     assert connack.code == 0
+
+
+def test_generated_client_ids_differ_per_connection_and_keep_their_form() -> None:
+    """A broker drops the older of two sessions with one client id: concurrent probes of one broker
+    (``addresses: all``, a version question) must never share one."""
+    broker = BrokerConfig(name="b", target=Target("127.0.0.1", 8883))
+    generated = [client_id(broker) for _ in range(1000)]
+    assert len(set(generated)) == 1000
+    assert all(re.fullmatch(r"mqtt-cert-exporter-[0-9a-f]{12}", found) for found in generated)
+    configured = dataclasses.replace(broker, mqtt=dataclasses.replace(broker.mqtt, client_id="probe-1"))
+    assert client_id(configured) == "probe-1"

@@ -195,7 +195,7 @@ class Prober:
                     return presented
                 stream = await steps.open_stream(session, broker, clock, draft)
                 with clock.phase(Phase.MQTT):
-                    draft.mqtt = await self._mqtt_exchange(stream, broker, protocol, clock, learn_at)
+                    draft.mqtt = await self._mqtt_exchange(stream, broker, protocol, learn_at)
             finally:
                 session.close()
             draft.failure = steps.refusal(draft.mqtt)
@@ -261,7 +261,6 @@ class Prober:
         stream: Stream,
         broker: BrokerConfig,
         protocol: MqttProtocol,
-        clock: Clock,
         learn_at: Where | None,
         *,
         unverified: bool = False,
@@ -271,9 +270,9 @@ class Prober:
         deadline times out as with a known version (no broker is known to stay silent on a v5 CONNECT
         without credentials; they answer or close)."""
         if learn_at is None:
-            return await steps.exchange(stream, broker, protocol, clock, unverified=unverified)
+            return await steps.exchange(stream, broker, protocol, unverified=unverified)
         try:
-            connack = await steps.connack(stream, broker, protocol, clock)
+            connack = await steps.connack(stream, broker, protocol)
         except Failed as failed:
             if failed.failure.reason is Reason.TIMEOUT:
                 raise
@@ -309,12 +308,11 @@ class Prober:
         verdict that says why not)."""
         verify: tuple[int, str] | None = None
         try:
-            async with asyncio.timeout(clock.remaining()):
-                try:
-                    await session.handshake()
-                except ssl.SSLCertVerificationError:
-                    assert session.verify_error is not None
-                    verify = (session.verify_error.code, session.verify_error.message)
+            try:
+                await session.handshake()  # bounded by the connection's deadline (``steps.connect_tcp``)
+            except ssl.SSLCertVerificationError:
+                assert session.verify_error is not None
+                verify = (session.verify_error.code, session.verify_error.message)
         except TLS_HANDSHAKE.catches as exc:
             raise Failed(TLS_HANDSHAKE.failure(exc)) from None
         presented = tuple(parse_der(der) for der in session.chain_der)
@@ -381,7 +379,7 @@ class Prober:
             )
             session = steps.open_session(connection, broker, verify=False)
             try:
-                await steps.unverified_handshake(session, clock)
+                await steps.unverified_handshake(session)
                 # The failed verifying handshake cannot tell version and cipher; this one can.
                 draft.tls = replace(
                     draft.tls,
@@ -408,9 +406,7 @@ class Prober:
         try:
             stream = await steps.open_stream(session, broker, clock, draft)
             with clock.phase(Phase.MQTT):
-                draft.mqtt = await self._mqtt_exchange(
-                    stream, broker, protocol, clock, learn_at, unverified=True
-                )
+                draft.mqtt = await self._mqtt_exchange(stream, broker, protocol, learn_at, unverified=True)
         except Failed as failed:
             draft.secondary_failure = failed.failure
             return
@@ -449,7 +445,7 @@ class Prober:
         session = steps.open_session(connection, broker, verify=False, known_chain=judged.accepted)
         try:
             with clock.phase(Phase.TLS):
-                await steps.unverified_handshake(session, clock)
+                await steps.unverified_handshake(session)
                 if chain_digest(session.chain_der) != judged.chain:
                     self.judgements.forget(where)
                     session.close()
@@ -491,13 +487,14 @@ async def _connected(broker: BrokerConfig, clock: Clock, draft: Draft) -> Connec
     """TCP to the broker, then the scheduler's slot (a connect that never completes never holds one)."""
     with clock.phase(Phase.CONNECT):
         connection = await steps.connect_tcp(
-            draft.ip or broker.target.host, broker.target.port, clock, broker.proxy
+            draft.ip or broker.target.host, broker.target.port, clock, broker.proxy, bind=False
         )
     try:
         await clock.admitted()
     except BaseException:
         connection.close()
         raise
+    connection.expire_at(clock.deadline)  # the wait for the slot moved the deadline
     return connection
 
 

@@ -7,6 +7,7 @@ tables of ``failures`` and raises ``Failed``; all share the probe's ``Clock`` (o
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
 import ssl
 import time
@@ -118,11 +119,10 @@ class _Span:
         self._durations.append((self._phase, time.monotonic() - self._start))
 
 
-async def unverified_handshake(session: TlsSession, clock: Clock) -> None:
+async def unverified_handshake(session: TlsSession) -> None:
     """A handshake with a context that verifies nothing (only a failure to speak TLS fails it)."""
     try:
-        async with asyncio.timeout(clock.remaining()):
-            await session.handshake()
+        await session.handshake()  # bounded by the connection's deadline (``connect_tcp``)
     except TLS_HANDSHAKE.catches as exc:
         raise Failed(TLS_HANDSHAKE.failure(exc)) from None
 
@@ -175,8 +175,15 @@ async def ask_version(broker: BrokerConfig, clock: Clock, ip: str) -> tuple[Conn
         return None, sent
 
 
+#: Generated client identifiers: a random prefix per process and a counter, unique per connection (a
+#: broker drops the older of two sessions with one identifier) without a random draw, a system call, per
+#: probe. 24 bits of each keep the identifier's form and length (``mqtt-cert-exporter-`` + 12 hex digits).
+_CLIENT_ID_PREFIX = f"mqtt-cert-exporter-{secrets.token_hex(3)}"
+_CONNECTIONS = itertools.count()
+
+
 def client_id(broker: BrokerConfig) -> str:
-    return broker.mqtt.client_id or f"mqtt-cert-exporter-{secrets.token_hex(6)}"
+    return broker.mqtt.client_id or f"{_CLIENT_ID_PREFIX}{next(_CONNECTIONS) & 0xFFFFFF:06x}"
 
 
 def proxy_resolves(broker: BrokerConfig) -> bool:
@@ -190,22 +197,27 @@ def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def connect_tcp(host: str, port: int, clock: Clock, proxy: ProxySettings | None = None) -> Connection:
-    """TCP to ``host`` (an IP, or a name the proxy resolves), directly or through ``proxy``."""
+async def connect_tcp(
+    host: str, port: int, clock: Clock, proxy: ProxySettings | None = None, *, bind: bool = True
+) -> Connection:
+    """TCP to ``host`` (an IP, or a name the proxy resolves), directly or through ``proxy``. The
+    connection's reads end at the clock's deadline (``Connection.expire_at``), unless ``bind`` is False:
+    the caller binds it once the deadline is final (after the scheduler's slot)."""
     where = host_port(host, port)
     try:
         async with asyncio.timeout(clock.remaining()):
             connection = await connect(host, port) if proxy is None else await connect(proxy.host, proxy.port)
     except CONNECT.catches as exc:
         raise Failed(CONNECT.failure(exc, where if proxy is None else f"proxy {proxy}")) from None
-    if proxy is None:
-        return connection
-    try:
-        async with asyncio.timeout(clock.remaining()):
-            await tunnel(connection, dialogue(proxy, host, port))
-    except TUNNEL.catches as exc:
-        connection.close()
-        raise Failed(TUNNEL.failure(exc, f"proxy {proxy} -> {where}")) from None
+    if proxy is not None:
+        try:
+            async with asyncio.timeout(clock.remaining()):
+                await tunnel(connection, dialogue(proxy, host, port))
+        except TUNNEL.catches as exc:
+            connection.close()
+            raise Failed(TUNNEL.failure(exc, f"proxy {proxy} -> {where}")) from None
+    if bind:
+        connection.expire_at(clock.deadline)
     return connection
 
 
@@ -220,10 +232,9 @@ async def open_stream(session: TlsSession, broker: BrokerConfig, clock: Clock, d
     failure: Failure | None = None
     with clock.phase(Phase.WEBSOCKET):
         try:
-            async with asyncio.timeout(clock.remaining()):
-                await stream.upgrade(
-                    host=broker.server_name.strip("[]"), port=broker.target.port, path=broker.target.path
-                )
+            await stream.upgrade(
+                host=broker.server_name.strip("[]"), port=broker.target.port, path=broker.target.path
+            )
         except WEBSOCKET_UPGRADE.catches as exc:
             failure = WEBSOCKET_UPGRADE.failure(exc, broker.target.path)
     if stream.response is not None:
@@ -276,13 +287,13 @@ def speaking(broker: BrokerConfig, protocol: MqttProtocol) -> BrokerConfig:
 
 
 async def exchange(
-    stream: Stream, broker: BrokerConfig, protocol: MqttProtocol, clock: Clock, *, unverified: bool = False
+    stream: Stream, broker: BrokerConfig, protocol: MqttProtocol, *, unverified: bool = False
 ) -> MqttFacts:
-    answer = await connack(stream, broker, protocol, clock)
+    answer = await connack(stream, broker, protocol)
     return await after_connack(stream, protocol, answer, unverified=unverified)
 
 
-async def connack(stream: Stream, broker: BrokerConfig, protocol: MqttProtocol, clock: Clock) -> Connack:
+async def connack(stream: Stream, broker: BrokerConfig, protocol: MqttProtocol) -> Connack:
     """Send the CONNECT in ``protocol``, read the CONNACK; failures as the CONNACK table says."""
     settings = broker.mqtt
     connect = encode_connect(
@@ -293,9 +304,8 @@ async def connack(stream: Stream, broker: BrokerConfig, protocol: MqttProtocol, 
         keepalive=settings.keepalive,
     )
     try:
-        async with asyncio.timeout(clock.remaining()):
-            await stream.write(connect)
-            connack = await read_connack(stream.read, protocol)
+        await stream.write(connect)
+        connack = await read_connack(stream.read, protocol)  # bounded by the connection's deadline
     except CONNACK.catches as exc:
         if isinstance(stream, WebSocketStream) and stream.close_status is not None:
             raise Failed(websocket_closed(*stream.close_status)) from None

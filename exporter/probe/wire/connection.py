@@ -3,12 +3,16 @@
 asyncio's streams put a StreamReader, a StreamReaderProtocol and a StreamWriter between the socket
 and us, with flow control a probe never needs (it sends a few KB). This protocol keeps what arrived
 and wakes the one waiting reader: less work per read on every probe (docs/performance.md).
+
+A probe's deadline is the connection's (``expire_at``): one timer for all the phases on it, not an
+``asyncio.timeout`` per phase (each a context object, a timer and a task cancellation to undo).
 """
 
 from __future__ import annotations
 
 import asyncio
 import errno
+import time
 from typing import cast
 
 
@@ -22,6 +26,8 @@ class Connection(asyncio.Protocol):
         self._ended = False
         self._error: Exception | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._expired = False
 
     # -- asyncio.Protocol -----------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -40,6 +46,7 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._transport = None  # no cycle with the transport: freed as soon as the probe lets go
         self._ended = True
+        self._stop_timer()
         if exc is not None and self._error is None:
             self._error = exc
         self._wake()
@@ -49,7 +56,24 @@ class Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _expire(self) -> None:
+        self._timer = None
+        self._expired = True
+        self._wake()
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
     # -- for the probe --------------------------------------------------------------------------
+    def expire_at(self, deadline: float) -> None:
+        """From ``deadline`` on (``time.monotonic()``), a read that would wait raises TimeoutError, like
+        one under ``asyncio.timeout`` (bytes that already arrived are still returned)."""
+        self._stop_timer()
+        delay = max(0.0, deadline - time.monotonic())
+        self._timer = asyncio.get_running_loop().call_later(delay, self._expire)
+
     async def _wait(self) -> None:
         self._waiter = asyncio.get_running_loop().create_future()
         try:
@@ -64,6 +88,8 @@ class Connection(asyncio.Protocol):
                 raise self._error
             if self._ended:
                 return b""
+            if self._expired:
+                raise TimeoutError("the probe's deadline passed")
             await self._wait()
         data = self._chunks[0] if len(self._chunks) == 1 else b"".join(self._chunks)
         self._chunks.clear()
@@ -91,6 +117,7 @@ class Connection(asyncio.Protocol):
         self._transport.write(data)
 
     def close(self) -> None:
+        self._stop_timer()
         if self._transport is not None:
             self._transport.close()
 
