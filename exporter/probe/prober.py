@@ -308,11 +308,10 @@ class Prober:
         verdict that says why not)."""
         verify: tuple[int, str] | None = None
         try:
-            try:
-                await session.handshake()  # bounded by the connection's deadline (``steps.connect_tcp``)
-            except ssl.SSLCertVerificationError:
-                assert session.verify_error is not None
-                verify = (session.verify_error.code, session.verify_error.message)
+            await session.handshake()  # bounded by the connection's deadline (``steps.connect_tcp``)
+        except ssl.SSLCertVerificationError:  # first: the table catches it too (an OSError)
+            assert session.verify_error is not None
+            verify = (session.verify_error.code, session.verify_error.message)
         except TLS_HANDSHAKE.catches as exc:
             raise Failed(TLS_HANDSHAKE.failure(exc)) from None
         presented = tuple(parse_der(der) for der in session.chain_der)
