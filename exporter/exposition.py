@@ -130,10 +130,42 @@ def _header(family: Family) -> str:
     return f"# HELP {name} {doc}\n# TYPE {name} {family.type}\n"
 
 
-_HEADERS: Final = {family: _header(family).encode() for family in BROKER_FAMILIES}
-
 #: Rewrites the text of metric families' HELP and TYPE lines (OpenMetrics: ``web.openmetrics``).
 Headers = Callable[[str], str]
+
+_HEADERS: Final = {family: _header(family).encode() for family in BROKER_FAMILIES}
+#: each ``headers`` rewrite asked for (the two formats) -> the families' headers
+_REWRITTEN: dict[Headers | None, dict[Family, bytes]] = {None: _HEADERS}
+
+
+def _family_headers(headers: Headers | None) -> dict[Family, bytes]:
+    """Every broker family's HELP and TYPE lines, encoded, as ``headers`` rewrites them (None: 0.0.4)."""
+    found = _REWRITTEN.get(headers)
+    if found is None:
+        assert headers is not None  # the 0.0.4 headers are there from the start
+        found = _REWRITTEN[headers] = {
+            family: headers(_header(family)).encode() for family in BROKER_FAMILIES
+        }
+    return found
+
+
+def samples_body(samples: list[Sample], headers: Headers | None = None, tail: str = "") -> bytes:
+    """The encoded text of a few brokers' samples as of the time they were made for (``now`` given to
+    ``broker_samples``): every broker family in order, its HELP and TYPE lines even without samples, as
+    prometheus_client would render them (multi-target ``/probe``: one result per request, where building
+    prometheus_client's objects cost more than the probe's own bookkeeping). ``headers`` and ``tail`` as
+    for ``BrokerExposition.body``."""
+    lines, relative = _format(samples)
+    family_headers = _family_headers(headers)
+    parts: list[bytes] = []
+    for family in BROKER_FAMILIES:
+        parts.append(family_headers[family])
+        if family in lines:
+            parts.append("".join(lines[family]).encode())
+        elif family in relative:
+            parts.extend([b"%b%a\n" % (series.encode(), value) for series, value in relative[family]])
+    parts.append(tail.encode())
+    return b"".join(parts)
 
 
 class BrokerExposition:
@@ -165,8 +197,6 @@ class BrokerExposition:
         self._interval_lines = b""
         self._configured_of: object = None
         self._configured: dict[Family, bytes] = {}
-        #: each ``headers`` rewrite a scrape asked for (the daemon's two formats) -> the family headers
-        self._rewritten: dict[Headers | None, dict[Family, bytes]] = {None: _HEADERS}
         #: the store's revision this text reflects (an empty store is reflected by no text at all);
         #: -1: look at every broker at the next scrape
         self._synced = -1 if store.results else store.revision
@@ -258,11 +288,7 @@ class BrokerExposition:
             self._configured_of = self._store.brokers
             configured, _ = _format(configured_samples(self._store.brokers.values()))
             self._configured = {family: "".join(texts).encode() for family, texts in configured.items()}
-        family_headers = self._rewritten.get(headers)
-        if family_headers is None:
-            assert headers is not None  # the 0.0.4 headers are there from the start
-            family_headers = {family: headers(_header(family)).encode() for family in BROKER_FAMILIES}
-            self._rewritten[headers] = family_headers
+        family_headers = _family_headers(headers)
         parts = [head.encode()]
         for family in BROKER_FAMILIES:
             parts.append(family_headers[family])

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.utils import floatToGoString
 
 from mqtt_cert_exporter import exposition
-from mqtt_cert_exporter.collector import broker_families, broker_samples
+from mqtt_cert_exporter.collector import broker_families, broker_samples, configured_samples
 from mqtt_cert_exporter.config import DEFAULT_CHAIN_RETENTION, ExpiryThreshold
 from mqtt_cert_exporter.exposition import BrokerExposition, number
 from mqtt_cert_exporter.families import BROKER_FAMILIES
@@ -327,3 +327,26 @@ def test_the_openmetrics_body_is_the_text_format_body_converted_whole() -> None:
     )
     assert rewritten == openmetrics.from_text_format(text).encode()
     assert exposition.body(head) == text.encode()  # the 0.0.4 headers again after OpenMetrics
+
+
+@pytest.mark.parametrize("now", [1_700_000_000.0, 2_100_000_000.5])
+def test_samples_body_is_what_prometheus_client_renders_of_the_same_samples(now: float) -> None:
+    """Multi-target /probe renders its one result with ``samples_body``: every sample, value and HELP/TYPE
+    line as the registry it replaced rendered them (hostile label values included), and as OpenMetrics the
+    0.0.4 text converted whole."""
+    store = fleet()
+    results = [store.results[name] for name in ("full", HOSTILE, "group")]
+    made = configured_samples(store.brokers.values()) + broker_samples(results, {}, {}, now, store.brokers)
+    body = exposition.samples_body(made)
+    registry = CollectorRegistry(auto_describe=False)
+
+    class Reference:
+        def collect(self) -> list[Metric]:
+            return broker_families(results, {}, {}, now, store.brokers)
+
+    registry.register(Reference())
+    expected = generate_latest(registry).decode()
+    assert exact(body.decode()) == exact(expected)
+    assert lines_of(body.decode()) == lines_of(expected)
+    converted = exposition.samples_body(made, openmetrics.rewrite_headers, openmetrics.EOF)
+    assert converted == openmetrics.from_text_format(body.decode()).encode()

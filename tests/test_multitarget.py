@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families
 
 from mqtt_cert_exporter.config import Config, ModuleConfig, TlsSettings, parse_config
@@ -207,6 +208,24 @@ async def test_good_broker(client: Client, lab: Lab) -> None:
     assert "mqtt_broker_probe_failures_total" not in names(found)
     assert "mqtt_broker_probe_interval_seconds" not in names(found)
     assert not any(name.startswith("mqtt_cert_exporter_") for name in names(found))
+
+
+async def test_openmetrics_and_gzip_when_asked(client: Client, lab: Lab) -> None:
+    """As Prometheus asks: OpenMetrics first, gzip; the body parses as OpenMetrics with the same samples."""
+    target = lab.broker("good").address
+    headers = {
+        "Accept": "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+        "Accept-Encoding": "gzip",
+    }
+    async with client.get("/probe", params={"target": target, "module": "lab"}, headers=headers) as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
+        assert response.headers["Content-Encoding"] == "gzip"
+        text = await response.text()
+    assert text.endswith("# EOF\n")
+    families = {family.name: family for family in parse_openmetrics(text)}  # type: ignore[no-untyped-call]  # raises on any violation
+    assert families["mqtt_broker_probe_success"].samples[0].value == 1
+    assert families["mqtt_broker_probe_failures"].type == "counter"  # OpenMetrics names it without _total
 
 
 async def test_expired_and_untrusted_brokers_keep_their_certificate_metrics(client: Client, lab: Lab) -> None:

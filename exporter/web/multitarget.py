@@ -1,14 +1,15 @@
 """Multi-target mode: ``GET /probe?target=host:port&module=NAME``, the way blackbox_exporter does it.
 
 Every request runs one probe of one target, synchronously, with the settings of one module from the
-config's ``modules:`` section, and answers with the metrics of that one result, rendered into a fresh
-registry: the same metric names as the scheduled mode, with ``broker`` = the target as probed
+config's ``modules:`` section, and answers with the metrics of that one result (``exposition.samples_body``):
+the same metric names as the scheduled mode, with ``broker`` = the target as probed
 (``host:port``). Prometheus decides what is probed and how often, so many stateless replicas can share a
 fleet (``hashmod`` sharding, the Prometheus Operator's ``Probe`` resource).
 
 Guarded: ``/probe`` answers 403 until the exporter is started with ``--probe.allowed-target REGEX``
 patterns, and then probes only targets that fully match one of them, so the exporter cannot be used to
-scan a network. Nothing here keeps state between requests except the prober's AIA cache.
+scan a network. Nothing here keeps state between requests; the prober keeps what it keeps for the
+scheduled mode (AIA downloads, parsed certificates, OpenSSL's judgement of a listener's chain).
 """
 
 from __future__ import annotations
@@ -17,21 +18,20 @@ import asyncio
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import Metric
-from prometheus_client.exposition import choose_encoder, generate_latest
-from prometheus_client.registry import Collector
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from mqtt_cert_exporter import logs
-from mqtt_cert_exporter.collector import broker_families
+from mqtt_cert_exporter.collector import broker_samples, configured_samples
 from mqtt_cert_exporter.config import BrokerConfig, Config, ModuleConfig, Target, parse_address
+from mqtt_cert_exporter.exposition import samples_body
 from mqtt_cert_exporter.probe import Prober
 from mqtt_cert_exporter.probe.wire.connection import DescriptorsExhausted
 from mqtt_cert_exporter.results import ProbeResult
-from mqtt_cert_exporter.web.app import compressed
+from mqtt_cert_exporter.web import openmetrics
+from mqtt_cert_exporter.web.app import compressed, wants_open_metrics
 
 log = logs.get_logger("mqtt_cert_exporter.multitarget")
 
@@ -106,28 +106,20 @@ def broker_for(target: Target, module: ModuleConfig, timeout: float) -> BrokerCo
     return module.broker_for(target, name=str(target), timeout=timeout)
 
 
-class _OneResult(Collector):
-    def __init__(self, result: ProbeResult, now: float, broker: BrokerConfig | None) -> None:
-        self._result = result
-        self._now = now
-        self._brokers = {} if broker is None else {broker.name: broker}
-
-    def collect(self) -> Iterator[Metric]:
-        # No failure counter (a registry that lives for one request cannot count) and no interval
-        # (Prometheus's scrape interval is the schedule): those families render without samples.
-        yield from broker_families([(self._result,)], {}, {}, self._now, self._brokers)
-
-
-def registry_for(
-    result: ProbeResult, now: float | None = None, broker: BrokerConfig | None = None
-) -> CollectorRegistry:
-    """A fresh registry holding the metrics of this one result (and of ``broker``, its settings)."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_OneResult(result, time.time() if now is None else now, broker))
-    return registry
+def result_body(
+    result: ProbeResult, broker: BrokerConfig, now: float, *, openmetrics_format: bool = False
+) -> bytes:
+    """The metrics of one result (and of ``broker``, its settings), encoded, in the text format or
+    OpenMetrics. No failure counter (a request cannot count) and no interval (Prometheus's scrape interval
+    is the schedule): those families have no samples."""
+    samples = configured_samples((broker,))
+    samples += broker_samples([(result,)], {}, {}, now, {broker.name: broker})
+    if openmetrics_format:
+        return samples_body(samples, openmetrics.rewrite_headers, openmetrics.EOF)
+    return samples_body(samples)
 
 
-def debug_text(result: ProbeResult, module_name: str, timeout: float, registry: CollectorRegistry) -> str:
+def debug_text(result: ProbeResult, module_name: str, timeout: float, metrics: bytes) -> str:
     """What ``&debug=true`` shows: the outcome in words, then the metrics."""
     lines = [
         f"target: {result.address}",
@@ -157,7 +149,7 @@ def debug_text(result: ProbeResult, module_name: str, timeout: float, registry: 
     if result.secondary_failure is not None:
         failure = result.secondary_failure
         lines.append(f"unverified connection: {failure.stage.value}/{failure.reason.value} {failure.detail}")
-    lines += ["", "metrics:", generate_latest(registry).decode()]
+    lines += ["", "metrics:", metrics.decode()]
     return "\n".join(lines)
 
 
@@ -230,9 +222,10 @@ def probe_handler(  # noqa: C901, PLR0915 - debt: target checks, module choice, 
         except _Refusal as refusal:
             return _refuse(refusal.status, refusal.message)
         deadline = time.monotonic() + timeout
+        broker = broker_for(target, module, timeout)
         try:
             if slots is None:
-                result = await prober.probe(broker_for(target, module, timeout))
+                result = await prober.probe(broker)
             else:
                 try:
                     async with asyncio.timeout(timeout):
@@ -258,12 +251,15 @@ def probe_handler(  # noqa: C901, PLR0915 - debt: target checks, module choice, 
                 else "",
             },
         )
-        registry = registry_for(result, broker=broker_for(target, module, timeout))
         if request.query.get("debug", "").lower() in ("1", "true", "yes"):
-            return web.Response(text=debug_text(result, name, timeout, registry))
-        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        return compressed(
-            request, web.Response(body=encoder(registry), headers={"Content-Type": content_type})
-        )
+            return web.Response(
+                text=debug_text(result, name, timeout, result_body(result, broker, time.time()))
+            )
+        wants_openmetrics = wants_open_metrics(request.headers.get("Accept", ""))
+        body = result_body(result, broker, time.time(), openmetrics_format=wants_openmetrics)
+        content_type = openmetrics.CONTENT_TYPE if wants_openmetrics else CONTENT_TYPE_LATEST
+        # a few KiB: compressed in the event loop, not handed to a thread (aiohttp's default above 4 KiB)
+        response = web.Response(body=body, headers={"Content-Type": content_type}, zlib_executor_size=1 << 20)
+        return compressed(request, response)
 
     return handle
