@@ -205,7 +205,22 @@ def blackbox_config(ca_file: Path, timeout: float) -> str:
 """
 
 
-_PROBE_SUCCESS = re.compile(rb"^probe_success (\S+)$", re.MULTILINE)
+@dataclass(frozen=True)
+class ProbeAnswer:
+    """How a /probe answer says it succeeded and that it carries the certificate's expiry."""
+
+    success: re.Pattern[bytes]
+    expiry: bytes
+
+
+BLACKBOX_ANSWER = ProbeAnswer(
+    re.compile(rb"^probe_success (\S+)$", re.MULTILINE), b"\nprobe_ssl_earliest_cert_expiry "
+)
+#: our exporter's multi-target answer (``broker`` = the target)
+OUR_ANSWER = ProbeAnswer(
+    re.compile(rb"^mqtt_broker_probe_success\{[^}]*\} (\S+)$", re.MULTILINE),
+    b"\nmqtt_broker_cert_expires_in_seconds{",
+)
 
 
 async def drive_blackbox(
@@ -215,9 +230,11 @@ async def drive_blackbox(
     concurrency: int,
     timeout: float,
     interval: float | None = None,
+    answer: ProbeAnswer = BLACKBOX_ANSWER,
 ) -> tuple[float, int, int]:
     """GET /probe for every target, at most ``concurrency`` at a time: all at once, or (``interval``) each
-    at its own offset in the interval, as Prometheus spreads its scrapes. (wall, succeeded, with expiry)"""
+    at its own offset in the interval, as Prometheus spreads its scrapes. (wall, succeeded, with expiry)
+    ``answer``: the exporter's metric names (blackbox_exporter's, or ours in multi-target mode)."""
     slots = asyncio.Semaphore(concurrency)
     succeeded = with_expiry = 0
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -230,9 +247,9 @@ async def drive_blackbox(
             await asyncio.sleep(delay)
             async with slots, session.get(f"{base}/probe", params={"target": target, "module": module}) as r:
                 body = await r.read()
-            found = _PROBE_SUCCESS.search(body)
+            found = answer.success.search(body)
             succeeded += bool(found and float(found.group(1)) == 1.0)
-            with_expiry += b"\nprobe_ssl_earliest_cert_expiry " in body
+            with_expiry += answer.expiry in body
 
         started = time.monotonic()
         await asyncio.gather(

@@ -15,6 +15,7 @@ scheduled mode (AIA downloads, parsed certificates, OpenSSL's judgement of a lis
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import re
 import time
@@ -240,17 +241,18 @@ def probe_handler(  # noqa: C901, PLR0915 - debt: target checks, module choice, 
         except DescriptorsExhausted as exc:  # the exporter's problem: no verdict on the target
             log.error("probe refused", extra={"target": target.authority, "error": str(exc)})
             return _refuse(503, str(exc))
-        log.debug(
-            "probed",
-            extra={
-                "target": result.address,
-                "module": name,
-                "success": result.success,
-                "failure": f"{result.failure.stage.value}/{result.failure.reason.value}"
-                if result.failure
-                else "",
-            },
-        )
+        if log.isEnabledFor(logging.DEBUG):  # the fields cost more than the check, on every request
+            log.debug(
+                "probed",
+                extra={
+                    "target": result.address,
+                    "module": name,
+                    "success": result.success,
+                    "failure": f"{result.failure.stage.value}/{result.failure.reason.value}"
+                    if result.failure
+                    else "",
+                },
+            )
         if request.query.get("debug", "").lower() in ("1", "true", "yes"):
             return web.Response(
                 text=debug_text(result, name, timeout, result_body(result, broker, time.time()))
