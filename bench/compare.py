@@ -1468,7 +1468,6 @@ def main(argv: Sequence[str] | None = None) -> None:  # noqa: PLR0915 - one flag
         metavar="PATH",
         help=f"write the results page (default {DOC.relative_to(ROOT)})",
     )
-    parser.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (configs, logs, profiles)")
     args = parser.parse_args(argv)
     begun = time.monotonic()
     started = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")

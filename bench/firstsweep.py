@@ -181,7 +181,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.firstsweep", description=__doc__.split("\n\n")[0])
     add_lab_arguments(parser, brokers=2000, concurrency=400)
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (configs, logs)")
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack:
         directory = work_directory(stack, args.keep, "bench-firstsweep-")

@@ -391,9 +391,13 @@ def announced_fleet(
 
 
 def add_lab_arguments(parser: argparse.ArgumentParser, *, brokers: int, concurrency: int) -> None:
-    """The flags that shape the lab and the load: --brokers, the shares, --concurrency, --timeout."""
+    """The flags that shape the lab and the load: --brokers, the shares, --concurrency, --timeout; and
+    --keep, where the lab is built (``work_directory``)."""
     parser.add_argument("--brokers", type=int, default=brokers)
     parser.add_argument("--black-holes-share", type=float, default=0.1)
     parser.add_argument("--expired-share", type=float, default=0.1, help="half expired, half untrusted")
     parser.add_argument("--concurrency", type=int, default=concurrency)
     parser.add_argument("--timeout", type=float, default=5.0)
+    parser.add_argument(
+        "--keep", metavar="DIR", help="work in DIR and keep it (the lab's configs, logs, profiles)"
+    )

@@ -80,7 +80,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.set_defaults(black_holes_share=0.0, expired_share=0.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--baseline", type=Path, help="an older checkout, its exporter side by side")
-    parser.add_argument("--keep", help="keep the lab, configs and logs in this directory")
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack:
         directory = work_directory(stack, args.keep, "mqtt-multitarget-")
