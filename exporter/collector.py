@@ -496,7 +496,7 @@ def _revocation_samples(add: Add, name: str, revocation: RevocationFacts, shown:
 
 
 # --------------------------------------------------------------------------------------------------
-# The same as prometheus_client metric families, for a registry (multi-target /probe, tests)
+# The same as prometheus_client metric families, for a registry (the exporter's own metrics, tests)
 
 
 def metric_families(families: Iterable[Family], samples: Iterable[Sample]) -> list[Metric]:
