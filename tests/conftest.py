@@ -30,6 +30,7 @@ from mqtt_cert_exporter.probe.wire.mqtt import encode_varint
 from mqtt_cert_exporter.results import CertFacts
 from tests.lab.hostile import BlackHole, HostileServer, after_tls, garbage, reset_on_accept, silent
 from tests.lab.process import start_exporter_process, stop_process
+from tests.lab.transport import Transport, start_transport
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "s3cret-Pa55word-never-logged"
@@ -301,6 +302,17 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
                 break
 
 
+@pytest.fixture(scope="session")
+def transport(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Transport]:
+    """The Mosquitto of the transport tests (tests/lab/transport.py): test_transport, test_roundtrip,
+    test_addresses and test_proxy share it, so a worker starts it once."""
+    started = start_transport(lab, tmp_path_factory.mktemp("transport"))
+    try:
+        yield started
+    finally:
+        started.mosquitto.stop()
+
+
 # --------------------------------------------------------------------------------------------------
 # The exporter as users run it: a real process.
 
@@ -364,6 +376,11 @@ def promtool() -> str:
     return path
 
 
+def promtool_check(text: str) -> None:
+    checked = subprocess.run([promtool(), "check", "metrics"], input=text, capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
 def cert_facts(**changes: Any) -> CertFacts:
     """The facts of a plausible EC P-256 leaf, for pure tests; override what the test is about."""
     base = CertFacts(
@@ -384,3 +401,22 @@ def cert_facts(**changes: Any) -> CertFacts:
         self_issued=False,
     )
     return dataclasses.replace(base, **changes)
+
+
+# --------------------------------------------------------------------------------------------------
+# The configuration tests (tests/test_config_*.py; their other helpers are in tests/config_helpers.py).
+
+
+@pytest.fixture(scope="module")
+def pems(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """Real PEM files: the loader checks that OpenSSL can use the TLS files it is given."""
+    pki = Pki(tmp_path_factory.mktemp("pems"))
+    root = pki.root("Config Test CA")
+    client = pki.leaf("client", root, client=True)
+    key = client.key_path.read_bytes()
+    return {
+        "ca.pem": root.cert_path.read_bytes(),
+        "chain.pem": root.cert_path.read_bytes(),
+        "client.pem": client.cert_path.read_bytes() + key,  # certificate with its key: usable alone
+        "client.key": key,
+    }

@@ -1,7 +1,12 @@
-"""Every address behind a name, the pure parts: which addresses, the store's groups, the `address` label."""
+"""Every address behind a name (issue 8). First the pure parts: which addresses, the store's groups, the
+`address` label. Then real probes (slow): the transport lab's Mosquitto listeners on 127.0.0.1,
+127.0.0.2 and ::1 serving different certificates, reached through a name that an injected resolver
+answers (no DNS in tests), probed once and by the scheduler.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import ipaddress
 from collections.abc import Mapping
@@ -11,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mqtt_cert_exporter.collector import broker_families
+from mqtt_cert_exporter.probe import Prober
 from mqtt_cert_exporter.probe.wire.addresses import select_addresses
 from mqtt_cert_exporter.results import (
     CertFacts,
@@ -25,8 +31,21 @@ from mqtt_cert_exporter.results import (
     WebSocketFacts,
     same_leaf,
 )
+from mqtt_cert_exporter.scheduler import Scheduler
 from mqtt_cert_exporter.store import FailureKey, ResultStore
-from tests.conftest import cert_facts, configured
+from tests.conftest import Lab, cert_facts, configured, promtool_check
+from tests.lab.transport import (
+    PARTIAL,
+    SAME,
+    Transport,
+    exposition,
+    failure_of,
+    label_sets,
+    render,
+    resolver,
+    samples,
+    value,
+)
 
 
 @pytest.mark.parametrize(
@@ -197,3 +216,142 @@ def test_each_address_keeps_its_own_last_chain() -> None:
         if name == "mqtt_broker_cert_info"
     }
     assert shown == {"10.0.0.1": "aa", "10.0.0.2": "bb"}
+
+
+# --------------------------------------------------------------------------------------------------
+# Real probes: every address behind a name, each with its own certificate
+
+
+@pytest.mark.slow
+async def test_every_address_is_probed_with_its_own_certificate(transport: Transport) -> None:
+    results = await Prober(resolver=resolver).probe_group(transport.cluster())
+    assert [r.address_label for r in results] == ["127.0.0.1", "127.0.0.2", "::1"]  # IPv4 first, deduplicated
+    assert [r.ip for r in results] == ["127.0.0.1", "127.0.0.2", "::1"]
+    for result in results:
+        assert result.failure is None, (result.address_label, result.failure)
+        assert result.tls is not None and result.tls.verdict.trusted  # the name, not the IP, is checked
+        assert (
+            result.duration(result.durations[0][0]) is not None and result.durations[0][0].value == "resolve"
+        )
+    leaves = [r.tls.chain[0].common_name for r in results if r.tls]
+    assert leaves == ["t8-node-a", "t8-node-b", "t8-node-c"]
+
+    text = exposition(results, grouped=True)
+    found = samples(text)
+    for address in ("127.0.0.1", "127.0.0.2", "::1"):
+        assert value(found, "mqtt_broker_probe_success", broker="mqtt", address=address) == 1
+        assert value(
+            found, "mqtt_broker_cert_expires_in_seconds", broker="mqtt", address=address, position="0"
+        )
+    assert value(found, "mqtt_broker_addresses_same_leaf", broker="mqtt") == 0
+    assert value(found, "mqtt_broker_probe_interval_seconds", broker="mqtt") == 60  # per broker, no address
+    infos = label_sets(found, "mqtt_broker_cert_info")
+    subjects = {i["address"]: i["subject"] for i in infos if i["position"] == "0"}
+    assert subjects.keys() == {"127.0.0.1", "127.0.0.2", "::1"}
+    nodes = {"127.0.0.1": "a", "127.0.0.2": "b", "::1": "c"}
+    assert all(f"CN=t8-node-{node}" in subjects[address] for address, node in nodes.items())
+    promtool_check(text)
+
+
+@pytest.mark.slow
+async def test_same_leaf_on_every_address(transport: Transport) -> None:
+    results = await Prober(resolver=resolver).probe_group(transport.cluster(SAME))
+    assert [r.address_label for r in results] == ["127.0.0.2", "127.0.0.1"]
+    assert all(r.success for r in results)
+    assert (
+        value(samples(exposition(results, grouped=True)), "mqtt_broker_addresses_same_leaf", broker="same")
+        == 1
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("ip_protocol", "addresses"), [("ip4", ["127.0.0.1", "127.0.0.2"]), ("ip6", ["::1"])]
+)
+async def test_ip_protocol_restricts_the_addresses(
+    transport: Transport, ip_protocol: str, addresses: list[str]
+) -> None:
+    results = await Prober(resolver=resolver).probe_group(transport.cluster(ip_protocol=ip_protocol))
+    assert [r.address_label for r in results] == addresses
+    assert all(r.success for r in results)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("ip_protocol", "ip"), [("any", "127.0.0.2"), ("ip4", "127.0.0.2"), ("ip6", "::1")])
+async def test_first_address_prefers_ipv4_and_keeps_the_default_series(
+    transport: Transport, ip_protocol: str, ip: str
+) -> None:
+    broker = transport.cluster("v6-first.cluster.test", addresses="first", ip_protocol=ip_protocol)
+    (result,) = await Prober(resolver=resolver).probe_group(broker)
+    assert result.success and result.ip == ip and result.address_label == ""
+    found = samples(exposition([result]))
+    assert label_sets(found, "mqtt_broker_probe_success") == [{"broker": "v6-first"}]  # no address label
+    assert not label_sets(found, "mqtt_broker_addresses_same_leaf")
+
+
+@pytest.mark.slow
+async def test_a_name_that_does_not_resolve_gives_one_unlabelled_result(transport: Transport) -> None:
+    results = await Prober(resolver=resolver).probe_group(transport.cluster("nowhere.cluster.test"))
+    assert len(results) == 1 and failure_of(results[0]) == ("resolve", "dns_error")
+    assert results[0].address_label == ""
+    found = samples(exposition(results, grouped=True))
+    assert label_sets(found, "mqtt_broker_probe_success") == [{"broker": "nowhere"}]
+    assert not label_sets(found, "mqtt_broker_addresses_same_leaf")
+
+
+@pytest.mark.slow
+async def test_no_address_of_the_wanted_family_is_a_dns_error(transport: Transport) -> None:
+    broker = transport.cluster("v4-only.cluster.test", ip_protocol="ip6")
+    (result,) = await Prober(resolver=resolver).probe_group(broker)
+    assert failure_of(result) == ("resolve", "dns_error")
+    assert result.failure is not None and "has no IPv6 address" in result.failure.detail
+
+
+@pytest.mark.slow
+async def test_scheduler_publishes_every_address_and_counts_failures_per_address(
+    transport: Transport, lab: Lab
+) -> None:
+    store = ResultStore()
+    seen: list[tuple[str, str | None]] = []
+    all_published = asyncio.Event()
+
+    def on_result(result: ProbeResult, previous: ProbeResult | None) -> None:
+        seen.append((result.address_label, previous.address_label if previous else None))
+        if len(seen) == 3:  # two addresses of one broker, one plain broker
+            all_published.set()
+
+    scheduler = Scheduler(Prober(resolver=resolver), store, on_result=on_result)
+    partial = transport.cluster(PARTIAL, interval=60.0)
+    plain = dataclasses.replace(lab.broker("good"), name="plain")
+    scheduler.apply([partial, plain])
+    try:
+        await asyncio.wait_for(all_published.wait(), 15)
+    finally:
+        await scheduler.stop()
+    ok, dead = store.results["partial"]
+    assert (ok.address_label, ok.success) == ("127.0.0.1", True)
+    assert (dead.address_label, failure_of(dead)) == ("127.0.0.3", ("connect", "refused"))
+    assert sorted(seen) == [("", None), ("127.0.0.1", None), ("127.0.0.3", None)]
+
+    text = render(store)
+    found = samples(text)
+    assert value(found, "mqtt_broker_probe_success", broker="partial", address="127.0.0.1") == 1
+    assert value(found, "mqtt_broker_probe_success", broker="partial", address="127.0.0.3") == 0
+    labels = {"broker": "partial", "address": "127.0.0.3", "stage": "connect", "reason": "refused"}
+    assert value(found, "mqtt_broker_probe_failure", **labels) == 1
+    assert value(found, "mqtt_broker_probe_failures_total", **labels) == 1
+    assert value(found, "mqtt_broker_addresses_same_leaf", broker="partial") == 1  # the one that answered
+    # The default broker in the same exposition: exactly the series it always had.
+    assert label_sets(found, "mqtt_broker_probe_success").count({"broker": "plain"}) == 1
+    assert all(
+        "address" not in labels
+        for labels in label_sets(found, "mqtt_broker_cert_info")
+        if labels["broker"] == "plain"
+    )
+    promtool_check(text)
+
+    # An address that leaves the name leaves the store, with its counters.
+    later = dataclasses.replace(ok, finished=ok.finished + 60)
+    store.publish([later])
+    assert not any(key[1] == "127.0.0.3" for key in store.failure_counts)
+    assert "127.0.0.3" not in render(store)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import textwrap
 import threading
 from pathlib import Path
 
@@ -30,13 +29,7 @@ from mqtt_cert_exporter.config import document as yaml_document
 from mqtt_cert_exporter.config.keys import DEFAULTS, KEYS, Scope
 from mqtt_cert_exporter.lab.pki import Pki
 from mqtt_cert_exporter.probe.wire import tls as probe_tls
-
-
-def errors(text: str, base_dir: Path) -> list[str]:
-    with pytest.raises(ConfigError) as caught:
-        parse_config(textwrap.dedent(text), base_dir=str(base_dir), env={})
-    return caught.value.errors
-
+from tests.config_helpers import errors
 
 # --- YAML: aliases, size, duplicate keys ---------------------------------------------------------
 
