@@ -13,14 +13,16 @@ untrusted, a share of black holes (TCP connect never completes) -- and then meas
 2. blackbox_exporter (Debian's ``prometheus-blackbox-exporter``): every broker through ``/probe``, all at
    once, ``--concurrency`` at a time, with a verifying ``tcp`` + ``tls: true`` module and with the
    ``insecure_skip_verify`` module it needs to see an expired certificate's dates; its CPU from /proc;
-   then in steady state (each ``/probe`` at its own offset in one interval, as Prometheus spreads scrapes);
+   then in steady state, scraped by a real Prometheus (``bench.scraper``: one target per broker, each at
+   the offset Prometheus gives it);
 3. our exporter as users run it (``python -m mqtt_cert_exporter`` with a config, scheduled mode): the first sweep
    (wall time, CPU), ``/metrics`` with every broker (the first scrape formats every result, then the
    median of 5 that reuse it), one steady-state interval (CPU per probe, schedule lag), then a profile
    of a further interval (py-spy ``--gil`` for the Python side; perf, when installed, by layer);
-4. blackbox_exporter in steady state once more, and the floor again: the machine drifts over the minutes
-   between the passes, so ours is compared with blackbox's two steady passes pooled, one right before
-   ours and one right after.
+4. blackbox_exporter in steady state once more, scraped by Prometheus, then driven on our exporter's grid
+   (its best case: the requests of a tick together, a batching no Prometheus does), and the floor again:
+   the machine drifts over the minutes between the passes, so ours is compared with blackbox's two
+   Prometheus-driven passes pooled, one right before ours and one right after.
 
 Prints a table (ours, blackbox, ratios), the issue's targets met or not, the capacity at a 60 s interval
 on 2 cores and the profile summary; ``--write-doc`` writes all of it with the machine description to
@@ -49,7 +51,15 @@ from bench.loadlab import (
     memory_mb,
     work_directory,
 )
-from bench.passes import BlackboxPass, auto_interval, blackbox_pass, handshake_floor, run_exporter, run_lean
+from bench.passes import (
+    BlackboxPass,
+    auto_interval,
+    blackbox_pass,
+    blackbox_scraped_pass,
+    handshake_floor,
+    run_exporter,
+    run_lean,
+)
 from bench.performance_doc import DOC, document
 from bench.profiling import ROOT
 
@@ -77,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> None:  # noqa: PLR0915 - one flag
         args.brokers, args.black_holes_share, args.timeout, args.concurrency
     )
     load = {"concurrency": args.concurrency, "timeout": args.timeout}
+    scraping = {"interval": interval, "timeout": args.timeout}
     with contextlib.ExitStack() as stack:
         directory = work_directory(stack, args.keep, "bench-compare-")
         shares = (args.black_holes_share, args.expired_share)
@@ -89,10 +100,13 @@ def main(argv: Sequence[str] | None = None) -> None:  # noqa: PLR0915 - one flag
                 for module in BLACKBOX_MODULES:
                     passes.append(blackbox_pass(base, pid, lab, module, **load))
                 print(
-                    f"2a. blackbox_exporter, steady state over {interval:g} s (again after ours) ...",
+                    f"2a. blackbox_exporter scraped by Prometheus, steady state over {interval:g} s (again "
+                    "after ours) ...",
                     flush=True,
                 )
-                passes.append(blackbox_pass(base, pid, lab, "mqtt_tls", interval=interval, **load))
+                passes.append(
+                    blackbox_scraped_pass(base, pid, lab, "mqtt_tls", directory / "prometheus", **scraping)
+                )
                 blackbox_rss = memory_mb(pid)
             targets = [broker.address for broker in lab.brokers]
             print("2b. the lean prober (bench/lean.py), every broker at once ...", flush=True)
@@ -101,8 +115,15 @@ def main(argv: Sequence[str] | None = None) -> None:  # noqa: PLR0915 - one flag
                 f"3. our exporter: first sweep, /metrics, a steady interval of {interval:g} s, a profile ..."
             )
             ours = run_exporter(lab, directory / "exporter", interval=interval, profile=args.profile, **load)
-            print(f"4. blackbox_exporter, steady state over {interval:g} s; the floor again ...", flush=True)
+            print(
+                f"4. blackbox_exporter scraped by Prometheus, then on our grid, steady state over {interval:g} s "
+                "each; the floor again ...",
+                flush=True,
+            )
             with blackbox(directory / "blackbox", lab.ca_file, args.timeout) as (base, pid):
+                passes.append(
+                    blackbox_scraped_pass(base, pid, lab, "mqtt_tls", directory / "prometheus", **scraping)
+                )
                 passes.append(blackbox_pass(base, pid, lab, "mqtt_tls", interval=interval, **load))
                 blackbox_rss = max(blackbox_rss, memory_mb(pid))
             print(f"4b. the lean prober, steady state over {interval:g} s (profiled) ...", flush=True)

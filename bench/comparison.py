@@ -124,6 +124,11 @@ class Results:
         )
 
     @property
+    def bb_grid(self) -> BlackboxPass | None:
+        """blackbox driven on our exporter's grid (the requests of a tick together), when measured."""
+        return next((p for p in self.blackbox if p.module == "mqtt_tls" and p.mode == "grid"), None)
+
+    @property
     def bb_burst(self) -> BlackboxPass:
         return self.bb("mqtt_tls", "burst")
 

@@ -53,10 +53,12 @@ def figures_table(r: Results) -> list[str]:
             ms(ours_steady),
             ms(steady.cpu_per_probe),
             f"**{ours_steady / steady.cpu_per_probe:.2f}**",
-            f"every broker once in a {ours.interval:g} s interval, each at its own offset (blackbox: driven "
-            "as Prometheus spreads scrapes; its passes right before and right after ours pooled: "
-            f"{', '.join(ms(p.cpu_per_probe) for p in r.bb_steady_passes)}). Target: at most 1",
+            f"every broker once in a {ours.interval:g} s interval (blackbox: scraped by a real Prometheus, "
+            "one target per broker, each at the offset Prometheus gives it, as users run it; its passes right "
+            f"before and right after ours pooled: {', '.join(ms(p.cpu_per_probe) for p in r.bb_steady_passes)}). "
+            "Target: at most 1",
         ),
+        grid_row(r),
         (
             "CPU split, steady state",
             cpu_split(ours.steady_cpu, ours.steady_probes),
@@ -147,9 +149,9 @@ def figures_table(r: Results) -> list[str]:
         ]
     lean_column = {
         0: lean_cells(ours_steady, lean_steady),
-        1: (lean_split(lean_steady), ""),
-        2: lean_cells(ours.sweep_cpu_per_probe, lean_burst),
-        4: (f"{lean_steady.cpu_per_probe / r.floor:.2f}" if lean_steady else "", ""),
+        2: (lean_split(lean_steady), ""),
+        3: lean_cells(ours.sweep_cpu_per_probe, lean_burst),
+        5: (f"{lean_steady.cpu_per_probe / r.floor:.2f}" if lean_steady else "", ""),
     }
     lines = [
         "| figure | ours | lean | blackbox_exporter | ours / lean | ours / blackbox | note |",
@@ -160,6 +162,22 @@ def figures_table(r: Results) -> list[str]:
         cells = (figure, ours_cell, lean_cell, bb_cell, lean_ratio, bb_ratio, note)
         lines.append(f"| {' | '.join(cells)} |")
     return lines
+
+
+def grid_row(r: Results) -> tuple[str, str, str, str, str]:
+    """Ours against blackbox driven on our grid: the batching our scheduler does, given to blackbox too."""
+    grid, ours = r.bb_grid, r.ours.steady_cpu_per_probe
+    if grid is None:
+        return ("… blackbox on our grid", "", "not measured", "", "")
+    return (
+        "… blackbox on our grid",
+        ms(ours),
+        ms(grid.cpu_per_probe),
+        f"{ours / grid.cpu_per_probe:.2f}",
+        "blackbox driven by an HTTP client on our exporter's grid: offsets rounded to ticks, so the requests "
+        "of a tick arrive together as our probes start together (the lean prober runs on it too). No "
+        "Prometheus batches its scrapes so: the best case for blackbox",
+    )
 
 
 def lean_split(lean: LeanPass | None) -> str:
@@ -227,6 +245,12 @@ def targets_lines(r: Results) -> list[str]:
     ours, cap = r.ours, capacity(r)
     ratio = ours.steady_cpu_per_probe / r.bb_steady.cpu_per_probe
     floor = ours.steady_cpu_per_probe / r.floor
+    grid = r.bb_grid
+    grid_ratio = (
+        f"; {ours.steady_cpu_per_probe / grid.cpu_per_probe:.2f}× against blackbox on our grid, its best case"
+        if grid
+        else ""
+    )
 
     def verdict(ok: bool) -> str:
         return "met" if ok else "**not met**"
@@ -235,7 +259,8 @@ def targets_lines(r: Results) -> list[str]:
     return [
         "| target | this run | |",
         "|---|---|---|",
-        f"| CPU per probe at most blackbox_exporter's (steady state) | {ratio:.2f}× | {verdict(ratio <= 1)} |",
+        f"| CPU per probe at most blackbox_exporter's (steady state) | {ratio:.2f}× (blackbox scraped by "
+        f"Prometheus, as users run it){grid_ratio} | {verdict(ratio <= 1)} |",
         all_at_once_target(r),
         f"| within 2× of the `openssl s_time` floor | {floor:.2f}× | {verdict(floor <= 2)} |",
         f"| 10,000 brokers, {FLEET_INTERVAL:g} s, {FLEET_HOLES_SHARE:.0%} black holes, {FLEET_CORES} cores "

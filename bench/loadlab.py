@@ -233,7 +233,8 @@ async def drive_blackbox(
     answer: ProbeAnswer = BLACKBOX_ANSWER,
 ) -> tuple[float, int, int]:
     """GET /probe for every target, at most ``concurrency`` at a time: all at once, or (``interval``) each
-    at its own offset in the interval, as Prometheus spreads its scrapes. (wall, succeeded, with expiry)
+    at its offset on our exporter's grid (rounded to ticks: a tick's requests come together, unlike
+    Prometheus's scrapes, ``bench.scraper``). (wall, succeeded, with expiry)
     ``answer``: the exporter's metric names (blackbox_exporter's, or ours in multi-target mode)."""
     slots = asyncio.Semaphore(concurrency)
     succeeded = with_expiry = 0

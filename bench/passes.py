@@ -37,6 +37,7 @@ from bench.loadlab import (
     wait_for_log,
 )
 from bench.profiling import ROOT, Profile, profile_process
+from bench.scraper import scraped_by_prometheus
 from tests.lab.process import start_exporter_process, stop_process
 
 FLOOR_SECONDS = 5
@@ -90,7 +91,9 @@ def handshake_floor(port: int, seconds: int = FLOOR_SECONDS) -> Floor:
 @dataclass(frozen=True)
 class BlackboxPass:
     module: str
-    mode: str  # "burst": every broker at once, `concurrency` at a time; "steady": spread over an interval
+    #: "burst": every broker at once, `concurrency` at a time; "steady": scraped by Prometheus, each broker
+    #: at its own offset; "grid": spread over an interval on our exporter's grid (requests of a tick together)
+    mode: str
     probes: int
     wall: float
     cpu: Cpu
@@ -117,8 +120,20 @@ def blackbox_pass(
     wall, succeeded, with_expiry = asyncio.run(
         drive_blackbox(base, targets, module, concurrency, timeout, interval)
     )
-    mode = "steady" if interval else "burst"
+    mode = "grid" if interval else "burst"
     return BlackboxPass(module, mode, len(targets), wall, cpu_of(pid) - before, succeeded, with_expiry)
+
+
+def blackbox_scraped_pass(
+    base: str, pid: int, fleet: Fleet, module: str, workdir: Path, *, timeout: float, interval: float
+) -> BlackboxPass:
+    """blackbox_exporter in steady state as users run it: a real Prometheus scrapes every broker through
+    it (``bench.scraper``)."""
+    brokers = [(broker.name, broker.address) for broker in fleet.brokers]
+    found = scraped_by_prometheus(base, pid, brokers, module, workdir, interval=interval, timeout=timeout)
+    return BlackboxPass(
+        module, "steady", found.probes, found.wall, found.cpu, found.succeeded, found.with_expiry
+    )
 
 
 # ------------------------------------------------------------------------------------------ our exporter
