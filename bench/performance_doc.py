@@ -383,7 +383,7 @@ def document(r: Results) -> str:
             "python -m bench.multitarget --baseline DIR                  # /probe all at once: ours (and an older build) against blackbox",
             "```",
             "",
-            "It needs Debian's `mosquitto`, `prometheus-blackbox-exporter` and `openssl`; `py-spy` (pip) for the",
+            "It needs Debian's `mosquitto`, `prometheus-blackbox-exporter`, `prometheus` and `openssl`; `py-spy` (pip) for the",
             "Python profile and, optionally, `perf` (Debian `linux-perf`) for the split by layer.",
             "",
             "The lab is built on loopback: Mosquitto processes with up to 2000 TLS listeners each",

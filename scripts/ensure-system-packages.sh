@@ -8,7 +8,8 @@
 #   ensure-system-packages.sh venv     `$PYTHON -m venv` works (package python3-venv; PYTHON defaults
 #                                      to python3)
 #   ensure-system-packages.sh bench    what `make bench` compares against: blackbox_exporter (package
-#                                      prometheus-blackbox-exporter) and the openssl command
+#                                      prometheus-blackbox-exporter), the Prometheus that scrapes it
+#                                      (package prometheus) and the openssl command
 #   ensure-system-packages.sh container  what tests/test_image.py builds and runs the image with:
 #                                      dockerd and Debian's docker client (package docker.io),
 #                                      debootstrap (the local base image, scripts/build-base-image.sh)
@@ -57,6 +58,7 @@ for group in "$@"; do
         bench)
             requirements+=(
                 "prometheus-blackbox-exporter:prometheus-blackbox-exporter"
+                "prometheus:prometheus"
                 "openssl:openssl"
             )
             ;;
