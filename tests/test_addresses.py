@@ -34,17 +34,15 @@ from mqtt_cert_exporter.results import (
 from mqtt_cert_exporter.scheduler import Scheduler
 from mqtt_cert_exporter.store import FailureKey, ResultStore
 from tests.conftest import Lab, cert_facts, configured, promtool_check
+from tests.lab.scrape import label_sets, samples, value
 from tests.lab.transport import (
     PARTIAL,
     SAME,
     Transport,
     exposition,
     failure_of,
-    label_sets,
     render,
     resolver,
-    samples,
-    value,
 )
 
 

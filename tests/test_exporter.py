@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import PASSWORD, ExporterProcess, Lab, promtool, start_exporter, wait_for
+from tests.conftest import PASSWORD, ExporterProcess, Lab, promtool_check, start_exporter, wait_for
+from tests.lab.scrape import Samples, samples, value
 
 pytestmark = pytest.mark.slow
 
@@ -26,20 +27,6 @@ SCENARIOS = (
     "plaintext",
     "weak_key",
 )
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def samples(text: str) -> Samples:
-    found: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return found
-
-
-def value(found: Samples, name: str, **labels: str) -> float | None:
-    return found.get((name, frozenset(labels.items())))
 
 
 def series(found: Samples, name: str, **labels: str) -> list[dict[str, str]]:
@@ -166,8 +153,7 @@ def test_the_cost_of_the_previous_scrape_is_exposed(exporter: ExporterProcess) -
 
 def test_exposition_passes_promtool(exporter: ExporterProcess) -> None:
     text = exporter.get("/metrics")
-    result = subprocess.run([promtool(), "check", "metrics"], input=text, capture_output=True, text=True)
-    assert result.returncode == 0, result.stdout + result.stderr
+    promtool_check(text)
 
 
 def test_http_endpoints(exporter: ExporterProcess) -> None:

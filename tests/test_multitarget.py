@@ -15,7 +15,6 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
-from prometheus_client.parser import text_string_to_metric_families
 
 from mqtt_cert_exporter.config import Config, ModuleConfig, TlsSettings, parse_config
 from mqtt_cert_exporter.probe import Prober
@@ -27,23 +26,10 @@ from mqtt_cert_exporter.web.multitarget import (
     probe_handler,
     probe_timeout,
 )
-from tests.conftest import ROOT, ExporterProcess, Lab, promtool, start_exporter
+from tests.conftest import ROOT, ExporterProcess, Lab, promtool_check, start_exporter
+from tests.lab.scrape import Samples, samples, value
 
 LOOPBACK = r"127\.0\.0\.1:[0-9]+"
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def samples(text: str) -> Samples:
-    found: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            found[(sample.name, frozenset(sample.labels.items()))] = sample.value
-    return found
-
-
-def value(found: Samples, name: str, **labels: str) -> float | None:
-    return found.get((name, frozenset(labels.items())))
 
 
 def names(found: Samples) -> set[str]:
@@ -350,10 +336,7 @@ def test_the_exporter_serves_probe_and_passes_promtool(exporter: ExporterProcess
     target = lab.broker("good").address
     text = exporter.get(f"/probe?target={target}&module=lab")
     assert value(samples(text), "mqtt_broker_probe_success", broker=target) == 1
-    check = subprocess.run(
-        [promtool(), "check", "metrics"], input=text.encode(), capture_output=True, timeout=30
-    )
-    assert check.returncode == 0, check.stdout.decode() + check.stderr.decode()
+    promtool_check(text)
     assert 'msg="multi-target probing enabled"' in exporter.log()
 
 

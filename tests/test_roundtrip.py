@@ -22,17 +22,15 @@ from mqtt_cert_exporter.config import BrokerConfig, Target
 from mqtt_cert_exporter.probe import Prober
 from mqtt_cert_exporter.probe.wire import websocket as ws
 from tests.conftest import Lab
+from tests.lab.scrape import label_sets, samples, value
 from tests.lab.transport import (
     V5,
     Transport,
     exposition,
     failure_of,
-    label_sets,
     read_client_frame,
-    samples,
     server_context,
     serving,
-    value,
     with_roundtrip,
 )
 

@@ -29,18 +29,15 @@ from mqtt_cert_exporter.config import BrokerConfig, MqttSettings, Target
 from mqtt_cert_exporter.probe import Prober
 from mqtt_cert_exporter.probe.wire import websocket as ws
 from tests.conftest import Lab, promtool_check, start_exporter, wait_for
+from tests.lab.scrape import Samples, label_sets, samples, value
 from tests.lab.transport import (
     V5,
-    Samples,
     Transport,
     exposition,
     failure_of,
-    label_sets,
     read_client_frame,
-    samples,
     server_context,
     serving,
-    value,
 )
 
 pytestmark = pytest.mark.slow

@@ -1,6 +1,7 @@
 """The lab of the transport tests (issue 8): one Mosquitto with WebSocket, ACL and multi-address
 listeners, the names its addresses stand behind (answered by an injected resolver: no DNS in tests),
-servers in the test's own loop, and the results read as a scrape renders them.
+servers in the test's own loop, and the results rendered as a scrape renders them (read back by
+tests/lab/scrape.py).
 
 tests/conftest.py starts the Mosquitto once per session (the ``transport`` fixture); tests/test_transport.py,
 test_roundtrip.py, test_addresses.py and test_proxy.py use it.
@@ -20,7 +21,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
 
 from mqtt_cert_exporter.collector import ExporterCollector, ExporterFacts
 from mqtt_cert_exporter.config import (
@@ -269,22 +269,3 @@ def render(store: ResultStore) -> str:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ExporterCollector(store, lambda: ExporterFacts(brokers=len(store.intervals))))
     return generate_latest(registry).decode()
-
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def samples(text: str) -> Samples:
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def value(found: Samples, name: str, **labels: str) -> float | None:
-    return found.get((name, frozenset(labels.items())))
-
-
-def label_sets(found: Samples, name: str) -> list[dict[str, str]]:
-    return [dict(labels) for sample_name, labels in found if sample_name == name]
