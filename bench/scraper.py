@@ -12,7 +12,6 @@ a batching no Prometheus does. ``bench.compare`` reports both.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import time
@@ -21,12 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from bench.loadlab import Cpu, cpu_of, get_url
+from bench.loadlab import Cpu, cpu_of, get_url, parse_metrics
 from mqtt_cert_exporter.lab.ports import free_port, wait_for_port
 from tests.lab.process import stop_process
 
 #: Prometheus's own count of the scrapes whose interval it measured: every scrape of a target but its first.
-SCRAPES = re.compile(rb"^prometheus_target_interval_length_seconds_count\{[^}]*\} (\S+)$", re.MULTILINE)
+SCRAPES = "prometheus_target_interval_length_seconds_count"
 
 
 @dataclass(frozen=True)
@@ -47,6 +46,11 @@ def prometheus_binary() -> str:
     return found
 
 
+def scrape_timeout(interval: float, timeout: float) -> float:
+    """Longer than blackbox's module timeout (it gives up first and answers), at most the interval."""
+    return min(interval, timeout + 5)
+
+
 def prometheus_config(
     blackbox: str, brokers: Sequence[tuple[str, str]], module: str, interval: float, timeout: float
 ) -> str:
@@ -58,7 +62,7 @@ def prometheus_config(
         "metrics_path": "/probe",
         "params": {"module": [module]},
         "scrape_interval": f"{interval:g}s",
-        "scrape_timeout": f"{min(interval, timeout + 5):g}s",
+        "scrape_timeout": f"{scrape_timeout(interval, timeout):g}s",
         "static_configs": targets,
         "relabel_configs": [
             {"source_labels": ["__address__"], "target_label": "__param_target"},
@@ -97,7 +101,8 @@ def scraped_by_prometheus(
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for_port("127.0.0.1", port, timeout=30)
-        time.sleep(interval + timeout + 5)  # every target scraped once: its loop runs at its own offset
+        # every target scraped once: each loop starts at its own offset in the first interval
+        time.sleep(interval + scrape_timeout(interval, timeout))
         scrapes, cpu, started = _scrapes(own), cpu_of(pid), time.monotonic()
         time.sleep(interval)
         probes, spent, wall = _scrapes(own) - scrapes, cpu_of(pid) - cpu, time.monotonic() - started
@@ -109,7 +114,8 @@ def scraped_by_prometheus(
 
 
 def _scrapes(base: str) -> int:
-    return round(sum(float(found) for found in SCRAPES.findall(get_url(base + "/metrics"))))
+    found = parse_metrics(get_url(base + "/metrics").decode(), [SCRAPES])
+    return round(sum(value for _labels, value in found[SCRAPES]))
 
 
 def _count(base: str, selector: str) -> int:
