@@ -66,12 +66,13 @@ async def test_every_rotation_is_a_new_entry_and_the_sizes_are_exported(
         assert (
             after["mqtt_cert_exporter_cache_bytes", cache] > before["mqtt_cert_exporter_cache_bytes", cache]
         )
-    # every rotated chain has the same issuers (the leaf's, the intermediate's): kept once, not per leaf
+    # every rotated chain has the same issuers (the leaf's, the intermediate's): kept at most once, not
+    # per leaf (a chain OpenSSL verified needs no issuer's Name: its issuers are found by key identifier)
     grown = (
         after["mqtt_cert_exporter_cache_entries", "issuers"]
         - before["mqtt_cert_exporter_cache_entries", "issuers"]
     )
-    assert 0 < grown <= 2
+    assert grown <= 2
 
 
 async def test_rotating_certificates_cannot_grow_the_caches_past_their_bytes(

@@ -1,5 +1,6 @@
-"""A certificate's issuer as parse_der reads it: found in the DER (certs.der), its Name and text made once
-per distinct encoding (parse.ISSUER_NAMES). Pure: certificates made here, no network."""
+"""A certificate's issuer: found in the DER (certs.der), its Name (for signature checks) and text made once
+per distinct encoding (parse.named_issuer, parse.ISSUER_NAMES), and its text as parse_der reads it. Pure:
+certificates made here, no network."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from mqtt_cert_exporter.cache import BoundedCache
 from mqtt_cert_exporter.certs import parse
 from mqtt_cert_exporter.certs.der import issuer_name
-from mqtt_cert_exporter.certs.parse import parse_der
+from mqtt_cert_exporter.certs.parse import load_certificate, named_issuer, parse_der
 
 NOW = dt.datetime.now(dt.UTC)
 KEY = ec.generate_private_key(ec.SECP256R1())
@@ -72,13 +73,22 @@ def test_a_truncated_certificate_has_no_issuer() -> None:
     assert issuer_name(der[:40]) is None
 
 
+def issuer_of(der: bytes) -> tuple[x509.Name, str]:
+    return named_issuer(load_certificate(der), der)
+
+
 def test_leaves_of_one_issuer_share_its_name_and_each_issuer_has_its_own() -> None:
-    leaves = [parse_der(certificate(name((CN, f"leaf-{n}")), CA)) for n in range(3)]
-    other = parse_der(certificate(name((CN, "leaf-x")), name((CN, "Other CA"))))
+    ders = [certificate(name((CN, f"leaf-{n}")), CA) for n in range(3)]
+    other_der = certificate(name((CN, "leaf-x")), name((CN, "Other CA")))
+    leaves, other = [parse_der(der) for der in ders], parse_der(other_der)
     assert {leaf.facts.issuer for leaf in leaves} == {"O=Example\\, Inc.,CN=Fleet CA"}
     assert other.facts.issuer == "CN=Other CA"
-    assert len(parse.ISSUER_NAMES) == 2
     assert not any(leaf.facts.self_issued for leaf in [*leaves, other])
+    names = [issuer_of(der) for der in ders]
+    assert all(found is names[0] for found in names)  # made once, shared
+    assert names[0] == (CA, "O=Example\\, Inc.,CN=Fleet CA")
+    assert issuer_of(other_der) == (name((CN, "Other CA")), "CN=Other CA")
+    assert len(parse.ISSUER_NAMES) == 2
 
 
 def test_a_self_issued_certificate_is_still_recognized() -> None:
@@ -90,8 +100,8 @@ def test_a_self_issued_certificate_is_still_recognized() -> None:
 
 def test_the_issuer_names_are_bounded() -> None:
     for n in range(10):
-        facts = parse_der(certificate(name((CN, "leaf")), name((CN, f"CA {n}")))).facts
-        assert facts.issuer == f"CN=CA {n}"
+        der = certificate(name((CN, "leaf")), name((CN, f"CA {n}")))
+        assert parse_der(der).facts.issuer == issuer_of(der)[1] == f"CN=CA {n}"
     assert len(parse.ISSUER_NAMES) == 3  # the least recently used went
 
 

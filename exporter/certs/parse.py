@@ -1,5 +1,6 @@
 """Certificates as the rest of the exporter sees them: parsed once per distinct DER into ``CertFacts``
-(``parse_der``), bundles in PEM, DER or PKCS#7 (``load_pem_bundle``), and trust anchors by subject
+(``parse_der``: read straight from the DER by ``fields`` when it has a shape servers send, else through
+cryptography's objects), bundles in PEM, DER or PKCS#7 (``load_pem_bundle``), and trust anchors by subject
 (``TrustStore``). Pure: bytes in, facts out.
 """
 
@@ -19,6 +20,7 @@ from cryptography.utils import CryptographyDeprecationWarning
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtensionOID, NameOID
 
 from mqtt_cert_exporter.cache import BoundedCache
+from mqtt_cert_exporter.certs import fields
 from mqtt_cert_exporter.certs.der import issuer_name
 from mqtt_cert_exporter.results import CacheSize, CertFacts
 
@@ -57,6 +59,11 @@ class Parsed:
 PARSED: BoundedCache[bytes, Parsed] = BoundedCache("certificates", max_entries=65536, max_bytes=32 << 20)
 
 
+#: what cryptography raises for bytes that are no certificate it can load (a version other than 1 to 3
+#: is not a ValueError)
+NOT_LOADED = (ValueError, x509.InvalidVersion)
+
+
 def parsed_bytes(der: bytes) -> int:
     """What a parsed certificate is estimated to hold: its DER and its facts (names grow with it)."""
     return 2 * len(der) + 1024
@@ -91,9 +98,30 @@ def load_certificate(der: bytes) -> x509.Certificate:
 def _parse_der(der: bytes) -> Parsed:
     fingerprint = hashlib.sha256(der).hexdigest()
     try:
-        cert = load_certificate(der)  # the object stays loaded for the verdict that follows a first sight
-    except ValueError as exc:
+        cert = load_certificate(der)  # strict DER, checked; the object stays loaded for a verdict
+    except NOT_LOADED as exc:
         return Parsed(_unparseable(fingerprint, f"not a DER certificate: {exc}"), der)
+    read = fields.read(der, fingerprint)
+    if read is not None:
+        facts, authority_key_id, subject_key_id = read
+        return Parsed(facts, der, authority_key_id, subject_key_id)
+    return _through_objects(cert, fingerprint, der)
+
+
+def parse_with_cryptography(der: bytes) -> Parsed:
+    """What cryptography's objects say of ``der``, uncached: what ``fields`` must read alike (``parse_der``
+    reads so the shapes ``fields`` leaves alone)."""
+    fingerprint = hashlib.sha256(der).hexdigest()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        try:
+            cert = x509.load_der_x509_certificate(der)
+        except NOT_LOADED as exc:
+            return Parsed(_unparseable(fingerprint, f"not a DER certificate: {exc}"), der)
+        return _through_objects(cert, fingerprint, der)
+
+
+def _through_objects(cert: x509.Certificate, fingerprint: str, der: bytes) -> Parsed:
     try:
         return _parsed(cert, fingerprint, der)
     except (ValueError, TypeError, UnsupportedAlgorithm, x509.DuplicateExtension) as exc:
@@ -174,7 +202,7 @@ def _parsed(cert: x509.Certificate, fingerprint: str, der: bytes) -> Parsed:
         common_name=str(common_names[0].value) if common_names else "",
         key=key,
         key_bits=bits,
-        signature_algorithm=_signature_algorithm_name(cert),
+        signature_algorithm=fields.signature_algorithm_name(cert.signature_algorithm_oid),
         signature_hash=signature_hash,
         is_ca=is_ca,
         self_issued=subject == issuer,
@@ -253,11 +281,6 @@ def describe_key(cert: x509.Certificate) -> tuple[str, int]:
     return type(key).__name__, 0
 
 
-def _signature_algorithm_name(cert: x509.Certificate) -> str:
-    oid = cert.signature_algorithm_oid
-    return getattr(oid, "_name", None) or oid.dotted_string
-
-
 # --------------------------------------------------------------------------------------------------
 # Trust store
 
@@ -304,7 +327,7 @@ def _load_bundle(data: bytes) -> list[Parsed]:
     if b"-----BEGIN" in data:
         try:
             certs = x509.load_pem_x509_certificates(data)
-        except ValueError:
+        except NOT_LOADED:
             try:
                 certs = pkcs7.load_pem_pkcs7_certificates(data)
             except ValueError:
@@ -312,7 +335,7 @@ def _load_bundle(data: bytes) -> list[Parsed]:
     else:
         try:
             return [parse_der(x509.load_der_x509_certificate(data).public_bytes(Encoding.DER))]
-        except ValueError:
+        except NOT_LOADED:
             try:
                 certs = pkcs7.load_der_pkcs7_certificates(data)
             except ValueError:

@@ -142,7 +142,7 @@ def certificate_names(path: str) -> CertificateNames | None:
             warnings.simplefilter("ignore", CryptographyDeprecationWarning)
             cert = x509.load_pem_x509_certificate(first[0]) if first else x509.load_der_x509_certificate(data)
             return _names(cert)
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):  # not a certificate cryptography loads
         return None
 
 
