@@ -2,6 +2,7 @@
 
     python -m bench.firstsweep [--brokers 2000] [--black-holes-share 0.1] [--expired-share 0.1]
                                [--concurrency 400] [--timeout 5] [--rounds 1] [--keep DIR]
+                               [--baseline DIR]
 
 On the load lab of ``bench.compare`` (Mosquitto processes, a share of black holes), side by side, each
 pass on a fresh exporter process so that every broker is probed for the first time:
@@ -14,7 +15,8 @@ pass on a fresh exporter process so that every broker is probed for the first ti
 and for each, the brokers' CPU (every Mosquitto process, from /proc) while it ran. The lab's floor on 2
 shared cores is (client CPU + broker CPU) / 2: no prober finishes the sweep before that, nor before one
 timeout while black holes are in the fleet. ``--rounds`` repeats the passes, interleaved (the machine is
-shared: compare ratios within one round).
+shared: compare ratios within one round). ``--baseline DIR`` (an older checkout) runs its exporter's
+passes too, next to ours, the order alternating from round to round.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import contextlib
 import os
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,7 @@ from bench.loadlab import (
     add_lab_arguments,
     announced_fleet,
     blackbox,
+    builds,
     cpu_of,
     drive_blackbox,
     exporter_config,
@@ -87,9 +90,17 @@ def _sum(cpus: Sequence[Cpu]) -> Cpu:
 
 
 def exporters_pass(
-    lab: Fleet, workdir: Path, label: str, shards: Sequence[str | None], *, concurrency: int, timeout: float
+    lab: Fleet,
+    workdir: Path,
+    label: str,
+    shards: Sequence[str | None],
+    *,
+    concurrency: int,
+    timeout: float,
+    pythonpath: str = "",
 ) -> SweepPass:
-    """Exporter processes started together (one per shard; None: the whole fleet); their first sweep."""
+    """Exporter processes started together (one per shard; None: the whole fleet) from the package on
+    ``pythonpath`` (``loadlab.builds``); their first sweep."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "config.yaml"
     config.write_text(exporter_config(lab, 3600.0, timeout))  # no second probe during the measurement
@@ -99,7 +110,7 @@ def exporters_pass(
         flags = [f"--probe.concurrency={concurrency}"]
         if shards[index] is not None:
             flags.append(f"--shard={shards[index]}")
-        return start_exporter_process(config, logs[index], *flags, timeout=60)
+        return start_exporter_process(config, logs[index], *flags, env={"PYTHONPATH": pythonpath}, timeout=60)
 
     with concurrent.futures.ThreadPoolExecutor(len(shards)) as pool:
         started = list(pool.map(start, range(len(shards))))
@@ -150,16 +161,28 @@ def blackbox_sweep(lab: Fleet, workdir: Path, *, concurrency: int | None, timeou
     return SweepPass(label, str(concurrency or "all at once"), wall, client, brokers_cpu, succeeded)
 
 
-def run_passes(lab: Fleet, workdir: Path, *, concurrency: int, timeout: float) -> list[SweepPass]:
-    one = exporters_pass(
-        lab, workdir / "one", "ours, one process", [None], concurrency=concurrency, timeout=timeout
-    )
-    two = exporters_pass(
-        lab, workdir / "two", "ours, two shards", ["0/2", "1/2"], concurrency=concurrency, timeout=timeout
-    )
+def run_passes(
+    lab: Fleet, workdir: Path, *, concurrency: int, timeout: float, sides: Mapping[str, str] | None = None
+) -> list[SweepPass]:
+    """Every build's exporter (``sides``: name -> PYTHONPATH; this checkout's alone by default) as one
+    process, then as two shards; then blackbox_exporter."""
+    sides = sides or {"ours": os.environ.get("PYTHONPATH", "")}
+    passes = [
+        exporters_pass(
+            lab,
+            workdir / f"{name}-{len(shards)}",
+            f"{name}, {'one process' if len(shards) == 1 else 'two shards'}",
+            shards,
+            concurrency=concurrency,
+            timeout=timeout,
+            pythonpath=pythonpath,
+        )
+        for shards in ([None], ["0/2", "1/2"])
+        for name, pythonpath in sides.items()
+    ]
     bounded = blackbox_sweep(lab, workdir / "blackbox", concurrency=concurrency, timeout=timeout)
     unbounded = blackbox_sweep(lab, workdir / "blackbox", concurrency=None, timeout=timeout)
-    return [one, two, bounded, unbounded]
+    return [*passes, bounded, unbounded]
 
 
 def sweep_table(passes: Sequence[SweepPass], brokers: int, timeout: float) -> list[str]:
@@ -181,14 +204,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.firstsweep", description=__doc__.split("\n\n")[0])
     add_lab_arguments(parser, brokers=2000, concurrency=400)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--baseline", type=Path, help="an older checkout, its exporter side by side")
     args = parser.parse_args(argv)
     with contextlib.ExitStack() as stack:
         directory = work_directory(stack, args.keep, "bench-firstsweep-")
+        sides = stack.enter_context(builds(args.baseline))
         shares = (args.black_holes_share, args.expired_share)
         with announced_fleet(directory, args.brokers, *shares) as (lab, kinds):
             for round_ in range(args.rounds):
+                order = dict(list(sides.items())[:: -1 if round_ % 2 else 1])
                 passes = run_passes(
-                    lab, directory / f"round-{round_}", concurrency=args.concurrency, timeout=args.timeout
+                    lab,
+                    directory / f"round-{round_}",
+                    concurrency=args.concurrency,
+                    timeout=args.timeout,
+                    sides=order,
                 )
                 print(f"\nround {round_ + 1}: {args.brokers} brokers, timeout {args.timeout:g} s, {kinds}")
                 print("\n".join(sweep_table(passes, args.brokers, args.timeout)), flush=True)

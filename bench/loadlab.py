@@ -391,6 +391,19 @@ def announced_fleet(
         yield lab, kinds
 
 
+@contextlib.contextmanager
+def builds(baseline: Path | None) -> Iterator[dict[str, str]]:
+    """The PYTHONPATH of each build to run side by side: this checkout's ("ours") and, with ``baseline``
+    (an older checkout), its ``exporter/`` as the package ("baseline", first)."""
+    ours = os.environ.get("PYTHONPATH", "")
+    if baseline is None:
+        yield {"ours": ours}
+        return
+    with tempfile.TemporaryDirectory() as packages:
+        os.symlink(baseline.resolve() / "exporter", Path(packages) / "mqtt_cert_exporter")
+        yield {"baseline": packages, "ours": ours}
+
+
 def add_lab_arguments(parser: argparse.ArgumentParser, *, brokers: int, concurrency: int) -> None:
     """The flags that shape the lab and the load: --brokers, the shares, --concurrency, --timeout; and
     --keep, where the lab is built (``work_directory``)."""

@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import statistics
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +33,7 @@ from bench.loadlab import (
     add_lab_arguments,
     announced_fleet,
     blackbox,
+    builds,
     cpu_of,
     drive_blackbox,
     work_directory,
@@ -89,14 +88,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         targets = [broker.address for broker in fleet.brokers]
         bb_base, bb_pid = stack.enter_context(blackbox(directory / "blackbox", fleet.ca_file, args.timeout))
         sides = [Side("blackbox_exporter", bb_base, bb_pid)]
-        packages = Path(stack.enter_context(tempfile.TemporaryDirectory()))
-        builds = {"ours": os.environ.get("PYTHONPATH", "")}
-        if args.baseline is not None:
-            os.symlink(args.baseline.resolve() / "exporter", packages / "mqtt_cert_exporter")
-            builds = {"baseline": str(packages), **builds}
         config = our_config(directory, fleet.ca_file, args.timeout)
         flags = (r"--probe.allowed-target=127\.0\.0\.1:\d+", f"--probe.concurrency={args.concurrency}")
-        for name, path in builds.items():
+        for name, path in stack.enter_context(builds(args.baseline)).items():
             log = directory / f"{name}.log"
             process, base = start_exporter_process(config, log, *flags, env={"PYTHONPATH": path})
             stack.callback(stop_process, process)

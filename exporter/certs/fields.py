@@ -238,23 +238,21 @@ def ascii_text(der: bytes, found: Element) -> str:
 
 def integer(raw: bytes) -> int:
     """A DER INTEGER's value; OpenSSL refuses one that is not minimally encoded."""
-    if len(raw) > 1 and ((raw[0] == 0 and raw[1] < 0x80) or (raw[0] == 0xFF and raw[1] >= 0x80)):
+    if not raw or (len(raw) > 1 and ((raw[0] == 0 and raw[1] < 0x80) or (raw[0] == 0xFF and raw[1] >= 0x80))):
         raise Unusual("padded integer")
     return int.from_bytes(raw, "big", signed=True)
 
 
 def dotted(encoded: bytes) -> str:
+    """An OBJECT IDENTIFIER's dotted form (``2.5.4.5``), as cryptography writes an attribute it has no
+    short name for."""
     arcs: list[int] = []
     value = 0
-    for byte in encoded:
-        if value == 0 and byte == 0x80:
-            raise Unusual("padded OID")
+    for byte in checked_oid(encoded):
         value = value << 7 | byte & 0x7F
         if not byte & 0x80:
             arcs.append(value)
             value = 0
-    if not encoded or encoded[-1] & 0x80:
-        raise Unusual("truncated OID")
     first = arcs[0]
     head = (0, first) if first < 40 else (1, first - 40) if first < 80 else (2, first - 80)
     return ".".join(map(str, (*head, *arcs[1:])))
