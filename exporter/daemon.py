@@ -185,6 +185,7 @@ class Daemon:
         self.reload_ok, self.reload_time = True, time.time()
         assert self.scheduler is not None
         added, removed, changed = self.scheduler.apply(self.brokers)
+        self.exposition.prepare_configuration()
         log.info(
             "configuration reloaded",
             extra={"brokers": len(self.brokers), "added": added, "removed": removed, "changed": changed},
@@ -258,6 +259,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.sighup.request)
         memory.tune_garbage_collector()
         self.scheduler.apply(self.brokers)
+        self.exposition.prepare_configuration()
         self.web_state.ready = True
         started: dict[str, object] = {
             "brokers": len(self.brokers),

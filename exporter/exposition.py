@@ -250,6 +250,19 @@ class BrokerExposition:
         if self._store.revision == self._synced + 1:
             self._synced = self._store.revision
 
+    def prepare_configuration(self) -> None:
+        """Format what the configuration alone says (each broker's interval and configured facts), if it
+        changed since: called when a configuration is applied, so the first scrape after it does not
+        (a third of that scrape at 10,000 brokers, the event loop blocked)."""
+        if self._intervals_of is not self._store.intervals:
+            self._intervals_of = self._store.intervals
+            intervals, _ = _format(broker_samples([], {}, self._store.intervals, now=0.0))
+            self._interval_lines = "".join(intervals.get(PROBE_INTERVAL, ())).encode()
+        if self._configured_of is not self._store.brokers:
+            self._configured_of = self._store.brokers
+            configured, _ = _format(configured_samples(self._store.brokers.values()))
+            self._configured = {family: "".join(texts).encode() for family, texts in configured.items()}
+
     def _sync(self) -> None:
         """Bring every broker's text up to date: removed brokers, results published without prepare."""
         if self._store.revision == self._synced:
@@ -280,14 +293,7 @@ class BrokerExposition:
         # Counters change without a new result: rendered every scrape (one line per failing broker and
         # reason). Intervals change only with the configuration (the store replaces the mapping).
         counters, _ = _format(broker_samples([], self._store.failure_counts, {}, now=now))
-        if self._intervals_of is not self._store.intervals:
-            self._intervals_of = self._store.intervals
-            intervals, _ = _format(broker_samples([], {}, self._store.intervals, now=now))
-            self._interval_lines = "".join(intervals.get(PROBE_INTERVAL, ())).encode()
-        if self._configured_of is not self._store.brokers:
-            self._configured_of = self._store.brokers
-            configured, _ = _format(configured_samples(self._store.brokers.values()))
-            self._configured = {family: "".join(texts).encode() for family, texts in configured.items()}
+        self.prepare_configuration()
         family_headers = _family_headers(headers)
         parts = [head.encode()]
         for family in BROKER_FAMILIES:

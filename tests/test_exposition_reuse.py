@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 
+from mqtt_cert_exporter import exposition
 from mqtt_cert_exporter import results as facts
 from mqtt_cert_exporter.collector import (
     PER_PROBE_FAMILIES,
     ChainDetail,
     broker_samples,
+    configured_samples,
     lasting_samples,
     per_probe_samples,
 )
@@ -139,3 +141,34 @@ def test_per_probe_and_lasting_samples_are_the_broker_samples_and_share_no_famil
         assert not {sample[0] for sample in lasting} & PER_PROBE_FAMILIES
         whole = broker_samples([results], {}, {}, NOW, store.brokers)
         assert sorted(map(repr, whole)) == sorted(map(repr, per_probe + lasting))  # NaN included
+
+
+def test_the_configuration_is_formatted_when_applied_not_at_the_first_scrape(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What the configuration alone says (intervals, configured facts) is formatted once per configuration:
+    by prepare_configuration when the daemon applies it, else by the first scrape after it."""
+    store = ResultStore()
+    store.configure(configured({"b": 60.0, "c": 15.0}))
+    view = BrokerExposition(store, clock=lambda: NOW + 30.0)
+    store.publish([BASE])
+    view.prepare("b")
+    formatted: list[int] = []
+
+    def counted(*args: Any) -> Any:
+        formatted.append(1)
+        return configured_samples(*args)
+
+    monkeypatch.setattr(exposition, "configured_samples", counted)
+    view.prepare_configuration()
+    assert len(formatted) == 1
+    text = view.render()
+    assert len(formatted) == 1  # the scrape only joined
+    assert 'mqtt_broker_probe_interval_seconds{broker="c"} 15.0' in text
+    assert text == scrape(store, ChainDetail.ALL)
+    store.configure(configured({"b": 60.0, "c": 30.0}))  # a reload the exposition was not told of
+    formatted.clear()
+    text = view.render()
+    assert len(formatted) == 1
+    assert 'mqtt_broker_probe_interval_seconds{broker="c"} 30.0' in text
+    assert text == scrape(store, ChainDetail.ALL)
