@@ -136,7 +136,8 @@ def figures_table(r: Results) -> list[str]:
                 "",
                 "",
                 f"the first scrape of the process, right after the first sweep: {scrape.first_cpu * 1000:.0f} ms "
-                "CPU; one-time costs (the configured intervals' text, first touch of the response buffers)",
+                "CPU; one-time costs (first touch of the response buffers; the configuration's own text is "
+                "formatted when it is applied)",
             ),
             (
                 f"/metrics with {ours.brokers} brokers, nothing changed",
