@@ -10,6 +10,7 @@ import datetime as dt
 import functools
 import hashlib
 import ipaddress
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 
 import pytest
@@ -403,3 +404,20 @@ def test_a_certificate_of_an_unknown_version_is_named_not_raised() -> None:
     bad = der.replace(version_3, b"\xa0\x03\x02\x01\x03")
     assert parse_der(bad).facts.parse_error == "not a DER certificate: 3 is not a valid X509 version"
     assert parse_with_cryptography(bad).facts.parse_error == parse_der(bad).facts.parse_error
+
+
+def test_what_cryptography_warns_about_a_certificate_stays_out_of_standard_error() -> None:
+    """A country name of three letters: cryptography warns (a UserWarning, with no broker's name) and
+    reads it. Left to cryptography (a BMPString beside it), the facts say what the certificate holds."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the builder's own warning: as a CA may have issued it
+        country = x509.NameAttribute(NameOID.COUNTRY_NAME, "DEU", _validate=False)
+    subject = x509.Name([country, x509.NameAttribute(CN, "Bx")])
+    der = replaced(certificate(subject), b"\x0c\x02Bx", b"\x1e\x02\x00B")
+    assert read(der) is None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        facts = parse_with_cryptography(der).facts
+        assert parse_der(der).facts == facts
+    assert facts.subject == "CN=B,C=DEU"
+    assert not caught, [str(warning.message) for warning in caught]

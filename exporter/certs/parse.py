@@ -6,9 +6,11 @@ cryptography's objects), bundles in PEM, DER or PKCS#7 (``load_pem_bundle``), an
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import cast
@@ -74,12 +76,21 @@ def parse_der(der: bytes) -> Parsed:
     found = PARSED.get(der, 0.0)
     if found is not None:
         return found
-    with warnings.catch_warnings():
-        # e.g. negative serial numbers, which real trust stores still contain
-        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+    with quietly():
         parsed = _parse_der(der)
     PARSED.put(der, parsed, size=parsed_bytes(der), expires=math.inf)
     return parsed
+
+
+@contextlib.contextmanager
+def quietly() -> Iterator[None]:
+    """Without cryptography's warnings about what a certificate holds (a negative serial number, which
+    real trust stores still contain; a country name not of two letters): the facts say what it holds,
+    and a warning would only reach standard error, once, without the broker's name."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+        warnings.filterwarnings("ignore", "Attribute's length must be", UserWarning)
+        yield
 
 
 def parsed_cache_size() -> CacheSize:
@@ -90,8 +101,7 @@ def parsed_cache_size() -> CacheSize:
 def load_certificate(der: bytes) -> x509.Certificate:
     """cryptography's object for a certificate that parsed; the recently used ones stay loaded (anchors
     and intermediates are asked for again and again, a leaf only when its chain is analysed)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+    with quietly():
         return x509.load_der_x509_certificate(der)
 
 
@@ -112,8 +122,7 @@ def parse_with_cryptography(der: bytes) -> Parsed:
     """What cryptography's objects say of ``der``, uncached: what ``fields`` must read alike (``parse_der``
     reads so the shapes ``fields`` leaves alone)."""
     fingerprint = hashlib.sha256(der).hexdigest()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+    with quietly():
         try:
             cert = x509.load_der_x509_certificate(der)
         except NOT_LOADED as exc:
@@ -316,8 +325,7 @@ class TrustStore:
 
 def load_pem_bundle(data: bytes) -> list[Parsed]:
     """Every certificate in a PEM bundle; DER if it is not PEM at all; PKCS#7 (AIA .p7c) too."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", CryptographyDeprecationWarning)
+    with quietly():
         return _load_bundle(data)
 
 
