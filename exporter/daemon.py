@@ -183,14 +183,20 @@ class Daemon:
             return True, "configuration unchanged"
         self.config = config
         self.reload_ok, self.reload_time = True, time.time()
-        assert self.scheduler is not None
-        added, removed, changed = self.scheduler.apply(self.brokers)
-        self.exposition.prepare_configuration()
+        added, removed, changed = self._apply_configuration()
         log.info(
             "configuration reloaded",
             extra={"brokers": len(self.brokers), "added": added, "removed": removed, "changed": changed},
         )
         return True, f"configuration reloaded: {added} added, {removed} removed, {changed} changed"
+
+    def _apply_configuration(self) -> tuple[int, int, int]:
+        """The brokers of ``self.config`` to the scheduler, and what they say alone to the exposition (not
+        left to the first scrape); (added, removed, changed)."""
+        assert self.scheduler is not None
+        applied = self.scheduler.apply(self.brokers)
+        self.exposition.prepare_configuration()
+        return applied
 
     def stop(self) -> None:
         """Ask run() to shut down (what SIGTERM does)."""
@@ -258,8 +264,7 @@ class Daemon:
             loop.add_signal_handler(signum, self._stopping.set)
         loop.add_signal_handler(signal.SIGHUP, self.sighup.request)
         memory.tune_garbage_collector()
-        self.scheduler.apply(self.brokers)
-        self.exposition.prepare_configuration()
+        self._apply_configuration()
         self.web_state.ready = True
         started: dict[str, object] = {
             "brokers": len(self.brokers),

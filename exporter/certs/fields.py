@@ -143,6 +143,12 @@ SUBJECT_KEY_IDENTIFIER = oid_bytes("2.5.29.14")
 CA_ISSUERS = oid_bytes("1.3.6.1.5.5.7.48.2")
 
 
+def http_url(url: str) -> bool:
+    """Whether ``url`` is one the exporter fetches (a CRL, an issuer by AIA) and keeps among a
+    certificate's CRL URLs: HTTP or HTTPS, any case."""
+    return url.lower().startswith(("http://", "https://"))
+
+
 def read(der: bytes, fingerprint: str) -> Read | None:
     """The facts of a certificate cryptography loaded, or None when it is not of a shape read here."""
     try:
@@ -522,7 +528,7 @@ def _crl_urls(der: bytes, where: tuple[int, int] | None) -> tuple[str, ...]:
             if general[0] != URI:
                 raise Unusual("distributionPoint name")
             url = ascii_text(der, general)
-            if url.lower().startswith(("http://", "https://")):
+            if http_url(url):
                 urls.append(url)
     return tuple(urls)
 

@@ -262,8 +262,7 @@ def _crl_urls(points: x509.CRLDistributionPoints) -> tuple[str, ...]:
         str(name.value)
         for point in points
         for name in point.full_name or ()
-        if isinstance(name, x509.UniformResourceIdentifier)
-        and str(name.value).lower().startswith(("http://", "https://"))
+        if isinstance(name, x509.UniformResourceIdentifier) and fields.http_url(str(name.value))
     )
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from mqtt_cert_exporter import logs
 from mqtt_cert_exporter.cache import BoundedCache
+from mqtt_cert_exporter.certs.fields import http_url
 from mqtt_cert_exporter.certs.parse import Parsed, load_pem_bundle
 from mqtt_cert_exporter.probe.lifecycle.fetch import fetch_bounded
 from mqtt_cert_exporter.results import CacheSize
@@ -41,7 +42,7 @@ class AiaFetcher:
         return self.cache.size()
 
     async def fetch(self, url: str, timeout: float) -> tuple[Parsed, ...]:
-        if not self.enabled or not url.lower().startswith(("http://", "https://")):
+        if not self.enabled or not http_url(url):
             return ()
         cached = self.cache.get(url, time.monotonic())
         if cached is not None:

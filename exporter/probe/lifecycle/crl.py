@@ -12,6 +12,7 @@ import aiohttp
 
 from mqtt_cert_exporter import logs
 from mqtt_cert_exporter.cache import BoundedCache
+from mqtt_cert_exporter.certs.fields import http_url
 from mqtt_cert_exporter.certs.revocation import Crl, parse_crl
 from mqtt_cert_exporter.probe.lifecycle.fetch import fetch_bounded
 from mqtt_cert_exporter.results import CacheSize
@@ -68,7 +69,7 @@ class CrlFetcher:
         ``wait`` seconds for a download."""
         if not self.enabled:
             return None, "CRL checks are disabled"
-        if not url.lower().startswith(("http://", "https://")):
+        if not http_url(url):
             return None, f"unsupported CRL URL {url}"
         cached = self.cache.get(url, time.monotonic())
         if cached is not None:
