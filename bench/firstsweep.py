@@ -46,6 +46,7 @@ from bench.loadlab import (
     get_url,
     parse_metrics,
     per_broker,
+    this_build,
     wait_for_log,
     work_directory,
 )
@@ -166,7 +167,7 @@ def run_passes(
 ) -> list[SweepPass]:
     """Every build's exporter (``sides``: name -> PYTHONPATH; this checkout's alone by default) as one
     process, then as two shards; then blackbox_exporter."""
-    sides = sides or {"ours": os.environ.get("PYTHONPATH", "")}
+    sides = sides or this_build()
     passes = [
         exporters_pass(
             lab,

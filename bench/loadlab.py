@@ -391,17 +391,21 @@ def announced_fleet(
         yield lab, kinds
 
 
+def this_build() -> dict[str, str]:
+    """This checkout's build by name ("ours") -> the PYTHONPATH that runs it."""
+    return {"ours": os.environ.get("PYTHONPATH", "")}
+
+
 @contextlib.contextmanager
 def builds(baseline: Path | None) -> Iterator[dict[str, str]]:
-    """The PYTHONPATH of each build to run side by side: this checkout's ("ours") and, with ``baseline``
-    (an older checkout), its ``exporter/`` as the package ("baseline", first)."""
-    ours = os.environ.get("PYTHONPATH", "")
+    """The PYTHONPATH of each build to run side by side: this checkout's (``this_build``) and, with
+    ``baseline`` (an older checkout), its ``exporter/`` as the package ("baseline", first)."""
     if baseline is None:
-        yield {"ours": ours}
+        yield this_build()
         return
     with tempfile.TemporaryDirectory() as packages:
         os.symlink(baseline.resolve() / "exporter", Path(packages) / "mqtt_cert_exporter")
-        yield {"baseline": packages, "ours": ours}
+        yield {"baseline": packages, **this_build()}
 
 
 def add_lab_arguments(parser: argparse.ArgumentParser, *, brokers: int, concurrency: int) -> None:

@@ -33,8 +33,6 @@ CN, ORG = NameOID.COMMON_NAME, NameOID.ORGANIZATION_NAME
 @functools.cache
 def key(kind: str) -> Key:
     match kind:
-        case "p384":
-            return ec.generate_private_key(ec.SECP384R1())
         case "p521":
             return ec.generate_private_key(ec.SECP521R1())
         case "secp256k1":
@@ -190,7 +188,7 @@ READ_HERE: dict[str, Callable[[], bytes]] = {
     "a server's leaf, RSA 2048 signed by RSA": lambda: server_leaf("rsa2048", "rsa2048"),
     "a server's leaf, RSA 1024": lambda: server_leaf("rsa1024"),
     "a leaf with an EC P-384 key, signed with SHA-384": lambda: server_leaf(
-        "p384", "p384", digest=hashes.SHA384()
+        "ec384", "ec384", digest=hashes.SHA384()
     ),
     "a leaf with an EC P-521 key, signed with SHA-512": lambda: server_leaf(
         "p521", "p521", digest=hashes.SHA512()
