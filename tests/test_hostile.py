@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from mqtt_cert_exporter.config import BrokerConfig, MqttSettings, Target, TlsSettings
+from mqtt_cert_exporter.config import BrokerConfig, Target, TlsSettings
 from mqtt_cert_exporter.lab.mosquitto import Listener, Mosquitto
 from mqtt_cert_exporter.lab.pki import Issued, Pki
 from mqtt_cert_exporter.probe import Prober
@@ -29,8 +29,6 @@ def broker(name: str, address: str, ca: Path | None = None, timeout: float = 1.5
         target=Target(host.strip("[]"), int(port)),
         timeout=timeout,
         tls=TlsSettings(ca_file=str(ca) if ca else None, server_name="localhost", **tls),
-        # one connection per probe: a learning connection would meet a server thread still busy flooding
-        mqtt=MqttSettings(protocol="5"),
     )
 
 
@@ -112,6 +110,19 @@ async def test_hostile_broker_is_classified_in_time(
     result = await Prober().probe(target)
     assert time.monotonic() - started < target.timeout + 0.5
     assert failure(result) in expected, result.failure
+
+
+async def test_a_flooding_broker_stops_when_the_probe_goes(
+    hostile: dict[str, BrokerConfig], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Probe after probe of the endless server ends the same way, in time: its flood stops with the
+    connection (it wrote all 64 MiB into the lost connection, 16,000 warnings a probe, and starved the
+    next handshakes on the lab's thread into timeouts)."""
+    for _ in range(3):
+        result = await Prober().probe(hostile["endless"])
+        assert failure(result) == ("mqtt", "protocol_error")
+    await asyncio.sleep(0.2)
+    assert not [record for record in caplog.records if "socket.send() raised" in record.getMessage()]
 
 
 async def test_no_socket_leaks_after_many_hostile_probes(lab: Lab, hostile: dict[str, BrokerConfig]) -> None:

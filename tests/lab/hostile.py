@@ -71,15 +71,25 @@ def after_tls(reply: Callable[[bytes], bytes | None], *, close: bool = False) ->
 
 
 def endless(chunk: bytes = b"\x20\x7f" + b"\xff" * 4096) -> Handler:
-    """Answers CONNECT with an endless stream."""
+    """Answers CONNECT with an endless stream, until the client goes (at most 64 MiB)."""
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(65536)
+        # Over TLS, writes to a connection the client has closed neither block nor fail (each logs
+        # "socket.send() raised exception."), so drain() never yields: without the sleep this loop held
+        # the lab's event loop for all 64 MiB, 16,000 warnings per probe, and starved its other servers.
+        # Reading what the client sends meanwhile tells when it has gone.
+        listening = asyncio.ensure_future(_drain_forever(reader))
         sent = 0
-        while not writer.is_closing() and not reader.at_eof() and sent < 64 << 20:
-            writer.write(chunk)
-            sent += len(chunk)
-            await writer.drain()
+        try:
+            while not listening.done() and sent < 64 << 20:
+                writer.write(chunk)
+                sent += len(chunk)
+                await writer.drain()
+                await asyncio.sleep(0)
+        finally:
+            listening.cancel()
+            await asyncio.gather(listening, return_exceptions=True)  # its reset, if any, is retrieved
 
     return handler
 
