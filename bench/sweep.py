@@ -13,6 +13,7 @@ import asyncio
 import resource
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from mqtt_cert_exporter.config import BrokerConfig, Target, TlsSettings
@@ -24,7 +25,11 @@ from mqtt_cert_exporter.store import ResultStore
 from tests.lab.hostile import BlackHole
 
 
-async def sweep(brokers: list[BrokerConfig], concurrency: int) -> tuple[float, ResultStore]:
+async def sweep(
+    brokers: Sequence[BrokerConfig], concurrency: int, prober: Prober | None = None
+) -> tuple[float, ResultStore]:
+    """Every broker probed once by the real scheduler (on ``prober``, a new one by default): the wall time
+    until the last result, and the results."""
     store = ResultStore()
     done = asyncio.Event()
 
@@ -32,7 +37,7 @@ async def sweep(brokers: list[BrokerConfig], concurrency: int) -> tuple[float, R
         if len(store.results) == len(brokers):
             done.set()
 
-    scheduler = Scheduler(Prober(), store, concurrency=concurrency, on_result=on_result)
+    scheduler = Scheduler(prober or Prober(), store, concurrency=concurrency, on_result=on_result)
     started = time.monotonic()
     scheduler.apply(brokers)
     await done.wait()
