@@ -5,10 +5,10 @@ prober, for good chains and for bad ones, in process.
 
 bench.compare's "every broker at once" is our first sweep: every chain is new. On first contact ours has
 OpenSSL verify the chain (one it accepted before is only compared), reads its certificates, names its
-problems, formats the broker's metrics text, and for an expired or untrusted chain opens a second
-connection, which verifies nothing, for the MQTT answer (broker down or certificate bad): the verifying
-handshake OpenSSL ended cannot carry it. The lean prober (``bench/lean.py``) and blackbox_exporter stop at
-the failed verification. This measures each kind's share.
+problems, and for an expired or untrusted chain opens a second connection, which verifies nothing, for
+the MQTT answer (broker down or certificate bad): the verifying handshake OpenSSL ended cannot carry it.
+The lean prober (``bench/lean.py``) and blackbox_exporter stop at the failed verification. This measures
+each kind's share (ours through the scheduler and the store; the daemon's metrics text is left out).
 
 The load lab of bench.compare (Mosquitto, leaf + intermediate, EC P-256), half good chains and half bad
 (expired and untrusted), no black holes. Per round and kind, a third of that kind's brokers, new to the

@@ -32,7 +32,8 @@ def first_contact_lines(r: Results) -> list[str]:
         "",
         "The all-at-once figure is our first sweep, where every chain is new. `python -m bench.firstcontact` sweeps",
         "good chains and bad ones apart, all at once, in process: ours' first sweep, its second on the same",
-        "prober (every chain known), and the lean prober:",
+        "prober (every chain known), and the lean prober (ours through the scheduler and the store, without the",
+        "daemon's metrics text):",
         "",
         *FIRST_CONTACT_TABLE,
         "",
@@ -41,7 +42,7 @@ def first_contact_lines(r: Results) -> list[str]:
         f"{ms(lean.cpu_per_probe)}). What is above it is the first contact: OpenSSL verifies each new chain "
         "(as it does",
         "every time for blackbox and the lean prober; a known one ours only compares), ours reads the",
-        "certificates, names the chain's problems and formats the broker's text (0.45 ms per good chain above its",
+        "certificates and names the chain's problems (0.45 ms per good chain above its",
         "second sweep), and for a bad chain it opens the second connection that tells broker down from",
         "certificate bad (with that chain's longer analysis, 1.57 ms per bad chain above its second sweep, 0.16 ms",
         "per broker of this mix). With it a bad broker's first result already says whether the broker answers",
