@@ -62,7 +62,7 @@ def _configs(brokers: Sequence[BenchBroker], tls: TlsSettings) -> list[BrokerCon
     return [
         BrokerConfig(
             name=broker.name,
-            target=Target("127.0.0.1", int(broker.address.rpartition(":")[2])),
+            target=Target("127.0.0.1", broker.port),
             interval=3600,
             timeout=5,
             tls=tls,

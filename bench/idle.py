@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mqtt_cert_exporter.config import BrokerConfig, MqttSettings, Target, TlsSettings
+from mqtt_cert_exporter.config import BrokerConfig, MqttProtocol, MqttSettings, Target, TlsSettings
 from mqtt_cert_exporter.eventloop import run
 from mqtt_cert_exporter.lab.mosquitto import Listener, Mosquitto
 from mqtt_cert_exporter.lab.pki import Pki
@@ -41,12 +41,14 @@ def idle_until_closed(port: int, limit: float) -> str:
         return f"closed after {time.monotonic() - started:.1f} s ({len(data)} bytes sent first)"
 
 
-def wait_until_serving(name: str, port: int, ca_file: Path, protocol: str, timeout: float = 60) -> None:
+def wait_until_serving(
+    name: str, port: int, ca_file: Path, protocol: MqttProtocol, timeout: float = 60
+) -> None:
     broker = BrokerConfig(
         name=name,
         target=Target("127.0.0.1", port),
         tls=TlsSettings(ca_file=str(ca_file), server_name="localhost"),
-        mqtt=MqttSettings(protocol=protocol),  # type: ignore[arg-type]
+        mqtt=MqttSettings(protocol=protocol),
     )
     deadline = time.monotonic() + timeout
     while (result := run(Prober().probe(broker))).mqtt is None:  # no CONNACK yet (a refusal is one)
@@ -79,7 +81,7 @@ def main() -> None:
         try:
             for broker in brokers:
                 broker.start()
-            ports = {
+            ports: dict[str, tuple[int, MqttProtocol]] = {
                 "mosquitto": (mosquitto.port("idle"), "5"),
                 "rabbitmq": (rabbitmq.mqtts_port, "3.1.1"),
                 "ejabberd": (ejabberd.mqtts_port, "5"),

@@ -86,6 +86,10 @@ class BenchBroker:
     address: str  # 127.0.0.1:PORT
     kind: str  # good, expired, untrusted, black_hole
 
+    @property
+    def port(self) -> int:
+        return int(self.address.rpartition(":")[2])
+
 
 @dataclass
 class Fleet:
@@ -158,7 +162,7 @@ def fleet(directory: Path, brokers: int, black_holes_share: float, expired_share
         yield Fleet(
             ca_file=root.cert_path,
             brokers=entries,
-            floor_port=int(floor.address.rpartition(":")[2]),
+            floor_port=floor.port,
             mosquitto_pids=[mosquitto.pid for mosquitto in processes],
             build_seconds=time.monotonic() - started,
         )
